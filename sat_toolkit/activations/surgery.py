@@ -1,0 +1,229 @@
+"""Model surgery: put the chosen activation everywhere a model has one.
+
+Two routes, usable together:
+
+* :func:`replace_activations` walks any ``nn.Module`` (timm models included) and swaps
+  every activation *module* for a fresh instance of the chosen activation.
+* :func:`create_timm_model` hands timm an :class:`ActivationFactory` as ``act_layer`` at
+  creation, then sweeps with :func:`replace_activations` for layers timm hard-codes.
+
+Module surgery cannot reach ``F.relu(x)`` written inside a ``forward``. Those calls are
+found by :func:`find_functional_activations`, which runs one forward pass under a
+``TorchFunctionMode`` and names the module that made each call, so they are reported
+instead of silently left behind.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from sat_toolkit.activations.base import Activation
+from sat_toolkit.activations.factory import ActivationFactory, ActivationSpec
+from sat_toolkit.errors import SatError
+
+#: Module types that surgery treats as activations. Gates (Sigmoid, Hardsigmoid) are not
+#: activations in this sense: squeeze-excite blocks need them as they are.
+TORCH_ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU,
+    nn.SiLU, nn.Mish, nn.Softplus, nn.Hardswish, nn.Hardtanh,
+)
+
+#: Functional calls that surgery cannot replace; any made outside an activation module
+#: is reported.
+FUNCTIONAL_ACTIVATIONS: dict[Callable[..., Any], str] = {
+    F.relu: "torch.nn.functional.relu",
+    F.relu_: "torch.nn.functional.relu_",
+    F.relu6: "torch.nn.functional.relu6",
+    torch.relu: "torch.relu",
+    torch.relu_: "torch.relu_",
+    torch.Tensor.relu: "Tensor.relu",
+    torch.Tensor.relu_: "Tensor.relu_",
+}
+
+
+def _timm_activation_types() -> tuple[type[nn.Module], ...]:
+    try:
+        from timm.layers import activations as timm_acts
+    except ImportError:  # timm is a dependency, but surgery works on plain torch too
+        return ()
+    names = ("Swish", "Mish", "GELU", "GELUTanh", "QuickGELU", "HardSwish", "HardMish", "PReLU", "Tanh")
+    return tuple(getattr(timm_acts, n) for n in names if hasattr(timm_acts, n) and n != "Tanh")
+
+
+def activation_types() -> tuple[type[nn.Module], ...]:
+    """Every module type surgery replaces: torch's, timm's and all registered activations."""
+    from sat_toolkit.plugins import PluginKind, get_plugin_host
+
+    registered = tuple(
+        record.obj for record in get_plugin_host().records(PluginKind.ACTIVATION)
+        if record.obj is not None and isinstance(record.obj, type)
+    )
+    return TORCH_ACTIVATION_TYPES + _timm_activation_types() + registered + (Activation,)
+
+
+def is_activation(module: nn.Module) -> bool:
+    return isinstance(module, activation_types())
+
+
+@dataclasses.dataclass
+class SurgeryReport:
+    """What surgery changed and what it could not reach."""
+
+    replaced: dict[str, str] = dataclasses.field(default_factory=dict)  # path -> old type
+    functional_calls: list[str] = dataclasses.field(default_factory=list)  # "path: fn"
+    functional_checked: bool = False
+
+    @property
+    def replaced_counts(self) -> dict[str, int]:
+        return dict(collections.Counter(self.replaced.values()))
+
+    def summary(self) -> str:
+        counts = ", ".join(f"{n} x{c}" for n, c in sorted(self.replaced_counts.items())) or "nothing"
+        text = f"replaced {len(self.replaced)} activation modules ({counts})"
+        if not self.functional_checked:
+            return text + "; functional calls not checked (no example input)"
+        if self.functional_calls:
+            return text + "; functional activations surgery cannot reach: " + ", ".join(self.functional_calls)
+        return text + "; no functional activation calls"
+
+
+def replace_activations(
+    model: nn.Module,
+    activation: ActivationSpec,
+    *,
+    example_input: torch.Tensor | None = None,
+    strict: bool = False,
+    report: SurgeryReport | None = None,
+) -> SurgeryReport:
+    """Replace every activation module in ``model`` (in place) with ``activation``.
+
+    Args:
+        model: any module; timm's fused ``BatchNormAct2d`` layers are reached too.
+        activation: a registered name or ``{"name": ..., **params}``.
+        example_input: if given, one forward pass finds functional ReLU calls.
+        strict: raise instead of reporting when functional calls remain.
+    """
+    factory = ActivationFactory(activation)
+    report = report or SurgeryReport()
+    targets = activation_types()
+    # Collect first, then swap: mutating while iterating named_modules skips children.
+    found = [
+        (path, module) for path, module in model.named_modules()
+        if path and isinstance(module, targets)
+        and not any(path.startswith(done + ".") for done in report.replaced)
+    ]
+    found = [(p, m) for p, m in found if not _inside_activation(p, found)]
+    for path, module in found:
+        parent_path, _, attr = path.rpartition(".")
+        parent = model.get_submodule(parent_path) if parent_path else model
+        replacement = factory()
+        replacement.train(module.training)
+        if isinstance(parent, (nn.Sequential, nn.ModuleList)) and attr.isdigit():
+            parent[int(attr)] = replacement
+        else:
+            setattr(parent, attr, replacement)
+        report.replaced.setdefault(path, type(module).__name__)
+    if example_input is not None:
+        report.functional_calls = find_functional_activations(model, example_input)
+        report.functional_checked = True
+        if strict and report.functional_calls:
+            raise SatError(
+                "activation surgery cannot replace functional calls in: "
+                + ", ".join(report.functional_calls)
+                + "; build the model with the activation as act_layer or edit its forward"
+            )
+    return report
+
+
+def _inside_activation(path: str, found: Iterable[tuple[str, nn.Module]]) -> bool:
+    """A module nested in an activation being replaced goes with its parent."""
+    return any(path.startswith(other + ".") for other, _ in found)
+
+
+class _FunctionalActivationRecorder(TorchFunctionMode):
+    def __init__(self, stack: list[tuple[str, nn.Module]]) -> None:
+        super().__init__()
+        self.stack = stack
+        self.calls: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+        kwargs = kwargs or {}
+        label = FUNCTIONAL_ACTIVATIONS.get(func)
+        if label is not None:
+            owner_path, owner = self.stack[-1] if self.stack else ("<model>", None)
+            if owner is None or not is_activation(owner):
+                entry = f"{owner_path or '<root>'}: {label}"
+                if entry not in self.calls:
+                    self.calls.append(entry)
+        return func(*args, **kwargs)
+
+
+def find_functional_activations(model: nn.Module, example_input: torch.Tensor) -> list[str]:
+    """Run one forward pass and list ``"module.path: function"`` for each functional ReLU.
+
+    Calls made inside activation modules (ours or torch's) are not reported: those modules
+    are what surgery replaces.
+    """
+    stack: list[tuple[str, nn.Module]] = []
+    handles = []
+    for path, module in model.named_modules():
+        handles.append(module.register_forward_pre_hook(
+            lambda mod, _inp, p=path: stack.append((p, mod))
+        ))
+        handles.append(module.register_forward_hook(lambda *_args: stack.pop()))
+    was_training = model.training
+    recorder = _FunctionalActivationRecorder(stack)
+    try:
+        model.eval()
+        with torch.no_grad(), recorder:
+            model(example_input)
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return recorder.calls
+
+
+def count_modules(model: nn.Module, types: tuple[type[nn.Module], ...]) -> int:
+    return sum(isinstance(m, types) for m in model.modules())
+
+
+def create_timm_model(
+    architecture: str,
+    activation: ActivationSpec,
+    *,
+    example_input: torch.Tensor | None = None,
+    strict: bool = False,
+    **timm_kwargs: Any,
+) -> tuple[nn.Module, SurgeryReport]:
+    """``timm.create_model`` with ``act_layer`` set to the activation (never downloads).
+
+    timm builds its blocks with our activation; a surgery sweep then replaces any layer
+    the architecture hard-codes, and the report says what was swapped afterwards.
+    """
+    import timm
+
+    timm_kwargs.setdefault("pretrained", False)
+    if timm_kwargs["pretrained"]:
+        raise SatError("create_timm_model: pretrained weights would be downloaded; set pretrained=false")
+    factory = ActivationFactory(activation)
+    try:
+        model = timm.create_model(architecture, act_layer=factory, **timm_kwargs)
+    except RuntimeError as exc:
+        if "Unknown model" not in str(exc):
+            raise
+        close = timm.list_models(f"*{architecture}*")[:5]
+        hint = f" Similar: {', '.join(close)}" if close else ""
+        raise SatError(f"unknown timm architecture '{architecture}'.{hint}") from None
+    report = replace_activations(
+        model, activation, example_input=example_input, strict=strict
+    )
+    return model, report

@@ -1,0 +1,43 @@
+"""The ``sat-toolkit`` command line.
+
+Each sub-command lives in its own module under ``sat_toolkit.commands``; this module
+only assembles the group and turns user mistakes into one-line errors with exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import click
+
+from sat_toolkit import __version__
+from sat_toolkit.commands.activations import activations_command
+from sat_toolkit.commands.plugins import plugins_command
+from sat_toolkit.plugins import PluginWarning
+
+
+def _show_plugin_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Plugin problems are one readable line on stderr, not a warnings-module dump."""
+    if issubclass(category, PluginWarning):
+        click.echo(f"warning: {message}", err=True)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
+_default_showwarning = warnings.showwarning
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sat-toolkit")
+def cli() -> None:
+    """Smooth adversarial training: train, attack and evaluate robust classifiers."""
+
+
+cli.add_command(plugins_command)
+cli.add_command(activations_command)
+
+
+def main() -> None:
+    warnings.showwarning = _show_plugin_warning
+    sys.exit(cli.main(prog_name="sat-toolkit", standalone_mode=True))

@@ -1,0 +1,35 @@
+"""``sat-toolkit activations``: what each activation is, and a picture of it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from sat_toolkit.commands.table import format_table
+from sat_toolkit.plugins import PluginKind, get_plugin_host
+
+
+@click.command("activations")
+@click.option(
+    "--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
+    help="Draw value and gradient of each activation to this PNG.",
+)
+@click.option("--only", multiple=True, help="Activation name to draw (repeatable; default all).")
+def activations_command(plot_path: Path | None, only: tuple[str, ...]) -> None:
+    """List the installed activations; with --plot, draw their values and gradients."""
+    host = get_plugin_host()
+    records = [r for r in host.records(PluginKind.ACTIVATION) if r.kind == "activation"]
+    rows = []
+    for r in records:
+        obj = r.obj
+        smooth = "-" if obj is None else ("yes" if getattr(obj, "smooth", False) else "no")
+        about = getattr(obj, "description", "") if obj is not None else (r.error or r.status)
+        rows.append((r.name, smooth, r.distribution, about))
+    click.echo(format_table(("name", "smooth", "distribution", "formula / notes"), rows))
+    if plot_path is not None:
+        from sat_toolkit.activations.plot import plot_activations
+
+        names = list(only) or [r.name for r in records if r.status == "ok"]
+        written = plot_activations(names, plot_path)
+        click.echo(f"\nwrote {written}")
