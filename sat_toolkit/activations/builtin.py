@@ -157,5 +157,12 @@ class SmoothReLU(Activation):
 
 
 BUILTIN_ACTIVATIONS: list[type[Activation]] = [
-    ReLU, Softplus, ParametricSoftplus, SiLU, GELU, ELU, CELU, SmoothReLU,
+    ReLU,
+    Softplus,
+    ParametricSoftplus,
+    SiLU,
+    GELU,
+    ELU,
+    CELU,
+    SmoothReLU,
 ]

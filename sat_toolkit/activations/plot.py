@@ -51,7 +51,7 @@ def plot_activations(names: Sequence[str], path: Path, lo: float = -3.0, hi: flo
         ax.axvline(0, color="grey", linewidth=0.5)
         ax.set_title(name)
         ax.set_ylim(-1.5, 3.0)
-    for ax in list(axes.flat)[len(names):]:
+    for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
     axes.flat[0].legend(loc="upper left", fontsize=8)
     fig.tight_layout()

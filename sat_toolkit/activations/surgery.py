@@ -32,8 +32,20 @@ from sat_toolkit.errors import SatError
 #: Module types that surgery treats as activations. Gates (Sigmoid, Hardsigmoid) are not
 #: activations in this sense: squeeze-excite blocks need them as they are.
 TORCH_ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU,
-    nn.SiLU, nn.Mish, nn.Softplus, nn.Hardswish, nn.Hardtanh,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.RReLU,
+    nn.ELU,
+    nn.CELU,
+    nn.SELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Softplus,
+    nn.Hardswish,
+    nn.Hardtanh,
 )
 
 #: Functional calls that surgery cannot replace; any made outside an activation module
@@ -63,7 +75,8 @@ def activation_types() -> tuple[type[nn.Module], ...]:
     from sat_toolkit.plugins import PluginKind, get_plugin_host
 
     registered = tuple(
-        record.obj for record in get_plugin_host().records(PluginKind.ACTIVATION)
+        record.obj
+        for record in get_plugin_host().records(PluginKind.ACTIVATION)
         if record.obj is not None and isinstance(record.obj, type)
     )
     return TORCH_ACTIVATION_TYPES + _timm_activation_types() + registered + (Activation,)
@@ -116,8 +129,10 @@ def replace_activations(
     targets = activation_types()
     # Collect first, then swap: mutating while iterating named_modules skips children.
     found = [
-        (path, module) for path, module in model.named_modules()
-        if path and isinstance(module, targets)
+        (path, module)
+        for path, module in model.named_modules()
+        if path
+        and isinstance(module, targets)
         and not any(path.startswith(done + ".") for done in report.replaced)
     ]
     found = [(p, m) for p, m in found if not _inside_activation(p, found)]
@@ -175,9 +190,7 @@ def find_functional_activations(model: nn.Module, example_input: torch.Tensor) -
     stack: list[tuple[str, nn.Module]] = []
     handles = []
     for path, module in model.named_modules():
-        handles.append(module.register_forward_pre_hook(
-            lambda mod, _inp, p=path: stack.append((p, mod))
-        ))
+        handles.append(module.register_forward_pre_hook(lambda mod, _inp, p=path: stack.append((p, mod))))
         handles.append(module.register_forward_hook(lambda *_args: stack.pop()))
     was_training = model.training
     recorder = _FunctionalActivationRecorder(stack)
@@ -223,7 +236,5 @@ def create_timm_model(
         close = timm.list_models(f"*{architecture}*")[:5]
         hint = f" Similar: {', '.join(close)}" if close else ""
         raise SatError(f"unknown timm architecture '{architecture}'.{hint}") from None
-    report = replace_activations(
-        model, activation, example_input=example_input, strict=strict
-    )
+    report = replace_activations(model, activation, example_input=example_input, strict=strict)
     return model, report

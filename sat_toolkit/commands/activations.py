@@ -12,7 +12,9 @@ from sat_toolkit.plugins import PluginKind, get_plugin_host
 
 @click.command("activations")
 @click.option(
-    "--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False, path_type=Path),
     help="Draw value and gradient of each activation to this PNG.",
 )
 @click.option("--only", multiple=True, help="Activation name to draw (repeatable; default all).")

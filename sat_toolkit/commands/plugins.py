@@ -21,11 +21,23 @@ def plugins_command(kind: str | None, as_json: bool) -> None:
     """
     records = get_plugin_host().records(kind)
     if as_json:
-        click.echo(json.dumps([
-            {"kind": r.kind, "name": r.name, "distribution": r.distribution, "version": r.version,
-             "entry_point": r.entry_point, "status": r.status, "error": r.error}
-            for r in records
-        ], indent=2))
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "kind": r.kind,
+                        "name": r.name,
+                        "distribution": r.distribution,
+                        "version": r.version,
+                        "entry_point": r.entry_point,
+                        "status": r.status,
+                        "error": r.error,
+                    }
+                    for r in records
+                ],
+                indent=2,
+            )
+        )
         return
     rows = [
         (r.kind, r.name, r.distribution, r.version, r.status + (f" ({r.error})" if r.error else ""))

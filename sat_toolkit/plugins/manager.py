@@ -147,8 +147,13 @@ class PluginHost:
     @staticmethod
     def _module_record(source: _Source, status: str, error: str | None) -> PluginRecord:
         return PluginRecord(
-            kind="*", name=source.entry_point, distribution=source.distribution,
-            version=source.version, entry_point=source.entry_point, status=status, error=error,
+            kind="*",
+            name=source.entry_point,
+            distribution=source.distribution,
+            version=source.version,
+            entry_point=source.entry_point,
+            status=status,
+            error=error,
         )
 
     @staticmethod
@@ -164,21 +169,34 @@ class PluginHost:
                 rows = list(self._validate(kind, classes))
             except Exception as exc:
                 error = _describe(exc)
-                self._records.append(PluginRecord(
-                    kind=kind.value, name=f"({source.entry_point})", distribution=source.distribution,
-                    version=source.version, entry_point=source.entry_point, status="failed",
-                    error=error,
-                ))
+                self._records.append(
+                    PluginRecord(
+                        kind=kind.value,
+                        name=f"({source.entry_point})",
+                        distribution=source.distribution,
+                        version=source.version,
+                        entry_point=source.entry_point,
+                        status="failed",
+                        error=error,
+                    )
+                )
                 self._warn(
                     f"plugin '{source.entry_point}' from '{source.distribution}' failed to "
                     f"register its {kind.value}s: {error}"
                 )
                 continue
             for name, obj in rows:
-                self._records.append(PluginRecord(
-                    kind=kind.value, name=name, distribution=source.distribution,
-                    version=source.version, entry_point=source.entry_point, status="ok", obj=obj,
-                ))
+                self._records.append(
+                    PluginRecord(
+                        kind=kind.value,
+                        name=name,
+                        distribution=source.distribution,
+                        version=source.version,
+                        entry_point=source.entry_point,
+                        status="ok",
+                        obj=obj,
+                    )
+                )
 
     @staticmethod
     def _validate(kind: PluginKind, classes: Any) -> Iterable[tuple[str, Any]]:
@@ -190,9 +208,7 @@ class PluginHost:
         for obj in classes:
             name = getattr(obj, "name", None)
             if not isinstance(name, str) or not _NAME_PATTERN.match(name):
-                raise TypeError(
-                    f"{obj!r} needs a class attribute 'name' in lower snake case (got {name!r})"
-                )
+                raise TypeError(f"{obj!r} needs a class attribute 'name' in lower snake case (got {name!r})")
             rows.append((name, obj))
         return rows
 
@@ -241,10 +257,7 @@ class PluginHost:
         raise self._unknown(kind_value, name)
 
     def _unknown(self, kind: str, name: str) -> Exception:
-        failed = [
-            r for r in self.records(kind)
-            if r.status == "failed" and r.kind in (kind, "*")
-        ]
+        failed = [r for r in self.records(kind) if r.status == "failed" and r.kind in (kind, "*")]
         if failed:
             culprits = "; ".join(
                 f"plugin '{r.entry_point}' from '{r.distribution}' failed ({r.error})" for r in failed
