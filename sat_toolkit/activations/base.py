@@ -21,6 +21,10 @@ class Activation(nn.Module):
     description: ClassVar[str] = ""
     smooth: ClassVar[bool] = True
 
+    def __init__(self) -> None:
+        # An explicit signature: activations without parameters accept none.
+        super().__init__()
+
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.hparams().items())
 

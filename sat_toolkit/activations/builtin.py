@@ -139,18 +139,19 @@ class SmoothReLU(Activation):
         self._alpha_init = float(alpha)
         if self.learnable:
             self.b = nn.Parameter(torch.tensor(math.sqrt(alpha)))
-        else:
-            self.register_buffer("b", torch.tensor(math.sqrt(alpha)), persistent=False)
 
     @property
-    def alpha(self) -> torch.Tensor:
-        return self.b * self.b
+    def alpha(self) -> torch.Tensor | float:
+        """The current a: a python float when fixed (exact), b**2 when learnable."""
+        return self.b * self.b if self.learnable else self._alpha_init
 
     def hparams(self) -> dict[str, object]:
         return {"alpha": self._alpha_init, "learnable": self.learnable}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        alpha = self.alpha.to(dtype=x.dtype)
+        alpha = self.alpha
+        if isinstance(alpha, torch.Tensor):
+            alpha = alpha.to(dtype=x.dtype)
         positive = x.clamp(min=0)
         # log1p keeps precision near 0; for large x the log term is tiny next to x.
         return positive - torch.log1p(alpha * positive) / alpha

@@ -37,7 +37,8 @@ def create_activation(spec: ActivationSpec, **params: Any) -> nn.Module:
     name, spec_params = split_spec(spec)
     spec_params.update(params)
     cls = resolve_activation(name)
-    accepted = inspect.signature(cls).parameters
+    # A plain nn.Module without its own __init__ takes no parameters (its signature says **kwargs).
+    accepted = {} if cls.__init__ is nn.Module.__init__ else inspect.signature(cls).parameters
     takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
     unknown = [key for key in spec_params if key not in accepted and not takes_kwargs]
     if unknown:
@@ -59,7 +60,8 @@ class ActivationFactory:
 
     def __init__(self, spec: ActivationSpec) -> None:
         self.name, self.params = split_spec(spec)
-        create_activation(self.name, **self.params)  # fail early on a bad spec
+        # Built once up front: a bad spec fails here, and surgery compares against it.
+        self.prototype = create_activation(self.name, **self.params)
 
     def __call__(self, inplace: bool = False, **_ignored: Any) -> nn.Module:
         return create_activation(self.name, **self.params)

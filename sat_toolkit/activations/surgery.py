@@ -127,15 +127,16 @@ def replace_activations(
     factory = ActivationFactory(activation)
     report = report or SurgeryReport()
     targets = activation_types()
-    # Collect first, then swap: mutating while iterating named_modules skips children.
+    candidates = [
+        (path, module) for path, module in model.named_modules() if path and isinstance(module, targets)
+    ]
+    # A module nested in an activation (the surrogate's smooth function) goes with its parent;
+    # collect first, then swap: mutating while iterating named_modules would skip children.
     found = [
         (path, module)
-        for path, module in model.named_modules()
-        if path
-        and isinstance(module, targets)
-        and not any(path.startswith(done + ".") for done in report.replaced)
+        for path, module in candidates
+        if not _inside_activation(path, candidates) and not _already(module, factory)
     ]
-    found = [(p, m) for p, m in found if not _inside_activation(p, found)]
     for path, module in found:
         parent_path, _, attr = path.rpartition(".")
         parent = model.get_submodule(parent_path) if parent_path else model
@@ -156,6 +157,14 @@ def replace_activations(
                 + "; build the model with the activation as act_layer or edit its forward"
             )
     return report
+
+
+def _already(module: nn.Module, factory: ActivationFactory) -> bool:
+    """True when ``module`` is exactly what the factory would build (nothing to do)."""
+    if type(module) is not type(factory.prototype):
+        return False
+    hparams = getattr(module, "hparams", None)
+    return hparams is None or hparams() == factory.prototype.hparams()
 
 
 def _inside_activation(path: str, found: Iterable[tuple[str, nn.Module]]) -> bool:
@@ -188,10 +197,17 @@ def find_functional_activations(model: nn.Module, example_input: torch.Tensor) -
     are what surgery replaces.
     """
     stack: list[tuple[str, nn.Module]] = []
+
+    def enter(path: str, module: nn.Module) -> None:
+        stack.append((path, module))
+
+    def leave() -> None:  # a forward hook's return value would replace the output
+        stack.pop()
+
     handles = []
     for path, module in model.named_modules():
-        handles.append(module.register_forward_pre_hook(lambda mod, _inp, p=path: stack.append((p, mod))))
-        handles.append(module.register_forward_hook(lambda *_args: stack.pop()))
+        handles.append(module.register_forward_pre_hook(lambda mod, _inp, p=path: enter(p, mod)))
+        handles.append(module.register_forward_hook(lambda *_args: leave()))
     was_training = model.training
     recorder = _FunctionalActivationRecorder(stack)
     try:

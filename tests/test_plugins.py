@@ -1,0 +1,192 @@
+"""Plugin discovery through real entry points, and every way it can go wrong."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from sat_toolkit.cli import cli
+from sat_toolkit.errors import PluginConflictError, PluginLoadError, UnknownPluginError
+from sat_toolkit.plugins import PluginHost, PluginWarning, get_plugin_host, reset_plugin_host
+
+GOOD_PLUGIN = """
+from torch import nn
+from sat_toolkit.plugins import hookimpl
+
+class Wobble(nn.Module):
+    name = "wobble"
+    description = "test activation"
+    smooth = True
+    def forward(self, x):
+        return x * 2
+
+@hookimpl
+def sat_register_activations():
+    return [Wobble]
+"""
+
+SILU_CLAIMER = """
+from torch import nn
+from sat_toolkit.plugins import hookimpl
+
+class MySiLU(nn.Module):
+    name = "silu"
+    smooth = True
+    def forward(self, x):
+        return x
+
+@hookimpl
+def sat_register_activations():
+    return [MySiLU]
+"""
+
+
+def test_builtins_register_through_their_entry_point(fresh_plugin_host: None) -> None:
+    host = get_plugin_host()
+    records = [r for r in host.records("activation") if r.kind == "activation"]
+    expected = {
+        "relu",
+        "softplus",
+        "parametric_softplus",
+        "silu",
+        "gelu",
+        "elu",
+        "celu",
+        "smoothrelu",
+        "relu_smooth_grad",
+    }
+    builtin = {r.name for r in records if r.distribution == "sat-toolkit"}
+    assert expected <= builtin
+    assert all(r.entry_point.startswith("builtin-") for r in records if r.distribution == "sat-toolkit")
+    assert host.get("activation", "silu").__module__ == "sat_toolkit.activations.builtin"
+
+
+def test_third_party_plugin_is_discovered_with_distribution_and_version(fake_distribution) -> None:
+    fake_distribution("wobble-acts", GOOD_PLUGIN, version="2.5")
+    host = get_plugin_host()
+    cls = host.get("activation", "wobble")
+    assert cls.__name__ == "Wobble"
+    (record,) = [r for r in host.records("activation") if r.name == "wobble"]
+    assert (record.distribution, record.version, record.status) == ("wobble-acts", "2.5", "ok")
+
+
+def test_duplicate_names_are_an_error_naming_both_distributions(fake_distribution) -> None:
+    fake_distribution("silu-one", SILU_CLAIMER)
+    with pytest.warns(PluginWarning, match="silu"):
+        host = get_plugin_host()
+    with pytest.raises(PluginConflictError) as info:
+        host.get("activation", "silu")
+    assert "'sat-toolkit'" in str(info.value) and "'silu-one'" in str(info.value)
+    statuses = {r.distribution: r.status for r in host.records("activation") if r.name == "silu"}
+    assert statuses == {"sat-toolkit": "conflict", "silu-one": "conflict"}
+    # Other names keep working.
+    assert host.get("activation", "gelu").name == "gelu"
+
+
+def test_plugin_raising_on_import_is_reported_not_fatal(fake_distribution) -> None:
+    fake_distribution("broken-acts", "raise RuntimeError('numpy ABI mismatch')\n")
+    with pytest.warns(PluginWarning, match="broken-acts.*numpy ABI mismatch"):
+        host = get_plugin_host()
+    assert host.get("activation", "silu").name == "silu"
+    (failed,) = [r for r in host.records() if r.distribution == "broken-acts"]
+    assert failed.status == "failed" and "RuntimeError: numpy ABI mismatch" in failed.error
+    # A lookup that might need it fails and names the broken plugin.
+    with pytest.raises(PluginLoadError, match="broken-acts.*numpy ABI mismatch"):
+        host.get("activation", "mish")
+
+
+def test_plugin_raising_in_its_hook_is_reported_per_kind(fake_distribution) -> None:
+    fake_distribution(
+        "hook-fails",
+        """
+        from sat_toolkit.plugins import hookimpl
+
+        @hookimpl
+        def sat_register_activations():
+            raise ValueError("bad registration")
+        """,
+    )
+    with pytest.warns(PluginWarning, match="failed to register its activations"):
+        host = get_plugin_host()
+    (failed,) = [r for r in host.records("activation") if r.distribution == "hook-fails"]
+    assert failed.status == "failed" and failed.kind == "activation"
+    assert host.get("activation", "elu").name == "elu"
+
+
+def test_plugin_class_without_a_name_fails_registration(fake_distribution) -> None:
+    fake_distribution(
+        "nameless",
+        """
+        from torch import nn
+        from sat_toolkit.plugins import hookimpl
+
+        class NoName(nn.Module):
+            pass
+
+        @hookimpl
+        def sat_register_activations():
+            return [NoName]
+        """,
+    )
+    with pytest.warns(PluginWarning, match="class attribute 'name'"):
+        get_plugin_host()
+
+
+@pytest.mark.parametrize("blocked", ["wobble-acts", "wobble_acts", "my-entry", "*", "all"])
+def test_environment_variable_blocks_external_plugins(
+    fake_distribution, monkeypatch: pytest.MonkeyPatch, blocked: str
+) -> None:
+    fake_distribution("wobble-acts", GOOD_PLUGIN, entry_point="my-entry")
+    monkeypatch.setenv("SAT_TOOLKIT_DISABLE_PLUGINS", f"something-else, {blocked}")
+    reset_plugin_host()
+    host = get_plugin_host()
+    assert "wobble" not in host.names("activation")
+    assert host.get("activation", "silu").name == "silu"  # built-ins are never blocked
+    (record,) = [r for r in host.records() if r.distribution == "wobble-acts"]
+    assert record.status == "blocked"
+
+
+def test_blocking_skips_the_import_of_a_broken_plugin(fake_distribution, monkeypatch) -> None:
+    fake_distribution("broken-acts", "raise RuntimeError('boom')\n")
+    monkeypatch.setenv("SAT_TOOLKIT_DISABLE_PLUGINS", "broken-acts")
+    reset_plugin_host()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PluginWarning)
+        host = get_plugin_host()
+    assert host.get("activation", "silu").name == "silu"
+
+
+def test_unknown_name_lists_known_names_and_closest_match(fresh_plugin_host: None) -> None:
+    with pytest.raises(UnknownPluginError) as info:
+        get_plugin_host().get("activation", "siluu")
+    message = str(info.value)
+    assert "Did you mean 'silu'?" in message
+    for name in ("relu", "gelu", "smoothrelu", "softplus"):
+        assert name in message
+
+
+def test_unknown_kind_is_rejected() -> None:
+    with pytest.raises(ValueError):
+        PluginHost(entry_points=[]).get("optimizer", "sgd")
+
+
+def test_cli_plugins_table_shows_kind_name_distribution_version_status(fake_distribution) -> None:
+    fake_distribution("wobble-acts", GOOD_PLUGIN, version="2.5")
+    fake_distribution("broken-acts", "raise ImportError('no module named torchx')\n")
+    result = CliRunner().invoke(cli, ["plugins"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["kind", "name", "distribution", "version", "status"]
+    wobble = next(line for line in lines if " wobble " in line)
+    assert wobble.split()[:5] == ["activation", "wobble", "wobble-acts", "2.5", "ok"]
+    broken = next(line for line in lines if "broken-acts" in line)
+    assert "failed" in broken and "torchx" in broken
+
+
+def test_cli_unknown_activation_is_one_line_exit_2(fresh_plugin_host: None) -> None:
+    result = CliRunner().invoke(cli, ["activations", "--plot", "x.png", "--only", "swishh"])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    assert "unknown activation 'swishh'" in result.output
