@@ -14,6 +14,7 @@ import click
 from sat_toolkit import __version__
 from sat_toolkit.commands.activations import activations_command
 from sat_toolkit.commands.plugins import plugins_command
+from sat_toolkit.commands.recipe import recipe_command
 from sat_toolkit.plugins import PluginWarning
 
 
@@ -36,6 +37,7 @@ def cli() -> None:
 
 cli.add_command(plugins_command)
 cli.add_command(activations_command)
+cli.add_command(recipe_command)
 
 
 def main() -> None:

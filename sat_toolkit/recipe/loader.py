@@ -1,0 +1,43 @@
+"""The entry points: load a recipe file or dict, apply overrides, validate, resolve."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from sat_toolkit.recipe.errors import RecipeError
+from sat_toolkit.recipe.overrides import apply_overrides, mark_override_problems
+from sat_toolkit.recipe.resolve import resolve
+from sat_toolkit.recipe.schema import Recipe
+from sat_toolkit.recipe.toml_io import loads, read_file
+
+
+def load_recipe(
+    source: str | Path | Mapping[str, Any], overrides: Iterable[str] = (), *, host: Any = None
+) -> Recipe:
+    """A validated, resolved recipe from a TOML file path or an already parsed dict.
+
+    ``overrides`` are ``"key.path=value"`` strings (the CLI's ``--set``), applied before
+    validation. Every problem is reported at once in a :class:`RecipeError` (a
+    ``SatError``: exit code 2 on the command line). ``host`` is the plugin host to
+    resolve names against (default: the process-wide one).
+    """
+    if isinstance(source, Mapping):
+        return _resolve(source, overrides, host, None)
+    return _resolve(read_file(source), overrides, host, str(source))
+
+
+def recipe_from_toml(text: str, overrides: Iterable[str] = (), *, host: Any = None) -> Recipe:
+    """Like :func:`load_recipe`, from TOML text (e.g. ``load(recipe.to_toml())``)."""
+    return _resolve(loads(text), overrides, host, None)
+
+
+def _resolve(raw: Mapping[str, Any], overrides: Iterable[str], host: Any, source: str | None) -> Recipe:
+    raw, applied = apply_overrides(raw, overrides)
+    try:
+        return resolve(raw, host=host, source=source)
+    except RecipeError as exc:
+        if not applied:
+            raise
+        raise RecipeError(mark_override_problems(exc.problems, applied), source) from None

@@ -1,0 +1,270 @@
+"""Validate a plugin section (``name`` + keyword parameters) without building heavy objects.
+
+The plugin class is looked up through the plugin host, and its parameters are checked
+against the constructor's signature: unknown names (with the closest valid one), missing
+required ones, and types where the constructor is annotated. A plugin class that knows
+better defines ``validate_params(params) -> None`` (raising ``ValueError``/``SatError``)
+and is then trusted instead of the signature. Nothing is instantiated except activations,
+schedules and attacks, which are cheap and check their own ranges on construction;
+models and datasets (weights, downloads) never are.
+
+Parameters the training engine fills in itself (a model's ``num_classes`` or
+``act_layer``, an attack's ``model``) are listed in :data:`ENGINE_SUPPLIED`: they are not
+demanded from the recipe and their defaults are not written into it (the engine passes
+them to :meth:`PluginSpec.build`). Defaults of ``None`` are not written either (TOML has
+no null); leaving the key out keeps meaning "the plugin's default".
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from sat_toolkit.errors import SatError
+from sat_toolkit.recipe.coerce import Invalid, coerce, is_known, toml_type
+from sat_toolkit.recipe.errors import Problems, join
+from sat_toolkit.recipe.numbers import is_fraction, parse_number
+
+ENGINE_SUPPLIED: dict[str, frozenset[str]] = {
+    "model": frozenset(
+        {"num_classes", "in_channels", "input_size", "image_size", "activation", "act_layer", "mean", "std"}
+    ),
+    "attack": frozenset({"model", "device"}),
+    "dataset": frozenset(),
+    "activation": frozenset(),
+    "schedule": frozenset(),
+}
+
+# Ranges for well-known parameter names, checked whatever plugin declares them.
+PARAM_BOUNDS: dict[str, dict[str, dict[str, float]]] = {
+    "attack": {
+        "eps": {"ge": 0},
+        "step_size": {"ge": 0},
+        "steps": {"ge": 1},
+        "restarts": {"ge": 1},
+        "n_restarts": {"ge": 1},
+        "n_queries": {"ge": 1},
+        "random_start_fraction": {"ge": 0, "le": 1},
+    },
+    "dataset": {"limit_train": {"ge": 1}, "limit_test": {"ge": 1}},
+}
+
+# Constructing these is cheap (no data, no weights) and runs their own range checks, which
+# know more than a signature does (an attack's valid norms and losses, a schedule's order
+# of milestones). Models and datasets are never built here.
+_BUILD_TO_VALIDATE = frozenset({"activation", "schedule", "attack"})
+
+
+def check_bounds(value: Any, bounds: Mapping[str, float]) -> str | None:
+    """``must be >= 0, got -0.1`` when a number falls outside ``bounds``; else ``None``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    tests = {
+        "ge": (">=", lambda b: value >= b),
+        "gt": (">", lambda b: value > b),
+        "le": ("<=", lambda b: value <= b),
+        "lt": ("<", lambda b: value < b),
+    }
+    for key, bound in bounds.items():
+        sign, holds = tests[key]
+        if not holds(bound):
+            return f"must be {sign} {bound:g}, got {value!r}"
+    return None
+
+
+def _toml_default(value: Any) -> bool:
+    """Whether a constructor default can be written into the resolved recipe."""
+    if isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_toml_default(v) for v in value)
+    if isinstance(value, Mapping):
+        return all(isinstance(k, str) and _toml_default(v) for k, v in value.items())
+    return False
+
+
+def _parameters(cls: type) -> tuple[dict[str, inspect.Parameter] | None, bool, dict[str, Any]]:
+    """(keyword parameters or None if uninspectable, takes **kwargs, type hints)."""
+    try:
+        signature = inspect.signature(cls)
+    except (TypeError, ValueError):
+        return None, True, {}
+    params = {
+        name: p
+        for name, p in signature.parameters.items()
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    }
+    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # an annotation that does not resolve only costs us the type check
+        hints = {}
+    return params, var_kw, hints
+
+
+def _message_path(path: str, params: Iterable[str], name: str, message: str) -> tuple[str, str]:
+    """Attribute a constructor's complaint to a key when it names one.
+
+    ``"alpha must be > 0"`` and ``"smoothrelu: alpha must be > 0"`` become
+    ``(path.alpha, "must be > 0")``; a message quoting exactly one parameter
+    (``"attack parameter 'norm' must be ..."``) is filed under ``path.norm`` as is.
+    """
+    params = list(params)
+    text = message.removeprefix(f"{name}: ")
+    first, _, rest = text.partition(" ")
+    if first in params and rest:
+        return join(path, first), rest
+    quoted = [key for key in params if f"'{key}'" in message]
+    if len(quoted) == 1:
+        return join(path, quoted[0]), message
+    return path, message
+
+
+def check_plugin(
+    kind: str,
+    raw_name: Any,
+    params: Mapping[str, Any],
+    path: str,
+    problems: Problems,
+    *,
+    host: Any,
+    reserved: Iterable[str] = (),
+    inherit: Mapping[str, Any] | None = None,
+) -> tuple[str, dict[str, Any]] | None:
+    """Validate one plugin section; returns ``(name, resolved params)`` or ``None`` on problems.
+
+    ``reserved`` are the section's own keys (offered as suggestions for typos);
+    ``inherit`` supplies values for parameters the plugin takes but the recipe left out
+    (evaluation attacks inherit the training epsilon this way).
+    """
+    before = len(problems)
+    if raw_name is None:
+        problems.add(join(path, "name"), f"required: which {kind} to use ({_installed(host, kind)})")
+        return None
+    if not isinstance(raw_name, str):
+        problems.add(join(path, "name"), f"expected a string, got {toml_type(raw_name)}")
+        return None
+    try:
+        cls = host.get(kind, raw_name)
+    except SatError as exc:
+        problems.add(join(path, "name"), exc.message)
+        return None
+
+    signature, var_kw, hints = _parameters(cls)
+    resolved: dict[str, Any] = {}
+    for key, value in params.items():
+        hint = hints.get(key, Any)
+        try:
+            resolved[key] = coerce(value, hint)
+        except Invalid as exc:
+            problems.add(join(path, key), str(exc))
+    for key, value in (inherit or {}).items():
+        if signature is not None and key in signature and key not in params:
+            resolved[key] = value
+
+    hook = getattr(cls, "validate_params", None)
+    if callable(hook):
+        if len(problems) == before:
+            try:
+                hook(dict(resolved))
+            except SatError as exc:
+                problems.add(path, exc.message)
+            except Exception as exc:
+                problems.add(path, str(exc) or type(exc).__name__)
+    elif signature is not None:
+        _check_signature(kind, raw_name, resolved, signature, var_kw, path, problems, reserved)
+
+    for key, bounds in PARAM_BOUNDS.get(kind, {}).items():
+        value = resolved.get(key)
+        if key in params and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            if not any(p.path == join(path, key) for p in problems[before:]):
+                problems.add(join(path, key), f"expected a number, got {toml_type(value)}")
+            continue
+        message = check_bounds(value, bounds)
+        if message:
+            problems.add(join(path, key), message)
+    if kind == "dataset" and isinstance(resolved.get("path"), str):
+        data_path = Path(resolved["path"]).expanduser()
+        if not data_path.exists():
+            problems.add(join(path, "path"), f"no such file or directory: '{resolved['path']}'")
+
+    if signature is not None:
+        _fill_defaults(kind, resolved, signature, hints)
+        order = {key: index for index, key in enumerate(signature)}
+        resolved = dict(sorted(resolved.items(), key=lambda item: order.get(item[0], len(order))))
+    if len(problems) == before and kind in _BUILD_TO_VALIDATE and _complete(signature, resolved):
+        try:
+            cls(**resolved)
+        except SatError as exc:
+            problems.add(*_message_path(path, resolved, raw_name, exc.message))
+        except (ValueError, TypeError) as exc:
+            problems.add(*_message_path(path, resolved, raw_name, str(exc)))
+        except Exception as exc:  # a plugin bug still deserves one line naming the section
+            problems.add(path, f"{kind} '{raw_name}' failed to build: {type(exc).__name__}: {exc}")
+    # Unresolved fraction strings (plugins that accept **kwargs) still become floats.
+    resolved = {k: parse_number(v) if is_fraction(v) else v for k, v in resolved.items()}
+    return (raw_name, resolved) if len(problems) == before else None
+
+
+def _complete(signature: Mapping[str, inspect.Parameter] | None, resolved: Mapping[str, Any]) -> bool:
+    """Whether every required parameter is known now (not left for the engine to supply)."""
+    if signature is None:
+        return True
+    return all(p.default is not inspect.Parameter.empty or key in resolved for key, p in signature.items())
+
+
+def _check_signature(
+    kind: str,
+    name: str,
+    params: Mapping[str, Any],
+    signature: Mapping[str, inspect.Parameter],
+    var_kw: bool,
+    path: str,
+    problems: Problems,
+    reserved: Iterable[str],
+) -> None:
+    if not var_kw:
+        for key in params:
+            if key not in signature:
+                valid = [*signature, *reserved]
+                problems.unknown(path, key, valid, what=f"parameter of {kind} '{name}'")
+    supplied = ENGINE_SUPPLIED.get(kind, frozenset())
+    for key, param in signature.items():
+        if param.default is inspect.Parameter.empty and key not in params and key not in supplied:
+            problems.add(join(path, key), f"required by {kind} '{name}' (no default)")
+
+
+def _fill_defaults(
+    kind: str, resolved: dict[str, Any], signature: Mapping[str, inspect.Parameter], hints: Mapping[str, Any]
+) -> None:
+    """Write every TOML-representable default into the resolved recipe (explicit > implicit)."""
+    supplied = ENGINE_SUPPLIED.get(kind, frozenset())
+    for key, param in signature.items():
+        if key in resolved or key in supplied or not _toml_default(param.default):
+            continue
+        hint = hints.get(key, Any)
+        try:
+            # The same conversion a value read back from TOML gets, so round trips are exact.
+            resolved[key] = coerce(param.default, hint) if is_known(hint) else _lists(param.default)
+        except Invalid:
+            resolved[key] = _lists(param.default)
+
+
+def _lists(value: Any) -> Any:
+    """Tuples as lists, as TOML reads arrays back."""
+    if isinstance(value, (list, tuple)):
+        return [_lists(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _lists(v) for k, v in value.items()}
+    return value
+
+
+def _installed(host: Any, kind: str) -> str:
+    names = host.names(kind)
+    return "installed: " + ", ".join(names) if names else "none installed"
+
+
+__all__ = ["ENGINE_SUPPLIED", "PARAM_BOUNDS", "check_bounds", "check_plugin"]

@@ -1,0 +1,243 @@
+"""The recipe schema: one frozen dataclass per TOML section.
+
+The dataclasses *are* the documentation of a recipe: each field's type, default and
+``doc`` metadata say what the key means. Bounds live in the metadata too (``ge``, ``gt``,
+``le``, ``lt``) so that validation, ``recipe show`` and the docs cannot drift apart.
+Sections that name a plugin (``[data]``, ``[model]``, ``activation``, ``[attack.*]``,
+``[schedule.*]``) are flat: ``name`` picks the plugin and every other key is one of its
+constructor's keyword parameters (``[data]`` also has a few keys of its own, which win).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+def setting(default: Any = dataclasses.MISSING, doc: str = "", **bounds: float) -> Any:
+    """A dataclass field with its help text and numeric bounds in the metadata."""
+    metadata = {"doc": doc, **bounds}
+    if callable(default) and not isinstance(default, (str, int, float, bool)):
+        return field(default_factory=default, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class PluginSpec:
+    """A plugin of ``kind`` picked by ``name``, with its constructor's keyword ``params``."""
+
+    kind: str
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **self.params}
+
+    def plugin_class(self) -> Any:
+        """The registered class (import deferred: validation already found it)."""
+        from sat_toolkit.plugins import get_plugin_host
+
+        return get_plugin_host().get(self.kind, self.name)
+
+    def build(self, **extra: Any) -> Any:
+        """Instantiate the plugin; ``extra`` are the values the engine supplies (e.g. ``num_classes``)."""
+        return self.plugin_class()(**{**self.params, **extra})
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """``[run]``: what the run is called, where it writes, how it is seeded."""
+
+    name: str = setting("sat", "run name; also names the default output directory")
+    seed: int = setting(0, "seed for model init, data order and the training attack's randomness", ge=0)
+    output_dir: str = setting("", "where checkpoints, logs and the resolved recipe go; default runs/<name>")
+    deterministic: bool = setting(False, "ask PyTorch for deterministic kernels (slower)")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """``[data]``: the dataset plugin (``name`` plus its parameters) and the loaders."""
+
+    name: str = setting(doc="dataset plugin, e.g. 'digits'")
+    batch_size: int = setting(128, "training batch size (per optimiser micro-step)", ge=1)
+    eval_batch_size: int = setting(256, "batch size for validation and evaluation attacks", ge=1)
+    num_workers: int = setting(0, "data-loader worker processes", ge=0)
+    params: dict[str, Any] = field(default_factory=dict, metadata={"doc": "the dataset plugin's parameters"})
+
+    @property
+    def plugin(self) -> PluginSpec:
+        return PluginSpec("dataset", self.name, self.params)
+
+    def to_dict(self) -> dict[str, Any]:
+        own = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "params"}
+        return {**own, **self.params}
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """``[attack.eval]``: the evaluation attacks and how much of the test set they see.
+
+    Attacks are named sub-tables (``[attack.eval.pgd20]`` with ``name = "pgd"``) or an
+    array ``attacks = [{name = "pgd", steps = 20}, ...]`` (named after the plugin, with
+    ``_2``, ``_3`` for repeats). An attack that takes ``eps`` and does not set it gets
+    ``attack.train.eps``. The resolved recipe always uses named sub-tables.
+    """
+
+    samples: int = setting(1000, "test samples to attack (0 = the whole test set)", ge=0)
+    seed: int = setting(0, "seed for the sample choice and the attacks' randomness", ge=0)
+    attacks: dict[str, PluginSpec] = field(default_factory=dict, metadata={"doc": "label -> attack"})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "samples": self.samples,
+            "seed": self.seed,
+            **{label: attack.to_dict() for label, attack in self.attacks.items()},
+        }
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """``[attack.train]`` (the attacker inside training) and ``[attack.eval]``."""
+
+    train: PluginSpec
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    @property
+    def eps(self) -> float | None:
+        """The training epsilon (the base of the epsilon schedule), if the attack has one."""
+        eps = self.train.params.get("eps")
+        return float(eps) if isinstance(eps, (int, float)) and not isinstance(eps, bool) else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"train": self.train.to_dict(), "eval": self.eval.to_dict()}
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """``[optimizer]``: SGD (the paper's ResNet recipe) or AdamW, and training-loss extras."""
+
+    name: Literal["sgd", "adamw"] = setting("sgd", "'sgd' (uses momentum, nesterov) or 'adamw' (uses betas)")
+    lr: float = setting(0.1, "base learning rate (the lr schedule's base)", gt=0.0)
+    momentum: float = setting(0.9, "SGD momentum", ge=0.0, lt=1.0)
+    nesterov: bool = setting(True, "SGD Nesterov momentum (needs momentum > 0)")
+    betas: tuple[float, float] = setting((0.9, 0.999), "AdamW betas", ge=0.0, lt=1.0)
+    weight_decay: float = setting(5e-4, "L2 weight decay", ge=0.0)
+    exclude_norm_and_bias_from_weight_decay: bool = setting(
+        True, "no weight decay on norm layers and biases (the paper decays conv/fc weights only)"
+    )
+    label_smoothing: float = setting(0.0, "cross-entropy label smoothing", ge=0.0, lt=1.0)
+    grad_accumulation: int = setting(1, "micro-batches per optimiser step", ge=1)
+    ema: float | Literal["off"] = setting(
+        "off", "EMA decay of the weights, e.g. 0.999, or 'off'", gt=0.0, lt=1.0
+    )
+    mixed_precision: Literal["no", "bf16"] = setting("no", "'no' or 'bf16' autocast")
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """``[schedule.lr]`` (base ``optimizer.lr``) and ``[schedule.eps]`` (base ``attack.train.eps``)."""
+
+    lr: PluginSpec = field(default_factory=lambda: PluginSpec("schedule", "constant"))
+    eps: PluginSpec = field(default_factory=lambda: PluginSpec("schedule", "constant"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"lr": self.lr.to_dict(), "eps": self.eps.to_dict()}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """``[train]``: how long, and how often to look at progress."""
+
+    epochs: int = setting(10, "passes over the training set", ge=1)
+    steps: int = setting(0, "if > 0: exactly this many optimiser steps, instead of epochs", ge=0)
+    validate_every_epochs: int = setting(1, "cheap robust validation every N epochs (0 = never)", ge=0)
+    validate_samples: int = setting(512, "test samples the cheap validation attacks", ge=1)
+    log_every_steps: int = setting(50, "log training metrics every N optimiser steps", ge=1)
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        """Optimiser steps in the run: ``steps`` if set, else ``epochs * steps_per_epoch``."""
+        return self.steps if self.steps > 0 else self.epochs * steps_per_epoch
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    """``[checkpoint]``: when to save, and how many to keep."""
+
+    every_steps: int = setting(1000, "save every N optimiser steps (0 = at the end of each epoch only)", ge=0)
+    keep_last: int = setting(3, "checkpoints to keep (older ones are deleted)", ge=1)
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """``[logging]``: where metrics go besides the console."""
+
+    tensorboard: bool = setting(True, "write TensorBoard event files to <output_dir>/tensorboard")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A whole run, validated and resolved: every default filled in, fractions as floats.
+
+    ``activation`` is written ``activation = "silu"`` or ``[activation]`` with ``name``
+    and parameters; it defaults to ``"silu"``, the paper's best. ``[attack.train]``,
+    ``[data]`` and ``[model]`` are required; every other section has defaults.
+    """
+
+    run: RunConfig
+    data: DataConfig
+    model: PluginSpec
+    activation: PluginSpec
+    attack: AttackConfig
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dicts in TOML layout (what ``to_toml`` writes)."""
+        return {
+            "run": _plain(self.run),
+            "data": self.data.to_dict(),
+            "model": self.model.to_dict(),
+            "activation": self.activation.to_dict(),
+            "attack": self.attack.to_dict(),
+            "optimizer": _plain(self.optimizer),
+            "schedule": self.schedule.to_dict(),
+            "train": _plain(self.train),
+            "checkpoint": _plain(self.checkpoint),
+            "logging": _plain(self.logging),
+        }
+
+    def to_toml(self, header: str = "") -> str:
+        """The resolved recipe as TOML; loading it back gives an equal :class:`Recipe`."""
+        from sat_toolkit.recipe.toml_io import dumps
+
+        return dumps(self.to_dict(), header=header)
+
+    @property
+    def output_dir(self) -> str:
+        return self.run.output_dir
+
+
+def _plain(section: Any) -> dict[str, Any]:
+    return {f.name: _listify(getattr(section, f.name)) for f in dataclasses.fields(section)}
+
+
+def _listify(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+SECTIONS: dict[str, type] = {
+    "run": RunConfig,
+    "data": DataConfig,
+    "model": PluginSpec,
+    "activation": PluginSpec,
+    "attack": AttackConfig,
+    "optimizer": OptimizerConfig,
+    "schedule": ScheduleConfig,
+    "train": TrainConfig,
+    "checkpoint": CheckpointConfig,
+    "logging": LoggingConfig,
+}

@@ -1,0 +1,137 @@
+"""The schedule plugin contract and the shared linear warm-up.
+
+Conventions every schedule follows:
+
+* ``step`` is the 0-based index of the optimiser step about to be taken, so a run of
+  ``total_steps`` steps asks for ``step = 0 .. total_steps - 1``. Steps at or past the
+  end return the final value (a resumed run that overshoots by one must not crash).
+* ``base`` is what the recipe sets: ``optimizer.lr`` for the learning rate,
+  ``attack.train.eps`` for epsilon. Schedules return absolute values, not factors.
+* Lengths given as fractions of training become whole steps with :func:`to_steps`
+  (nearest step, halves up, immune to ``0.3 * 100 == 30.000000000000004``):
+  ``warmup_fraction = 0.05`` of 1000 steps is 50 steps.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+
+def check_int(name: str, value: object, minimum: int) -> int:
+    """An integer >= ``minimum`` (bool is refused: ``True`` steps is a typo, not 1)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_float(
+    name: str,
+    value: object,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+) -> float:
+    """A finite number inside the given bounds, as a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be finite, got {value}")
+    bounds = (
+        (ge, ">=", lambda b: number >= b),
+        (gt, ">", lambda b: number > b),
+        (le, "<=", lambda b: number <= b),
+        (lt, "<", lambda b: number < b),
+    )
+    for bound, sign, holds in bounds:
+        if bound is not None and not holds(bound):
+            raise ValueError(f"{name} must be {sign} {bound:g}, got {value}")
+    return number
+
+
+def to_steps(fraction: float, total_steps: int) -> int:
+    """``fraction`` of a run as a whole number of steps: nearest, halves rounded up.
+
+    Python's ``round`` rounds halves to even (``round(2.5) == 2``), which would make
+    ``0.5`` of 5 steps land before the middle; ``floor(x + 0.5)`` does not.
+    """
+    return math.floor(fraction * total_steps + 0.5)
+
+
+def steps_from(fraction: float, steps: int, total_steps: int) -> int:
+    """``steps`` when it is > 0, else ``to_steps(fraction, total_steps)``; never past the end."""
+    length = steps if steps > 0 else to_steps(fraction, total_steps)
+    return min(length, total_steps)
+
+
+class Schedule:
+    """Base class of the built-in schedules (and a convenient one for plugins).
+
+    Subclasses set ``name``, ``description`` and ``targets`` (which recipe slots,
+    ``"lr"`` and/or ``"eps"``, the schedule makes sense for; the recipe validator refuses
+    e.g. a one-cycle epsilon) and implement :meth:`_value`.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    targets: ClassVar[tuple[str, ...]] = ("lr", "eps")
+
+    def value(self, step: int, total_steps: int, base: float) -> float:
+        """The scheduled value for ``step`` of a ``total_steps`` run starting from ``base``."""
+        check_int("total_steps", total_steps, 1)
+        check_int("step", step, 0)
+        return float(self._value(min(step, total_steps), total_steps, float(base)))
+
+    def _value(self, step: int, total_steps: int, base: float) -> float:
+        raise NotImplementedError
+
+    def hparams(self) -> dict[str, object]:
+        """The keyword parameters that rebuild this schedule (logged with the run)."""
+        return {}
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.hparams().items())
+        return f"{type(self).__name__}({params})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self.hparams() == other.hparams()  # type: ignore[attr-defined]
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class WarmupSchedule(Schedule):
+    """A schedule with an optional linear warm-up in front.
+
+    With ``W`` warm-up steps (``warmup_steps`` if > 0, else ``to_steps(warmup_fraction,
+    total_steps)``), step ``s < W`` gets ``base * (s + 1) / W``: the first step already
+    moves (a zero learning rate would waste it) and step ``W - 1`` reaches ``base``. From
+    step ``W`` on the subclass's own curve applies; see each subclass for whether its
+    curve spans the whole run or only the steps after the warm-up.
+    """
+
+    def __init__(self, warmup_steps: int = 0, warmup_fraction: float = 0.0) -> None:
+        self.warmup_steps = check_int("warmup_steps", warmup_steps, 0)
+        self.warmup_fraction = check_float("warmup_fraction", warmup_fraction, ge=0.0, lt=1.0)
+
+    def warmup_length(self, total_steps: int) -> int:
+        """Number of warm-up steps in a run of ``total_steps``."""
+        return steps_from(self.warmup_fraction, self.warmup_steps, total_steps)
+
+    def value(self, step: int, total_steps: int, base: float) -> float:
+        check_int("total_steps", total_steps, 1)
+        check_int("step", step, 0)
+        warmup = self.warmup_length(total_steps)
+        if step < warmup:
+            return float(base) * (step + 1) / warmup
+        return float(self._after_warmup(min(step, total_steps), total_steps, float(base), warmup))
+
+    def _after_warmup(self, step: int, total_steps: int, base: float, warmup: int) -> float:
+        raise NotImplementedError
+
+    def hparams(self) -> dict[str, object]:
+        return {"warmup_steps": self.warmup_steps, "warmup_fraction": self.warmup_fraction}

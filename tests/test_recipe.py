@@ -1,0 +1,558 @@
+"""TOML recipes: schema, validation messages, overrides, round trip, CLI and run-dir guard.
+
+Attack, model and dataset plugins are faked (registered through a real ``PluginHost``
+with in-memory entry points) so these tests do not depend on those plugins' internals;
+the built-in activations and schedules are the real ones.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as importlib_metadata
+import sys
+import types
+from pathlib import Path
+from typing import Any, Literal
+
+import pytest
+from click.testing import CliRunner
+
+from sat_toolkit.commands.recipe import recipe_command
+from sat_toolkit.errors import SatError
+from sat_toolkit.plugins import PluginHost, hookimpl, manager
+from sat_toolkit.recipe import (
+    PluginSpec,
+    Recipe,
+    RecipeError,
+    check_run_dir,
+    load_recipe,
+    parse_number,
+    recipe_from_toml,
+    save_resolved_recipe,
+)
+from sat_toolkit.recipe.overrides import parse_value
+
+
+# -- fake plugins ------------------------------------------------------------------------------
+class FakeDigits:
+    name = "digits"
+
+    def __init__(self, path: str | None = None, limit_train: int | None = None, seed: int = 0) -> None:
+        pass
+
+
+class FakePGD:
+    name = "pgd"
+
+    def __init__(
+        self,
+        eps: float,
+        steps: int = 10,
+        step_size: float = 2 / 255,
+        random_start_fraction: float = 1.0,
+        bn_mode: Literal["eval", "train"] = "eval",
+    ) -> None:
+        pass
+
+
+class FakeAPGD:
+    """Checks a range in its constructor, as the real attacks do; validation builds attacks."""
+
+    name = "apgd_ce"
+
+    def __init__(self, eps: float = 8 / 255, steps: int = 100, n_restarts: int = 1) -> None:
+        if n_restarts > 100:
+            raise SatError(f"attack parameter 'n_restarts' must be at most 100, got {n_restarts}")
+
+
+class FakeSquare:
+    """Takes **kwargs and checks them itself: the hook replaces the signature check."""
+
+    name = "square"
+
+    def __init__(self, **params: Any) -> None:
+        pass
+
+    @staticmethod
+    def validate_params(params: dict[str, Any]) -> None:
+        if params.get("n_queries", 1) > 10_000:
+            raise ValueError("n_queries above 10000 would take hours")
+
+
+class FakeSmallCNN:
+    name = "small_cnn"
+
+    def __init__(self, num_classes: int, width: int = 32, dropout: float = 0.0) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_plugins(monkeypatch: pytest.MonkeyPatch) -> PluginHost:
+    """The process-wide plugin host, holding the real activations/schedules and the fakes above."""
+    module = types.ModuleType("sat_test_fake_plugins")
+    module.sat_register_attacks = hookimpl(lambda: [FakePGD, FakeAPGD, FakeSquare])
+    module.sat_register_models = hookimpl(lambda: [FakeSmallCNN])
+    module.sat_register_datasets = hookimpl(lambda: [FakeDigits])
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    builtin = [
+        ep
+        for ep in importlib_metadata.entry_points(group="sat_toolkit")
+        if ep.name in ("builtin-activations", "builtin-schedules")
+    ]
+    fake = importlib_metadata.EntryPoint(name="fake", value=module.__name__, group="sat_toolkit")
+    host = PluginHost(entry_points=[*builtin, fake], blocked=set()).load()
+    monkeypatch.setattr(manager, "_host", host)
+    return host
+
+
+def base_recipe() -> dict[str, Any]:
+    return {
+        "run": {"name": "demo", "seed": 1},
+        "data": {"name": "digits", "batch_size": 32},
+        "model": {"name": "small_cnn"},
+        "activation": "silu",
+        "attack": {"train": {"name": "pgd", "eps": "4/255", "steps": 1, "step_size": "4/255"}},
+    }
+
+
+def problems_of(raw: dict[str, Any], overrides: tuple[str, ...] = ()) -> list[str]:
+    with pytest.raises(RecipeError) as info:
+        load_recipe(raw, overrides)
+    lines = str(info.value).splitlines()
+    assert lines == [str(p) for p in info.value.problems]
+    return lines
+
+
+# -- numbers -----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("4/255", 4 / 255), (" 8 / 255 ", 8 / 255), ("0.5", 0.5), (3, 3.0), (0.25, 0.25), ("1e-3/2", 5e-4)],
+)
+def test_parse_number(text: object, value: float) -> None:
+    assert parse_number(text) == pytest.approx(value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"), [("4/0", "division by zero"), ("four", "fraction"), (True, "boolean")]
+)
+def test_parse_number_refuses(text: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_number(text)
+
+
+# -- resolution --------------------------------------------------------------------------------
+def test_minimal_recipe_is_resolved_with_every_default(fake_plugins: PluginHost) -> None:
+    recipe = load_recipe(base_recipe())
+    assert isinstance(recipe, Recipe)
+    assert recipe.run.output_dir == "runs/demo"
+    assert recipe.attack.train == PluginSpec(
+        "attack",
+        "pgd",
+        {"eps": 4 / 255, "steps": 1, "step_size": 4 / 255, "random_start_fraction": 1.0, "bn_mode": "eval"},
+    )
+    assert recipe.attack.eps == 4 / 255
+    assert recipe.activation == PluginSpec("activation", "silu", {})
+    # Constructor defaults are written out; engine-supplied ones (num_classes) and None are not.
+    assert recipe.model.params == {"width": 32, "dropout": 0.0}
+    assert recipe.data.params == {"seed": 0}  # None defaults (path, limit_train) are left out
+    assert recipe.schedule.lr.name == recipe.schedule.eps.name == "constant"
+    assert recipe.optimizer.lr == 0.1 and recipe.optimizer.ema == "off"
+    assert recipe.train.total_steps(steps_per_epoch=7) == 70
+    assert recipe.to_dict()["attack"]["train"]["eps"] == 4 / 255
+
+
+def test_int_is_fine_where_a_float_is_expected(fake_plugins: PluginHost) -> None:
+    raw = base_recipe()
+    raw["optimizer"] = {"lr": 1, "weight_decay": 0}
+    raw["attack"]["train"]["eps"] = 0
+    recipe = load_recipe(raw)
+    assert isinstance(recipe.optimizer.lr, float) and recipe.optimizer.lr == 1.0
+    assert isinstance(recipe.attack.train.params["eps"], float)
+
+
+def test_plugin_sections_build_their_plugin(fake_plugins: PluginHost) -> None:
+    raw = base_recipe()
+    raw["activation"] = {"name": "smoothrelu", "alpha": 5}
+    raw["schedule"] = {"lr": {"name": "cosine", "floor": 0.001}}
+    recipe = load_recipe(raw)
+    activation = recipe.activation.build()
+    assert activation.hparams() == {"alpha": 5.0, "learnable": False}
+    assert recipe.schedule.lr.build().value(0, 10, 0.1) == pytest.approx(0.1)
+    assert isinstance(recipe.model.build(num_classes=10), FakeSmallCNN)
+
+
+# -- validation: one kind of problem at a time ---------------------------------------------------
+def test_unknown_keys_get_the_closest_valid_key(fake_plugins: PluginHost) -> None:
+    raw = base_recipe()
+    raw["optimizer"] = {"lrr": 0.1}
+    raw["attack"]["train"]["setps"] = 3
+    raw["traning"] = {}
+    assert problems_of(raw) == [
+        "traning: unknown section; did you mean 'train'?",
+        "attack.train.setps: unknown parameter of attack 'pgd'; did you mean 'steps'?",
+        "optimizer.lrr: unknown key; did you mean 'lr'?",
+    ]
+
+
+def test_unknown_key_without_close_match_lists_valid_keys(fake_plugins: PluginHost) -> None:
+    raw = base_recipe()
+    raw["logging"] = {"wandb": True}
+    assert problems_of(raw) == ["logging.wandb: unknown key; valid: tensorboard"]
+
+
+def test_wrong_types_are_reported_with_what_was_written(fake_plugins: PluginHost) -> None:
+    raw = base_recipe()
+    raw["data"]["batch_size"] = True  # bool is not an int
+    raw["optimizer"] = {"lr": "fast", "nesterov": 1, "mixed_precision": "fp16", "betas": [0.9]}
+    raw["train"] = {"epochs": 2.5}
+    raw["attack"]["train"]["bn_mode"] = "frozen"
+    assert problems_of(raw) == [
+        "data.batch_size: expected an integer, got boolean true",
+        "attack.train.bn_mode: must be one of 'eval', 'train', got string 'frozen'",
+        "optimizer.lr: expected a number or a fraction like '4/255', got 'fast'",
+        "optimizer.nesterov: expected true or false, got integer 1",
+        "optimizer.mixed_precision: must be one of 'no', 'bf16', got string 'fp16'",
+        "optimizer.betas: expected an array of 2 values, got 1",
+        "train.epochs: expected an integer, got float 2.5",
+    ]
+
+
+def test_out_of_range_values(fake_plugins: PluginHost) -> None:
+    raw = base_recipe()
+    raw["attack"]["train"].update(eps=-0.1, steps=0, random_start_fraction=1.5)
+    raw["data"]["batch_size"] = 0
+    raw["optimizer"] = {"lr": 0, "ema": 1.0, "momentum": -0.5}
+    raw["checkpoint"] = {"keep_last": 0}
+    assert problems_of(raw) == [
+        "data.batch_size: must be >= 1, got 0",
+        "attack.train.eps: must be >= 0, got -0.1",
+        "attack.train.steps: must be >= 1, got 0",
+        "attack.train.random_start_fraction: must be <= 1, got 1.5",
+        "optimizer.lr: must be > 0, got 0.0",
+        "optimizer.ema: must be < 1, got 1.0",
+        "optimizer.momentum: must be >= 0, got -0.5",
+        "checkpoint.keep_last: must be >= 1, got 0",
+    ]
+
+
+def test_plugin_range_checks_run_on_construction_for_cheap_plugins(fake_plugins: PluginHost) -> None:
+    raw = base_recipe()
+    raw["activation"] = {"name": "smoothrelu", "alpha": -1}
+    raw["schedule"] = {"lr": {"name": "multistep", "milestones": [0.6, 0.3]}}
+    assert problems_of(raw) == [
+        "activation.alpha: must be > 0, got -1.0",
+        "schedule.lr.milestones: must be strictly increasing, got [0.6, 0.3]",
+    ]
+
+
+def test_attack_constructor_checks_are_filed_under_the_key_they_name(fake_plugins: PluginHost) -> None:
+    raw = base_recipe()
+    raw["attack"]["eval"] = {"a": {"name": "apgd_ce", "n_restarts": 1000}}
+    assert problems_of(raw) == [
+        "attack.eval.a.n_restarts: attack parameter 'n_restarts' must be at most 100, got 1000"
+    ]
+
+
+def test_unknown_plugin_names_get_the_closest_name(fake_plugins: PluginHost) -> None:
+    raw = base_recipe()
+    raw["activation"] = "swish"
+    raw["attack"]["train"]["name"] = "pgdd"
+    raw["schedule"] = {"lr": {"name": "cosin"}}
+    lines = problems_of(raw)
+    assert lines[0].startswith("activation.name: unknown activation 'swish'.")
+    assert lines[1].startswith("attack.train.name: unknown attack 'pgdd'. Did you mean 'pgd'?")
+    assert lines[2].startswith("schedule.lr.name: unknown schedule 'cosin'. Did you mean 'cosine'?")
+
+
+def test_missing_sections_and_required_parameters(fake_plugins: PluginHost) -> None:
+    raw = base_recipe()
+    del raw["model"]
+    del raw["attack"]["train"]["eps"]
+    raw["data"] = {"batch_size": 8}
+    lines = problems_of(raw)
+    assert lines[0].startswith("data.name: required: which dataset to use (installed: digits")
+    assert lines[1:] == [
+        "model: required section is missing",
+        "attack.train.eps: required by attack 'pgd' (no default)",
+    ]
+
+
+def test_missing_data_path(fake_plugins: PluginHost, tmp_path: Path) -> None:
+    raw = base_recipe()
+    raw["data"]["path"] = str(tmp_path / "nowhere.npz")
+    assert problems_of(raw) == [f"data.path: no such file or directory: '{tmp_path / 'nowhere.npz'}'"]
+    (tmp_path / "nowhere.npz").write_bytes(b"")
+    assert load_recipe(raw).data.params["path"] == str(tmp_path / "nowhere.npz")
+
+
+def test_validate_params_hook_replaces_the_signature_check(fake_plugins: PluginHost) -> None:
+    raw = base_recipe()
+    raw["attack"]["eval"] = {"sq": {"name": "square", "n_queries": 5000, "p_init": "1/10"}}
+    recipe = load_recipe(raw)
+    assert recipe.attack.eval.attacks["sq"].params == {"n_queries": 5000, "p_init": 0.1}
+    raw["attack"]["eval"]["sq"]["n_queries"] = 50_000
+    assert problems_of(raw) == ["attack.eval.sq: n_queries above 10000 would take hours"]
+
+
+def test_schedule_must_fit_its_slot(fake_plugins: PluginHost) -> None:
+    raw = base_recipe()
+    raw["schedule"] = {"eps": {"name": "cosine"}}
+    assert problems_of(raw) == [
+        "schedule.eps.name: schedule 'cosine' does not apply to eps; "
+        "for eps use one of: constant, linear_ramp"
+    ]
+
+
+def test_cross_key_rules(fake_plugins: PluginHost) -> None:
+    raw = base_recipe()
+    raw["optimizer"] = {"momentum": 0.0, "nesterov": True}
+    assert problems_of(raw) == ["optimizer.nesterov: needs momentum > 0 (set nesterov = false or a momentum)"]
+
+
+def test_every_problem_is_reported_at_once(fake_plugins: PluginHost) -> None:
+    raw = base_recipe()
+    raw["run"]["sede"] = 3
+    raw["attack"]["train"]["eps"] = -0.1
+    raw["model"]["widht"] = 64
+    raw["optimizer"] = {"lr": -1}
+    raw["activation"] = "gelu_tanh"
+    with pytest.raises(RecipeError) as info:
+        load_recipe(raw)
+    assert [p.path for p in info.value.problems] == [
+        "run.sede",
+        "model.widht",
+        "activation.name",
+        "attack.train.eps",
+        "optimizer.lr",
+    ]
+    assert isinstance(info.value, SatError) and info.value.exit_code == 2
+
+
+# -- evaluation attacks --------------------------------------------------------------------------
+def test_eval_attacks_as_tables_and_array_inherit_the_training_eps(fake_plugins: PluginHost) -> None:
+    raw = base_recipe()
+    raw["attack"]["eval"] = {
+        "samples": 200,
+        "pgd20": {"name": "pgd", "steps": 20},
+        "attacks": ["apgd_ce", {"name": "pgd", "steps": 50, "eps": "8/255"}, {"name": "pgd"}],
+    }
+    attacks = load_recipe(raw).attack.eval.attacks
+    assert list(attacks) == ["pgd20", "apgd_ce", "pgd", "pgd_2"]
+    assert attacks["pgd20"].params["eps"] == 4 / 255 and attacks["pgd20"].params["steps"] == 20
+    assert attacks["apgd_ce"].params["eps"] == 4 / 255  # inherited, not the plugin's 8/255 default
+    assert attacks["pgd"].params["eps"] == 8 / 255  # explicit wins
+
+
+def test_bad_eval_entries(fake_plugins: PluginHost) -> None:
+    raw = base_recipe()
+    raw["attack"]["eval"] = {"sampels": 10, "attacks": [3], "x": {"name": "apgd_ce", "n_restarts": 0}}
+    assert problems_of(raw) == [
+        "attack.eval.sampels: unknown key; did you mean 'samples'?",
+        "attack.eval.attacks[0]: must be an attack name or a table with 'name', got integer 3",
+        "attack.eval.x.n_restarts: must be >= 1, got 0",
+    ]
+
+
+# -- overrides -----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("3", 3),
+        ("1e-3", 1e-3),
+        ("true", True),
+        ('"quoted"', "quoted"),
+        ("gelu", "gelu"),
+        ("8/255", "8/255"),
+        ("[0.3, 0.6]", [0.3, 0.6]),
+        ('{name = "smoothrelu", alpha = 20}', {"name": "smoothrelu", "alpha": 20}),
+    ],
+)
+def test_override_values_parse_as_toml_else_bare_strings(text: str, value: Any) -> None:
+    assert parse_value(text) == value
+
+
+def test_overrides_nested_new_tables_and_fractions(fake_plugins: PluginHost) -> None:
+    recipe = load_recipe(
+        base_recipe(),
+        [
+            "attack.train.eps=8/255",
+            "optimizer.lr=0.05",
+            "activation={name = 'smoothrelu', alpha = 20}",
+            "schedule.lr.name=cosine",
+            "schedule.lr.warmup_steps=10",
+            "attack.eval.pgd20={name = 'pgd', steps = 20}",
+            "run.name=other",
+        ],
+    )
+    assert recipe.attack.train.params["eps"] == 8 / 255
+    assert recipe.optimizer.lr == 0.05
+    assert recipe.activation.params["alpha"] == 20.0
+    assert (recipe.schedule.lr.name, recipe.schedule.lr.params["warmup_steps"]) == ("cosine", 10)
+    assert recipe.attack.eval.attacks["pgd20"].params["eps"] == 8 / 255
+    assert recipe.run.output_dir == "runs/other"
+
+
+def test_override_promotes_a_plain_activation_name_to_a_table(fake_plugins: PluginHost) -> None:
+    raw = base_recipe()
+    raw["activation"] = "smoothrelu"
+    assert load_recipe(raw, ["activation.alpha=3"]).activation.params["alpha"] == 3.0
+    assert load_recipe(raw, ["activation=gelu"]).activation.name == "gelu"
+
+
+def test_bad_override_keys(fake_plugins: PluginHost) -> None:
+    assert problems_of(base_recipe(), ("attack.trian.eps=0.1", "optimizer.lr=-1")) == [
+        "attack.trian: unknown key; did you mean 'train'? (from --set)",
+        "optimizer.lr: must be > 0, got -1.0 (from --set)",
+    ]
+    assert problems_of(base_recipe(), ("activation={name = 'smoothrelu', alpha = -2}",)) == [
+        "activation.alpha: must be > 0, got -2.0 (from --set)"
+    ]
+    assert problems_of(base_recipe(), ("run.seed.x=1",)) == [
+        "run.seed: is integer 1, not a table; cannot --set run.seed.x=1"
+    ]
+    assert problems_of(base_recipe(), ("optimizer.lr",)) == [
+        "--set optimizer.lr: expected KEY.PATH=VALUE, e.g. --set optimizer.lr=0.05"
+    ]
+
+
+# -- TOML: round trip and syntax errors ---------------------------------------------------------
+def test_toml_round_trip(fake_plugins: PluginHost, tmp_path: Path) -> None:
+    raw = base_recipe()
+    raw["run"]["output_dir"] = 'odd "dir"\\ünï\tcode'
+    raw["activation"] = {"name": "gelu", "approximate": "tanh"}
+    raw["optimizer"] = {"name": "adamw", "lr": 3e-4, "betas": [0.9, 0.95], "ema": 0.9999}
+    raw["schedule"] = {
+        "lr": {"name": "multistep", "milestones": [0.3, 0.6, 0.9], "warmup_fraction": 0.05},
+        "eps": {"name": "linear_ramp", "ramp_steps": 100},
+    }
+    raw["attack"]["eval"] = {"attacks": ["apgd_ce", "pgd"], "sq": {"name": "square", "p_init": 0.8}}
+    recipe = load_recipe(raw)
+    text = recipe.to_toml()
+    assert recipe_from_toml(text) == recipe
+    path = tmp_path / "resolved.toml"
+    path.write_text(text, encoding="utf-8")
+    assert load_recipe(path) == recipe
+    assert "[attack.train]" in text and "[attack]" not in text and "eps = 0.01568627450980392" in text
+
+
+def test_syntax_error_names_file_line_and_column(fake_plugins: PluginHost, tmp_path: Path) -> None:
+    path = tmp_path / "broken.toml"
+    path.write_text('[run]\nname = "x"\n\n[optimizer]\nlr = = 0.1\n')
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path)
+    (line,) = str(info.value).splitlines()
+    assert line.startswith(f"{path}:5:6: invalid TOML: ")
+
+
+def test_missing_recipe_file(tmp_path: Path) -> None:
+    with pytest.raises(RecipeError, match="recipe file not found: .*nope.toml"):
+        load_recipe(tmp_path / "nope.toml")
+
+
+# -- CLI -----------------------------------------------------------------------------------------
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "recipe.toml"
+    path.write_text(text)
+    return path
+
+
+GOOD_TOML = """
+activation = "silu"
+[run]
+name = "cli"
+[data]
+name = "digits"
+[model]
+name = "small_cnn"
+[attack.train]
+name = "pgd"
+eps = "8/255"
+"""
+
+
+def test_cli_show_prints_the_resolved_recipe(fake_plugins: PluginHost, tmp_path: Path) -> None:
+    path = _write(tmp_path, GOOD_TOML)
+    result = CliRunner().invoke(recipe_command, ["show", str(path), "--set", "optimizer.lr=0.02"])
+    assert result.exit_code == 0, result.output
+    assert "eps = 0.03137254901960784" in result.output and "lr = 0.02" in result.output
+    assert recipe_from_toml(result.output) == load_recipe(path, ["optimizer.lr=0.02"])
+
+
+def test_cli_validate_ok_and_errors(fake_plugins: PluginHost, tmp_path: Path) -> None:
+    path = _write(tmp_path, GOOD_TOML)
+    runner = CliRunner()
+    ok = runner.invoke(recipe_command, ["validate", str(path)])
+    assert (ok.exit_code, ok.output) == (0, "ok\n")
+    bad = runner.invoke(
+        recipe_command, ["validate", str(path), "--set", "attack.train.eps=-0.1", "--set", "optimizer.lrr=1"]
+    )
+    assert bad.exit_code == 2
+    assert "Traceback" not in bad.output and isinstance(bad.exception, SystemExit)
+    assert bad.output.splitlines() == [
+        f"Error: recipe {path} has 2 problems:",
+        "  attack.train.eps: must be >= 0, got -0.1 (from --set)",
+        "  optimizer.lrr: unknown key; did you mean 'lr'? (from --set)",
+    ]
+
+
+def test_cli_single_problem_is_one_line(fake_plugins: PluginHost, tmp_path: Path) -> None:
+    path = _write(tmp_path, GOOD_TOML.replace('"8/255"', "-1"))
+    result = CliRunner().invoke(recipe_command, ["show", str(path)])
+    assert result.exit_code == 2
+    assert result.output == f"Error: {path}: attack.train.eps: must be >= 0, got -1.0\n"
+    missing = CliRunner().invoke(recipe_command, ["validate", str(tmp_path / "none.toml")])
+    assert missing.exit_code == 2 and missing.output.startswith("Error: recipe file not found:")
+
+
+# -- run directory guard -------------------------------------------------------------------------
+def test_run_dir_guard(fake_plugins: PluginHost, tmp_path: Path) -> None:
+    recipe = load_recipe(base_recipe())
+    run_dir = tmp_path / "runs" / "demo"
+    assert check_run_dir(run_dir, recipe, resume=False) is False  # nothing there yet
+    run_dir.mkdir(parents=True)
+    assert check_run_dir(run_dir, recipe, resume=True) is False  # empty: fresh start
+    saved = save_resolved_recipe(recipe, run_dir)
+    (run_dir / "checkpoint.pt").write_bytes(b"weights")
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+
+    with pytest.raises(SatError, match="already holds a run of this recipe; pass --resume"):
+        check_run_dir(run_dir, recipe, resume=False)
+    assert check_run_dir(run_dir, recipe, resume=True) is True
+
+    # Run-irrelevant keys may change on resume.
+    quieter = load_recipe(base_recipe(), ["logging.tensorboard=false", "checkpoint.keep_last=9"])
+    assert check_run_dir(run_dir, quieter, resume=True) is True
+
+    other = load_recipe(base_recipe(), ["optimizer.lr=0.2"])
+    for resume in (False, True):
+        with pytest.raises(
+            SatError, match=r"holds a different run \(optimizer.lr: 0.1 -> 0.2\); pick another"
+        ):
+            check_run_dir(run_dir, other, resume=resume)
+    with pytest.raises(SatError, match="belongs to a different run"):
+        save_resolved_recipe(other, run_dir)
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before  # nothing overwritten
+    assert load_recipe(saved) == recipe
+
+
+def test_run_dir_that_is_not_a_run_is_refused(fake_plugins: PluginHost, tmp_path: Path) -> None:
+    recipe = load_recipe(base_recipe())
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(SatError, match="not empty and holds no recipe.toml"):
+        check_run_dir(tmp_path, recipe, resume=True)
+
+
+# -- the shipped quickstart recipe ---------------------------------------------------------------
+QUICKSTART = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.toml"
+
+
+def test_quickstart_recipe_validates_with_the_real_plugins(fresh_plugin_host: None) -> None:
+    from sat_toolkit.plugins import get_plugin_host
+
+    host = get_plugin_host()
+    needed = {"dataset": "digits", "model": "small_cnn", "attack": "pgd"}
+    missing = [f"{kind} '{name}'" for kind, name in needed.items() if name not in host.names(kind)]
+    if missing or "apgd_ce" not in host.names("attack"):
+        pytest.skip(f"plugins not installed yet: {', '.join(missing) or 'apgd_ce'}")
+    recipe = load_recipe(QUICKSTART)
+    assert recipe.run.name == "quickstart"
+    assert recipe_from_toml(recipe.to_toml()) == recipe
