@@ -1,0 +1,11 @@
+"""Registers the built-in models, exactly as a third-party plugin would."""
+
+from __future__ import annotations
+
+from sat_toolkit.models import BUILTIN_MODELS
+from sat_toolkit.plugins import hookimpl
+
+
+@hookimpl
+def sat_register_models() -> list[type]:
+    return list(BUILTIN_MODELS)

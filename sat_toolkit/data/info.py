@@ -1,0 +1,92 @@
+"""What a model needs to know about a dataset, without loading it."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sat_toolkit.errors import SatError
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """Shape and statistics of a dataset: enough to build (and rebuild) a model for it.
+
+    ``mean`` and ``std`` are per-channel statistics of the *training* images in [0, 1]
+    pixel space. They go into the model's first layer (:class:`sat_toolkit.models.Normalize`),
+    so the attacker always works in pixel space, where epsilon is defined.
+
+    Attributes:
+        num_classes: number of labels; labels are ``0 .. num_classes - 1``.
+        channels: image channels (1 for grey, 3 for RGB).
+        image_size: ``(height, width)``.
+        mean: per-channel mean, one float per channel.
+        std: per-channel standard deviation, one positive float per channel.
+        class_names: optional human-readable label names, one per class.
+    """
+
+    num_classes: int
+    channels: int
+    image_size: tuple[int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    class_names: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        # Normalise list inputs (JSON/TOML round trips give lists) so equality is by value.
+        object.__setattr__(self, "image_size", tuple(int(v) for v in self.image_size))
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        if self.class_names is not None:
+            object.__setattr__(self, "class_names", tuple(str(v) for v in self.class_names))
+        self._validate()
+
+    def _validate(self) -> None:
+        if self.num_classes < 2:
+            raise SatError(f"DatasetInfo: num_classes must be >= 2, got {self.num_classes}")
+        if self.channels < 1:
+            raise SatError(f"DatasetInfo: channels must be >= 1, got {self.channels}")
+        if len(self.image_size) != 2 or min(self.image_size) < 1:
+            raise SatError(f"DatasetInfo: image_size must be (height, width) >= 1, got {self.image_size}")
+        for key in ("mean", "std"):
+            values = getattr(self, key)
+            if len(values) != self.channels:
+                raise SatError(
+                    f"DatasetInfo: {key} needs one value per channel ({self.channels}), got {values}"
+                )
+        if min(self.std) <= 0:
+            raise SatError(f"DatasetInfo: std must be > 0 for every channel, got {self.std}")
+        if self.class_names is not None and len(self.class_names) != self.num_classes:
+            raise SatError(f"DatasetInfo: {len(self.class_names)} class_names for {self.num_classes} classes")
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """``(channels, height, width)`` of one image."""
+        return (self.channels, *self.image_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON/TOML-friendly values (lists, not tuples); inverse of :meth:`from_dict`."""
+        return {
+            "num_classes": self.num_classes,
+            "channels": self.channels,
+            "image_size": list(self.image_size),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "class_names": None if self.class_names is None else list(self.class_names),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DatasetInfo:
+        """Rebuild from :meth:`to_dict` output (e.g. a checkpoint's ``sat_config``)."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - fields)
+        if unknown:
+            raise SatError(
+                f"DatasetInfo: unknown key '{unknown[0]}'; valid keys: {', '.join(sorted(fields))}"
+            )
+        missing = sorted(fields - {"class_names"} - set(data))
+        if missing:
+            raise SatError(f"DatasetInfo: missing key '{missing[0]}'")
+        class_names: Sequence[str] | None = data.get("class_names")
+        return cls(**{**dict(data), "class_names": None if class_names is None else tuple(class_names)})

@@ -1,0 +1,66 @@
+"""``sat_config``: what a built model carries so a checkpoint can rebuild it.
+
+Format (plain dicts, lists, strings and numbers: JSON/TOML/``torch.save`` friendly)::
+
+    {
+        "version": 1,
+        "model": {"name": "small_cnn", "width": 32, "depth": 3, ...},  # every parameter
+        "activation": "silu",            # or {"name": "smoothrelu", "alpha": 20.0}, as given
+        "data_info": {"num_classes": 10, "channels": 1, "image_size": [28, 28],
+                      "mean": [0.286], "std": [0.353], "class_names": [...] or None},
+    }
+
+``rebuild_model(config)`` builds the same architecture (fresh weights); load the
+checkpoint's ``state_dict`` into it, normalisation buffers included.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+from torch import nn
+
+from sat_toolkit.activations.factory import ActivationSpec
+from sat_toolkit.data.info import DatasetInfo
+from sat_toolkit.errors import SatError
+
+SAT_CONFIG_VERSION = 1
+
+
+def _plain(value: Any) -> Any:
+    """Tuples -> lists and mappings -> dicts, recursively, so the config serialises anywhere."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return copy.deepcopy(value)
+
+
+def make_sat_config(
+    model_name: str, params: Mapping[str, Any], activation: ActivationSpec, info: DatasetInfo
+) -> dict[str, Any]:
+    """The ``sat_config`` dict described in this module's docstring."""
+    return {
+        "version": SAT_CONFIG_VERSION,
+        "model": {"name": model_name, **_plain(params)},
+        "activation": _plain(activation),
+        "data_info": info.to_dict(),
+    }
+
+
+def rebuild_model(config: Mapping[str, Any]) -> nn.Module:
+    """A freshly initialised model with the architecture ``config`` describes."""
+    from sat_toolkit.models.factory import create_model_builder
+
+    missing = [key for key in ("model", "activation", "data_info") if key not in config]
+    if missing:
+        raise SatError(f"sat_config lacks '{missing[0]}'; was this checkpoint saved by sat-toolkit?")
+    version = config.get("version", SAT_CONFIG_VERSION)
+    if version != SAT_CONFIG_VERSION:
+        raise SatError(
+            f"sat_config version {version} is not supported (this toolkit reads {SAT_CONFIG_VERSION})"
+        )
+    builder = create_model_builder(config["model"])
+    return builder.build(DatasetInfo.from_dict(config["data_info"]), config["activation"])

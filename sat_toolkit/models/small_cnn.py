@@ -1,0 +1,93 @@
+"""``small_cnn``: a compact all-convolutional network for 8x8 digits and 28x28 Fashion-MNIST.
+
+Stages of 3x3 conv-BN-activation blocks; each stage after the first starts with a
+stride-2 convolution (not max-pooling, which is itself non-smooth and would undercut
+the point of a smooth activation); global average pooling makes it size-agnostic.
+Small enough to train to high digits accuracy in seconds on a CPU.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from sat_toolkit.activations.factory import ActivationSpec, create_activation
+from sat_toolkit.data.info import DatasetInfo
+from sat_toolkit.models.base import ModelBuilder, dropout_rate, positive_int
+
+
+class ConvBNAct(nn.Sequential):
+    """3x3 convolution (no bias: BN has one), batch norm, a fresh activation."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, activation: ActivationSpec) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(out_channels)
+        self.act = create_activation(activation)
+
+
+class SmallCNNBody(nn.Module):
+    """Stages of ``ConvBNAct`` blocks -> global average pool -> dropout -> linear."""
+
+    def __init__(
+        self,
+        info: DatasetInfo,
+        activation: ActivationSpec,
+        width: int,
+        depth: int,
+        convs_per_stage: int,
+        dropout: float,
+    ) -> None:
+        super().__init__()
+        stages: list[nn.Module] = []
+        in_channels = info.channels
+        for stage in range(depth):
+            out_channels = width * 2**stage
+            blocks = []
+            for block in range(convs_per_stage):
+                stride = 2 if stage > 0 and block == 0 else 1
+                blocks.append(ConvBNAct(in_channels, out_channels, stride, activation))
+                in_channels = out_channels
+            stages.append(nn.Sequential(*blocks))
+        self.features = nn.Sequential(*stages)
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(in_channels, info.num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.pool(self.features(x))))
+
+
+class SmallCNN(ModelBuilder):
+    """A small CNN; channels double at each stage (``width``, ``2 width``, ...).
+
+    Args:
+        width: channels of the first stage.
+        depth: number of stages; stages 2.. halve the resolution (8x8 -> 4 -> 2).
+        convs_per_stage: conv-BN-activation blocks per stage.
+        dropout: dropout rate before the linear head.
+    """
+
+    name = "small_cnn"
+    description = "small conv-BN-act CNN with global pooling; for 8x8 digits and 28x28 Fashion-MNIST"
+
+    def __init__(
+        self, width: int = 32, depth: int = 3, convs_per_stage: int = 2, dropout: float = 0.0
+    ) -> None:
+        self.width = positive_int(self.name, "width", width)
+        self.depth = positive_int(self.name, "depth", depth)
+        self.convs_per_stage = positive_int(self.name, "convs_per_stage", convs_per_stage)
+        self.dropout = dropout_rate(self.name, "dropout", dropout)
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "width": self.width,
+            "depth": self.depth,
+            "convs_per_stage": self.convs_per_stage,
+            "dropout": self.dropout,
+        }
+
+    def build_body(self, info: DatasetInfo, activation: ActivationSpec) -> nn.Module:
+        return SmallCNNBody(info, activation, self.width, self.depth, self.convs_per_stage, self.dropout)

@@ -1,0 +1,131 @@
+"""``timm``: any timm architecture, randomly initialised, with the chosen activation.
+
+The activation goes in twice over: timm builds its blocks with it as ``act_layer``, and a
+surgery sweep replaces what the architecture hard-codes (see
+:func:`sat_toolkit.activations.create_timm_model`). A forward pass on one example then
+lists functional ReLU calls (``F.relu`` inside a ``forward``) that no surgery can reach.
+Those are not an error, since some architectures are meant to mix activations, but the
+report is kept on the model as ``model.surgery_report`` and a warning names the calls.
+"""
+
+from __future__ import annotations
+
+import difflib
+import warnings
+from typing import Any
+
+import torch
+from torch import nn
+
+from sat_toolkit.activations.factory import ActivationSpec
+from sat_toolkit.activations.surgery import (
+    SurgeryReport,
+    create_timm_model,
+    find_functional_activations,
+    replace_activations,
+)
+from sat_toolkit.data.info import DatasetInfo
+from sat_toolkit.errors import SatError
+from sat_toolkit.models.base import ModelBuilder
+from sat_toolkit.models.normalize import NormalizedModel
+
+#: timm arguments that the dataset and the activation decide.
+RESERVED_KWARGS = ("in_chans", "num_classes", "act_layer")
+
+
+class ActivationSurgeryWarning(UserWarning):
+    """The chosen activation could not be put everywhere the model applies a ReLU."""
+
+
+class TimmModel(ModelBuilder):
+    """A timm architecture by name; extra keyword parameters go to ``timm.create_model``.
+
+    Args:
+        architecture: a timm model name (``timm.list_models()``), e.g. ``"resnet18"``.
+        pretrained: must stay false: weights are never downloaded.
+        **timm_kwargs: passed on, e.g. ``drop_rate = 0.2`` or ``img_size = 32`` for ViTs.
+    """
+
+    name = "timm"
+    description = "any timm architecture by name, random init, activation via act_layer + surgery"
+
+    def __init__(self, architecture: str, pretrained: bool = False, **timm_kwargs: Any) -> None:
+        import timm
+
+        if not isinstance(architecture, str) or not timm.is_model(architecture):
+            known = timm.list_models()
+            close = (
+                difflib.get_close_matches(str(architecture), known, n=3)
+                or timm.list_models(f"*{architecture}*")[:3]
+            )
+            hint = f"; similar: {', '.join(close)}" if close else "; see timm.list_models()"
+            raise SatError(f"model 'timm': unknown architecture {architecture!r}{hint}")
+        if pretrained:
+            raise SatError(
+                "model 'timm': pretrained = true would download weights; remove it (random init only)"
+            )
+        reserved = [key for key in timm_kwargs if key in RESERVED_KWARGS]
+        if reserved:
+            raise SatError(
+                f"model 'timm': parameter '{reserved[0]}' is set by the toolkit "
+                "(in_chans/num_classes from the dataset, act_layer from the activation); remove it"
+            )
+        self.architecture = architecture
+        self.timm_kwargs = dict(timm_kwargs)
+
+    def params(self) -> dict[str, Any]:
+        return {"architecture": self.architecture, **self.timm_kwargs}
+
+    def build_body(self, info: DatasetInfo, activation: ActivationSpec) -> nn.Module:
+        body, report = self._create(info, activation)
+        example = torch.rand(1, *info.input_shape)
+        try:
+            report.functional_calls = find_functional_activations(body, example)
+        except Exception as exc:  # a shape mismatch is the usual cause: say which input failed
+            size = "x".join(str(v) for v in info.input_shape)
+            raise SatError(
+                f"model 'timm' ({self.architecture}) fails on a {size} input "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                "pass img_size if the architecture takes it, or pick another architecture"
+            ) from None
+        report.functional_checked = True
+        body.surgery_report = report
+        return body
+
+    def _create(self, info: DatasetInfo, activation: ActivationSpec) -> tuple[nn.Module, SurgeryReport]:
+        """``act_layer`` + sweep where timm takes our factory as ``act_layer``; else sweep only.
+
+        Some architectures have no ``act_layer`` argument (``legacy_xception``) and some
+        only accept classes or functions there (timm's norm-act layers assert it, e.g.
+        ``efficientnet_b0``). For those the sweep alone swaps every activation module,
+        and ``report.replaced`` lists them all.
+        """
+        import timm
+
+        kwargs = {"in_chans": info.channels, "num_classes": info.num_classes, **self.timm_kwargs}
+        try:
+            body, report = create_timm_model(self.architecture, activation, **kwargs)
+            body.surgery_route = "act_layer+sweep"
+            return body, report
+        except (TypeError, AssertionError):
+            pass  # act_layer refused: build plain and rely on the sweep
+        try:
+            body = timm.create_model(self.architecture, pretrained=False, **kwargs)
+        except TypeError as exc:
+            raise SatError(f"model 'timm' ({self.architecture}): {exc}") from None
+        report = replace_activations(body, activation)
+        body.surgery_route = "sweep"
+        return body, report
+
+    def build(self, info: DatasetInfo, activation: ActivationSpec) -> NormalizedModel:
+        """As :meth:`ModelBuilder.build`, plus ``model.surgery_report`` (a :class:`SurgeryReport`)."""
+        model = super().build(info, activation)
+        report: SurgeryReport = model.body.surgery_report
+        model.surgery_report = report
+        if report.functional_calls:
+            warnings.warn(
+                f"model 'timm' ({self.architecture}): {report.summary()}",
+                ActivationSurgeryWarning,
+                stacklevel=2,
+            )
+        return model
