@@ -15,6 +15,7 @@ from sat_toolkit import __version__
 from sat_toolkit.commands.activations import activations_command
 from sat_toolkit.commands.plugins import plugins_command
 from sat_toolkit.commands.recipe import recipe_command
+from sat_toolkit.commands.run import run_command
 from sat_toolkit.plugins import PluginWarning
 
 
@@ -38,6 +39,7 @@ def cli() -> None:
 cli.add_command(plugins_command)
 cli.add_command(activations_command)
 cli.add_command(recipe_command)
+cli.add_command(run_command)
 
 
 def main() -> None:

@@ -143,3 +143,14 @@ def test_activation_factory_accepts_timm_inplace_argument() -> None:
     factory = ActivationFactory({"name": "smoothrelu", "alpha": 5.0})
     first, second = factory(inplace=True), factory()
     assert first is not second and first.alpha == 5.0
+
+
+def test_create_timm_model_reaches_efficientnet_norm_act_layers() -> None:
+    """timm's BatchNormAct2d accepts only a class as act_layer; the factory hands it one."""
+    from sat_toolkit.activations import SmoothReLU
+
+    model, report = create_timm_model("efficientnet_b0", {"name": "smoothrelu", "alpha": 5.0}, num_classes=10)
+    assert count_modules(model, (nn.SiLU, nn.ReLU)) == 0
+    acts = [m for m in model.modules() if isinstance(m, SmoothReLU)]
+    assert len(acts) == 49 and all(m.hparams() == {"alpha": 5.0, "learnable": False} for m in acts)
+    assert report.replaced == {}  # act_layer reached every site, nothing left to sweep

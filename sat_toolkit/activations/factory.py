@@ -66,5 +66,21 @@ class ActivationFactory:
     def __call__(self, inplace: bool = False, **_ignored: Any) -> nn.Module:
         return create_activation(self.name, **self.params)
 
+    @property
+    def layer(self) -> type[nn.Module]:
+        """The activation as a *class* with its parameters bound, for timm's ``act_layer``.
+
+        Some timm layers (``BatchNormAct2d`` and friends) accept only a type, a string or a
+        partial. The class subclasses the plugin's class, so ``isinstance`` checks and
+        ``hparams()`` still see the registered activation.
+        """
+        base = type(self.prototype)
+        params = dict(self.params)
+
+        def __init__(module: nn.Module, inplace: bool = False, **_ignored: Any) -> None:  # noqa: N807
+            base.__init__(module, **params)
+
+        return type(base.__name__, (base,), {"__init__": __init__, "__module__": base.__module__})
+
     def __repr__(self) -> str:
         return f"ActivationFactory({self.name!r}, {self.params!r})"

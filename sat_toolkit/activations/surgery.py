@@ -161,7 +161,7 @@ def replace_activations(
 
 def _already(module: nn.Module, factory: ActivationFactory) -> bool:
     """True when ``module`` is exactly what the factory would build (nothing to do)."""
-    if type(module) is not type(factory.prototype):
+    if not isinstance(module, type(factory.prototype)):
         return False
     hparams = getattr(module, "hparams", None)
     return hparams is None or hparams() == factory.prototype.hparams()
@@ -245,7 +245,7 @@ def create_timm_model(
         raise SatError("create_timm_model: pretrained weights would be downloaded; set pretrained=false")
     factory = ActivationFactory(activation)
     try:
-        model = timm.create_model(architecture, act_layer=factory, **timm_kwargs)
+        model = timm.create_model(architecture, act_layer=factory.layer, **timm_kwargs)
     except RuntimeError as exc:
         if "Unknown model" not in str(exc):
             raise

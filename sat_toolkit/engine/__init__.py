@@ -1,0 +1,1 @@
+"""The training engine: Hugging Face accelerate's canonical loop around SAT's inner attack."""

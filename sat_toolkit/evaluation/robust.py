@@ -1,0 +1,159 @@
+"""Clean accuracy, robust accuracy per attack, and the per-sample worst case over all attacks.
+
+The evaluator trusts no attack: it checks that every adversarial example an attack returns
+lies inside the eps-ball and [0, 1], and it re-classifies the examples itself. A sample
+counts as robust to an attack when the model is right on the clean image *and* on the
+attack's example (RobustBench's convention); only clean-correct samples are attacked.
+The worst case over the ensemble is robust only if it survived every attack.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from sat_toolkit.errors import SatError
+
+#: Slack for float round-off when checking an attack's eps-ball (the attacks themselves
+#: project exactly; this only keeps the check from failing on the norm's own rounding).
+_BALL_SLACK = 1e-6
+
+
+@dataclasses.dataclass
+class AttackOutcome:
+    """One attack's result on the evaluated samples."""
+
+    name: str
+    settings: dict[str, Any]
+    robust: torch.Tensor  # bool per sample
+    zero_grad_fraction: float | None
+    seconds: float
+
+    @property
+    def robust_accuracy(self) -> float:
+        return float(self.robust.float().mean()) if self.robust.numel() else math.nan
+
+
+@dataclasses.dataclass
+class RobustnessReport:
+    """Clean accuracy, each attack, and the worst case, all on the same samples."""
+
+    samples: int
+    eps: float | None
+    clean_correct: torch.Tensor  # bool per sample
+    attacks: dict[str, AttackOutcome]
+
+    @property
+    def clean_accuracy(self) -> float:
+        return float(self.clean_correct.float().mean())
+
+    @property
+    def worst_case(self) -> torch.Tensor:
+        robust = self.clean_correct.clone()
+        for outcome in self.attacks.values():
+            robust &= outcome.robust
+        return robust
+
+    @property
+    def robust_accuracy(self) -> float:
+        """Worst case over every attack (the number to quote)."""
+        return float(self.worst_case.float().mean())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "samples": self.samples,
+            "eps": self.eps,
+            "clean_accuracy": self.clean_accuracy,
+            "robust_accuracy": self.robust_accuracy if self.attacks else None,
+            "attacks": {
+                name: {
+                    "robust_accuracy": o.robust_accuracy,
+                    "zero_grad_fraction": o.zero_grad_fraction,
+                    "seconds": round(o.seconds, 3),
+                    "settings": o.settings,
+                }
+                for name, o in self.attacks.items()
+            },
+        }
+
+
+def _attack_settings(attack: Any) -> dict[str, Any]:
+    hparams = getattr(attack, "hparams", None)
+    settings = dict(hparams()) if callable(hparams) else {}
+    return {"name": getattr(attack, "name", type(attack).__name__), **settings}
+
+
+def _check_bounds(name: str, x: torch.Tensor, x_adv: torch.Tensor, eps: float, norm: str) -> None:
+    if x_adv.shape != x.shape:
+        raise SatError(f"attack '{name}' returned shape {tuple(x_adv.shape)} for inputs {tuple(x.shape)}")
+    if not torch.isfinite(x_adv).all() or x_adv.min() < 0 or x_adv.max() > 1:
+        raise SatError(f"attack '{name}' returned examples outside [0, 1]; its results are not trustworthy")
+    delta = (x_adv - x).flatten(1)
+    size = delta.abs().amax(1) if norm == "linf" else delta.norm(dim=1)
+    if (size > eps + _BALL_SLACK).any():
+        raise SatError(
+            f"attack '{name}' left the {norm} eps-ball (max {float(size.max()):.6g} > eps {eps:.6g}); "
+            "its results are not trustworthy"
+        )
+
+
+@torch.no_grad()
+def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    return torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+
+
+def evaluate_robustness(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    attacks: Mapping[str, Any],
+    *,
+    batch_size: int = 256,
+    eps: float | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> RobustnessReport:
+    """Attack ``x`` (images in [0, 1]) with every attack and report per-sample outcomes.
+
+    Args:
+        model: classifier with normalisation inside; put in eval mode here.
+        attacks: label -> attack object with ``perturb(model, x, y, eps=...)``.
+        eps: overrides every attack's own eps (epsilon sweeps); None keeps theirs.
+        progress: called as ``progress(label, done, total)`` after each batch.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        clean_correct = _predict(model, x, batch_size) == y
+        outcomes: dict[str, AttackOutcome] = {}
+        attackable = clean_correct.nonzero().flatten()
+        for label, attack in attacks.items():
+            robust = torch.zeros_like(clean_correct)
+            zero_grads: list[float] = []
+            started = time.perf_counter()
+            for start in range(0, len(attackable), batch_size):
+                index = attackable[start : start + batch_size]
+                xb, yb = x[index], y[index]
+                result = attack.perturb(model, xb, yb, eps=eps)
+                used_eps = float(result.eps if getattr(result, "eps", 0) else (eps or attack.eps))
+                _check_bounds(label, xb, result.x_adv, used_eps, getattr(attack, "norm", "linf"))
+                robust[index] = _predict(model, result.x_adv, batch_size) == yb
+                if result.zero_grad is not None:
+                    zero_grads.append(float(result.zero_grad.float().sum()))
+                if progress is not None:
+                    progress(label, min(start + batch_size, len(attackable)), len(attackable))
+            zero_fraction = sum(zero_grads) / max(len(attackable), 1) if zero_grads else None
+            settings = _attack_settings(attack)
+            if eps is not None:
+                settings["eps"] = eps
+            outcomes[label] = AttackOutcome(
+                label, settings, robust, zero_fraction, time.perf_counter() - started
+            )
+        return RobustnessReport(samples=len(x), eps=eps, clean_correct=clean_correct, attacks=outcomes)
+    finally:
+        model.train(was_training)

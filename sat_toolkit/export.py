@@ -1,0 +1,90 @@
+"""Trained models as one self-describing file: weights plus the config that rebuilds them.
+
+``model.safetensors`` holds the state dict (normalisation buffers included) and, in the
+safetensors metadata, the model's ``sat_config`` (architecture, activation and dataset
+shape; see :mod:`sat_toolkit.models.config`). Loading rebuilds the architecture from that
+config, never from code paths that could drift, and refuses a file whose weights do not
+fit the rebuilt model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from sat_toolkit.errors import SatError
+
+CONFIG_KEY = "sat_config"
+MODEL_FILE = "model.safetensors"
+
+
+def save_model(model: nn.Module, sat_config: dict[str, Any], path: str | Path) -> Path:
+    """Write ``model``'s weights and ``sat_config`` to ``path`` atomically."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {key: value.detach().contiguous().cpu() for key, value in model.state_dict().items()}
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(state, str(tmp), metadata={CONFIG_KEY: json.dumps(sat_config), "format": "pt"})
+    tmp.replace(path)
+    return path
+
+
+def resolve_model_file(location: str | Path) -> Path:
+    """A run directory (its ``model.safetensors``) or a ``.safetensors`` file."""
+    location = Path(location)
+    if location.is_dir():
+        candidate = location / MODEL_FILE
+        if not candidate.is_file():
+            raise SatError(
+                f"{location} has no {MODEL_FILE}; is the run finished? "
+                "(an interrupted run continues with 'sat-toolkit run RECIPE --resume')"
+            )
+        return candidate
+    if location.is_file():
+        if location.suffix != ".safetensors":
+            raise SatError(f"{location}: expected a run directory or a .safetensors model file")
+        return location
+    raise SatError(f"{location}: no such run directory or model file")
+
+
+def read_sat_config(path: str | Path) -> dict[str, Any]:
+    """The ``sat_config`` stored in a model file."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except Exception as exc:  # safetensors raises its own error types for bad files
+        raise SatError(f"{path}: not a readable safetensors file ({exc})") from None
+    if CONFIG_KEY not in metadata:
+        raise SatError(f"{path} carries no sat_config; it was not exported by sat-toolkit")
+    return json.loads(metadata[CONFIG_KEY])
+
+
+def load_model(location: str | Path, device: str | None = None) -> nn.Module:
+    """The trained model from a run directory or model file, in eval mode.
+
+    The returned module takes images in [0, 1] (normalisation is inside it) and returns
+    logits; its ``sat_config`` attribute says what it is.
+    """
+    from safetensors.torch import load_file
+
+    from sat_toolkit.models.config import rebuild_model
+
+    path = resolve_model_file(location)
+    config = read_sat_config(path)
+    model = rebuild_model(config)
+    state = load_file(str(path), device="cpu")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        problem = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise SatError(f"{path}: weights do not fit the rebuilt {config['model']['name']} ({problem})")
+    model.sat_config = config
+    if device is not None:
+        model.to(device)
+    return model.eval()

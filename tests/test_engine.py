@@ -1,0 +1,194 @@
+"""``sat-toolkit run`` end to end on the bundled digits: files, accuracy, resume, failures."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+import sat_toolkit
+from sat_toolkit.cli import cli
+from sat_toolkit.engine.checkpoint import list_checkpoints
+from sat_toolkit.engine.trainer import NonFiniteLossError, train
+from sat_toolkit.errors import SatError
+from sat_toolkit.recipe import load_recipe
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_recipe(output_dir: Path, **sections: dict) -> dict:
+    """A recipe that trains in seconds: 640 digits, a narrow CNN, 3 epochs of 20 steps."""
+    recipe = {
+        "run": {"name": "tiny", "seed": 0, "output_dir": str(output_dir), "deterministic": True},
+        "data": {"name": "digits", "batch_size": 32, "eval_batch_size": 128, "limit_train": 640},
+        "model": {"name": "small_cnn", "width": 8, "depth": 2, "convs_per_stage": 1},
+        "activation": "silu",
+        "attack": {
+            "train": {
+                "name": "pgd",
+                "eps": 0.1,
+                "steps": 1,
+                "rel_step_size": 1.0,
+                "random_start_fraction": 0.8,
+            },
+            "eval": {"samples": 100, "seed": 0, "pgd5": {"name": "pgd", "steps": 5}},
+        },
+        "optimizer": {"name": "adamw", "lr": 0.01, "weight_decay": 0.0, "ema": 0.9},
+        "schedule": {"lr": {"name": "cosine"}},
+        "train": {"epochs": 3, "validate_every_epochs": 0, "log_every_steps": 5},
+        "checkpoint": {"every_steps": 4, "keep_last": 50},
+        "logging": {"tensorboard": True},
+    }
+    for section, values in sections.items():
+        recipe[section] = {**recipe.get(section, {}), **values}
+    return recipe
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run_dir / "model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
+    sat_toolkit.run(tiny_recipe(run_dir), show_progress=False)
+    return run_dir
+
+
+def test_a_run_writes_every_promised_file(finished_run: Path) -> None:
+    assert (finished_run / "recipe.toml").is_file()
+    assert (finished_run / "model.safetensors").is_file()
+    assert list((finished_run / "tensorboard").rglob("events.out.tfevents.*"))
+    assert [p.name for p in list_checkpoints(finished_run)][-1] == "step-00000060"  # 3 epochs x 20 steps
+    metrics = json.loads((finished_run / "metrics.json").read_text())
+    assert metrics["steps"] == 60 and metrics["epochs"] == 3
+    evaluation = metrics["evaluation"]
+    assert evaluation["samples"] == 100
+    assert set(evaluation["attacks"]) == {"pgd5"}
+    # The saved recipe is the resolved one and loads back to the same recipe.
+    assert load_recipe(finished_run / "recipe.toml") == load_recipe(tiny_recipe(finished_run))
+
+
+def test_the_trained_model_is_well_above_chance_and_load_model_agrees(finished_run: Path) -> None:
+    metrics = json.loads((finished_run / "metrics.json").read_text())["evaluation"]
+    assert metrics["clean_accuracy"] > 0.4  # chance is 0.1
+    assert metrics["attacks"]["pgd5"]["robust_accuracy"] > 0.15
+    assert metrics["robust_accuracy"] <= metrics["clean_accuracy"]
+
+    model = sat_toolkit.load_model(finished_run)
+    assert not model.training
+    from sat_toolkit.data import create_dataset
+    from sat_toolkit.engine.trainer import _subset
+
+    x, y = _subset(create_dataset({"name": "digits"}).load("test"), samples=100, seed=0)
+    with torch.no_grad():
+        accuracy = (model(x).argmax(1) == y).float().mean().item()
+    # load_model rebuilt the architecture from the saved config: same images, same answer.
+    assert accuracy == pytest.approx(metrics["clean_accuracy"], abs=1e-6)
+    assert model.sat_config["activation"] == {"name": "silu"}
+
+
+def test_resuming_after_a_stop_mid_epoch_gives_identical_weights(finished_run: Path, tmp_path: Path) -> None:
+    """Stop after 13 steps (mid-epoch 1; last checkpoint at step 12), resume, compare."""
+    run_dir = tmp_path / "resumed"
+    recipe = load_recipe(tiny_recipe(run_dir))
+    partial = train(recipe, show_progress=False, stop_after_steps=13)
+    assert partial.metrics == {"stopped_at_step": 13}
+    assert not (run_dir / "model.safetensors").exists()
+    train(recipe, resume=True, show_progress=False)
+    reference, resumed = _weights(finished_run), _weights(run_dir)
+    assert reference.keys() == resumed.keys()
+    for key in reference:
+        assert torch.equal(reference[key], resumed[key]), key
+
+
+def test_resuming_after_a_real_kill_gives_identical_weights(finished_run: Path, tmp_path: Path) -> None:
+    """SIGKILL a real ``sat-toolkit run`` process once it has checkpointed, then resume."""
+    run_dir = tmp_path / "killed"
+    recipe_file = tmp_path / "tiny.toml"
+    recipe_file.write_text(load_recipe(tiny_recipe(run_dir)).to_toml())
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sat_toolkit", "run", str(recipe_file), "--no-progress"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        if any(p.name >= "step-00000008" for p in list_checkpoints(run_dir)):
+            break
+        time.sleep(0.05)
+    if process.poll() is not None:
+        pytest.fail(f"the run ended before it could be killed: {process.stderr.read().decode()[-2000:]}")
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (run_dir / "model.safetensors").exists()
+    result = CliRunner().invoke(cli, ["run", str(recipe_file), "--resume", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    reference, resumed = _weights(finished_run), _weights(run_dir)
+    for key in reference:
+        assert torch.equal(reference[key], resumed[key]), key
+
+
+def test_a_different_run_in_the_same_directory_is_refused(finished_run: Path) -> None:
+    before = {p: p.stat().st_mtime_ns for p in finished_run.rglob("*") if p.is_file()}
+    other = tiny_recipe(finished_run, optimizer={"lr": 0.02})
+    with pytest.raises(SatError, match="holds a different run .*optimizer.lr"):
+        sat_toolkit.run(other, show_progress=False)
+    with pytest.raises(SatError, match="pass --resume"):
+        sat_toolkit.run(tiny_recipe(finished_run), show_progress=False)
+    after = {p: p.stat().st_mtime_ns for p in finished_run.rglob("*") if p.is_file()}
+    assert before == after  # nothing written, nothing lost
+
+
+def test_cli_reports_a_different_run_as_one_line_with_exit_2(finished_run: Path, tmp_path: Path) -> None:
+    recipe_file = tmp_path / "other.toml"
+    recipe_file.write_text(load_recipe(tiny_recipe(finished_run, optimizer={"lr": 0.02})).to_toml())
+    result = CliRunner().invoke(cli, ["run", str(recipe_file)])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+    run_dir = tmp_path / "diverges"
+    recipe = tiny_recipe(
+        run_dir, optimizer={"name": "sgd", "lr": 1e20, "ema": "off"}, checkpoint={"every_steps": 1}
+    )
+    with pytest.raises(
+        NonFiniteLossError, match="training stopped at step \\d+: the loss is (nan|inf)"
+    ) as info:
+        sat_toolkit.run(recipe, show_progress=False)
+    checkpoints = list_checkpoints(run_dir)
+    assert checkpoints, "expected the steps before the blow-up to be checkpointed"
+    assert str(checkpoints[-1]) in str(info.value)
+    # The kept checkpoint holds finite weights.
+    weights = load_file(str(checkpoints[-1] / "model.safetensors"))
+    assert all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())
+    assert not (run_dir / "model.safetensors").exists()
+
+
+def test_python_api_and_cli_accept_overrides(tmp_path: Path) -> None:
+    run_dir = tmp_path / "override"
+    summary = sat_toolkit.run(
+        tiny_recipe(run_dir, train={"epochs": 1}), overrides=["activation=gelu", "attack.eval.samples=20"],
+        show_progress=False,
+    )  # fmt: skip
+    assert summary.metrics["steps"] == 20
+    assert summary.metrics["evaluation"]["samples"] == 20
+    assert sat_toolkit.load_model(run_dir).sat_config["activation"]["name"] == "gelu"
+    assert math.isfinite(summary.metrics["final_train_loss"])
+
+
+def test_resuming_a_finished_run_changes_nothing(finished_run: Path) -> None:
+    before = {p: p.stat().st_mtime_ns for p in finished_run.rglob("*") if p.is_file()}
+    summary = sat_toolkit.run(tiny_recipe(finished_run), resume=True, show_progress=False)
+    assert summary.metrics["steps"] == 60
+    assert before == {p: p.stat().st_mtime_ns for p in finished_run.rglob("*") if p.is_file()}
