@@ -13,6 +13,7 @@ import click
 
 from sat_toolkit import __version__
 from sat_toolkit.commands.activations import activations_command
+from sat_toolkit.commands.eval import eval_command
 from sat_toolkit.commands.plugins import plugins_command
 from sat_toolkit.commands.recipe import recipe_command
 from sat_toolkit.commands.run import run_command
@@ -40,6 +41,7 @@ cli.add_command(plugins_command)
 cli.add_command(activations_command)
 cli.add_command(recipe_command)
 cli.add_command(run_command)
+cli.add_command(eval_command)
 
 
 def main() -> None:

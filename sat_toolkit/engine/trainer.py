@@ -139,7 +139,13 @@ def train(
     info = source.info()
     activation = recipe.activation.to_dict()
     model = create_model(recipe.model.to_dict(), info, activation)
-    sat_config = model.sat_config
+    # What `sat-toolkit eval` needs besides the architecture: where the data came from and
+    # the threat model the run was trained for.
+    sat_config = {
+        **model.sat_config,
+        "dataset": recipe.data.plugin.to_dict(),
+        "train_attack": recipe.attack.train.to_dict(),
+    }
     optimizer = build_optimizer(
         model,
         recipe.optimizer.name,

@@ -1,0 +1,229 @@
+"""The evaluator: worst case over attacks, bound checks, masking checks, the eval CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+import sat_toolkit
+from sat_toolkit.attacks import AttackResult
+from sat_toolkit.cli import cli
+from sat_toolkit.errors import SatError
+from sat_toolkit.evaluation import evaluate_robustness
+from sat_toolkit.evaluation.checks import run_checks
+from sat_toolkit.evaluation.suites import build_attacks, parse_attack_option
+
+
+class _ScriptedAttack:
+    """Moves chosen samples by +eps on every pixel (a perturbation we can predict)."""
+
+    name = "scripted"
+    norm = "linf"
+
+    def __init__(self, eps: float, move: torch.Tensor, overshoot: float = 1.0) -> None:
+        self.eps, self.move, self.overshoot = eps, move, overshoot
+
+    def perturb(self, model, x, y, *, eps=None):
+        index = model.last_index  # the evaluator passes batches of clean-correct samples
+        shift = self.eps * self.overshoot * self.move[index].float().view(-1, 1, 1, 1)
+        return AttackResult(x_adv=(x + shift).clamp(0, 1), eps=self.eps)
+
+
+class _ThresholdModel(nn.Module):
+    """Class 1 when the mean pixel exceeds 0.5, class 0 otherwise; remembers sample ids."""
+
+    def __init__(self, ids: torch.Tensor) -> None:
+        super().__init__()
+        self.ids = ids
+        self.last_index = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Identify the samples by their exact clean pixels (tests only).
+        score = x.flatten(1).mean(1) - 0.5
+        return torch.stack([-score, score], dim=1)
+
+
+def test_worst_case_is_the_per_sample_and_of_all_attacks() -> None:
+    x = torch.full((6, 1, 2, 2), 0.45)
+    x[3:] = 0.55
+    y = torch.tensor([0, 0, 0, 1, 1, 1])
+    model = _ThresholdModel(torch.arange(6))
+
+    class Flip:
+        """Breaks the given samples: pushes them across the 0.5 threshold within eps 0.1."""
+
+        norm = "linf"
+        eps = 0.1
+
+        def __init__(self, broken: set[int]) -> None:
+            self.broken = broken
+
+        def perturb(self, model, xb, yb, *, eps=None):
+            x_adv = xb.clone()
+            for row in range(len(xb)):
+                original = int((x == xb[row]).all(dim=(1, 2, 3)).nonzero()[0])
+                if original in self.broken:
+                    x_adv[row] = xb[row] + (0.1 if yb[row] == 0 else -0.1)
+            return AttackResult(x_adv=x_adv.clamp(0, 1), eps=0.1)
+
+    x = x + torch.arange(6).view(-1, 1, 1, 1) * 1e-3  # make every sample unique
+    report = evaluate_robustness(model, x, y, {"a": Flip({0, 3}), "b": Flip({3, 4})}, batch_size=4)
+    assert report.clean_accuracy == 1.0
+    assert report.attacks["a"].robust.tolist() == [False, True, True, False, True, True]
+    assert report.attacks["b"].robust.tolist() == [True, True, True, False, False, True]
+    assert report.worst_case.tolist() == [False, True, True, False, False, True]
+    assert report.robust_accuracy == pytest.approx(3 / 6)
+
+
+def test_an_attack_leaving_the_eps_ball_is_refused() -> None:
+    class Cheater:
+        norm = "linf"
+        eps = 0.1
+
+        def perturb(self, model, x, y, *, eps=None):
+            return AttackResult(x_adv=(x + 0.2).clamp(0, 1), eps=0.1)
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    nn.init.zeros_(model[1].weight)
+    nn.init.zeros_(model[1].bias)  # ties go to class 0: every sample is clean-correct
+    x, y = torch.full((3, 1, 2, 2), 0.3), torch.zeros(3, dtype=torch.long)
+    with pytest.raises(SatError, match="left the linf eps-ball"):
+        evaluate_robustness(model, x, y, {"cheater": Cheater()})
+
+
+def _linear_digits_model(quantise: bool) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """A logistic-regression digits classifier; ``quantise`` masks its input gradients."""
+    from sat_toolkit.data import create_dataset
+
+    train = create_dataset({"name": "digits"}).load("train")
+    x_train, y_train = train[list(range(len(train)))]
+    torch.manual_seed(0)
+    linear = nn.Linear(64, 10)
+    optimiser = torch.optim.Adam(linear.parameters(), lr=0.05)
+    for _ in range(150):
+        optimiser.zero_grad()
+        nn.functional.cross_entropy(linear(x_train.flatten(1)), y_train).backward()
+        optimiser.step()
+
+    class Model(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = linear
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if quantise:  # rounding: zero gradient almost everywhere, as in classic masking defences
+                x = torch.round(x * 4) / 4
+            return self.linear(x.flatten(1))
+
+    test = create_dataset({"name": "digits"}).load("test")
+    x, y = test[list(range(120))]
+    return Model().eval(), x, y
+
+
+def _exact_linear_robustness(linear: nn.Linear, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+    """Per-sample robustness of a linear classifier under L-inf eps inside the [0, 1] box.
+
+    For each wrong class j the margin (w_y - w_j).x + (b_y - b_j) is linear and the constraint
+    set is a product of per-pixel intervals, so its minimum moves every pixel to the end of
+    its interval [max(x - eps, 0), min(x + eps, 1)] that lowers the margin: closed form.
+    """
+    w, b = linear.weight.detach().double(), linear.bias.detach().double()
+    flat = x.flatten(1).double()
+    low, high = (flat - eps).clamp(min=0), (flat + eps).clamp(max=1)
+    robust = torch.ones(len(y), dtype=torch.bool)
+    for j in range(w.shape[0]):
+        v = w[y] - w[j]  # per-sample margin direction
+        worst = torch.where(v > 0, low, high)
+        margin = (v * worst).sum(1) + b[y] - b[j]
+        robust &= (margin > 0) | (y == j)
+    return robust
+
+
+@pytest.mark.parametrize("quantise", [False, True])
+def test_masking_checks_flag_a_quantised_model_and_pass_an_honest_one(quantise: bool) -> None:
+    model, x, y = _linear_digits_model(quantise)
+    specs = {"apgd_ce": {"name": "apgd_ce", "steps": 20}, "apgd_t": {"name": "apgd_t", "steps": 20}}
+    attacks = build_attacks(specs, eps=0.15, norm="linf", seed=0)
+    report = evaluate_robustness(model, x, y, attacks)
+    results = {c.name: c for c in run_checks(
+        model, x, y, report, attacks, eps=0.15, norm="linf", num_classes=10, seed=0, batch_size=256,
+        square_queries=300,
+    )}  # fmt: skip
+    zero = results["input gradients are rarely exactly zero"]
+    square = results["gradient-free Square does not beat the white-box suite"]
+    if quantise:
+        assert report.attacks["apgd_ce"].zero_grad_fraction > 0.9
+        assert not zero.passed and not square.passed
+        assert square.numbers["extra_broken"] > 0.2
+    else:
+        # The suite reaches the exact worst case of a linear model (closed form above).
+        exact = _exact_linear_robustness(model.linear, x, y, 0.15) & report.clean_correct
+        assert torch.equal(report.worst_case, exact)
+        assert zero.passed and square.passed
+        assert results["robust accuracy falls as eps grows"].passed
+        assert results["large eps drives robust accuracy to chance"].passed
+
+
+def test_attack_option_parsing() -> None:
+    assert parse_attack_option("pgd:steps=50,eps=8/255") == (
+        "pgd_steps50_eps8-255",
+        {"name": "pgd", "steps": 50, "eps": "8/255"},
+    )
+    with pytest.raises(SatError, match="key=value"):
+        parse_attack_option("pgd:steps")
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from test_engine import tiny_recipe
+
+    run_dir = tmp_path_factory.mktemp("eval") / "run"
+    sat_toolkit.run(tiny_recipe(run_dir, checkpoint={"every_steps": 0}), show_progress=False)
+    return run_dir
+
+
+def test_eval_cli_writes_a_complete_report_and_sweep_plot(trained_run: Path, tmp_path: Path) -> None:
+    output = tmp_path / "report.json"
+    result = CliRunner().invoke(cli, [
+        "eval", str(trained_run), "--suite", "quick", "--attack", "pgd:steps=10", "--samples", "60",
+        "--sweep", "0.05,0.1,0.2", "--square-queries", "100", "--output", str(output),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(output.read_text())
+    assert report["threat_model"] == "Linf" and report["eps"] == pytest.approx(0.1)
+    assert report["n_examples"] == 60 and report["seed"] == 0
+    assert report["activation"] == {"name": "silu"} and report["dataset"]["name"] == "digits"
+    assert set(report["attacks"]) == {"apgd_ce", "pgd_steps10"}
+    worst = report["robust_acc"]
+    assert worst == pytest.approx(min(a["robust_accuracy"] for a in report["attacks"].values()), abs=1 / 60)
+    assert worst <= report["clean_acc"]
+    sweep = [row["robust_accuracy"] for row in report["sweep"]]
+    assert sweep == sorted(sweep, reverse=True)
+    assert Path(report["sweep_plot"]).read_bytes()[:4] == b"\x89PNG"
+    assert len(report["checks"]) == 6 and all("passed" in c for c in report["checks"])
+    assert "worst case" in result.output and "PASS" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--eps", "-1"], "--eps must be >= 0"),
+        (["--eps", "four"], "not a number or fraction"),
+        (["--suite", "strong"], "unknown suite 'strong'"),
+        (["--attack", "pgdd"], "unknown attack 'pgdd'"),
+    ],
+)
+def test_eval_cli_bad_input_is_one_line_exit_2(trained_run: Path, args: list[str], message: str) -> None:
+    result = CliRunner().invoke(cli, ["eval", str(trained_run), "--no-checks", "--samples", "10", *args])
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_eval_cli_missing_model(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["eval", str(tmp_path / "nope")])
+    assert result.exit_code == 2 and "no such run directory or model file" in result.output
