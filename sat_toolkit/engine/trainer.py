@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,28 @@ def _subset(dataset: Any, samples: int, seed: int) -> tuple[torch.Tensor, torch.
     return dataset[order]
 
 
+def _distributed_without_accelerator() -> bool:
+    """True for a multi-process launch on a machine with no GPU/XPU/...: train on CPU with gloo.
+
+    accelerate forms a CPU process group only when asked for the CPU; ``torchrun`` or
+    ``accelerate launch --multi_gpu`` on a CPU-only machine would otherwise start processes
+    that each train alone.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    has_accelerator = getattr(torch, "accelerator", None)
+    if has_accelerator is not None and torch.accelerator.is_available():
+        return False
+    return not torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_XLA", "").lower() != "true"
+
+
+def _fingerprint(model: nn.Module) -> torch.Tensor:
+    """Three float64 sums over all parameters that differ if any rank's weights differ."""
+    flat = torch.cat([p.detach().double().flatten().cpu() for p in model.parameters()])
+    position = torch.arange(1, flat.numel() + 1, dtype=torch.float64)
+    return torch.stack([flat.sum(), (flat * flat).sum(), (flat * position).sum()])
+
+
 def _step_seed(seed: int, batches_seen: int, accelerator: Accelerator) -> int:
     return (seed * 1_000_003 + batches_seen * accelerator.num_processes + accelerator.process_index) % 2**63
 
@@ -122,6 +145,7 @@ def train(
     run_dir = Path(recipe.run.output_dir)
     resuming = check_run_dir(run_dir, recipe, resume=resume)
     accelerator = Accelerator(
+        cpu=_distributed_without_accelerator(),
         mixed_precision=recipe.optimizer.mixed_precision,
         gradient_accumulation_steps=recipe.optimizer.grad_accumulation,
         log_with="tensorboard" if recipe.logging.tensorboard else None,
@@ -131,6 +155,12 @@ def train(
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=recipe.run.seed),
         step_scheduler_with_optimizer=False,
     )
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != accelerator.num_processes:
+        raise SatError(
+            f"launched as {launched} processes but accelerate formed a group of {accelerator.num_processes}; "
+            "every process would train alone and overwrite the same run directory"
+        )
     set_seed(recipe.run.seed, deterministic=recipe.run.deterministic)
 
     from sat_toolkit.models import create_model
@@ -157,6 +187,8 @@ def train(
         exclude_norm_and_bias_from_weight_decay=recipe.optimizer.exclude_norm_and_bias_from_weight_decay,
     )
     train_loader = training_loader(train_set, recipe.data.batch_size, recipe.data.num_workers)
+    if recipe.train.sync_batchnorm and accelerator.num_processes > 1:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
     unwrapped = accelerator.unwrap_model(model)
 
@@ -286,6 +318,7 @@ def train(
         return RunSummary(run_dir, {"stopped_at_step": state.global_step})
 
     final_model = ema.module if ema is not None else unwrapped
+    fingerprints = accelerator.gather(_fingerprint(unwrapped).to(accelerator.device)).view(-1, 3)
     metrics: dict[str, Any] = {
         "steps": state.global_step,
         "epochs": state.epoch,
@@ -293,6 +326,9 @@ def train(
         "train_seconds_this_process": round(time.perf_counter() - started, 2),
         "world_size": accelerator.num_processes,
         "per_device_batch_size": recipe.data.batch_size,
+        "global_batch_size": recipe.data.batch_size * accelerator.num_processes * accumulation,
+        # Identical rows prove every rank ended with the same weights (DDP kept them in sync).
+        "rank_weight_fingerprints": fingerprints.tolist(),
         "device": str(accelerator.device),
         "validation": history,
     }
@@ -313,19 +349,27 @@ class _Window:
 
     def __init__(self) -> None:
         self.loss_sum = 0.0
+        self.attack_loss_sum = 0.0
         self.correct = 0
         self.count = 0
 
     def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
         self.loss_sum += float(loss) * len(y)
+        # The attacker's objective (plain cross-entropy) at the adversarial examples, as the
+        # training model scores them; differs from the loss only by label smoothing.
+        self.attack_loss_sum += float(F.cross_entropy(logits.float(), y)) * len(y)
         self.correct += int((logits.argmax(1) == y).sum())
         self.count += len(y)
 
     def flush(
         self, accelerator: Accelerator, model: nn.Module, x: torch.Tensor, y: torch.Tensor
     ) -> dict[str, float]:
-        """Averages since the last flush, plus clean accuracy on the current batch."""
-        totals = torch.tensor([self.loss_sum, self.correct, self.count], device=accelerator.device)
+        """Averages since the last flush (over all processes), plus clean accuracy on this batch."""
+        totals = torch.tensor(
+            [self.loss_sum, self.attack_loss_sum, self.correct, self.count],
+            device=accelerator.device,
+            dtype=torch.float64,
+        )
         totals = accelerator.reduce(totals, reduction="sum")
         was_training = model.training
         model.eval()
@@ -333,32 +377,39 @@ class _Window:
             clean = (model(x).argmax(1) == y).float().mean()
         model.train(was_training)
         clean = accelerator.reduce(clean, reduction="mean")
-        self.loss_sum, self.correct, self.count = 0.0, 0, 0
-        count = max(float(totals[2]), 1.0)
+        self.loss_sum, self.attack_loss_sum, self.correct, self.count = 0.0, 0.0, 0, 0
+        count = max(float(totals[3]), 1.0)
         return {
             "loss": float(totals[0]) / count,
-            "adv_accuracy": float(totals[1]) / count,
+            "attack_loss": float(totals[1]) / count,
+            "adv_accuracy": float(totals[2]) / count,
             "clean_accuracy": float(clean),
         }
 
 
 def _validate(recipe: Recipe, model: nn.Module, test_set: Any, accelerator: Accelerator) -> dict[str, float]:
-    """Cheap robust validation: clean accuracy and PGD-10 on a fixed test subset."""
+    """Cheap robust validation: clean accuracy and PGD-10 on a fixed test subset.
+
+    Each process attacks its share of the subset; ``gather_for_metrics`` collects the
+    per-sample outcomes without counting the padding of uneven shares twice.
+    """
     from sat_toolkit.attacks import create_attack
     from sat_toolkit.evaluation import evaluate_robustness
 
-    x, y = _subset(test_set, recipe.train.validate_samples, recipe.attack.eval.seed)
-    x, y = x.to(accelerator.device), y.to(accelerator.device)
-    attacks = {}
-    if recipe.attack.eps is not None:
-        attacks["pgd10"] = create_attack(
-            {"name": "pgd", "eps": recipe.attack.eps, "steps": 10, "rel_step_size": 0.25}
-        )
-    report = evaluate_robustness(model, x, y, attacks, batch_size=recipe.data.eval_batch_size)
+    x_all, y_all = _subset(test_set, recipe.train.validate_samples, recipe.attack.eval.seed)
+    with accelerator.split_between_processes((x_all, y_all)) as (x, y):
+        x, y = x.to(accelerator.device), y.to(accelerator.device)
+        attacks = {}
+        if recipe.attack.eps is not None:
+            pgd = {"name": "pgd", "eps": recipe.attack.eps, "steps": 10, "rel_step_size": 0.25}
+            attacks["pgd10"] = create_attack(pgd)
+        report = evaluate_robustness(model, x, y, attacks, batch_size=recipe.data.eval_batch_size)
+        outcome = torch.stack([report.clean_correct, report.worst_case], dim=1).float()
+    outcome = accelerator.gather_for_metrics(outcome)
     return {
-        "samples": len(y),
-        "clean_accuracy": report.clean_accuracy,
-        "robust_accuracy": report.robust_accuracy if attacks else math.nan,
+        "samples": int(outcome.shape[0]),
+        "clean_accuracy": float(outcome[:, 0].mean()),
+        "robust_accuracy": float(outcome[:, 1].mean()) if attacks else math.nan,
     }
 
 

@@ -1,0 +1,112 @@
+"""Two CPU processes (gloo) under ``accelerate launch``: in sync, side-effect free, resumable."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_engine import tiny_recipe
+
+from sat_toolkit.engine.checkpoint import list_checkpoints
+from sat_toolkit.engine.trainer import train
+from sat_toolkit.recipe import load_recipe
+
+PROBE = Path(__file__).with_name("distributed_probe.py")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _launch(recipe_file: Path, out_dir: Path, stop: int = 0) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_ip",
+        "127.0.0.1",
+        "--main_process_port",
+        str(_free_port()),
+        str(PROBE),
+        str(recipe_file),
+        str(out_dir),
+        str(stop),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def _recipe_file(tmp_path: Path, run_dir: Path, **sections: dict) -> Path:
+    path = tmp_path / f"{run_dir.name}.toml"
+    path.write_text(load_recipe(tiny_recipe(run_dir, **sections)).to_toml())
+    return path
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    tmp = tmp_path_factory.mktemp("ddp")
+    run_dir = tmp / "run"
+    # BatchNorm in train mode for the attack too: the hardest case for "no side effects".
+    recipe = _recipe_file(tmp, run_dir, train={"epochs": 2}, attack={"train": {
+        "name": "pgd", "eps": 0.1, "steps": 1, "rel_step_size": 1.0, "random_start_fraction": 0.8,
+        "bn_mode": "train",
+    }})  # fmt: skip
+    _launch(recipe, tmp / "probe")
+    return run_dir, tmp / "probe"
+
+
+def test_both_ranks_end_with_identical_weights(two_process_run: tuple[Path, Path]) -> None:
+    run_dir, _ = two_process_run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["world_size"] == 2
+    assert metrics["global_batch_size"] == 64
+    rows = metrics["rank_weight_fingerprints"]
+    assert len(rows) == 2 and rows[0] == rows[1]
+    # 640 images sharded over 2 ranks, batch 32 each: 10 optimiser steps per epoch.
+    assert metrics["steps"] == 20
+
+
+def test_attacks_left_model_state_untouched_on_every_rank(two_process_run: tuple[Path, Path]) -> None:
+    _, probe = two_process_run
+    for rank in (0, 1):
+        counts = json.loads((probe / f"rank{rank}.json").read_text())
+        assert counts["world_size"] == 2
+        assert counts["attack_calls"] >= 20  # training attacks (+ validation/eval on rank 0)
+        assert counts["state_changed"] == 0
+
+
+def test_two_process_checkpoint_resumes_in_one_process(tmp_path: Path) -> None:
+    run_dir = tmp_path / "handover"
+    recipe_file = _recipe_file(tmp_path, run_dir, train={"epochs": 2})
+    _launch(recipe_file, tmp_path / "probe", stop=5)
+    saved = list_checkpoints(run_dir)
+    assert [p.name for p in saved] == ["step-00000004"]
+    assert (saved[0] / "random_states_1.pkl").exists()  # written by the second rank
+    assert not (run_dir / "model.safetensors").exists()
+    weights_at_4 = load_file(str(saved[0] / "model.safetensors"))
+
+    summary = train(load_recipe(recipe_file), resume=True, show_progress=False)
+    assert summary.metrics["world_size"] == 1
+    assert summary.metrics["steps"] == 40  # one process: 20 steps per epoch
+    final = load_file(str(run_dir / "model.safetensors"))
+    assert final.keys() == weights_at_4.keys()
+    assert any(not torch.equal(final[k], weights_at_4[k]) for k in final)  # training went on
