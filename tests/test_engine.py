@@ -192,3 +192,18 @@ def test_resuming_a_finished_run_changes_nothing(finished_run: Path) -> None:
     summary = sat_toolkit.run(tiny_recipe(finished_run), resume=True, show_progress=False)
     assert summary.metrics["steps"] == 60
     assert before == {p: p.stat().st_mtime_ns for p in finished_run.rglob("*") if p.is_file()}
+
+
+def test_gradient_accumulation_and_bf16_autocast(tmp_path: Path) -> None:
+    summary = sat_toolkit.run(
+        tiny_recipe(
+            tmp_path / "accumulate",
+            optimizer={"mixed_precision": "bf16", "grad_accumulation": 2},
+            train={"epochs": 1},
+        ),
+        show_progress=False,
+    )
+    # 20 micro-batches of 32 -> 10 optimiser steps over a global batch of 64.
+    assert summary.metrics["steps"] == 10
+    assert summary.metrics["global_batch_size"] == 64
+    assert math.isfinite(summary.metrics["final_train_loss"])
