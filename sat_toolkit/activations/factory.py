@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
 
-from sat_toolkit.errors import SatError
 from sat_toolkit.plugins import PluginKind, get_plugin_host
+from sat_toolkit.plugins.instantiate import instantiate_plugin, split_plugin_spec
 
 ActivationSpec = str | Mapping[str, Any]
 
@@ -21,33 +20,12 @@ def resolve_activation(name: str) -> type[nn.Module]:
 
 def split_spec(spec: ActivationSpec) -> tuple[str, dict[str, Any]]:
     """``"silu"`` or ``{"name": "smoothrelu", "alpha": 20}`` -> (name, params)."""
-    if isinstance(spec, str):
-        return spec, {}
-    if isinstance(spec, Mapping):
-        params = dict(spec)
-        name = params.pop("name", None)
-        if not isinstance(name, str):
-            raise SatError(f"activation spec {dict(spec)!r} needs a 'name' key, e.g. {{name = 'silu'}}")
-        return name, params
-    raise SatError(f"activation spec must be a name or a table with 'name', got {spec!r}")
+    return split_plugin_spec("activation", spec)
 
 
 def create_activation(spec: ActivationSpec, **params: Any) -> nn.Module:
     """Instantiate an activation from a spec; parameter mistakes become one-line errors."""
-    name, spec_params = split_spec(spec)
-    spec_params.update(params)
-    cls = resolve_activation(name)
-    # A plain nn.Module without its own __init__ takes no parameters (its signature says **kwargs).
-    accepted = {} if cls.__init__ is nn.Module.__init__ else inspect.signature(cls).parameters
-    takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
-    unknown = [key for key in spec_params if key not in accepted and not takes_kwargs]
-    if unknown:
-        valid = ", ".join(accepted) or "none"
-        raise SatError(f"activation '{name}' has no parameter '{unknown[0]}'; valid parameters: {valid}")
-    try:
-        return cls(**spec_params)
-    except (TypeError, ValueError) as exc:
-        raise SatError(f"activation '{name}': {exc}") from None
+    return instantiate_plugin(PluginKind.ACTIVATION, spec, **params)
 
 
 class ActivationFactory:
