@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from sat_toolkit.commands.recipe import _set_option
+from sat_toolkit.errors import SatError
 
 
 @click.command("run")
@@ -14,7 +15,20 @@ from sat_toolkit.commands.recipe import _set_option
 @_set_option
 @click.option("--resume", is_flag=True, help="Continue the run in run.output_dir from its latest checkpoint.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (logs and results are still printed).")
-def run_command(recipe_path: Path, overrides: tuple[str, ...], resume: bool, no_progress: bool) -> None:
+@click.option(
+    "--dry-run", is_flag=True, help="Build everything, train 2 steps on synthetic data of the recipe's shape."
+)
+@click.option(
+    "--dry-run-size", type=click.IntRange(min=8), help="Image size for --dry-run (default: the recipe's)."
+)
+def run_command(
+    recipe_path: Path,
+    overrides: tuple[str, ...],
+    resume: bool,
+    no_progress: bool,
+    dry_run: bool,
+    dry_run_size: int | None,
+) -> None:
     """Train adversarially as RECIPE says, then evaluate.
 
     The run directory (run.output_dir, default runs/<run.name>) receives the resolved
@@ -23,5 +37,17 @@ def run_command(recipe_path: Path, overrides: tuple[str, ...], resume: bool, no_
     """
     from sat_toolkit.api import run
 
-    summary = run(recipe_path, overrides=overrides, resume=resume, show_progress=not no_progress)
-    click.echo(f"run directory: {summary.run_dir}")
+    if dry_run_size is not None and not dry_run:
+        raise SatError("--dry-run-size only applies with --dry-run")
+    summary = run(
+        recipe_path,
+        overrides=overrides,
+        resume=resume,
+        show_progress=not no_progress,
+        dry_run=dry_run,
+        dry_run_image_size=dry_run_size,
+    )
+    if dry_run:
+        click.echo(f"dry run ok: {summary.metrics['steps']} steps; files in {summary.run_dir}")
+    else:
+        click.echo(f"run directory: {summary.run_dir}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch.utils.data import DataLoader, Dataset
 
 
@@ -37,13 +38,31 @@ def keep_batch(batch: Any) -> Any:
 
 
 def training_loader(dataset: Any, batch_size: int, num_workers: int = 0) -> DataLoader:
-    """Shuffled, full batches only (a ragged last batch would change BatchNorm statistics)."""
+    """Shuffled, full batches only (a ragged last batch would change BatchNorm statistics).
+
+    In-memory tensor datasets are fetched a batch at a time; datasets that decode or
+    generate images per item (image folders, synthetic data) go through the ordinary
+    per-item path, so that work spreads over the loader's worker processes.
+    """
+    from sat_toolkit.data.tensor_dataset import TensorImageDataset
+
+    batched = isinstance(dataset, TensorImageDataset)
     return DataLoader(
-        BatchFetch(dataset),
+        BatchFetch(dataset) if batched else dataset,
         batch_size=batch_size,
         shuffle=True,
         drop_last=True,
-        collate_fn=keep_batch,
+        collate_fn=keep_batch if batched else None,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
     )
+
+
+def take_samples(dataset: Any, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(images, labels)`` for ``indices``: one indexing call where the dataset allows it."""
+    from sat_toolkit.data.tensor_dataset import TensorImageDataset
+
+    if isinstance(dataset, TensorImageDataset):
+        return dataset[indices]
+    images, labels = zip(*(dataset[int(i)] for i in indices), strict=True)
+    return torch.stack(images), torch.as_tensor(labels, dtype=torch.int64)

@@ -26,7 +26,7 @@ from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_
 from torch import nn
 
 from sat_toolkit.engine.checkpoint import TrainState, latest_checkpoint, save_checkpoint
-from sat_toolkit.engine.loader import training_loader
+from sat_toolkit.engine.loader import take_samples, training_loader
 from sat_toolkit.engine.logging import flatten_hparams, progress_bar
 from sat_toolkit.engine.optim import build_optimizer
 from sat_toolkit.errors import SatError
@@ -87,7 +87,7 @@ def _subset(dataset: Any, samples: int, seed: int) -> tuple[torch.Tensor, torch.
     count = len(dataset) if samples <= 0 else min(samples, len(dataset))
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:count]
     order, _ = order.sort()
-    return dataset[order]
+    return take_samples(dataset, order)
 
 
 def _distributed_without_accelerator() -> bool:
