@@ -22,6 +22,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 from torch import nn
 
@@ -144,6 +145,10 @@ def train(
     """
     run_dir = Path(recipe.run.output_dir)
     resuming = check_run_dir(run_dir, recipe, resume=resume)
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        # accelerate keeps one global state per process; a second run in the same process
+        # (the Python API, a study) may ask for another precision, so start from scratch.
+        AcceleratorState._reset_state(reset_partial_state=True)
     accelerator = Accelerator(
         cpu=_distributed_without_accelerator(),
         mixed_precision=recipe.optimizer.mixed_precision,
