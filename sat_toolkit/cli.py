@@ -17,6 +17,7 @@ from sat_toolkit.commands.eval import eval_command
 from sat_toolkit.commands.plugins import plugins_command
 from sat_toolkit.commands.recipe import recipe_command
 from sat_toolkit.commands.run import run_command
+from sat_toolkit.commands.study import study_command
 from sat_toolkit.plugins import PluginWarning
 
 
@@ -42,6 +43,7 @@ cli.add_command(activations_command)
 cli.add_command(recipe_command)
 cli.add_command(run_command)
 cli.add_command(eval_command)
+cli.add_command(study_command)
 
 
 def main() -> None:

@@ -107,10 +107,16 @@ def _distributed_without_accelerator() -> bool:
 
 
 def _fingerprint(model: nn.Module) -> torch.Tensor:
-    """Three float64 sums over all parameters that differ if any rank's weights differ."""
-    flat = torch.cat([p.detach().double().flatten().cpu() for p in model.parameters()])
-    position = torch.arange(1, flat.numel() + 1, dtype=torch.float64)
-    return torch.stack([flat.sum(), (flat * flat).sum(), (flat * position).sum()])
+    """Three float64 sums over the parameters that differ if any rank's weights differ.
+
+    Accumulated tensor by tensor, so the peak extra memory is one parameter, not the model.
+    """
+    total = torch.zeros(3, dtype=torch.float64)
+    for index, parameter in enumerate(model.parameters(), start=1):
+        values = parameter.detach().double().cpu()
+        plain = values.sum()
+        total += torch.stack([plain, (values * values).sum(), index * plain])
+    return total
 
 
 def _step_seed(seed: int, batches_seen: int, accelerator: Accelerator) -> int:

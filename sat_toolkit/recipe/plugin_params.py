@@ -189,7 +189,11 @@ def check_plugin(
     if kind == "dataset" and isinstance(resolved.get("path"), str):
         data_path = Path(resolved["path"]).expanduser()
         if not data_path.exists():
-            problems.add(join(path, "path"), f"no such file or directory: '{resolved['path']}'")
+            problems.add(
+                join(path, "path"),
+                f"no such file or directory: '{resolved['path']}' "
+                f"(point it at the data: --set {join(path, 'path')}=DIR)",
+            )
 
     if signature is not None:
         _fill_defaults(kind, resolved, signature, hints)
