@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from sat_toolkit.models import BUILTIN_MODELS
+from sat_toolkit.models.efficientnet import EfficientNet, EfficientNetL1
 from sat_toolkit.plugins import hookimpl
 
 
 @hookimpl
 def sat_register_models() -> list[type]:
-    return list(BUILTIN_MODELS)
+    return [*BUILTIN_MODELS, EfficientNet, EfficientNetL1]

@@ -1,0 +1,257 @@
+"""``imagefolder``: images in a local directory tree, ``<path>/<split>/<class>/<image>``.
+
+The ImageNet layout (``train/n01440764/*.JPEG``, ``val/n01440764/*.JPEG``; the official
+validation archive is flat and has to be sorted into class folders first). Classes are
+the train split's sub-folders, sorted alphabetically, so label ``k`` is the k-th folder
+name on every machine; the test split must use the same folder names (it may lack some).
+
+Nothing is decoded up front: ``load(split)`` lists the files, and each image is read,
+decoded and augmented in ``__getitem__``, i.e. in the ``DataLoader`` workers. The file
+list is kept as one NumPy byte-string array rather than a Python list of strings: it
+pickles compactly for spawned workers and, in forked workers, does not turn into
+per-worker copies through reference counting (a million ``str`` objects would).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from sat_toolkit.data.base import SPLITS, check_limit
+from sat_toolkit.data.info import DatasetInfo
+from sat_toolkit.data.transforms import (
+    COLOR_JITTER,
+    LIGHTING_STD,
+    DecodedImageDataset,
+    Transform,
+    check_augmentation,
+    check_channels,
+    check_image_size,
+    normalisation_stats,
+    pil_mode,
+    split_transform,
+)
+from sat_toolkit.errors import SatError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+LAYOUT = "<path>/<split>/<class>/<image>.jpg|.jpeg|.png"
+#: ``limit_train`` / ``limit_test`` take a seeded sample, not the first N files (which
+#: would be the first few classes only).
+LIMIT_SEED = 0
+
+
+def list_classes(split_dir: Path) -> list[str]:
+    """Sub-folder names of ``split_dir``, sorted; hidden folders are skipped."""
+    with os.scandir(split_dir) as entries:
+        return sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+
+
+def list_images(split_dir: Path, classes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``(relative paths as bytes, labels int64)`` of every image file, in a fixed order.
+
+    Classes in ``classes`` order, files sorted by name within a class; folders of
+    ``split_dir`` that are not in ``classes`` are an error (their label would be unknown).
+    """
+    index = {name: label for label, name in enumerate(classes)}
+    unknown = [name for name in list_classes(split_dir) if name not in index]
+    if unknown:
+        raise SatError(
+            f"dataset 'imagefolder': {split_dir} has class folder '{unknown[0]}' that the train split "
+            f"lacks ({len(unknown)} such); every class needs a folder in the train split"
+        )
+    paths: list[str] = []
+    labels: list[int] = []
+    for name in classes:
+        folder = split_dir / name
+        if not folder.is_dir():
+            continue
+        with os.scandir(folder) as entries:
+            files = sorted(
+                e.name for e in entries if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS)
+            )
+        paths.extend(f"{name}/{file}" for file in files)
+        labels.extend([index[name]] * len(files))
+    return np.array([os.fsencode(p) for p in paths], dtype=np.bytes_), np.array(labels, dtype=np.int64)
+
+
+def seeded_subset(size: int, limit: int | None) -> np.ndarray | None:
+    """Sorted indices of a seeded ``limit``-sample of ``range(size)``; None for all of it."""
+    if limit is None or limit >= size:
+        return None
+    order = torch.randperm(size, generator=torch.Generator().manual_seed(LIMIT_SEED))[:limit]
+    return np.sort(order.numpy())
+
+
+class ImageFolderSplit(DecodedImageDataset):
+    """One split of an image folder: relative paths, labels, and the split's transform."""
+
+    def __init__(
+        self, root: Path, paths: np.ndarray, labels: np.ndarray, transform: Transform, channels: int
+    ) -> None:
+        super().__init__(transform, channels)
+        self.root = str(root)
+        self.paths = paths
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def path(self, index: int) -> str:
+        return os.path.join(self.root, os.fsdecode(self.paths[index]))
+
+    def load_image(self, index: int) -> Image.Image:
+        path = self.path(index)
+        try:
+            with Image.open(path) as image:
+                # Decode inside the ``with``: convert() returns an image that owns its pixels.
+                return image.convert(pil_mode(self.channels))
+        except OSError as exc:
+            raise SatError(f"dataset 'imagefolder': cannot decode {path} ({exc})") from None
+
+    def label(self, index: int) -> int:
+        return int(self.labels[index])
+
+
+class ImageFolder:
+    """Images from ``<path>/<split>/<class>/*`` with ImageNet-style augmentation.
+
+    Args:
+        path: the root folder holding one folder per split.
+        image_size: side of the square images served (the crop size).
+        train_split: folder name of the training split.
+        test_split: folder name served as the ``"test"`` split (ImageNet's is ``val``).
+        channels: 3 (RGB) or 1 (grey); every image is converted to it.
+        color_jitter: brightness/contrast/saturation jitter for training (0 turns it off).
+        lighting: std of the PCA lighting noise for training (0 turns it off).
+        classes: the class folder names in label order; by default the train split's
+            folders, sorted. Set it to evaluate on a machine that has only the test split.
+        limit_train: keep a seeded sample of N training images.
+        limit_test: keep a seeded sample of N test images.
+    """
+
+    name = "imagefolder"
+    description = "local image tree <path>/<split>/<class>/*.jpg|png; decoded and augmented in workers"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        image_size: int = 224,
+        train_split: str = "train",
+        test_split: str = "val",
+        channels: int = 3,
+        color_jitter: float = COLOR_JITTER,
+        lighting: float = LIGHTING_STD,
+        classes: Sequence[str] | None = None,
+        limit_train: int | None = None,
+        limit_test: int | None = None,
+    ) -> None:
+        self.path = Path(path).expanduser()
+        self.image_size = check_image_size(self.name, image_size)
+        self.channels = check_channels(self.name, channels)
+        self.color_jitter, self.lighting = check_augmentation(
+            self.name, color_jitter, lighting, self.channels
+        )
+        for key, value in (("train_split", train_split), ("test_split", test_split)):
+            if not isinstance(value, str) or not value or "/" in value:
+                raise SatError(f"dataset 'imagefolder': {key} must be a folder name, got {value!r}")
+        self.train_split = train_split
+        self.test_split = test_split
+        if classes is not None and (isinstance(classes, str) or len(set(classes)) != len(classes)):
+            raise SatError("dataset 'imagefolder': classes must be a list of distinct folder names")
+        self.classes = None if classes is None else [str(c) for c in classes]
+        self.limit_train = check_limit(self.name, "limit_train", limit_train)
+        self.limit_test = check_limit(self.name, "limit_test", limit_test)
+        if not self.path.is_dir():
+            raise SatError(
+                f"dataset 'imagefolder': path '{self.path}' is not a folder; expected the layout {LAYOUT} "
+                f"with splits '{self.train_split}' and '{self.test_split}'"
+            )
+        self._cache: dict[str, ImageFolderSplit] = {}
+        self._class_names: list[str] | None = None
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "image_size": self.image_size,
+            "train_split": self.train_split,
+            "test_split": self.test_split,
+            "channels": self.channels,
+            "color_jitter": self.color_jitter,
+            "lighting": self.lighting,
+            "classes": self.classes,
+            "limit_train": self.limit_train,
+            "limit_test": self.limit_test,
+        }
+
+    def split_dir(self, split: str) -> Path:
+        """The folder serving ``split`` ("train" or "test"); an error names the layout if absent."""
+        if split not in SPLITS:
+            raise SatError(f"dataset 'imagefolder': unknown split {split!r}; use one of {', '.join(SPLITS)}")
+        folder = self.path / (self.train_split if split == "train" else self.test_split)
+        if not folder.is_dir():
+            present = ", ".join(list_classes(self.path)) or "none"
+            raise SatError(
+                f"dataset 'imagefolder': no '{folder.name}' folder for the {split} split in '{self.path}' "
+                f"(sub-folders there: {present}); expected the layout {LAYOUT}"
+            )
+        return folder
+
+    def class_names(self) -> list[str]:
+        """Label order: ``classes`` if given, else the train split's class folders, sorted."""
+        if self._class_names is None:
+            if self.classes is not None:
+                names = list(self.classes)
+            else:
+                folder = self.split_dir("train")
+                names = list_classes(folder)
+                if not names:
+                    raise SatError(
+                        f"dataset 'imagefolder': '{folder}' has no class folders; "
+                        f"expected the layout {LAYOUT}"
+                    )
+            if len(names) < 2:
+                raise SatError(f"dataset 'imagefolder': need at least 2 classes, found {names}")
+            self._class_names = names
+        return self._class_names
+
+    def info(self) -> DatasetInfo:
+        """Classes from the folder names (a directory listing, nothing decoded); ImageNet statistics."""
+        names = self.class_names()
+        mean, std = normalisation_stats(self.channels)
+        return DatasetInfo(
+            num_classes=len(names),
+            channels=self.channels,
+            image_size=(self.image_size, self.image_size),
+            mean=mean,
+            std=std,
+            class_names=tuple(names),
+        )
+
+    def load(self, split: str) -> ImageFolderSplit:
+        """The split's file list (cached); images are decoded only when indexed."""
+        if split not in self._cache:
+            folder = self.split_dir(split)
+            paths, labels = list_images(folder, self.class_names())
+            if len(labels) == 0:
+                raise SatError(
+                    f"dataset 'imagefolder': no images ({', '.join(IMAGE_EXTENSIONS)}) in '{folder}'; "
+                    f"expected the layout {LAYOUT}"
+                )
+            keep = seeded_subset(len(labels), self.limit_train if split == "train" else self.limit_test)
+            if keep is not None:
+                paths, labels = paths[keep], labels[keep]
+            transform = split_transform(
+                split, self.image_size, color_jitter=self.color_jitter, lighting=self.lighting
+            )
+            self._cache[split] = ImageFolderSplit(folder, paths, labels, transform, self.channels)
+        return self._cache[split]
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params().items() if v is not None)
+        return f"ImageFolder({args})"

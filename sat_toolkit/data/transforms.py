@@ -1,0 +1,263 @@
+"""Image transforms for ImageNet-style data, and the per-item dataset they run in.
+
+Every transform ends in a float32 ``C x H x W`` tensor in [0, 1] at ``image_size`` and
+never normalises: the model's first layer does (:class:`sat_toolkit.models.Normalize`),
+so the attacker perturbs raw pixels, where epsilon is defined.
+
+* :func:`train_transform` is the augmentation of the official SAT code (tensorpack's
+  ``fbresnet_augmentor``): a random-resized crop (8-100 % of the area, aspect 3/4..4/3,
+  bicubic) to ``image_size``, a horizontal flip, colour jitter of 0.4 for brightness,
+  contrast and saturation in random order, and optional AlexNet-style PCA lighting noise
+  (std 0.1 in the official code; ``lighting = 0`` turns it off).
+* :func:`eval_transform` resizes the short side to ``image_size / 0.875`` (256 for 224)
+  and takes the centre crop, the standard ImageNet evaluation.
+
+Geometry and colour work on uint8 tensors (torchvision's fast kernels); the conversion
+to float happens once, at the end, before the lighting noise.
+
+:data:`IMAGENET_MEAN` / :data:`IMAGENET_STD` are the usual ImageNet training-set
+statistics of [0, 1] RGB pixels; the image datasets report them in ``DatasetInfo``
+(computing statistics over a million files is not worth it: they only condition the
+input, and a checkpoint stores whatever values it was trained with). Grey images get
+their channel averages.
+
+torchvision is imported lazily: importing ``transforms.v2`` costs seconds, which the
+plugin listing and every command that never touches image files should not pay.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import math
+import operator
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from sat_toolkit.errors import SatError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: Channel averages of the ImageNet statistics, for images read as grey.
+GREY_MEAN = (0.449,)
+GREY_STD = (0.226,)
+
+#: Evaluation crop: the centre ``CROP_FRACTION`` of the resized short side.
+CROP_FRACTION = 0.875
+#: Official SAT code: BrightnessScale((0.6, 1.4)), Contrast((0.6, 1.4)), Saturation(0.4).
+COLOR_JITTER = 0.4
+#: Official SAT code: Lighting(0.1, eigval, eigvec).
+LIGHTING_STD = 0.1
+CROP_SCALE = (0.08, 1.0)
+CROP_RATIO = (3 / 4, 4 / 3)
+
+#: PCA of ImageNet RGB pixels in [0, 1] (AlexNet; fb.resnet.torch), RGB order.
+#: Columns of ``PCA_EIGVEC`` are the eigenvectors.
+PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
+PCA_EIGVEC = (
+    (-0.5675, 0.7192, 0.4009),
+    (-0.5808, -0.0045, -0.8140),
+    (-0.5836, -0.6948, 0.4203),
+)
+
+Transform = Callable[[Any], torch.Tensor]
+
+
+def normalisation_stats(channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(mean, std)`` for ImageNet-like images with 1 or 3 channels."""
+    return (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else (GREY_MEAN, GREY_STD)
+
+
+def pil_mode(channels: int) -> str:
+    """The PIL mode every image is converted to before transforming ("RGB" or "L")."""
+    return "RGB" if channels == 3 else "L"
+
+
+def eval_resize_size(image_size: int, crop_fraction: float = CROP_FRACTION) -> int:
+    """Short side before the centre crop: ``floor(image_size / crop_fraction)`` (224 -> 256)."""
+    return math.floor(image_size / crop_fraction + 1e-6)
+
+
+class Lighting(nn.Module):
+    """AlexNet's PCA lighting noise on a float RGB image in [0, 1]; clipped back to [0, 1].
+
+    Adds ``eigvec @ (alpha * eigval)`` to every pixel, ``alpha ~ N(0, std^2)`` per image
+    (per channel triple), as the official code and fb.resnet.torch do. Draws from
+    torch's global generator, which ``DataLoader`` seeds differently in each worker.
+    """
+
+    def __init__(self, std: float = LIGHTING_STD) -> None:
+        super().__init__()
+        self.std = float(std)
+        self.register_buffer("eigval", torch.tensor(PCA_EIGVAL), persistent=False)
+        self.register_buffer("eigvec", torch.tensor(PCA_EIGVEC), persistent=False)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        if self.std == 0:
+            return image
+        if image.shape[-3] != 3:
+            raise ValueError(f"Lighting needs RGB images, got {image.shape[-3]} channels")
+        alpha = torch.randn(3) * self.std
+        shift = self.eigvec @ (alpha * self.eigval)
+        return (image + shift.view(3, 1, 1).to(image.dtype)).clamp_(0.0, 1.0)
+
+    def extra_repr(self) -> str:
+        return f"std={self.std}"
+
+
+@contextlib.contextmanager
+def single_threaded() -> Iterator[None]:
+    """Run per-image tensor ops on one intra-op thread, then restore the thread count.
+
+    An image is small work: split over several threads, each op pays a fork/join, and
+    when other processes keep the cores busy every join waits for a descheduled thread.
+    Measured on 2 shared cores: colour jitter on one 128x128 image took 1 ms on one
+    thread and 190 ms on two. ``DataLoader`` workers already run on one thread; this
+    covers ``num_workers = 0`` and evaluation subsets built in the main process. Setting
+    the count costs about a microsecond.
+    """
+    previous = torch.get_num_threads()
+    if previous == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def check_image_size(dataset: str, image_size: Any) -> int:
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise SatError(f"dataset '{dataset}': image_size must be a positive integer, got {image_size!r}")
+    return image_size
+
+
+def check_channels(dataset: str, channels: Any) -> int:
+    if channels not in (1, 3) or isinstance(channels, bool):
+        raise SatError(f"dataset '{dataset}': channels must be 1 (grey) or 3 (RGB), got {channels!r}")
+    return int(channels)
+
+
+def check_augmentation(dataset: str, color_jitter: Any, lighting: Any, channels: int) -> tuple[float, float]:
+    """Validated ``(color_jitter, lighting)``; lighting noise is defined for RGB only."""
+    values = []
+    for key, value in (("color_jitter", color_jitter), ("lighting", lighting)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            raise SatError(f"dataset '{dataset}': {key} must be a number in [0, 1), got {value!r}")
+        values.append(float(value))
+    if channels != 3 and values[1] > 0:
+        raise SatError(
+            f"dataset '{dataset}': lighting noise needs RGB images; set lighting = 0 for channels = 1"
+        )
+    return values[0], values[1]
+
+
+def train_transform(
+    image_size: int, *, color_jitter: float = COLOR_JITTER, lighting: float = LIGHTING_STD
+) -> Transform:
+    """PIL image -> augmented float32 ``C x image_size x image_size`` in [0, 1] (see module doc)."""
+    from torchvision.transforms import v2
+
+    steps: list[Callable[..., Any]] = [
+        v2.ToImage(),
+        v2.RandomResizedCrop(
+            image_size,
+            scale=CROP_SCALE,
+            ratio=CROP_RATIO,
+            interpolation=v2.InterpolationMode.BICUBIC,
+            antialias=True,
+        ),
+        v2.RandomHorizontalFlip(),
+    ]
+    if color_jitter > 0:
+        steps.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter))
+    steps.append(v2.ToDtype(torch.float32, scale=True))
+    if lighting > 0:
+        steps.append(Lighting(lighting))
+    return v2.Compose(steps)
+
+
+def eval_transform(image_size: int, crop_fraction: float = CROP_FRACTION) -> Transform:
+    """PIL image -> float32 ``C x image_size x image_size``: resize short side, centre crop."""
+    from torchvision.transforms import v2
+
+    return v2.Compose(
+        [
+            v2.ToImage(),
+            v2.Resize(
+                eval_resize_size(image_size, crop_fraction),
+                interpolation=v2.InterpolationMode.BICUBIC,
+                antialias=True,
+            ),
+            v2.CenterCrop(image_size),
+            v2.ToDtype(torch.float32, scale=True),
+        ]
+    )
+
+
+def split_transform(split: str, image_size: int, *, color_jitter: float, lighting: float) -> Transform:
+    """Training augmentation for ``"train"``, the evaluation crop for anything else."""
+    if split == "train":
+        return train_transform(image_size, color_jitter=color_jitter, lighting=lighting)
+    return eval_transform(image_size)
+
+
+class DecodedImageDataset(Dataset, abc.ABC):
+    """A map-style dataset that decodes and transforms one image per index.
+
+    All work happens in ``__getitem__``, so a ``DataLoader`` with workers decodes and
+    augments in the workers, never in the training process. A list or tensor index gives
+    a stacked batch ``(B x C x H x W, B)``, which is what the engine's batch fetcher and
+    the evaluation subset ask for; there is deliberately no ``__getitems__``, so a plain
+    ``DataLoader`` with the default collate works too.
+
+    Subclasses hold only light, picklable state (paths, label arrays, memory-mapped
+    tables): spawned workers receive a pickled copy.
+    """
+
+    def __init__(self, transform: Transform, channels: int) -> None:
+        self.transform = transform
+        self.channels = channels
+
+    @abc.abstractmethod
+    def __len__(self) -> int: ...
+
+    @abc.abstractmethod
+    def load_image(self, index: int) -> Image.Image:
+        """The decoded PIL image at ``index``, in any mode (converted to ``channels`` afterwards)."""
+
+    @abc.abstractmethod
+    def label(self, index: int) -> int:
+        """The label at ``index``, without decoding the image."""
+
+    def _item(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        size = len(self)
+        if not -size <= index < size:
+            raise IndexError(f"index {index} out of range for {size} images")
+        index %= size
+        image = self.load_image(index)
+        mode = pil_mode(self.channels)
+        if image.mode != mode:
+            image = image.convert(mode)
+        return self.transform(image), torch.tensor(self.label(index), dtype=torch.int64)
+
+    def __getitem__(self, index: int | Sequence[int] | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(index, torch.Tensor) and index.ndim == 0:
+            index = int(index)
+        with single_threaded():
+            if isinstance(index, (Sequence, torch.Tensor, np.ndarray)):
+                items = [self._item(operator.index(i)) for i in index]
+                if not items:
+                    raise IndexError("empty index list")
+                images, labels = zip(*items, strict=True)
+                return torch.stack(images), torch.stack(labels)
+            return self._item(operator.index(index))
