@@ -1,0 +1,71 @@
+"""``sat-toolkit study STUDY.toml``: a grid of runs over seeds, and the paper-style report."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from sat_toolkit.commands.recipe import _set_option
+
+
+def _command_line(
+    study_path: Path, overrides: tuple[str, ...], jobs: int, output_dir: Path | None, report_only: bool
+) -> str:
+    """This invocation as the report quotes it: the real argv when run as ``sat-toolkit``
+    (or ``python -m sat_toolkit``), else rebuilt from the parsed options (e.g. in tests)."""
+    if Path(sys.argv[0]).name in ("sat-toolkit", "__main__.py") and "study" in sys.argv[1:]:
+        return shlex.join(["sat-toolkit", *sys.argv[1:]])
+    args = ["sat-toolkit", "study", str(study_path)]
+    for item in overrides:
+        args += ["--set", item]
+    args += ["--jobs", str(jobs)] if jobs != 1 else []
+    args += ["--output-dir", str(output_dir)] if output_dir is not None else []
+    args += ["--report-only"] if report_only else []
+    return shlex.join(args)
+
+
+@click.command("study")
+@click.argument("study_path", metavar="STUDY", type=click.Path(path_type=Path))
+@_set_option
+@click.option(
+    "--jobs", "-j", default=1, show_default=True, type=click.IntRange(min=1),
+    help="Cells run side by side in separate processes; each gets max(1, cores // jobs) torch threads.",
+)  # fmt: skip
+@click.option("--output-dir", type=click.Path(path_type=Path), help="Use this instead of study.output_dir.")
+@click.option("--report-only", is_flag=True, help="Rebuild the report from the finished runs; train nothing.")
+@click.option("--dry-run", is_flag=True, help="Check the study and list every cell's status; train nothing.")
+def study_command(
+    study_path: Path,
+    overrides: tuple[str, ...],
+    jobs: int,
+    output_dir: Path | None,
+    report_only: bool,
+    dry_run: bool,
+) -> None:
+    """Run every cell of STUDY (axis values x seeds) and write the report.
+
+    Each cell is an ordinary run in <output_dir>/<label>/seed<k>. Finished cells are
+    skipped and interrupted ones resume from their last checkpoint, so running the same
+    command again continues the study. --set applies to every cell (after the study's own
+    overrides). The report (report.md, report.json, scatter.png in the output directory)
+    gives clean and robust accuracy per cell label, mean ± std over seeds, and the change
+    against the study's baseline.
+    """
+    from sat_toolkit.study import load_study, plan, run_study, write_report
+
+    spec = load_study(study_path, overrides, output_dir)
+    command = _command_line(study_path, overrides, jobs, output_dir, report_only)
+    if report_only:
+        write_report(spec, echo=click.echo, command=command)
+        return
+    if dry_run:
+        planned = plan(spec)
+        for p in planned:
+            how = f"resume from step {p.step}" if p.status == "resume" else p.status
+            click.echo(f"{p.cell.label} seed {p.cell.seed}: {how} ({p.cell.run_dir})")
+        click.echo(f"{len(planned)} cells; {sum(p.status == 'done' for p in planned)} finished")
+        return
+    run_study(spec, jobs=jobs, command=command, echo=click.echo)

@@ -1,0 +1,112 @@
+"""Seeds -> one row per cell label: mean, sample std and n, each number with its sources.
+
+Numbers are accuracies as fractions, exactly as the runs' ``metrics.json`` hold them;
+``mean`` is :func:`statistics.fmean` and ``std`` the sample standard deviation
+:func:`statistics.stdev` (``None`` for a single seed). Every number carries the runs it
+came from (run directory, its ``recipe.toml``, and the per-run value), so a figure in the
+report can be traced to the exact runs and recipes without guessing. Changes versus the
+baseline are differences of means inside a group (same values on every other axis).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sat_toolkit.recipe import RECIPE_FILE
+from sat_toolkit.study.grid import cell_label, cells, labels, read_metrics
+from sat_toolkit.study.spec import StudySpec
+
+METRICS = ("clean_accuracy", "robust_accuracy", "pgd")
+
+
+def stat(values: Sequence[float]) -> dict[str, Any]:
+    """``{"mean", "std", "n"}`` (``std`` is the sample std, None below two values)."""
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else None,
+        "n": len(values),
+    }
+
+
+def pgd_label(evaluation: dict[str, Any]) -> str | None:
+    """The first evaluation attack whose label starts with 'pgd' (the PGD-k figure), if any."""
+    return next((label for label in evaluation.get("attacks", {}) if label.lower().startswith("pgd")), None)
+
+
+def _source(run_dir: Path, seed: int, value: float) -> dict[str, Any]:
+    return {"seed": seed, "run_dir": str(run_dir), "recipe": str(run_dir / RECIPE_FILE), "value": value}
+
+
+def _metric(runs: list[tuple[int, Path, dict[str, Any]]], pick: Any) -> dict[str, Any] | None:
+    sources = []
+    for seed, run_dir, evaluation in runs:
+        value = pick(evaluation)
+        if value is not None:
+            sources.append(_source(run_dir, seed, value))
+    if not sources:
+        return None
+    return {**stat([s["value"] for s in sources]), "runs": sources}
+
+
+def collect(spec: StudySpec) -> list[dict[str, Any]]:
+    """One row per cell label (grid order) from the finished runs; rows with no run have n = 0."""
+    finished: dict[str, list[tuple[int, Path, dict[str, Any]]]] = {}
+    for cell in cells(spec):
+        metrics = read_metrics(cell.run_dir)
+        if metrics is not None:
+            finished.setdefault(cell.label, []).append((cell.seed, cell.run_dir, metrics["evaluation"]))
+    rows = []
+    # Without a baseline nothing is compared, so nothing is grouped either: one flat table.
+    group_names = [axis.name for axis in spec.group_axes] if spec.compare_axis else []
+    for values in labels(spec):
+        label = cell_label(values)
+        runs = sorted(finished.get(label, []))
+        pgd_labels = {pgd_label(evaluation) for _, _, evaluation in runs} - {None}
+        pgd = next(iter(pgd_labels)) if len(pgd_labels) == 1 else None
+        row: dict[str, Any] = {
+            "label": label,
+            "axes": dict(values),
+            "group": {name: values[name] for name in group_names},
+            "seeds_expected": list(spec.seeds),
+            "seeds_finished": [seed for seed, _, _ in runs],
+            "samples": sorted({evaluation.get("samples") for _, _, evaluation in runs} - {None}),
+            "clean_accuracy": _metric(runs, lambda e: e.get("clean_accuracy")),
+            "robust_accuracy": _metric(runs, lambda e: e.get("robust_accuracy")),
+            "pgd": None,
+            "pgd_label": pgd,
+            "change_vs_baseline": None,
+        }
+        if pgd is not None:
+            row["pgd"] = _metric(runs, lambda e, k=pgd: e["attacks"].get(k, {}).get("robust_accuracy"))
+        rows.append(row)
+    _add_changes(spec, rows)
+    return rows
+
+
+def _add_changes(spec: StudySpec, rows: list[dict[str, Any]]) -> None:
+    """Each row's change in robust and clean accuracy vs the baseline row of its group."""
+    compare = spec.compare_axis
+    if compare is None:
+        return
+    for row in rows:
+        base = next(
+            (r for r in rows if r["group"] == row["group"] and r["axes"][compare.name] == spec.baseline),
+            None,
+        )
+        if base is None:
+            continue
+        change: dict[str, Any] = {"baseline": base["label"]}
+        for key in ("robust_accuracy", "clean_accuracy"):
+            mine, theirs = row[key], base[key]
+            if mine is None or theirs is None:
+                change[key] = None
+                continue
+            change[key] = {
+                "difference_of_means": mine["mean"] - theirs["mean"],
+                "runs": [{**s, "row": row["label"]} for s in mine["runs"]]
+                + [{**s, "row": base["label"]} for s in theirs["runs"]],
+            }
+        row["change_vs_baseline"] = change

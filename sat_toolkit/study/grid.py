@@ -1,0 +1,158 @@
+"""The grid: every (axis values x seed) cell, its recipe, its directory and where it stands.
+
+Each cell is an ordinary run: the base recipe with the study's overrides, the cell's axis
+values' overrides, any command-line ``--set``, then ``run.seed`` and ``run.output_dir``
+set by the study. Every cell's recipe is resolved before anything trains, so a typo in
+one axis value fails the whole study in a second instead of an hour in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+from sat_toolkit.errors import SatError
+from sat_toolkit.recipe import RECIPE_FILE, Recipe, RecipeError, check_run_dir, load_recipe
+from sat_toolkit.study.spec import LABEL_SEPARATOR, StudyError, StudySpec
+
+METRICS_FILE = "metrics.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One run of the study: an axis-value combination (``label``) and a seed."""
+
+    label: str
+    values: dict[str, str]  # axis name -> value label, in axis order
+    seed: int
+    run_dir: Path
+    overrides: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        """``small+relu/seed0``: unique in the study; also the cell's path under output_dir."""
+        return f"{self.label}/seed{self.seed}"
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannedCell:
+    """A cell with its resolved recipe and what running it means now.
+
+    ``status`` is ``done`` (metrics.json with an evaluation), ``resume`` (a checkpoint at
+    ``step``) or ``new``; ``resume_flag`` is what to pass to the trainer: true whenever the
+    directory already holds this run, so a run killed before its first checkpoint restarts
+    instead of being refused as "already holds a run".
+    """
+
+    cell: Cell
+    recipe: Recipe
+    status: str
+    step: int
+    resume_flag: bool
+
+
+def cell_label(values: dict[str, str]) -> str:
+    return LABEL_SEPARATOR.join(values.values())
+
+
+def labels(spec: StudySpec) -> list[dict[str, str]]:
+    """Every axis-value combination, in axis order (the first axis varies slowest)."""
+    names = [axis.name for axis in spec.axes]
+    return [
+        dict(zip(names, combo, strict=True)) for combo in itertools.product(*(a.values for a in spec.axes))
+    ]
+
+
+def cells(spec: StudySpec) -> list[Cell]:
+    """All cells, seed-major: every label's first seed runs before any second seed.
+
+    Why seed-major: a study stopped half-way still has every row of the table (with fewer
+    seeds) instead of all seeds of half the rows.
+    """
+    out = []
+    for seed in spec.seeds:
+        for values in labels(spec):
+            overrides = list(spec.overrides)
+            for axis in spec.axes:
+                overrides.extend(axis.values[values[axis.name]])
+            label = cell_label(values)
+            run_dir = spec.output_dir / label / f"seed{seed}"
+            overrides += [f"run.seed={seed}", f"run.output_dir={json.dumps(str(run_dir))}"]
+            out.append(Cell(label, values, seed, run_dir, tuple(overrides)))
+    return out
+
+
+def read_metrics(run_dir: Path) -> dict[str, Any] | None:
+    """The run's metrics if it finished (metrics.json with an evaluation), else None."""
+    try:
+        metrics = json.loads((run_dir / METRICS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return metrics if isinstance(metrics, dict) and isinstance(metrics.get("evaluation"), dict) else None
+
+
+def plan(spec: StudySpec) -> list[PlannedCell]:
+    """Resolve every cell's recipe and check its directory; all problems in one error.
+
+    A directory holding a *different* run (the study or its base changed since) is an
+    error here, before anything trains, rather than a failure in the middle of the study.
+    """
+    from sat_toolkit.engine.checkpoint import latest_checkpoint
+
+    problems: dict[str, list[str]] = {}  # message -> cell labels, so one typo is one line
+    planned = []
+    failed: set[str] = set()
+    for cell in cells(spec):
+        if cell.label in failed:
+            continue
+        try:
+            recipe = load_recipe(spec.base, cell.overrides)
+        except RecipeError as exc:
+            failed.add(cell.label)
+            for problem in exc.problems:  # the recipe loader blames '--set'; here the study set it
+                text = str(problem).replace(" (from --set)", " (from the study's overrides)")
+                problems.setdefault(text, []).append(cell.label)
+            continue
+        try:
+            resume_flag = check_run_dir(cell.run_dir, recipe, resume=True)
+        except SatError as exc:
+            changed = _changes(cell.run_dir, recipe)
+            message = (
+                f"holds a different run ({changed}): the study or its base recipe changed since it ran; "
+                "use another study.output_dir (or --output-dir), or remove the old runs"
+                if changed
+                else exc.format_message()
+            )
+            problems.setdefault(message, []).append(cell.key)
+            continue
+        checkpoint = latest_checkpoint(cell.run_dir) if resume_flag else None
+        step = int(checkpoint.name.split("-")[1]) if checkpoint is not None else 0
+        status = "done" if read_metrics(cell.run_dir) else "resume" if checkpoint is not None else "new"
+        planned.append(PlannedCell(cell, recipe, status, step, resume_flag))
+    if problems:
+        lines = [f"{_which(where)}: {message}" for message, where in problems.items()]
+        raise StudyError(lines, str(spec.path))
+    return planned
+
+
+def _which(where: list[str]) -> str:
+    """``cell a`` / ``cells a, b, c and 5 more``: short enough for one line."""
+    names = list(dict.fromkeys(where))
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return f"cell{'s' if len(names) > 1 else ''} {shown}"
+
+
+def _changes(run_dir: Path, recipe: Recipe) -> str:
+    """``train.epochs: 1 -> 2; ...`` between the saved run and this cell's recipe ('' if unreadable)."""
+    from sat_toolkit.recipe.rundir import differences
+    from sat_toolkit.recipe.toml_io import TOMLDecodeError, tomllib
+
+    try:
+        saved = tomllib.loads((run_dir / RECIPE_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, TOMLDecodeError):
+        return ""
+    changed = differences(saved, tomllib.loads(recipe.to_toml()))
+    return "; ".join(changed[:3]) + (f"; and {len(changed) - 3} more" if len(changed) > 3 else "")

@@ -1,0 +1,255 @@
+"""The study report: ``report.md`` (the paper's table layout), ``report.json``, ``scatter.png``.
+
+Everything is rebuilt from the run directories and the ledger, never from memory of the
+current invocation, so ``--report-only`` gives the same report as the run that finished
+the study, and a report can always be regenerated after runs are added or repaired.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sat_toolkit.errors import SatError
+from sat_toolkit.recipe import RECIPE_FILE
+from sat_toolkit.study.aggregate import collect
+from sat_toolkit.study.grid import cells, read_metrics
+from sat_toolkit.study.ledger import Ledger, hardware
+from sat_toolkit.study.spec import StudySpec
+
+REPORT_MD = "report.md"
+REPORT_JSON = "report.json"
+SCATTER_PNG = "scatter.png"
+STATISTICS = (
+    "accuracies are fractions of the evaluated test images; mean = statistics.fmean over seeds, "
+    "std = statistics.stdev (sample std, n - 1; null for one seed); a change vs the baseline is "
+    "the difference of the two rows' means"
+)
+
+
+def write_report(
+    spec: StudySpec, *, echo: Callable[[str], Any] = print, command: str | None = None
+) -> dict[str, Path]:
+    """Aggregate the finished runs and write the three report files; return their paths.
+
+    ``command`` is the command that asked for the report, quoted in the header when it
+    differs from the commands that ran the cells (``--report-only``).
+    """
+    rows = collect(spec)
+    if not any(row["seeds_finished"] for row in rows):
+        raise SatError(
+            f"study {spec.name}: no finished runs under {spec.output_dir}; run the study first "
+            f"(sat-toolkit study {spec.path})"
+        )
+    context = _context(spec, rows, command)
+    out = spec.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {**context, "rows": rows}
+    _atomic_write(out / REPORT_JSON, json.dumps(payload, indent=2) + "\n")
+    _atomic_write(out / REPORT_MD, markdown(spec, rows, context))
+    from sat_toolkit.study.plot import scatter
+
+    compare = spec.compare_axis
+    scatter(
+        rows,
+        out / SCATTER_PNG,
+        title=f"{spec.name}: mean ± std over seeds ({context['cells']['finished']} runs)",
+        compare_axis=compare.name if compare else None,
+        baseline=spec.baseline,
+    )
+    paths = {"markdown": out / REPORT_MD, "json": out / REPORT_JSON, "scatter": out / SCATTER_PNG}
+    echo(f"report: {paths['markdown']} ({paths['json'].name}, {paths['scatter'].name})")
+    return paths
+
+
+def _context(spec: StudySpec, rows: list[dict[str, Any]], command: str | None) -> dict[str, Any]:
+    """Everything the header states: where the numbers came from, on what, at what cost."""
+    ledger = Ledger(spec.output_dir)
+    invocations = [i for i in ledger.invocations if i.get("cells_run")]
+    all_cells = cells(spec)
+    finished = [c for c in all_cells if read_metrics(c.run_dir) is not None]
+    evaluations = [read_metrics(c.run_dir)["evaluation"] for c in finished]
+    machines = []
+    for entry in invocations:
+        if entry.get("hardware") and entry["hardware"] not in machines:
+            machines.append(entry["hardware"])
+    attempts = [a for c in all_cells for a in ledger.attempts(c.key)]
+    compare = spec.compare_axis
+    return {
+        "study": spec.name,
+        "description": spec.description,
+        "study_file": str(spec.path),
+        "base_recipe": str(spec.base),
+        "output_dir": str(spec.output_dir),
+        "overrides": list(spec.overrides),
+        "axes": {axis.name: {label: list(o) for label, o in axis.values.items()} for axis in spec.axes},
+        "seeds": list(spec.seeds),
+        "baseline": spec.baseline,
+        "compare_axis": compare.name if compare else None,
+        "group_axes": [axis.name for axis in spec.group_axes] if compare else [],
+        "cells": {
+            "expected": len(all_cells),
+            "finished": len(finished),
+            "missing": [c.key for c in all_cells if c not in finished],
+        },
+        "test_images": sorted({e.get("samples") for e in evaluations} - {None}),
+        "eps": sorted({_train_eps(c.run_dir) for c in finished} - {None}),
+        "eval_attacks": _attacks(evaluations),
+        "hardware": machines,
+        "hardware_of_report": hardware(),
+        "wall_seconds": {
+            "elapsed": round(sum(i.get("seconds", 0.0) for i in invocations), 2),
+            "cells": round(sum(a.get("seconds", 0.0) for a in attempts), 2),
+            "invocations": len(invocations),
+        },
+        "commands": list(dict.fromkeys(i["command"] for i in invocations)),
+        "report_command": command,
+        "invocations": invocations,
+        "statistics": STATISTICS,
+    }
+
+
+def _train_eps(run_dir: Path) -> float | None:
+    """attack.train.eps from the run's resolved recipe (eval attacks inherit it)."""
+    from sat_toolkit.recipe.toml_io import TOMLDecodeError, tomllib
+
+    try:
+        recipe = tomllib.loads((run_dir / RECIPE_FILE).read_text(encoding="utf-8"))
+    except (OSError, TOMLDecodeError):
+        return None
+    eps = recipe.get("attack", {}).get("train", {}).get("eps")
+    return float(eps) if isinstance(eps, (int, float)) and not isinstance(eps, bool) else None
+
+
+def _attacks(evaluations: list[dict[str, Any]]) -> dict[str, str]:
+    """label -> 'name, k steps' for the strong suite (as the first finished run ran it)."""
+    if not evaluations:
+        return {}
+    out = {}
+    for label, outcome in evaluations[0].get("attacks", {}).items():
+        settings = outcome.get("settings") or {}
+        parts = [str(settings.get("name", label))]
+        parts += [f"{key} {settings[key]}" for key in ("steps", "restarts", "loss") if key in settings]
+        out[label] = ", ".join(parts)
+    return out
+
+
+# -- markdown ------------------------------------------------------------------------------
+def _pct(stat: dict[str, Any] | None) -> str:
+    if stat is None:
+        return "—"
+    text = f"{100 * stat['mean']:.1f}"
+    return text if stat["std"] is None else f"{text} ± {100 * stat['std']:.1f}"
+
+
+def _change(change: dict[str, Any] | None, key: str, is_baseline: bool) -> str:
+    if is_baseline:
+        return "(baseline)"
+    if change is None or change.get(key) is None:
+        return "—"
+    return f"{100 * change[key]['difference_of_means']:+.1f}"
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
+
+
+def markdown(spec: StudySpec, rows: list[dict[str, Any]], context: dict[str, Any]) -> str:
+    """The report as markdown: header (provenance) then the table(s)."""
+    lines = [f"# Study `{spec.name}`", ""]
+    if spec.description:
+        lines += [spec.description, ""]
+    lines += _header(context)
+    compare = spec.compare_axis
+    pgd = {row["pgd_label"] for row in rows if row["pgd_label"]}
+    pgd_title = f"PGD ({', '.join(sorted(pgd))}) %" if pgd else None
+    first = compare.name if compare else "setting"
+    headers = [first, "clean acc %", "robust acc % (worst case)"]
+    if pgd_title:
+        headers.append(pgd_title)
+    if compare:
+        headers += [f"Δ robust vs {spec.baseline}", f"Δ clean vs {spec.baseline}"]
+    headers.append("seeds")
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        name = ", ".join(f"{k} = {v}" for k, v in row["group"].items())
+        groups.setdefault(name, []).append(row)
+    note = (
+        "Cells: mean ± sample std over seeds (% of the evaluated test images). Robust accuracy is the "
+        "worst case over the evaluation attacks per image."
+    )
+    if compare:
+        note += f" Δ: difference of means in points against the {spec.baseline} row of the same group."
+    lines += [note + " Every number is traced to its runs and recipes in report.json.", ""]
+    for name, members in groups.items():
+        if name:
+            lines += [f"### {name}", ""]
+        lines.append("| " + " | ".join(headers) + " |")
+        lines.append("|" + "|".join("---" for _ in headers) + "|")
+        for row in members:
+            is_base = compare is not None and row["axes"][compare.name] == spec.baseline
+            cells_ = [row["axes"][compare.name] if compare else row["label"]]
+            cells_ += [_pct(row["clean_accuracy"]), _pct(row["robust_accuracy"])]
+            if pgd_title:
+                cells_.append(_pct(row["pgd"]))
+            if compare:
+                change = row["change_vs_baseline"]
+                cells_ += [
+                    _change(change, "robust_accuracy", is_base),
+                    _change(change, "clean_accuracy", is_base),
+                ]
+            cells_.append(f"{len(row['seeds_finished'])}/{len(row['seeds_expected'])}")
+            lines.append("| " + " | ".join(cells_) + " |")
+        lines.append("")
+    lines += ["![clean vs robust accuracy](scatter.png)", ""]
+    return "\n".join(lines)
+
+
+def _header(context: dict[str, Any]) -> list[str]:
+    cells_ = context["cells"]
+    images = ", ".join(str(n) for n in context["test_images"]) or "?"
+    eps = ", ".join(f"{e:.4g}" for e in context["eps"]) or "n/a"
+    attacks = "; ".join(f"{label} ({what})" for label, what in context["eval_attacks"].items()) or "none"
+    lines = [
+        f"- study file: `{context['study_file']}`; base recipe: `{context['base_recipe']}`",
+        f"- runs: {cells_['finished']} of {cells_['expected']} finished, in `{context['output_dir']}`",
+        f"- test images evaluated per run: {images} (a fixed, seeded subset of the test split)",
+        f"- eps (attack.train.eps, inherited by the evaluation attacks): {eps}",
+        f"- evaluation suite (robust = worst case per image): {attacks}",
+    ]
+    for machine in context["hardware"] or [context["hardware_of_report"]]:
+        note = "" if context["hardware"] else " (where this report was built; no run recorded its machine)"
+        lines.append(
+            f"- hardware: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}, "
+            f"Python {machine['python']}{note}"
+        )
+    wall = context["wall_seconds"]
+    jobs = sorted({f"{i['jobs']} job(s) x {i['threads_per_job']} thread(s)" for i in context["invocations"]})
+    if wall["invocations"]:
+        lines.append(
+            f"- wall time: {_duration(wall['elapsed'])} over {wall['invocations']} invocation(s) "
+            f"({', '.join(jobs)}); {_duration(wall['cells'])} summed over cells"
+        )
+    else:
+        lines.append(
+            "- wall time: not recorded (no study.json: the runs were not made by `sat-toolkit study`)"
+        )
+    for command in context["commands"]:
+        lines.append(f"- command: `{command}`")
+    if context["report_command"] and context["report_command"] not in context["commands"]:
+        lines.append(f"- report rebuilt by: `{context['report_command']}`")
+    if cells_["missing"]:
+        shown = ", ".join(cells_["missing"][:8]) + (" ..." if len(cells_["missing"]) > 8 else "")
+        lines.append(f"- **incomplete**: missing {shown}")
+    return [*lines, ""]
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)

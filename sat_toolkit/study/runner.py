@@ -1,0 +1,287 @@
+"""Run a study's cells: skip the finished, resume the interrupted, optionally side by side.
+
+Cells run in this process (``jobs=1``) or in a pool of ``jobs`` spawned processes, each
+with ``max(1, cores // jobs)`` torch threads so that parallel cells share the CPU instead
+of oversubscribing it. A cell's own output (the trainer's prints, warnings) goes to
+``<output_dir>/logs/<label>-seed<k>.log``; the console gets one line per cell event.
+A failed cell does not stop the others: the study reports it at the end (exit code 2)
+after writing the report of what did finish.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import shlex
+import sys
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sat_toolkit.errors import SatError
+from sat_toolkit.study.grid import PlannedCell, plan, read_metrics
+from sat_toolkit.study.ledger import Ledger, available_cores
+from sat_toolkit.study.report import write_report
+from sat_toolkit.study.spec import StudySpec
+
+Echo = Callable[[str], Any]
+LOG_DIR = "logs"
+
+
+@dataclasses.dataclass(frozen=True)
+class CellTask:
+    """What a worker needs to run one cell (picklable: the recipe as a resolved dict)."""
+
+    key: str
+    recipe: dict[str, Any]
+    resume: bool
+    threads: int
+    log_path: str
+
+
+@dataclasses.dataclass(frozen=True)
+class CellOutcome:
+    """How one attempt at a cell ended."""
+
+    key: str
+    seconds: float
+    error: str | None = None
+    clean_accuracy: float | None = None
+    robust_accuracy: float | None = None
+
+
+@dataclasses.dataclass
+class StudyRun:
+    """What :func:`run_study` did: the plan, every attempt's outcome, the report files."""
+
+    planned: list[PlannedCell]
+    outcomes: list[CellOutcome]
+    report: dict[str, Path] | None
+    seconds: float
+
+    @property
+    def failed(self) -> list[CellOutcome]:
+        return [o for o in self.outcomes if o.error is not None]
+
+
+def default_command() -> str:
+    """The command line of this process, as the report should quote it."""
+    argv = list(sys.argv)
+    if argv and Path(argv[0]).name in ("sat-toolkit", "__main__.py"):
+        argv[0] = "sat-toolkit"
+    return shlex.join(argv)
+
+
+def threads_per_job(jobs: int, cores: int | None = None) -> int:
+    return max(1, (cores or available_cores()) // jobs)
+
+
+def log_path(spec: StudySpec, planned: PlannedCell) -> Path:
+    return spec.output_dir / LOG_DIR / f"{planned.cell.label}-seed{planned.cell.seed}.log"
+
+
+def _set_threads(threads: int) -> None:
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
+
+
+def _init_worker(threads: int) -> None:
+    """Pool initializer: fix the thread count before the worker trains anything."""
+    _set_threads(threads)
+    with contextlib.suppress(RuntimeError):  # only allowed before any parallel work
+        import torch
+
+        torch.set_num_interop_threads(1)
+
+
+def execute_cell(task: CellTask) -> CellOutcome:
+    """Train and evaluate one cell, its output appended to its log; never raises on failure.
+
+    Runs in a worker process or in the study's own process (the same code either way, so
+    ``--jobs`` cannot change what a cell computes beyond the thread count).
+    """
+    from sat_toolkit.engine.trainer import train
+    from sat_toolkit.errors import SatError
+    from sat_toolkit.recipe import load_recipe
+
+    Path(task.log_path).parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with open(task.log_path, "a", encoding="utf-8") as log, contextlib.redirect_stdout(log), \
+            contextlib.redirect_stderr(log):  # fmt: skip
+        print(
+            f"== {task.key}: {'resume' if task.resume else 'start'}, {task.threads} torch threads", flush=True
+        )
+        try:
+            summary = train(load_recipe(task.recipe), resume=task.resume, show_progress=False)
+        except Exception as exc:  # reported per cell; the study goes on with the others
+            traceback.print_exc()
+            message = exc.format_message() if isinstance(exc, SatError) else f"{type(exc).__name__}: {exc}"
+            return CellOutcome(task.key, time.perf_counter() - started, error=message)
+    evaluation = summary.metrics.get("evaluation") or {}
+    return CellOutcome(
+        task.key,
+        time.perf_counter() - started,
+        clean_accuracy=evaluation.get("clean_accuracy"),
+        robust_accuracy=evaluation.get("robust_accuracy"),
+    )
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def run_study(
+    spec: StudySpec,
+    *,
+    jobs: int = 1,
+    command: str | None = None,
+    echo: Echo = print,
+    cores: int | None = None,
+    report: bool = True,
+) -> StudyRun:
+    """Run every unfinished cell of ``spec``, then write the report.
+
+    Raises :class:`SatError` (after the report) when a cell failed, naming the cells and
+    their logs. ``command`` is quoted in the report (default: this process's argv).
+    """
+    if jobs < 1:
+        raise SatError(f"--jobs must be >= 1, got {jobs}")
+    started = time.perf_counter()
+    planned = plan(spec)
+    todo = [p for p in planned if p.status != "done"]
+    workers = max(1, min(jobs, len(todo)))
+    threads = threads_per_job(workers, cores)
+    counts = {s: sum(p.status == s for p in planned) for s in ("done", "resume", "new")}
+    echo(
+        f"study {spec.name}: {len(planned)} cells ({len(planned) // len(spec.seeds)} settings x "
+        f"{len(spec.seeds)} seeds) in {spec.output_dir}; {counts['done']} finished, "
+        f"{counts['resume']} to resume, {counts['new']} new; {workers} job(s) x {threads} torch thread(s)"
+    )
+    for p in planned:
+        if p.status == "done":
+            echo(f"skipped  {p.cell.label} seed {p.cell.seed} (finished)")
+    if not todo:  # nothing to run: the ledger records invocations that ran cells only
+        written = write_report(spec, echo=echo) if report else None
+        return StudyRun(planned, [], written, time.perf_counter() - started)
+    ledger = Ledger(spec.output_dir)
+    invocation = ledger.start_invocation(command or default_command(), workers, threads)
+    outcomes: list[CellOutcome] = []
+
+    def begin(index: int, p: PlannedCell) -> CellTask:
+        how = f"resuming from step {p.step}" if p.status == "resume" else "new"
+        echo(
+            f"[{index:>{len(str(len(todo)))}}/{len(todo)}] started  {p.cell.label} seed {p.cell.seed} ({how})"
+        )
+        return CellTask(p.cell.key, p.recipe.to_dict(), p.resume_flag, threads, str(log_path(spec, p)))
+
+    def end(index: int, p: PlannedCell, outcome: CellOutcome) -> None:
+        outcomes.append(outcome)
+        attempt = {"seconds": round(outcome.seconds, 2), "resumed_from_step": p.step, "threads": threads}
+        attempt.update(
+            {"outcome": "failed", "error": outcome.error} if outcome.error else {"outcome": "finished"}
+        )
+        ledger.record_attempt(p.cell.key, attempt)
+        invocation["cells_run"] += 1
+        invocation["seconds"] = round(time.perf_counter() - started, 2)
+        ledger.save()
+        prefix = f"[{index:>{len(str(len(todo)))}}/{len(todo)}]"
+        if outcome.error:
+            echo(
+                f"{prefix} FAILED   {p.cell.label} seed {p.cell.seed} after {outcome.seconds:.1f} s: "
+                f"{outcome.error} (log: {log_path(spec, p)})"
+            )
+        else:
+            echo(
+                f"{prefix} finished {p.cell.label} seed {p.cell.seed} in {outcome.seconds:.1f} s: "
+                f"clean {_fmt(outcome.clean_accuracy)}, robust {_fmt(outcome.robust_accuracy)}"
+            )
+
+    try:
+        if workers == 1:
+            _run_here(todo, threads, begin, end)
+        else:
+            _run_pool(todo, workers, threads, begin, end)
+    finally:
+        invocation["seconds"] = round(time.perf_counter() - started, 2)
+        ledger.save()
+
+    finished_any = any(read_metrics(p.cell.run_dir) is not None for p in planned)
+    written = write_report(spec, echo=echo) if report and finished_any else None
+    result = StudyRun(planned, outcomes, written, time.perf_counter() - started)
+    if result.failed:
+        keys = ", ".join(o.key for o in result.failed)
+        raise SatError(
+            f"{len(result.failed)} of {len(todo)} cells failed ({keys}); see their logs in "
+            f"{spec.output_dir / LOG_DIR}; fix and run the study again to retry only those"
+        )
+    return result
+
+
+def _run_here(
+    todo: list[PlannedCell],
+    threads: int,
+    begin: Callable[[int, PlannedCell], CellTask],
+    end: Callable[[int, PlannedCell, CellOutcome], None],
+) -> None:
+    """Sequentially, in this process, with the thread count restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        for index, p in enumerate(todo, 1):
+            end(index, p, execute_cell(begin(index, p)))
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_pool(
+    todo: list[PlannedCell],
+    workers: int,
+    threads: int,
+    begin: Callable[[int, PlannedCell], CellTask],
+    end: Callable[[int, PlannedCell, CellOutcome], None],
+) -> None:
+    """Side by side in spawned processes; a cell is submitted only when a worker is free,
+    so "started" is printed when it really starts."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    def new_pool() -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(threads,),
+        )
+
+    queue = deque(enumerate(todo, 1))
+    running: dict[Future[CellOutcome], tuple[int, PlannedCell]] = {}
+    pool = new_pool()
+    try:
+        while queue or running:
+            while queue and len(running) < workers:
+                index, p = queue.popleft()
+                running[pool.submit(execute_cell, begin(index, p))] = (index, p)
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                index, p = running.pop(future)
+                try:
+                    outcome = future.result()
+                except BrokenProcessPool as exc:  # a worker died (killed, out of memory)
+                    outcome = CellOutcome(p.cell.key, 0.0, error=f"worker process died: {exc}")
+                end(index, p, outcome)
+            if any(isinstance(f.exception(), BrokenProcessPool) for f in done if not f.cancelled()):
+                pool.shutdown(wait=False)  # its other cells failed with it; carry on with a fresh pool
+                pool = new_pool()
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)

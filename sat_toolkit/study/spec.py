@@ -1,0 +1,315 @@
+"""The study file: a base recipe, a grid of ``--set`` overrides, seeds; validated up front.
+
+A study is a TOML file with one ``[study]`` table::
+
+    [study]
+    name = "fashion_mnist_activations"      # default: the file's stem
+    description = "Result 2 at small scale"  # optional, printed in the report
+    base = "../fashion_mnist_silu.toml"     # required; relative to this file
+    output_dir = "runs/studies/fashion_mnist_activations"  # default runs/studies/<name>
+    seeds = [0, 1, 2]                       # default [0]
+    baseline = "relu"                       # optional: a value label of one axis
+    set = ["train.epochs=3"]                # overrides applied to every cell
+
+    [[study.axis]]                          # one or more; the grid is their product
+    name = "model"
+    [study.axis.values]                     # value label -> list of --set overrides
+    small = []
+    wide = ["model.name=preact_resnet18", "model.width=16"]
+
+The axis that holds ``baseline`` is the *compared* axis (its rows are compared with the
+baseline row); every other axis (a capacity axis, say) splits the rows into groups, and
+the comparison is made inside each group. Every problem is reported at once, one line
+each with its key path, like recipe validation does; unknown keys name the closest valid
+key. ``output_dir`` is relative to the current directory, like a recipe's
+``run.output_dir``; ``base`` is relative to the study file, so a study and its base
+recipe can move together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from sat_toolkit.errors import SatError
+from sat_toolkit.recipe import RecipeError, parse_override
+from sat_toolkit.recipe.coerce import toml_type
+from sat_toolkit.recipe.errors import Problem, Problems, join, suggest
+from sat_toolkit.recipe.toml_io import read_file
+
+STUDY_KEYS = ("name", "description", "base", "output_dir", "seeds", "baseline", "set", "axis")
+AXIS_KEYS = ("name", "values")
+# Keys the runner sets itself for every cell; a study that set them would be ignored or fight it.
+RUNNER_KEYS = ("run.seed", "run.output_dir")
+# Labels name directories and join into cell labels with '+', so they stay filesystem-plain.
+_LABEL = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+LABEL_SEPARATOR = "+"
+
+
+class StudyError(SatError):
+    """The study file cannot be used; ``problems`` lists every reason, one line each."""
+
+    def __init__(self, problems: Iterable[Problem | str], source: str | None = None) -> None:
+        self.problems = [p if isinstance(p, Problem) else Problem("", p) for p in problems]
+        self.source = source
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+    def format_message(self) -> str:
+        if len(self.problems) == 1:
+            return f"{self.source}: {self.problems[0]}" if self.source else self.message
+        where = f"study {self.source}" if self.source else "study"
+        return "\n".join([f"{where} has {len(self.problems)} problems:", *(f"  {p}" for p in self.problems)])
+
+
+@dataclasses.dataclass(frozen=True)
+class Axis:
+    """One dimension of the grid: value label -> the overrides that value applies."""
+
+    name: str
+    values: dict[str, tuple[str, ...]]
+
+
+@dataclasses.dataclass(frozen=True)
+class StudySpec:
+    """A validated study file. ``overrides`` already include any command-line ``--set``."""
+
+    path: Path
+    name: str
+    description: str
+    base: Path
+    output_dir: Path
+    seeds: tuple[int, ...]
+    baseline: str | None
+    overrides: tuple[str, ...]
+    axes: tuple[Axis, ...]
+
+    @property
+    def compare_axis(self) -> Axis | None:
+        """The axis whose values are compared with ``baseline`` (None without a baseline)."""
+        return next((a for a in self.axes if self.baseline in a.values), None)
+
+    @property
+    def group_axes(self) -> tuple[Axis, ...]:
+        """The axes that split rows into groups (a capacity axis); all axes without a baseline."""
+        compare = self.compare_axis
+        return tuple(a for a in self.axes if a is not compare)
+
+
+def load_study(
+    path: str | Path, extra_overrides: Sequence[str] = (), output_dir: str | Path | None = None
+) -> StudySpec:
+    """Read and validate a study file; raise one :class:`StudyError` listing every problem.
+
+    ``extra_overrides`` (the command line's ``--set``) are applied to every cell after the
+    study's own; ``output_dir`` replaces ``study.output_dir``.
+    """
+    path = Path(path)
+    try:
+        raw = read_file(path)
+    except RecipeError as exc:  # missing file, not UTF-8, bad TOML: already one located line
+        lines = [
+            str(p).replace("recipe file", "study file", 1).replace("recipe path", "study path", 1)
+            for p in exc.problems
+        ]
+        raise StudyError(lines) from None
+    problems = Problems()
+    spec = _Validator(path, problems).study(raw, extra_overrides, output_dir)
+    if problems or spec is None:
+        raise StudyError(problems, str(path))
+    return spec
+
+
+class _Validator:
+    """Checks each key, collecting problems instead of stopping at the first."""
+
+    def __init__(self, path: Path, problems: Problems) -> None:
+        self.path = path
+        self.problems = problems
+
+    def study(
+        self, raw: Mapping[str, Any], extra: Sequence[str], output_dir: str | Path | None
+    ) -> StudySpec | None:
+        for key in raw:
+            if key != "study":
+                self.problems.unknown("", key, ("study",), what="table")
+        table = raw.get("study")
+        if not isinstance(table, Mapping):
+            self.problems.add("study", "required table is missing" if table is None else "must be a table")
+            return None
+        for key in table:
+            if key not in STUDY_KEYS:
+                self.problems.unknown("study", key, STUDY_KEYS)
+        name = self.string(table, "name", default=self.path.stem)
+        if name is not None and not _LABEL.match(name):
+            self.problems.add("study.name", f"must be a plain name (letters, digits, _ . -), got {name!r}")
+        description = self.string(table, "description", default="")
+        base = self.base(table)
+        out = self.string(table, "output_dir", default=f"runs/studies/{name}")
+        seeds = self.seeds(table.get("seeds", [0]))
+        overrides = self.overrides(table.get("set", []), "study.set")
+        for item in extra:
+            self.override(item, "--set", index=None)
+        axes = self.axes(table.get("axis"))
+        baseline = self.baseline(table.get("baseline"), axes)
+        if self.problems or None in (name, description, base, out, seeds, overrides, axes):
+            return None
+        return StudySpec(
+            path=self.path,
+            name=name,
+            description=description,
+            base=base,
+            output_dir=Path(output_dir) if output_dir is not None else Path(out),
+            seeds=seeds,
+            baseline=baseline,
+            overrides=(*overrides, *extra),
+            axes=axes,
+        )
+
+    # -- scalars ---------------------------------------------------------------------------
+    def string(self, table: Mapping[str, Any], key: str, *, default: str | None = None) -> str | None:
+        value = table.get(key, default)
+        if value is None:
+            self.problems.add(join("study", key), "required")
+            return None
+        if not isinstance(value, str) or (key != "description" and not value):
+            self.problems.add(join("study", key), f"must be a non-empty string, got {toml_type(value)}")
+            return None
+        return value
+
+    def base(self, table: Mapping[str, Any]) -> Path | None:
+        text = self.string(table, "base")
+        if text is None:
+            return None
+        base = (self.path.parent / text).resolve()
+        if not base.is_file():
+            self.problems.add(
+                "study.base", f"base recipe not found: {base} ({text!r} relative to the study file)"
+            )
+            return None
+        return base
+
+    def seeds(self, value: Any) -> tuple[int, ...] | None:
+        ok = isinstance(value, list) and value and all(type(s) is int and s >= 0 for s in value)
+        if not ok:
+            self.problems.add(
+                "study.seeds", f"must be a non-empty array of integers >= 0, got {_show(value)}"
+            )
+            return None
+        if len(set(value)) != len(value):
+            self.problems.add("study.seeds", f"has repeated seeds: {value}")
+            return None
+        return tuple(value)
+
+    # -- overrides -------------------------------------------------------------------------
+    def overrides(self, value: Any, path: str) -> tuple[str, ...] | None:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            self.problems.add(path, f"must be an array of 'key.path=value' strings, got {toml_type(value)}")
+            return None
+        before = len(self.problems)
+        for index, item in enumerate(value):
+            self.override(item, path, index=index)
+        return tuple(value) if len(self.problems) == before else None
+
+    def override(self, item: Any, path: str, *, index: int | None) -> None:
+        where = path if index is None else f"{path}[{index}]"
+        if not isinstance(item, str):
+            self.problems.add(where, f"must be a 'key.path=value' string, got {toml_type(item)}")
+            return
+        try:
+            keys, _ = parse_override(item)
+        except RecipeError:
+            self.problems.add(where, f"expected 'key.path=value', e.g. 'optimizer.lr=0.05', got {item!r}")
+            return
+        if ".".join(keys) in RUNNER_KEYS:
+            self.problems.add(
+                where,
+                f"{'.'.join(keys)} is set by the study for each cell; use study.seeds / study.output_dir",
+            )
+
+    # -- axes ------------------------------------------------------------------------------
+    def axes(self, value: Any) -> tuple[Axis, ...] | None:
+        if value is None:
+            self.problems.add("study.axis", "required: at least one [[study.axis]] with a name and values")
+            return None
+        if not isinstance(value, list) or not value:
+            self.problems.add("study.axis", "must be one or more [[study.axis]] tables")
+            return None
+        axes: list[Axis] = []
+        labels: dict[str, str] = {}
+        for index, entry in enumerate(value):
+            axis = self.axis(entry, index)
+            if axis is None:
+                continue
+            if any(a.name == axis.name for a in axes):
+                self.problems.add(f"study.axis.{axis.name}", "two axes have this name")
+                continue
+            for label in axis.values:
+                if label in labels:
+                    self.problems.add(
+                        f"study.axis.{axis.name}.values.{label}",
+                        f"label also used by axis '{labels[label]}'; value labels must differ across axes",
+                    )
+                labels[label] = axis.name
+            axes.append(axis)
+        return tuple(axes) if len(axes) == len(value) else None
+
+    def axis(self, entry: Any, index: int) -> Axis | None:
+        where = f"study.axis[{index}]"
+        if not isinstance(entry, Mapping):
+            self.problems.add(where, f"must be a table ([[study.axis]]), got {toml_type(entry)}")
+            return None
+        name = entry.get("name")
+        if isinstance(name, str) and _LABEL.match(name):
+            where = f"study.axis.{name}"
+        else:
+            self.problems.add(
+                join(where, "name"), f"required: a plain name (letters, digits, _ . -), got {_show(name)}"
+            )
+            name = None
+        for key in entry:
+            if key not in AXIS_KEYS:
+                self.problems.unknown(where, key, AXIS_KEYS)
+        values = entry.get("values")
+        if not isinstance(values, Mapping) or not values:
+            self.problems.add(join(where, "values"), 'required: a table of label = ["key=value", ...]')
+            return None
+        before = len(self.problems)
+        parsed: dict[str, tuple[str, ...]] = {}
+        for label, overrides in values.items():
+            path = join(join(where, "values"), label)
+            if not _LABEL.match(label):
+                self.problems.add(
+                    path, "labels are plain names (letters, digits, _ . -); they name directories"
+                )
+                continue
+            checked = self.overrides(overrides, path)
+            if checked is not None:
+                parsed[label] = checked
+        if name is None or len(self.problems) != before:
+            return None
+        return Axis(name=name, values=parsed)
+
+    def baseline(self, value: Any, axes: tuple[Axis, ...] | None) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            self.problems.add("study.baseline", f"must be a value label of an axis, got {toml_type(value)}")
+            return None
+        if axes is None:
+            return value
+        labels = [label for axis in axes for label in axis.values]
+        if value not in labels:
+            self.problems.add(
+                "study.baseline", f"'{value}' is not a value label of any axis{suggest(value, labels)}"
+            )
+            return None
+        return value
+
+
+def _show(value: Any) -> str:
+    return "nothing" if value is None else toml_type(value)

@@ -1,0 +1,312 @@
+"""``sat-toolkit study``: a tiny grid of digits runs, resumed, skipped, aggregated, plotted."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import statistics
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from sat_toolkit.commands.study import study_command
+from sat_toolkit.engine.trainer import train
+from sat_toolkit.errors import SatError
+from sat_toolkit.recipe.toml_io import dumps, tomllib
+from sat_toolkit.study import StudyError, load_study, plan, run_study, write_report
+from sat_toolkit.study import runner as study_runner
+
+REPO = Path(__file__).resolve().parents[1]
+KEYS = ["relu/seed0", "silu/seed0", "relu/seed1", "silu/seed1"]  # seed-major grid order
+INTERRUPTED = "silu/seed1"
+
+
+def tiny_base() -> dict[str, Any]:
+    """Like tests/test_engine.py's tiny_recipe, smaller: 320 digits, 10 steps, PGD-5 on 100 images."""
+    return {
+        "run": {"name": "tiny", "seed": 0, "deterministic": True},
+        "data": {"name": "digits", "batch_size": 32, "eval_batch_size": 128, "limit_train": 320},
+        "model": {"name": "small_cnn", "width": 8, "depth": 2, "convs_per_stage": 1},
+        "activation": "silu",
+        "attack": {
+            "train": {"name": "pgd", "eps": 0.1, "steps": 1, "rel_step_size": 1.0},
+            "eval": {"samples": 100, "seed": 0, "pgd5": {"name": "pgd", "steps": 5}},
+        },
+        "optimizer": {"name": "adamw", "lr": 0.01, "weight_decay": 0.0},
+        "train": {"epochs": 3, "validate_every_epochs": 0, "log_every_steps": 5},
+        "checkpoint": {"every_steps": 4, "keep_last": 5},
+        "logging": {"tensorboard": False},
+    }
+
+
+STUDY = """
+[study]
+name = "tiny"
+description = "two activations, two seeds"
+base = "base/tiny.toml"
+output_dir = "{out}"
+seeds = [0, 1]
+baseline = "relu"
+set = ["train.epochs=1"]
+
+[[study.axis]]
+name = "activation"
+[study.axis.values]
+relu = ["activation=relu"]
+silu = ["activation=silu"]
+"""
+
+
+def write_study(directory: Path, out: Path, text: str = STUDY) -> Path:
+    (directory / "base").mkdir(parents=True, exist_ok=True)
+    (directory / "base" / "tiny.toml").write_text(dumps(tiny_base()))
+    path = directory / "study.toml"
+    path.write_text(text.replace("{out}", str(out)))
+    return path
+
+
+class Counter:
+    """Wraps the runner's per-cell function to count how often each cell really trains."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+
+    def __call__(self, task: study_runner.CellTask) -> study_runner.CellOutcome:
+        self.keys.append(task.key)
+        return _execute_cell(task)
+
+
+_execute_cell = study_runner.execute_cell
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Run the tiny study once, with one cell interrupted beforehand (stopped after 5 steps)."""
+    root = tmp_path_factory.mktemp("study")
+    spec = load_study(write_study(root, root / "out"))
+    interrupted = next(p for p in plan(spec) if p.cell.key == INTERRUPTED)
+    assert train(interrupted.recipe, show_progress=False, stop_after_steps=5).metrics == {
+        "stopped_at_step": 5
+    }
+    counter, lines = Counter(), []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(study_runner, "execute_cell", counter)
+        result = run_study(spec, jobs=1, echo=lines.append, command="sat-toolkit study tiny.toml")
+    yield {"spec": spec, "result": result, "calls": counter.keys, "lines": lines, "root": root}
+
+
+def _evaluation(run_dir: str | Path) -> dict[str, Any]:
+    return json.loads((Path(run_dir) / "metrics.json").read_text())["evaluation"]
+
+
+def test_every_cell_runs_exactly_once_in_its_own_directory(study: dict[str, Any]) -> None:
+    spec = study["spec"]
+    assert study["calls"] == KEYS
+    for key in KEYS:
+        run_dir = spec.output_dir / key
+        assert (run_dir / "model.safetensors").is_file()
+        saved = tomllib.loads((run_dir / "recipe.toml").read_text())
+        assert saved["run"]["seed"] == int(key[-1]) and saved["run"]["output_dir"] == str(run_dir)
+        assert saved["activation"]["name"] == key.split("/")[0]
+        assert saved["train"]["epochs"] == 1  # study.set reached every cell
+    ledger = json.loads((spec.output_dir / "study.json").read_text())
+    assert {key: len(attempts) for key, attempts in ledger["cells"].items()} == dict.fromkeys(KEYS, 1)
+
+
+def test_an_interrupted_cell_resumes_from_its_checkpoint(study: dict[str, Any]) -> None:
+    spec = study["spec"]
+    assert any("started  silu seed 1 (resuming from step 4)" in line for line in study["lines"])
+    ledger = json.loads((spec.output_dir / "study.json").read_text())
+    assert ledger["cells"][INTERRUPTED][0]["resumed_from_step"] == 4
+    assert json.loads((spec.output_dir / INTERRUPTED / "metrics.json").read_text())["steps"] == 10
+    assert "resumed from" in (spec.output_dir / "logs" / "silu-seed1.log").read_text()
+
+
+def test_running_again_skips_finished_cells_and_touches_nothing(study: dict[str, Any]) -> None:
+    spec = study["spec"]
+    watched = [spec.output_dir / key / name for key in KEYS for name in ("metrics.json", "model.safetensors")]
+    before = {p: p.stat().st_mtime_ns for p in watched}
+    counter, lines = Counter(), []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(study_runner, "execute_cell", counter)
+        run_study(spec, jobs=1, echo=lines.append, report=False)
+    assert counter.keys == []
+    assert sum(line.startswith("skipped") for line in lines) == 4
+    assert {p: p.stat().st_mtime_ns for p in watched} == before
+
+
+def test_report_json_numbers_are_exactly_the_runs_statistics(study: dict[str, Any]) -> None:
+    report = json.loads((study["spec"].output_dir / "report.json").read_text())
+    rows = {row["label"]: row for row in report["rows"]}
+    assert list(rows) == ["relu", "silu"]
+    for label, row in rows.items():
+        assert row["pgd_label"] == "pgd5"
+        for key, pick in (
+            ("clean_accuracy", lambda e: e["clean_accuracy"]),
+            ("robust_accuracy", lambda e: e["robust_accuracy"]),
+            ("pgd", lambda e: e["attacks"]["pgd5"]["robust_accuracy"]),
+        ):
+            stat = row[key]
+            # Every number names its runs, and those runs' files hold exactly the values used.
+            assert [s["run_dir"] for s in stat["runs"]] == [
+                str(study["spec"].output_dir / label / f"seed{k}") for k in (0, 1)
+            ]
+            values = [pick(_evaluation(s["run_dir"])) for s in stat["runs"]]
+            assert [s["value"] for s in stat["runs"]] == values
+            assert all(Path(s["recipe"]).is_file() for s in stat["runs"])
+            assert stat["n"] == 2
+            assert stat["mean"] == statistics.fmean(values)
+            assert stat["std"] == statistics.stdev(values)
+    change = rows["silu"]["change_vs_baseline"]
+    for key in ("clean_accuracy", "robust_accuracy"):
+        assert change[key]["difference_of_means"] == rows["silu"][key]["mean"] - rows["relu"][key]["mean"]
+        assert len(change[key]["runs"]) == 4
+    assert report["test_images"] == [100] and report["cells"]["missing"] == []
+
+
+def test_report_markdown_states_provenance_and_the_paper_table(study: dict[str, Any]) -> None:
+    import torch
+
+    text = (study["spec"].output_dir / "report.md").read_text()
+    assert "test images evaluated per run: 100" in text
+    assert f"torch {torch.__version__.split('+')[0]}" in text and "cores" in text
+    assert "wall time:" in text and "command: `sat-toolkit study tiny.toml`" in text
+    assert "| activation | clean acc % | robust acc % (worst case) | PGD (pgd5) % |" in text
+    assert "| relu |" in text and "(baseline)" in text
+
+
+def test_scatter_plot_is_a_valid_png(study: dict[str, Any]) -> None:
+    path = study["spec"].output_dir / "scatter.png"
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.size[0] > 200
+
+
+def test_report_only_rebuilds_the_same_numbers(study: dict[str, Any]) -> None:
+    out = study["spec"].output_dir
+    before = json.loads((out / "report.json").read_text())["rows"]
+    (out / "report.json").unlink()
+    (out / "scatter.png").unlink()
+    result = CliRunner().invoke(study_command, [str(study["spec"].path), "--report-only"])
+    assert result.exit_code == 0, result.output
+    after = json.loads((out / "report.json").read_text())
+    assert after["rows"] == before and (out / "scatter.png").is_file()
+    assert after["report_command"] == f"sat-toolkit study {study['spec'].path} --report-only"
+    assert f"report rebuilt by: `{after['report_command']}`" in (out / "report.md").read_text()
+
+
+def test_jobs_2_gives_the_same_metrics_as_jobs_1(study: dict[str, Any], tmp_path: Path) -> None:
+    """Spawned workers with 1 thread each reproduce the in-process runs (and the resumed one)."""
+    spec = load_study(study["spec"].path, output_dir=tmp_path / "parallel")
+    lines: list[str] = []
+    run_study(spec, jobs=2, echo=lines.append, report=False)
+    assert "2 job(s) x" in lines[0]
+    for key in KEYS:
+        serial, parallel = _evaluation(study["spec"].output_dir / key), _evaluation(spec.output_dir / key)
+        for name in ("clean_accuracy", "robust_accuracy"):
+            assert parallel[name] == serial[name], (key, name)
+
+
+def test_a_group_axis_gets_its_own_baseline(tmp_path: Path) -> None:
+    """With a capacity axis, each capacity's rows compare with that capacity's relu (fake runs)."""
+    text = STUDY.replace(
+        '[[study.axis]]\nname = "activation"',
+        '[[study.axis]]\nname = "model"\nvalues = {small = [], wide = ["model.width=16"]}\n\n'
+        '[[study.axis]]\nname = "activation"',
+    )
+    spec = load_study(write_study(tmp_path, tmp_path / "out", text))
+    clean = {"small+relu": 0.5, "small+silu": 0.6, "wide+relu": 0.7, "wide+silu": 0.9}
+    for label, value in clean.items():
+        for seed in (0, 1):
+            run_dir = spec.output_dir / label / f"seed{seed}"
+            run_dir.mkdir(parents=True)
+            evaluation = {"samples": 10, "clean_accuracy": value, "robust_accuracy": value / 2, "attacks": {}}
+            (run_dir / "metrics.json").write_text(json.dumps({"evaluation": evaluation}))
+    write_report(spec, echo=lambda _: None)
+    rows = {r["label"]: r for r in json.loads((spec.output_dir / "report.json").read_text())["rows"]}
+    assert rows["wide+silu"]["change_vs_baseline"]["baseline"] == "wide+relu"
+    assert rows["wide+silu"]["change_vs_baseline"]["clean_accuracy"]["difference_of_means"] == pytest.approx(
+        0.2
+    )
+    assert rows["small+silu"]["change_vs_baseline"]["baseline"] == "small+relu"
+    assert rows["small+relu"]["clean_accuracy"]["std"] == 0.0
+    text = (spec.output_dir / "report.md").read_text()
+    assert "### model = small" in text and "### model = wide" in text
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (("seeds = [0, 1]", "seedz = [0, 1]"), "study.seedz: unknown key; did you mean 'seeds'?"),
+        (("base/tiny.toml", "base/missing.toml"), "study.base: base recipe not found: "),
+        (
+            ('name = "activation"', 'name = "activation"\nvalus = 1'),
+            "study.axis.activation.valus: unknown key",
+        ),
+        (('baseline = "relu"', 'baseline = "rleu"'), "study.baseline: 'rleu' is not a value label"),
+        (('set = ["train.epochs=1"]', 'set = ["run.seed=1"]'), "study.set[0]: run.seed is set by the study"),
+    ],
+)
+def test_study_mistakes_are_one_line_errors(tmp_path: Path, edit: tuple[str, str], message: str) -> None:
+    path = write_study(tmp_path, tmp_path / "out", STUDY.replace(*edit))
+    with pytest.raises(StudyError) as info:
+        load_study(path)
+    assert len(info.value.problems) == 1
+    assert message in info.value.format_message() and "\n" not in info.value.format_message()
+    result = CliRunner().invoke(study_command, [str(path), "--dry-run"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+
+
+def test_a_bad_cell_override_fails_before_anything_trains(tmp_path: Path) -> None:
+    path = write_study(tmp_path, tmp_path / "out", STUDY.replace("activation=silu", "activation=sliu"))
+    with pytest.raises(SatError, match=r"cell silu: activation.name: unknown activation 'sliu'.*'silu'"):
+        run_study(load_study(path), echo=lambda _: None)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name", ["fashion_mnist_activations", "fashion_mnist_gradient", "digits_smoke"])
+def test_shipped_studies_resolve_every_cell(name: str, tmp_path: Path) -> None:
+    """Every cell of the shipped studies is a valid recipe (checked, not trained)."""
+    path = REPO / "recipes" / "studies" / f"{name}.toml"
+    base = tomllib.loads(path.read_text())["study"]["base"]
+    if not (path.parent / base).is_file():
+        pytest.skip(f"base recipe {base} not there yet")
+    spec = load_study(path, output_dir=tmp_path)
+    planned = plan(spec)
+    assert len(planned) == len(spec.seeds) * len(list(itertools.product(*(a.values for a in spec.axes))))
+    assert all(p.status == "new" for p in planned)
+    assert (
+        len({p.recipe.activation.to_dict()["name"] for p in planned}) > 1 or name == "fashion_mnist_gradient"
+    )
+
+
+def test_a_failed_cell_is_reported_and_only_it_is_retried(tmp_path: Path) -> None:
+    path = write_study(tmp_path, tmp_path / "out", STUDY.replace("seeds = [0, 1]", "seeds = [0]"))
+    spec = load_study(path)
+
+    def fail_silu(task: study_runner.CellTask) -> study_runner.CellOutcome:
+        if task.key == "silu/seed0":
+            return study_runner.CellOutcome(task.key, 0.1, error="NonFiniteLossError: the loss is nan")
+        return _execute_cell(task)
+
+    lines: list[str] = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(study_runner, "execute_cell", fail_silu)
+        with pytest.raises(SatError, match=r"1 of 2 cells failed \(silu/seed0\)"):
+            run_study(spec, echo=lines.append)
+    assert any(line.startswith("[2/2] FAILED   silu seed 0") for line in lines)
+    report = json.loads((spec.output_dir / "report.json").read_text())  # what finished is reported
+    assert report["cells"]["missing"] == ["silu/seed0"]
+    counter = Counter()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(study_runner, "execute_cell", counter)
+        run_study(spec, echo=lambda _: None)
+    assert counter.keys == ["silu/seed0"]
+    ledger = json.loads((spec.output_dir / "study.json").read_text())
+    assert [a["outcome"] for a in ledger["cells"]["silu/seed0"]] == ["failed", "finished"]
