@@ -17,6 +17,19 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """For modules of tiny models: a second intra-op thread only adds contention.
+
+    Module-scoped and restored afterwards, so the thread count (which changes float
+    reduction order) is the same for every other test and for subprocesses they start.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def fresh_plugin_host(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Reload plugins from scratch before and after a test that changes what is installed."""

@@ -22,7 +22,7 @@ from sat_toolkit.errors import SatError
 from sat_toolkit.models import create_model, create_model_builder, rebuild_model
 from sat_toolkit.models.efficientnet import SCALING, EfficientNet, count_parameters
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 IMAGENET = DatasetInfo(
     num_classes=1000,

@@ -117,9 +117,11 @@ def test_resuming_after_a_real_kill_gives_identical_weights(finished_run: Path, 
     run_dir = tmp_path / "killed"
     recipe_file = tmp_path / "tiny.toml"
     recipe_file.write_text(load_recipe(tiny_recipe(run_dir)).to_toml())
+    # Same intra-op thread count as this process: it decides the float reduction order.
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     process = subprocess.Popen(
         [sys.executable, "-m", "sat_toolkit", "run", str(recipe_file), "--no-progress"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True, env=env,
     )  # fmt: skip
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and process.poll() is None:

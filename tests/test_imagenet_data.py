@@ -35,7 +35,7 @@ from sat_toolkit.data.transforms import (
 from sat_toolkit.engine.loader import training_loader
 from sat_toolkit.errors import SatError
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SIZE = 24
 #: Created in this (non-alphabetical) order; labels must follow sorted folder names.

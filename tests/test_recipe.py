@@ -279,7 +279,10 @@ def test_missing_sections_and_required_parameters(fake_plugins: PluginHost) -> N
 def test_missing_data_path(fake_plugins: PluginHost, tmp_path: Path) -> None:
     raw = base_recipe()
     raw["data"]["path"] = str(tmp_path / "nowhere.npz")
-    assert problems_of(raw) == [f"data.path: no such file or directory: '{tmp_path / 'nowhere.npz'}'"]
+    assert problems_of(raw) == [
+        f"data.path: no such file or directory: '{tmp_path / 'nowhere.npz'}' "
+        "(point it at the data: --set data.path=DIR)"
+    ]
     (tmp_path / "nowhere.npz").write_bytes(b"")
     assert load_recipe(raw).data.params["path"] == str(tmp_path / "nowhere.npz")
 
