@@ -29,6 +29,7 @@ from torch import nn
 from sat_toolkit.engine.checkpoint import TrainState, latest_checkpoint, save_checkpoint
 from sat_toolkit.engine.loader import take_samples, training_loader
 from sat_toolkit.engine.logging import flatten_hparams, progress_bar
+from sat_toolkit.engine.memory import keep_freed_memory
 from sat_toolkit.engine.optim import build_optimizer
 from sat_toolkit.errors import SatError
 from sat_toolkit.export import save_model
@@ -173,6 +174,8 @@ def train(
             "every process would train alone and overwrite the same run directory"
         )
     set_seed(recipe.run.seed, deterministic=recipe.run.deterministic)
+    if accelerator.device.type == "cpu":
+        keep_freed_memory()
 
     from sat_toolkit.models import create_model
 
