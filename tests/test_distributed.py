@@ -27,7 +27,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _launch(recipe_file: Path, out_dir: Path, stop: int = 0) -> None:
+def _launch(recipe_file: Path, out_dir: Path, stop: int = 0, expect_ok: bool = True) -> str:
     command = [
         sys.executable,
         "-m",
@@ -52,7 +52,8 @@ def _launch(recipe_file: Path, out_dir: Path, stop: int = 0) -> None:
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert (result.returncode == 0) == expect_ok, result.stderr[-3000:]
+    return result.stderr
 
 
 def _recipe_file(tmp_path: Path, run_dir: Path, **sections: dict) -> Path:
@@ -110,3 +111,10 @@ def test_two_process_checkpoint_resumes_in_one_process(tmp_path: Path) -> None:
     final = load_file(str(run_dir / "model.safetensors"))
     assert final.keys() == weights_at_4.keys()
     assert any(not torch.equal(final[k], weights_at_4[k]) for k in final)  # training went on
+
+
+def test_sync_batchnorm_on_cpu_is_refused_with_the_fix(tmp_path: Path) -> None:
+    recipe_file = _recipe_file(tmp_path, tmp_path / "sync", train={"epochs": 1, "sync_batchnorm": True})
+    stderr = _launch(recipe_file, tmp_path / "probe", expect_ok=False)
+    assert "train.sync_batchnorm: PyTorch's SyncBatchNorm runs on GPUs only" in stderr
+    assert "--set train.sync_batchnorm=false" in stderr

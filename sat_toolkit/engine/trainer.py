@@ -202,6 +202,11 @@ def train(
     )
     train_loader = training_loader(train_set, recipe.data.batch_size, recipe.data.num_workers)
     if recipe.train.sync_batchnorm and accelerator.num_processes > 1:
+        if accelerator.device.type == "cpu":
+            raise SatError(
+                "train.sync_batchnorm: PyTorch's SyncBatchNorm runs on GPUs only; "
+                "set it to false for a multi-process CPU run (--set train.sync_batchnorm=false)"
+            )
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
     unwrapped = accelerator.unwrap_model(model)
