@@ -209,3 +209,30 @@ def test_gradient_accumulation_and_bf16_autocast(tmp_path: Path) -> None:
     assert summary.metrics["steps"] == 10
     assert summary.metrics["global_batch_size"] == 64
     assert math.isfinite(summary.metrics["final_train_loss"])
+
+
+def test_the_shipped_quickstart_end_to_end(tmp_path: Path) -> None:
+    """``sat-toolkit run recipes/quickstart.toml``, exactly as the README runs it (~20 s)."""
+    run_dir = tmp_path / "quickstart"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "run",
+            str(REPO / "recipes" / "quickstart.toml"),
+            "--set",
+            f"run.output_dir={run_dir}",
+            "--no-progress",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    for name in ("recipe.toml", "model.safetensors", "metrics.json"):
+        assert (run_dir / name).is_file(), name
+    assert list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
+    assert list_checkpoints(run_dir)
+    evaluation = json.loads((run_dir / "metrics.json").read_text())["evaluation"]
+    assert evaluation["samples"] == 359  # the whole digits test split
+    assert set(evaluation["attacks"]) == {"pgd20", "apgd_ce"}
+    # Chance is 0.1 on ten digits: clearly above it, clean and under the strongest attack.
+    assert evaluation["clean_accuracy"] > 0.8
+    assert evaluation["robust_accuracy"] > 0.5
+    assert evaluation["robust_accuracy"] <= min(a["robust_accuracy"] for a in evaluation["attacks"].values())
