@@ -20,7 +20,8 @@ from sat_toolkit.activations.surgery import find_functional_activations, replace
 from sat_toolkit.data.info import DatasetInfo
 from sat_toolkit.errors import SatError
 from sat_toolkit.models import create_model, create_model_builder, rebuild_model
-from sat_toolkit.models.efficientnet import SCALING, EfficientNet, count_parameters
+from sat_toolkit.models.efficientnet import SCALING, EfficientNet
+from sat_toolkit.models.pinning import count_parameters
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -194,8 +194,24 @@ def test_sat_config_records_every_parameter_with_defaults() -> None:
         "dropout": 0.0,
     }
     timm_model = TimmModel(architecture="resnet10t", drop_rate=0.1).build(INFOS["8x8x1"], "gelu")
-    assert timm_model.sat_config["model"] == {"name": "timm", "architecture": "resnet10t", "drop_rate": 0.1}
+    assert timm_model.sat_config["model"] == {
+        "name": "timm",
+        "architecture": "resnet10t",
+        "drop_rate": 0.1,
+        "timm_version": timm.__version__,
+        "num_params": sum(p.numel() for p in timm_model.parameters()),
+    }
     assert timm_model.sat_config["activation"] == "gelu"
+
+
+def test_a_timm_rebuild_that_counts_differently_is_refused() -> None:
+    """A later timm that builds the architecture differently must not load the old weights."""
+    model = create_model({"name": "timm", "architecture": "resnet10t"}, INFOS["8x8x1"], "silu")
+    config = model.sat_config
+    assert rebuild_model(config).sat_config["model"]["num_params"] == config["model"]["num_params"]
+    tampered = {**config, "model": {**config["model"], "num_params": config["model"]["num_params"] + 1}}
+    with pytest.raises(SatError, match=r"builds [\d,]+ parameters, but the config says"):
+        rebuild_model(tampered)
 
 
 def test_timm_model_records_its_surgery_report() -> None:

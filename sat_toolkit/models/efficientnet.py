@@ -24,7 +24,6 @@ something else; :func:`sat_toolkit.models.rebuild_model` passes ``num_params`` b
 
 from __future__ import annotations
 
-import importlib.metadata
 import warnings
 from typing import Any, ClassVar
 
@@ -36,6 +35,7 @@ from sat_toolkit.data.info import DatasetInfo
 from sat_toolkit.errors import SatError
 from sat_toolkit.models.base import ModelBuilder, dropout_rate
 from sat_toolkit.models.normalize import NormalizedModel
+from sat_toolkit.models.pinning import check_pin, pin_build, timm_version
 from sat_toolkit.models.timm_model import ActivationSurgeryWarning
 
 #: variant -> (width multiplier, depth multiplier, resolution, dropout).
@@ -61,20 +61,10 @@ TF_BN_EPS = 1e-3
 TIMM_GENERATOR = "timm.models.efficientnet._gen_efficientnet"
 
 
-def timm_version() -> str:
-    """The installed timm version, read without importing timm."""
-    return importlib.metadata.version("timm")
-
-
 def _positive_float(model: str, key: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise SatError(f"model '{model}': {key} must be a positive number, got {value!r}")
     return float(value)
-
-
-def count_parameters(module: nn.Module) -> int:
-    """Number of parameter elements; works on the ``meta`` device too."""
-    return sum(p.numel() for p in module.parameters())
 
 
 class EfficientNet(ModelBuilder):
@@ -137,9 +127,7 @@ class EfficientNet(ModelBuilder):
             raise SatError(f"model '{self.name}': tf_compatible must be true or false, got {tf_compatible!r}")
         self.tf_compatible = tf_compatible
         self.expected_timm_version = timm_version
-        if num_params is not None and (isinstance(num_params, bool) or not isinstance(num_params, int)):
-            raise SatError(f"model '{self.name}': num_params must be an integer, got {num_params!r}")
-        self.num_params = num_params
+        self.num_params = check_pin(self.name, num_params)
 
     @property
     def timm_variant(self) -> str:
@@ -209,22 +197,7 @@ class EfficientNet(ModelBuilder):
     def build(self, info: DatasetInfo, activation: ActivationSpec) -> NormalizedModel:
         """As :meth:`ModelBuilder.build`; records and checks the parameter count."""
         model = super().build(info, activation)
-        built = count_parameters(model)
-        installed = timm_version()
-        if self.num_params is not None and built != self.num_params:
-            raise SatError(
-                f"model '{self.name}' ({self.variant}): timm {installed} builds {built:,} parameters, "
-                f"but the config says {self.num_params:,} (built with timm "
-                f"{self.expected_timm_version or 'unknown'}); install that timm version to rebuild it"
-            )
-        if self.num_params is None and self.expected_timm_version not in (None, installed):
-            warnings.warn(
-                f"model '{self.name}' ({self.variant}): built with timm {installed}, the config was made "
-                f"with timm {self.expected_timm_version} and records no parameter count to check against",
-                UserWarning,
-                stacklevel=2,
-            )
-        model.sat_config["model"]["num_params"] = built
+        pin_build(model, f"{self.name} {self.variant}", self.num_params, self.expected_timm_version)
         model.surgery_report = model.body.surgery_report
         return model
 

@@ -28,6 +28,7 @@ from sat_toolkit.data.info import DatasetInfo
 from sat_toolkit.errors import SatError
 from sat_toolkit.models.base import ModelBuilder
 from sat_toolkit.models.normalize import NormalizedModel
+from sat_toolkit.models.pinning import check_pin, pin_build
 
 #: timm arguments that the dataset and the activation decide.
 RESERVED_KWARGS = ("in_chans", "num_classes", "act_layer")
@@ -43,13 +44,23 @@ class TimmModel(ModelBuilder):
     Args:
         architecture: a timm model name (``timm.list_models()``), e.g. ``"resnet18"``.
         pretrained: must stay false: weights are never downloaded.
+        timm_version, num_params: what a checkpoint was built with (recorded in
+            ``sat_config`` by every build); a rebuild that counts a different number of
+            parameters is refused (:mod:`sat_toolkit.models.pinning`).
         **timm_kwargs: passed on, e.g. ``drop_rate = 0.2`` or ``img_size = 32`` for ViTs.
     """
 
     name = "timm"
     description = "any timm architecture by name, random init, activation via act_layer + surgery"
 
-    def __init__(self, architecture: str, pretrained: bool = False, **timm_kwargs: Any) -> None:
+    def __init__(
+        self,
+        architecture: str,
+        pretrained: bool = False,
+        timm_version: str | None = None,
+        num_params: int | None = None,
+        **timm_kwargs: Any,
+    ) -> None:
         import timm
 
         if not isinstance(architecture, str) or not timm.is_model(architecture):
@@ -72,6 +83,8 @@ class TimmModel(ModelBuilder):
             )
         self.architecture = architecture
         self.timm_kwargs = dict(timm_kwargs)
+        self.expected_timm_version = timm_version
+        self.num_params = check_pin(self.name, num_params)
 
     def params(self) -> dict[str, Any]:
         return {"architecture": self.architecture, **self.timm_kwargs}
@@ -120,6 +133,7 @@ class TimmModel(ModelBuilder):
     def build(self, info: DatasetInfo, activation: ActivationSpec) -> NormalizedModel:
         """As :meth:`ModelBuilder.build`, plus ``model.surgery_report`` (a :class:`SurgeryReport`)."""
         model = super().build(info, activation)
+        pin_build(model, f"{self.name} {self.architecture}", self.num_params, self.expected_timm_version)
         report: SurgeryReport = model.body.surgery_report
         model.surgery_report = report
         if report.functional_calls:
