@@ -21,12 +21,15 @@ class Problem:
         return f"{self.path}: {self.message}" if self.path else self.message
 
 
-class RecipeError(SatError):
-    """The recipe cannot be used; ``problems`` lists every reason, not just the first.
+class ProblemsError(SatError):
+    """A file that cannot be used; ``problems`` lists every reason, not just the first.
 
-    ``str(error)`` is one line per problem. The CLI shows a short header naming the
-    recipe first, so the user sees at a glance how many things to fix.
+    ``str(error)`` is one line per problem. The CLI shows a short header naming the file
+    (and ``subject``, what kind of file it is) first, so the user sees at a glance how
+    many things to fix.
     """
+
+    subject = "file"
 
     def __init__(self, problems: Iterable[Problem | str], source: str | None = None) -> None:
         self.problems = [p if isinstance(p, Problem) else Problem("", p) for p in problems]
@@ -36,9 +39,15 @@ class RecipeError(SatError):
     def format_message(self) -> str:
         if len(self.problems) == 1:
             return f"{self.source}: {self.problems[0]}" if self.source else self.message
-        where = f"recipe {self.source}" if self.source else "recipe"
+        where = f"{self.subject} {self.source}" if self.source else self.subject
         header = f"{where} has {len(self.problems)} problems:"
         return "\n".join([header, *(f"  {p}" for p in self.problems)])
+
+
+class RecipeError(ProblemsError):
+    """The recipe cannot be used; ``problems`` lists every reason, not just the first."""
+
+    subject = "recipe"
 
 
 class Problems(list[Problem]):

@@ -30,14 +30,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sat_toolkit.errors import SatError
 from sat_toolkit.recipe import RecipeError, parse_override
 from sat_toolkit.recipe.coerce import toml_type
-from sat_toolkit.recipe.errors import Problem, Problems, join, suggest
+from sat_toolkit.recipe.errors import Problems, ProblemsError, join, suggest
 from sat_toolkit.recipe.toml_io import read_file
 
 STUDY_KEYS = ("name", "description", "base", "output_dir", "seeds", "baseline", "set", "axis")
@@ -49,19 +48,10 @@ _LABEL = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 LABEL_SEPARATOR = "+"
 
 
-class StudyError(SatError):
+class StudyError(ProblemsError):
     """The study file cannot be used; ``problems`` lists every reason, one line each."""
 
-    def __init__(self, problems: Iterable[Problem | str], source: str | None = None) -> None:
-        self.problems = [p if isinstance(p, Problem) else Problem("", p) for p in problems]
-        self.source = source
-        super().__init__("\n".join(str(p) for p in self.problems))
-
-    def format_message(self) -> str:
-        if len(self.problems) == 1:
-            return f"{self.source}: {self.problems[0]}" if self.source else self.message
-        where = f"study {self.source}" if self.source else "study"
-        return "\n".join([f"{where} has {len(self.problems)} problems:", *(f"  {p}" for p in self.problems)])
+    subject = "study"
 
 
 @dataclasses.dataclass(frozen=True)
