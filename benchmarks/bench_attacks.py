@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from cpu_info import cpu_model  # benchmarks/ is on sys.path when run as a script
 from torch import nn
 
 from sat_toolkit.attacks import APGDCE, PGD
@@ -85,16 +86,6 @@ def _time_pair(
     return statistics.median(times["ours"]), statistics.median(times["ref"])
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def run(device: torch.device, batch: int, repeats: int) -> list[dict[str, object]]:
     torch.manual_seed(0)
     model = SmallCNN().to(device).eval()
@@ -128,7 +119,7 @@ def run(device: torch.device, batch: int, repeats: int) -> list[dict[str, object
 
 def hardware(devices: list[torch.device]) -> dict[str, object]:
     info: dict[str, object] = {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from cpu_info import cpu_model  # benchmarks/ is on sys.path when run as a script
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -41,14 +42,7 @@ GOAL = 0.05
 
 
 def hardware(device: torch.device) -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as handle:
-            cpu = next(
-                (line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu
-            )
-    except OSError:
-        pass
+    cpu = cpu_model()
     info: dict[str, Any] = {
         "cpu": cpu,
         "logical_cpus": os.cpu_count(),

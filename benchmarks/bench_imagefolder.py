@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from cpu_info import cpu_model  # benchmarks/ is on sys.path when run as a script
 from PIL import Image
 from torch import nn
 
@@ -57,14 +58,7 @@ EPS = 4 / 255
 
 def hardware() -> dict[str, Any]:
     """CPU model, core counts, library versions: enough to compare runs."""
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as handle:
-            cpu = next(
-                (line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu
-            )
-    except OSError:
-        pass
+    cpu = cpu_model()
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     import PIL
     import torchvision

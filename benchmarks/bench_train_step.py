@@ -70,6 +70,7 @@ from typing import Any
 import accelerate
 import torch
 import torch.nn.functional as F
+from cpu_info import cpu_model  # benchmarks/ is on sys.path when run as a script
 
 from sat_toolkit.data import TensorImageDataset, create_dataset
 from sat_toolkit.engine import trainer
@@ -119,13 +120,7 @@ def tune_malloc() -> bool:
 
 # -- environment ---------------------------------------------------------------------------
 def hardware() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            names = (line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
-            cpu = next(names, cpu)
-    except OSError:
-        pass
+    cpu = cpu_model()
     return {
         "cpu": cpu,
         "logical_cpus": os.cpu_count(),
