@@ -88,9 +88,9 @@ def test_the_trained_model_is_well_above_chance_and_load_model_agrees(finished_r
     model = sat_toolkit.load_model(finished_run)
     assert not model.training
     from sat_toolkit.data import create_dataset
-    from sat_toolkit.engine.trainer import _subset
+    from sat_toolkit.engine.evaluation import fixed_test_subset
 
-    x, y = _subset(create_dataset({"name": "digits"}).load("test"), samples=100, seed=0)
+    x, y = fixed_test_subset(create_dataset({"name": "digits"}).load("test"), samples=100, seed=0)
     with torch.no_grad():
         accuracy = (model(x).argmax(1) == y).float().mean().item()
     # load_model rebuilt the architecture from the saved config: same images, same answer.

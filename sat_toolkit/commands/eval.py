@@ -86,7 +86,7 @@ def eval_command(
     checks, each pass/fail with its numbers. Writes a JSON report with every setting.
     """
     from sat_toolkit.data import create_dataset
-    from sat_toolkit.engine.trainer import _subset
+    from sat_toolkit.engine.evaluation import fixed_test_subset
     from sat_toolkit.evaluation import evaluate_robustness
     from sat_toolkit.evaluation.checks import run_checks
     from sat_toolkit.evaluation.suites import build_attacks, resolve_suite
@@ -107,7 +107,7 @@ def eval_command(
     attack_objects = build_attacks(specs, eps=eps, norm=norm, seed=seed)
 
     source = create_dataset(_dataset_spec(config, data, data_path))
-    x, y = _subset(source.load("test"), samples, seed)
+    x, y = fixed_test_subset(source.load("test"), samples, seed)
     torch.manual_seed(seed)
     started = time.perf_counter()
     click.echo(f"evaluating {model_file} on {len(y)} test images, {norm} eps {eps:.6g}", err=True)
