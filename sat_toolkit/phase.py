@@ -29,6 +29,7 @@ class Phase(str, enum.Enum):
 _current_phase: contextvars.ContextVar[Phase] = contextvars.ContextVar(
     "sat_toolkit_phase", default=Phase.TRAIN
 )
+_surrogates_on: contextvars.ContextVar[bool] = contextvars.ContextVar("sat_toolkit_surrogates", default=True)
 
 
 def current_phase() -> Phase:
@@ -54,3 +55,24 @@ def train_phase() -> Iterator[None]:
         yield
     finally:
         _current_phase.reset(token)
+
+
+def surrogate_gradients_enabled() -> bool:
+    """False inside :func:`true_gradients`: every surrogate back-propagates its real gradient."""
+    return _surrogates_on.get()
+
+
+@contextlib.contextmanager
+def true_gradients() -> Iterator[None]:
+    """Switch every surrogate gradient off: attacks inside see the gradient of the function
+    the model really computes.
+
+    The evaluation runs its attacks in here (and, for models trained with a surrogate for
+    the attacker, once more outside it), so a robustness number never rests on a gradient
+    the training run chose.
+    """
+    token = _surrogates_on.set(False)
+    try:
+        yield
+    finally:
+        _surrogates_on.reset(token)

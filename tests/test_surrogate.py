@@ -10,7 +10,7 @@ from torch import nn
 
 from sat_toolkit.activations import SmoothGradientReLU, create_activation
 from sat_toolkit.errors import SatError
-from sat_toolkit.phase import Phase, attack_phase, current_phase, train_phase
+from sat_toolkit.phase import Phase, attack_phase, current_phase, train_phase, true_gradients
 
 PHASES = [(True, True), (True, False), (False, True), (False, False)]
 
@@ -149,3 +149,48 @@ def test_surrogate_inside_a_network_matches_a_hand_built_smooth_backward() -> No
     reference = torch.autograd.grad(linear2(straight_through).pow(2).sum(), list(net.parameters()))
     for ours, theirs in zip(grads, reference, strict=True):
         torch.testing.assert_close(ours, theirs)
+
+
+@pytest.mark.parametrize("in_attack", [True, False])
+def test_true_gradients_switches_every_surrogate_off_and_back(x, in_attack) -> None:
+    module = SmoothGradientReLU(attacker=True, optimizer=True)
+    with true_gradients():
+        y, g = _grad(module, x, in_attack)
+    assert torch.equal(y, torch.relu(x))
+    torch.testing.assert_close(g, (x > 0).to(x.dtype), rtol=0, atol=0)
+    _, g_after = _grad(module, x, in_attack)
+    torch.testing.assert_close(g_after, torch.sigmoid(10 * x), rtol=1e-6, atol=1e-7)
+
+
+def _dead_unit_model(attacker: bool) -> nn.Module:
+    """1 input -> ReLU unit -> 2 logits. At x = 0.5 the unit is dead (pre-activation -0.05),
+    so ReLU's gradient is exactly zero; the surrogate's is 10 * sigmoid(-0.5) > 0, and one
+    FGSM step of 0.1 along it (to x = 0.6) makes logit 0 = 0.5 beat logit 1 = 0.2."""
+    first, second = nn.Linear(1, 1), nn.Linear(1, 2)
+    with torch.no_grad():
+        first.weight.fill_(1.0)
+        first.bias.fill_(-0.55)
+        second.weight.copy_(torch.tensor([[10.0], [0.0]]))
+        second.bias.copy_(torch.tensor([0.0, 0.2]))
+    return nn.Sequential(first, SmoothGradientReLU(attacker=attacker, optimizer=False), second)
+
+
+def test_evaluation_attacks_with_the_true_gradient_and_again_with_the_attackers_surrogate() -> None:
+    from sat_toolkit.attacks import create_attack
+    from sat_toolkit.evaluation import evaluate_robustness
+
+    x, y = torch.tensor([[0.5]]), torch.tensor([1])
+    attacks = {"fgsm": create_attack({"name": "fgsm", "eps": 0.1})}
+    report = evaluate_robustness(_dead_unit_model(attacker=True), x, y, attacks)
+    assert report.clean_accuracy == 1.0
+    assert list(report.attacks) == ["fgsm", "fgsm/surrogate_grad"]
+    # True gradient: exactly zero, so FGSM cannot move; the surrogate finds the flip.
+    assert report.attacks["fgsm"].robust_accuracy == 1.0
+    assert report.attacks["fgsm"].zero_grad_fraction == 1.0
+    assert report.attacks["fgsm/surrogate_grad"].robust_accuracy == 0.0
+    assert report.robust_accuracy == 0.0  # the worst case covers both
+
+    # A surrogate for the optimiser only never reaches an attack: one run, true gradient.
+    report = evaluate_robustness(_dead_unit_model(attacker=False), x, y, attacks)
+    assert list(report.attacks) == ["fgsm"]
+    assert report.robust_accuracy == 1.0

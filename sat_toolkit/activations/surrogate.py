@@ -17,7 +17,7 @@ from torch import nn
 
 from sat_toolkit.activations.base import Activation
 from sat_toolkit.activations.builtin import ParametricSoftplus
-from sat_toolkit.phase import Phase, current_phase
+from sat_toolkit.phase import Phase, current_phase, surrogate_gradients_enabled
 
 
 def _smooth_gradient(smooth_fn: nn.Module, x: torch.Tensor, grad_out: torch.Tensor) -> torch.Tensor:
@@ -92,7 +92,10 @@ class SmoothGradientReLU(Activation):
         }
 
     def uses_smooth_gradient(self, phase: Phase) -> bool:
-        """Whether a graph built in ``phase`` back-propagates the smooth gradient."""
+        """Whether a graph built in ``phase`` back-propagates the smooth gradient
+        (never inside :func:`sat_toolkit.phase.true_gradients`)."""
+        if not surrogate_gradients_enabled():
+            return False
         return self.attacker if phase is Phase.ATTACK else self.optimizer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

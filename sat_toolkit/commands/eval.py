@@ -92,6 +92,7 @@ def eval_command(
     from sat_toolkit.evaluation.suites import build_attacks, resolve_suite
     from sat_toolkit.evaluation.sweep import eps_sweep, parse_eps_list, plot_sweep
     from sat_toolkit.export import load_model, resolve_model_file
+    from sat_toolkit.phase import true_gradients
     from sat_toolkit.recipe import parse_number
 
     if samples < 0 or batch_size < 1 or square_queries < 1:
@@ -150,10 +151,11 @@ def eval_command(
         )
     if checks:
         num_classes = int(config["data_info"]["num_classes"])
-        results = run_checks(
-            model, x, y, report, attack_objects, eps=eps, norm=norm, num_classes=num_classes,
-            seed=seed, batch_size=batch_size, sweep=curve, square_queries=square_queries,
-        )  # fmt: skip
+        with true_gradients():  # the checks probe the function the model computes
+            results = run_checks(
+                model, x, y, report, attack_objects, eps=eps, norm=norm, num_classes=num_classes,
+                seed=seed, batch_size=batch_size, sweep=curve, square_queries=square_queries,
+            )  # fmt: skip
         result["checks"] = [c.to_dict() for c in results]
         click.echo(
             format_table(

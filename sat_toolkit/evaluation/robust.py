@@ -5,10 +5,17 @@ lies inside the eps-ball and [0, 1], and it re-classifies the examples itself. A
 counts as robust to an attack when the model is right on the clean image *and* on the
 attack's example (RobustBench's convention); only clean-correct samples are attacked.
 The worst case over the ensemble is robust only if it survived every attack.
+
+Attacks see the gradient of the function the model computes: a surrogate gradient that
+the model was trained with (``relu_smooth_grad``) is switched off. For a model whose
+surrogate serves the attacker, every attack runs a second time with the surrogate, under
+``LABEL/surrogate_grad``, and the worst case covers both: the number never depends on a
+gradient that the training run chose, and never misses what the surrogate finds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -19,10 +26,14 @@ import torch
 from torch import nn
 
 from sat_toolkit.errors import SatError
+from sat_toolkit.phase import Phase, true_gradients
 
 #: Slack for float round-off when checking an attack's eps-ball (the attacks themselves
 #: project exactly; this only keeps the check from failing on the norm's own rounding).
 _BALL_SLACK = 1e-6
+
+#: Appended to an attack's label for its second run with the model's surrogate gradient.
+SURROGATE_SUFFIX = "/surrogate_grad"
 
 
 @dataclasses.dataclass
@@ -103,6 +114,14 @@ def _check_bounds(name: str, x: torch.Tensor, x_adv: torch.Tensor, eps: float, n
         )
 
 
+def has_attacker_surrogate(model: nn.Module) -> bool:
+    """True when some layer back-propagates a surrogate gradient to attacks (a SAT gradient study)."""
+    return any(
+        callable(getattr(module, "uses_smooth_gradient", None)) and module.uses_smooth_gradient(Phase.ATTACK)
+        for module in model.modules()
+    )
+
+
 @torch.no_grad()
 def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
     return torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
@@ -122,7 +141,9 @@ def evaluate_robustness(
 
     Args:
         model: classifier with normalisation inside; put in eval mode here.
-        attacks: label -> attack object with ``perturb(model, x, y, eps=...)``.
+        attacks: label -> attack object with ``perturb(model, x, y, eps=...)``; each runs
+            with the true gradient, and again with the model's surrogate gradient when it
+            has one for attackers (see the module docstring).
         eps: overrides every attack's own eps (epsilon sweeps); None keeps theirs.
         progress: called as ``progress(label, done, total)`` after each batch.
     """
@@ -132,14 +153,19 @@ def evaluate_robustness(
         clean_correct = _predict(model, x, batch_size) == y
         outcomes: dict[str, AttackOutcome] = {}
         attackable = clean_correct.nonzero().flatten()
-        for label, attack in attacks.items():
+        runs = [(label, attack, true_gradients) for label, attack in attacks.items()]
+        if has_attacker_surrogate(model):
+            surrogate = contextlib.nullcontext
+            runs += [(label + SURROGATE_SUFFIX, attack, surrogate) for label, attack in attacks.items()]
+        for label, attack, gradients in runs:
             robust = torch.zeros_like(clean_correct)
             zero_grads: list[float] = []
             started = time.perf_counter()
             for start in range(0, len(attackable), batch_size):
                 index = attackable[start : start + batch_size]
                 xb, yb = x[index], y[index]
-                result = attack.perturb(model, xb, yb, eps=eps)
+                with gradients():
+                    result = attack.perturb(model, xb, yb, eps=eps)
                 used_eps = float(result.eps if getattr(result, "eps", 0) else (eps or attack.eps))
                 _check_bounds(label, xb, result.x_adv, used_eps, getattr(attack, "norm", "linf"))
                 robust[index] = _predict(model, result.x_adv, batch_size) == yb
