@@ -160,5 +160,6 @@ def make_loader(
         generator=generator,
         collate_fn=keep_batch,
         num_workers=num_workers,
+        persistent_workers=num_workers > 0,  # a new epoch does not restart the workers
         pin_memory=pin_memory,
     )
