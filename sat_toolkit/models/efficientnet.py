@@ -71,7 +71,8 @@ class EfficientNet(ModelBuilder):
     """EfficientNet by variant, scaled with timm's generator (see the module docstring).
 
     Args:
-        variant: ``"b0"`` .. ``"b8"``, ``"l1"`` or ``"l2"``; picks the defaults below.
+        variant: ``"b0"`` .. ``"b8"``, ``"l1"`` or ``"l2"`` (default ``"b0"``); picks the
+            defaults below.
         width_multiplier: channel multiplier (default: the variant's).
         depth_multiplier: per-stage repeat multiplier, rounded up (default: the variant's).
         resolution: the training/evaluation image size this model is meant for (default:
@@ -90,10 +91,12 @@ class EfficientNet(ModelBuilder):
     description = "EfficientNet B0..B8/L1/L2 via timm's generator (width/depth/resolution/dropout table)"
     #: Variants this plugin accepts.
     variants: ClassVar[tuple[str, ...]] = tuple(SCALING)
+    #: The variant built when the recipe names none.
+    default_variant: ClassVar[str] = "b0"
 
     def __init__(
         self,
-        variant: str = "b0",
+        variant: str | None = None,
         width_multiplier: float | None = None,
         depth_multiplier: float | None = None,
         resolution: int | None = None,
@@ -103,6 +106,7 @@ class EfficientNet(ModelBuilder):
         timm_version: str | None = None,
         num_params: int | None = None,
     ) -> None:
+        variant = self.default_variant if variant is None else variant
         if variant not in self.variants:
             hint = "; model 'efficientnet' builds it" if variant in SCALING else ""
             raise SatError(
@@ -217,27 +221,4 @@ class EfficientNetL1(EfficientNet):
         "EfficientNet-L1 (Noisy Student scaling w3.9 d3.7, 600 px, dropout 0.5), SAT's headline model"
     )
     variants = ("l1",)
-
-    def __init__(
-        self,
-        variant: str = "l1",
-        width_multiplier: float | None = None,
-        depth_multiplier: float | None = None,
-        resolution: int | None = None,
-        dropout: float | None = None,
-        drop_path_rate: float = DROP_PATH_RATE,
-        tf_compatible: bool = False,
-        timm_version: str | None = None,
-        num_params: int | None = None,
-    ) -> None:
-        super().__init__(
-            variant=variant,
-            width_multiplier=width_multiplier,
-            depth_multiplier=depth_multiplier,
-            resolution=resolution,
-            dropout=dropout,
-            drop_path_rate=drop_path_rate,
-            tf_compatible=tf_compatible,
-            timm_version=timm_version,
-            num_params=num_params,
-        )
+    default_variant = "l1"
