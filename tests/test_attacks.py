@@ -125,6 +125,16 @@ def test_parse_fraction_rejects_with_parameter_name(raw: object) -> None:
     assert "\n" not in info.value.format_message()
 
 
+@pytest.mark.parametrize(("name", "loss", "other"), [("apgd_ce", "ce", "dlr"), ("apgd_dlr", "dlr", "ce")])
+def test_autoattack_members_keep_their_loss(name: str, loss: str, other: str) -> None:
+    assert create_attack(name).loss == loss
+    assert create_attack({"name": name, "loss": loss}).loss == loss
+    with pytest.raises(SatError, match=f"attack '{name}' always uses loss '{loss}'.*'apgd'"):
+        create_attack({"name": name, "loss": other})
+    assert create_attack("apgd_t").loss == "dlr_targeted"
+    assert create_attack({"name": "apgd", "loss": other}).loss == other
+
+
 def test_registries_hold_the_documented_parts() -> None:
     assert {"ce", "ce_targeted", "dlr", "dlr_targeted", "margin", "margin_targeted"} <= set(LOSSES.names())
     assert {"sign", "l2"} <= set(STEP_RULES.names())

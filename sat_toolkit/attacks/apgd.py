@@ -32,6 +32,7 @@ from sat_toolkit.attacks.projections import Projection
 from sat_toolkit.attacks.result import AttackResult
 from sat_toolkit.attacks.steps import DEFAULT_STEP_RULE, STEP_RULES
 from sat_toolkit.attacks.targets import top_other_classes
+from sat_toolkit.errors import SatError
 
 
 def apgd_checkpoints(steps: int) -> list[int]:
@@ -66,6 +67,10 @@ class APGD(Attack):
     name = "apgd"
     description = "Auto-PGD (Croce & Hein 2020) with a configurable loss"
     targeted: bool = False
+    #: The loss when the recipe names none.
+    default_loss: str = "ce"
+    #: Members with a fixed loss (AutoAttack's apgd_ce, apgd_dlr) refuse any other.
+    loss_is_fixed: bool = False
 
     def __init__(
         self,
@@ -74,7 +79,7 @@ class APGD(Attack):
         steps: int = 100,
         restarts: int = 1,
         norm: str = "linf",
-        loss: str = "ce",
+        loss: str | None = None,
         rho: float | str = 0.75,
         momentum: float | str = 0.75,
         initial_step: float | str = 2.0,
@@ -90,6 +95,13 @@ class APGD(Attack):
         )
         self.steps = parse_int(steps, "steps")
         self.restarts = parse_int(restarts, "restarts")
+        if loss is None:
+            loss = self.default_loss
+        elif self.loss_is_fixed and loss != self.default_loss:
+            raise SatError(
+                f"attack '{self.name}' always uses loss '{self.default_loss}'; "
+                f"for loss '{loss}' use attack 'apgd' with loss = '{loss}'"
+            )
         self.loss = loss
         self._loss = resolve_loss(loss, targeted=self.targeted)
         self.rho = parse_probability(rho, "rho")
@@ -243,28 +255,8 @@ class APGDCE(APGD):
 
     name = "apgd_ce"
     description = "Auto-PGD on cross-entropy (Croce & Hein 2020)"
-
-    def __init__(
-        self,
-        *,
-        eps: float | str = DEFAULT_EPS,
-        steps: int = 100,
-        restarts: int = 1,
-        norm: str = "linf",
-        rho: float | str = 0.75,
-        momentum: float | str = 0.75,
-        initial_step: float | str = 2.0,
-        init: str = "uniform",
-        bn_mode: str = "eval",
-        precision: str = "fp32",
-        loss_scale: float | str = 1024.0,
-        seed: int | None = None,
-    ) -> None:
-        super().__init__(
-            eps=eps, steps=steps, restarts=restarts, norm=norm, loss="ce", rho=rho, momentum=momentum,
-            initial_step=initial_step, init=init, bn_mode=bn_mode, precision=precision, loss_scale=loss_scale,
-            seed=seed,
-        )  # fmt: skip
+    default_loss = "ce"
+    loss_is_fixed = True
 
 
 class APGDDLR(APGD):
@@ -272,28 +264,8 @@ class APGDDLR(APGD):
 
     name = "apgd_dlr"
     description = "Auto-PGD on the difference-of-logits-ratio loss (Croce & Hein 2020)"
-
-    def __init__(
-        self,
-        *,
-        eps: float | str = DEFAULT_EPS,
-        steps: int = 100,
-        restarts: int = 1,
-        norm: str = "linf",
-        rho: float | str = 0.75,
-        momentum: float | str = 0.75,
-        initial_step: float | str = 2.0,
-        init: str = "uniform",
-        bn_mode: str = "eval",
-        precision: str = "fp32",
-        loss_scale: float | str = 1024.0,
-        seed: int | None = None,
-    ) -> None:
-        super().__init__(
-            eps=eps, steps=steps, restarts=restarts, norm=norm, loss="dlr", rho=rho, momentum=momentum,
-            initial_step=initial_step, init=init, bn_mode=bn_mode, precision=precision, loss_scale=loss_scale,
-            seed=seed,
-        )  # fmt: skip
+    default_loss = "dlr"
+    loss_is_fixed = True
 
 
 class APGDT(APGD):
@@ -306,6 +278,7 @@ class APGDT(APGD):
     name = "apgd_t"
     description = "targeted Auto-PGD on the targeted DLR loss, one run per top class (Croce & Hein 2020)"
     targeted = True
+    default_loss = "dlr_targeted"
 
     def __init__(
         self,
@@ -315,7 +288,7 @@ class APGDT(APGD):
         restarts: int = 1,
         n_target_classes: int = 9,
         norm: str = "linf",
-        loss: str = "dlr_targeted",
+        loss: str | None = None,
         rho: float | str = 0.75,
         momentum: float | str = 0.75,
         initial_step: float | str = 2.0,
