@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import statistics
 from collections.abc import Iterator
 from pathlib import Path
@@ -164,6 +165,10 @@ def test_report_json_numbers_are_exactly_the_runs_statistics(study: dict[str, An
     change = rows["silu"]["change_vs_baseline"]
     for key in ("clean_accuracy", "robust_accuracy"):
         assert change[key]["difference_of_means"] == rows["silu"][key]["mean"] - rows["relu"][key]["mean"]
+        # Welch's standard error of the difference, from the per-run values themselves.
+        silu, relu = ([r["value"] for r in rows[k][key]["runs"]] for k in ("silu", "relu"))
+        expected = math.sqrt(statistics.variance(silu) / 2 + statistics.variance(relu) / 2)
+        assert change[key]["standard_error"] == pytest.approx(expected, rel=1e-12, abs=1e-15)
         assert len(change[key]["runs"]) == 4
     assert report["test_images"] == [100] and report["cells"]["missing"] == []
 
@@ -238,6 +243,9 @@ def test_a_group_axis_gets_its_own_baseline(tmp_path: Path) -> None:
     assert rows["small+relu"]["clean_accuracy"]["std"] == 0.0
     text = (spec.output_dir / "report.md").read_text()
     assert "### model = small" in text and "### model = wide" in text
+    # Both capacities' changes side by side: +10 points clean when small, +20 when wide.
+    assert "| activation | Δ robust, model = small | Δ robust, model = wide |" in text
+    assert "| silu | +5.0 ± 0.0 | +10.0 ± 0.0 | +10.0 ± 0.0 | +20.0 ± 0.0 |" in text
 
 
 @pytest.mark.parametrize(

@@ -5,11 +5,14 @@ Numbers are accuracies as fractions, exactly as the runs' ``metrics.json`` hold 
 :func:`statistics.stdev` (``None`` for a single seed). Every number carries the runs it
 came from (run directory, its ``recipe.toml``, and the per-run value), so a figure in the
 report can be traced to the exact runs and recipes without guessing. Changes versus the
-baseline are differences of means inside a group (same values on every other axis).
+baseline are differences of means inside a group (same values on every other axis), with
+the standard error of that difference, sqrt(s1^2/n1 + s2^2/n2) (seeds of different rows
+are independent runs), so a reader can tell a change from seed noise.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +32,13 @@ def stat(values: Sequence[float]) -> dict[str, Any]:
         "std": statistics.stdev(values) if len(values) > 1 else None,
         "n": len(values),
     }
+
+
+def difference_standard_error(a: dict[str, Any], b: dict[str, Any]) -> float | None:
+    """Standard error of ``a.mean - b.mean`` for independent samples; None without two seeds each."""
+    if a["std"] is None or b["std"] is None:
+        return None
+    return math.sqrt(a["std"] ** 2 / a["n"] + b["std"] ** 2 / b["n"])
 
 
 def pgd_label(evaluation: dict[str, Any]) -> str | None:
@@ -106,6 +116,7 @@ def _add_changes(spec: StudySpec, rows: list[dict[str, Any]]) -> None:
                 continue
             change[key] = {
                 "difference_of_means": mine["mean"] - theirs["mean"],
+                "standard_error": difference_standard_error(mine, theirs),
                 "runs": [{**s, "row": row["label"]} for s in mine["runs"]]
                 + [{**s, "row": base["label"]} for s in theirs["runs"]],
             }

@@ -150,7 +150,9 @@ def _change(change: dict[str, Any] | None, key: str, is_baseline: bool) -> str:
         return "(baseline)"
     if change is None or change.get(key) is None:
         return "—"
-    return f"{100 * change[key]['difference_of_means']:+.1f}"
+    text = f"{100 * change[key]['difference_of_means']:+.1f}"
+    error = change[key].get("standard_error")
+    return text if error is None else f"{text} ± {100 * error:.1f}"
 
 
 def _duration(seconds: float) -> str:
@@ -184,7 +186,10 @@ def markdown(spec: StudySpec, rows: list[dict[str, Any]], context: dict[str, Any
         "worst case over the evaluation attacks per image."
     )
     if compare:
-        note += f" Δ: difference of means in points against the {spec.baseline} row of the same group."
+        note += (
+            f" Δ: difference of means in points against the {spec.baseline} row of the same group, "
+            "± its standard error (a |Δ| under about twice that is within seed noise)."
+        )
     lines += [note + " Every number is traced to its runs and recipes in report.json.", ""]
     for name, members in groups.items():
         if name:
@@ -206,8 +211,37 @@ def markdown(spec: StudySpec, rows: list[dict[str, Any]], context: dict[str, Any
             cells_.append(f"{len(row['seeds_finished'])}/{len(row['seeds_expected'])}")
             lines.append("| " + " | ".join(cells_) + " |")
         lines.append("")
+    if compare and len(groups) > 1:
+        lines += _across_groups(spec, groups)
     lines += ["![clean vs robust accuracy](scatter.png)", ""]
     return "\n".join(lines)
+
+
+def _across_groups(spec: StudySpec, groups: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """One table of the changes with a column per group: does the gap change with, e.g., capacity?"""
+    compare = spec.compare_axis
+    assert compare is not None
+    names = list(groups)
+    headers = [compare.name] + [f"Δ robust, {g}" for g in names] + [f"Δ clean, {g}" for g in names]
+    lines = [
+        f"### Change vs {spec.baseline} across groups",
+        "",
+        "The Δ columns above side by side (points, ± standard error).",
+        "",
+        "| " + " | ".join(headers) + " |",
+        "|" + "|".join("---" for _ in headers) + "|",
+    ]
+    by_value = {g: {row["axes"][compare.name]: row for row in rows} for g, rows in groups.items()}
+    for value in compare.values:
+        if value == spec.baseline:
+            continue
+        cells_ = [value]
+        for key in ("robust_accuracy", "clean_accuracy"):
+            for g in names:
+                row = by_value[g].get(value)
+                cells_.append(_change(row["change_vs_baseline"], key, False) if row else "—")
+        lines.append("| " + " | ".join(cells_) + " |")
+    return [*lines, ""]
 
 
 def _header(context: dict[str, Any]) -> list[str]:
