@@ -81,9 +81,9 @@ def _context(spec: StudySpec, rows: list[dict[str, Any]], command: str | None) -
     return {
         "study": spec.name,
         "description": spec.description,
-        "study_file": str(spec.path),
-        "base_recipe": str(spec.base),
-        "output_dir": str(spec.output_dir),
+        "study_file": _shown(spec.path),
+        "base_recipe": _shown(spec.base),
+        "output_dir": _shown(spec.output_dir),
         "overrides": list(spec.overrides),
         "axes": {axis.name: {label: list(o) for label, o in axis.values.items()} for axis in spec.axes},
         "seeds": list(spec.seeds),
@@ -281,6 +281,14 @@ def _header(context: dict[str, Any]) -> list[str]:
         shown = ", ".join(cells_["missing"][:8]) + (" ..." if len(cells_["missing"]) > 8 else "")
         lines.append(f"- **incomplete**: missing {shown}")
     return [*lines, ""]
+
+
+def _shown(path: Path) -> str:
+    """Relative to the working directory when inside it, so a committed report names no home directory."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _atomic_write(path: Path, text: str) -> None:
