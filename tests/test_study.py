@@ -248,6 +248,21 @@ def test_a_group_axis_gets_its_own_baseline(tmp_path: Path) -> None:
     assert "| silu | +5.0 ± 0.0 | +10.0 ± 0.0 | +10.0 ± 0.0 | +20.0 ± 0.0 |" in text
 
 
+def test_an_attack_only_some_runs_made_is_listed_with_its_count(tmp_path: Path) -> None:
+    spec = load_study(write_study(tmp_path, tmp_path / "out"))
+    pgd = {"robust_accuracy": 0.4, "settings": {"name": "pgd", "steps": 5}}
+    for label in ("relu", "silu"):
+        for seed in (0, 1):
+            run_dir = spec.output_dir / label / f"seed{seed}"
+            run_dir.mkdir(parents=True)
+            attacks = {"pgd5": pgd} | ({"pgd5/surrogate_grad": pgd} if label == "silu" else {})
+            evaluation = {"samples": 10, "clean_accuracy": 0.5, "robust_accuracy": 0.4, "attacks": attacks}
+            (run_dir / "metrics.json").write_text(json.dumps({"evaluation": evaluation}))
+    write_report(spec, echo=lambda _: None)
+    text = (spec.output_dir / "report.md").read_text()
+    assert "pgd5 (pgd, steps 5); pgd5/surrogate_grad (pgd, steps 5; in 2 of 4 runs)" in text
+
+
 @pytest.mark.parametrize(
     ("edit", "message"),
     [

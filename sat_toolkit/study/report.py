@@ -125,15 +125,25 @@ def _train_eps(run_dir: Path) -> float | None:
 
 
 def _attacks(evaluations: list[dict[str, Any]]) -> dict[str, str]:
-    """label -> 'name, k steps' for the strong suite (as the first finished run ran it)."""
-    if not evaluations:
-        return {}
-    out = {}
-    for label, outcome in evaluations[0].get("attacks", {}).items():
-        settings = outcome.get("settings") or {}
-        parts = [str(settings.get("name", label))]
-        parts += [f"{key} {settings[key]}" for key in ("steps", "restarts", "loss") if key in settings]
-        out[label] = ", ".join(parts)
+    """label -> 'name, k steps' for every evaluation attack, in order of first appearance.
+
+    An attack only some runs made (e.g. ``pgd20/surrogate_grad``, run only for models whose
+    surrogate gradient serves the attacker) says in how many.
+    """
+    out: dict[str, str] = {}
+    count: dict[str, int] = {}
+    for evaluation in evaluations:
+        for label, outcome in evaluation.get("attacks", {}).items():
+            count[label] = count.get(label, 0) + 1
+            if label in out:
+                continue
+            settings = outcome.get("settings") or {}
+            parts = [str(settings.get("name", label))]
+            parts += [f"{key} {settings[key]}" for key in ("steps", "restarts", "loss") if key in settings]
+            out[label] = ", ".join(parts)
+    for label, seen in count.items():
+        if seen < len(evaluations):
+            out[label] += f"; in {seen} of {len(evaluations)} runs"
     return out
 
 
