@@ -23,10 +23,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from cpu_info import cpu_model  # benchmarks/ is on sys.path when run as a script
 from torch import nn
 
 from sat_toolkit.attacks import APGDCE, PGD
+from sat_toolkit.study.ledger import cpu_model
 
 EPS = 4 / 255
 

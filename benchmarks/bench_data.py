@@ -30,13 +30,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from cpu_info import cpu_model  # benchmarks/ is on sys.path when run as a script
 from torch import nn
 from torch.utils.data import DataLoader
 
 from sat_toolkit.data import TensorImageDataset, create_dataset, iterate_batches, make_loader
 from sat_toolkit.errors import SatError
 from sat_toolkit.models import create_model
+from sat_toolkit.study.ledger import cpu_model
 
 GOAL = 0.05
 

@@ -45,13 +45,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from cpu_info import cpu_model  # benchmarks/ is on sys.path when run as a script
 from PIL import Image
 from torch import nn
 
 from sat_toolkit.data.imagefolder import ImageFolder
 from sat_toolkit.engine.loader import training_loader
 from sat_toolkit.models import create_model
+from sat_toolkit.study.ledger import cpu_model
 
 EPS = 4 / 255
 

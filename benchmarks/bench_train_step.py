@@ -70,13 +70,13 @@ from typing import Any
 import accelerate
 import torch
 import torch.nn.functional as F
-from cpu_info import cpu_model  # benchmarks/ is on sys.path when run as a script
 
 from sat_toolkit.data import TensorImageDataset, create_dataset
 from sat_toolkit.engine import trainer
 from sat_toolkit.errors import SatError
 from sat_toolkit.models import create_model
 from sat_toolkit.recipe import load_recipe
+from sat_toolkit.study.ledger import cpu_model
 
 try:
     import resource
