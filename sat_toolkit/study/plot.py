@@ -30,6 +30,7 @@ def scatter(
         groups.setdefault(name, []).append(row)
 
     fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
+    labels: list[tuple[str, float, float, str]] = []
     for index, (name, members) in enumerate(groups.items()):
         colour = f"C{index % 10}"
         marker = _MARKERS[index % len(_MARKERS)]
@@ -49,13 +50,7 @@ def scatter(
                 label=name if row is labelled else None,
             )
             text = row["axes"][compare_axis] if compare_axis else row["label"]
-            ax.annotate(
-                text,
-                (100 * clean["mean"], 100 * robust["mean"]),
-                textcoords="offset points",
-                xytext=(5, 4),
-                fontsize=8,
-            )
+            labels.append((text, 100 * clean["mean"], 100 * robust["mean"], colour))
     ax.set_xlabel("clean accuracy (%)")
     ax.set_ylabel("robust accuracy, worst case (%)")
     ax.set_title(title, fontsize=10)
@@ -63,7 +58,71 @@ def scatter(
     if len(groups) > 1:
         ax.legend(fontsize=8)
     fig.tight_layout()
+    place_labels(ax, labels)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png")
     plt.close(fig)
     return path
+
+
+# Where a label may sit around its point, in points (dx, dy, horizontal alignment), in
+# order of preference: the first that overlaps no earlier label and no marker and stays inside the axes wins.
+_LABEL_SPOTS = [
+    (5, 4, "left"),
+    (5, -11, "left"),
+    (-5, 4, "right"),
+    (-5, -11, "right"),
+    (0, 9, "center"),
+    (0, -16, "center"),
+    (9, 12, "left"),
+    (-9, 12, "right"),
+    (9, -19, "left"),
+    (-9, -19, "right"),
+    (0, 20, "center"),
+    (0, -27, "center"),
+]
+
+
+def place_labels(ax: Any, labels: list[tuple[str, float, float, str]]) -> list[Any]:
+    """Annotate each point with its name, moving a label around its point until it clashes with nothing.
+
+    Seeds of one study often land within a point of each other (ReLU and smoothrelu did),
+    and one fixed offset printed one name over the other. Placing labels greedily after the
+    axes are final keeps every name readable without a layout dependency; when every spot
+    clashes the least crowded one is used. Returns the text artists, in input order.
+    """
+    fig = ax.figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    markers = [ax.transData.transform((x, y)) for _, x, y, _ in labels]
+    pad = 4.0 * fig.dpi / 72.0  # half a marker, in pixels
+    frame = ax.get_window_extent(renderer)
+    placed: list[Any] = []
+    artists = []
+    for index, (text, x, y, colour) in enumerate(labels):
+        best, best_clashes = None, None
+        for dx, dy, align in _LABEL_SPOTS:
+            artist = ax.annotate(
+                text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=8, color=colour, ha=align
+            )
+            box = artist.get_window_extent(renderer).expanded(1.05, 1.1)
+            clashes = sum(box.overlaps(other) for other in placed) + sum(
+                box.x0 - pad < mx < box.x1 + pad and box.y0 - pad < my < box.y1 + pad
+                for other_index, (mx, my) in enumerate(markers)
+                if other_index != index
+            )
+            clashes += not (
+                frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            )
+            if best_clashes is None or clashes < best_clashes:
+                if best is not None:
+                    best[0].remove()
+                best, best_clashes = (artist, box), clashes
+            else:
+                artist.remove()
+            if clashes == 0:
+                break
+        assert best is not None
+        placed.append(best[1])
+        artists.append(best[0])
+    return artists
