@@ -7,11 +7,12 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.transforms import Bbox  # noqa: E402
 
 from sat_toolkit.study.plot import place_labels  # noqa: E402
 
 
-def _label_boxes(points: list[tuple[str, float, float]]) -> tuple[list, object]:
+def _label_boxes(points: list[tuple[str, float, float]]) -> tuple[list[Bbox], Bbox]:
     fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
     ax.plot([x for _, x, _ in points], [y for _, _, y in points], "o")
     ax.set_xlim(76, 84)

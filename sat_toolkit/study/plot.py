@@ -66,7 +66,8 @@ def scatter(
 
 
 # Where a label may sit around its point, in points (dx, dy, horizontal alignment), in
-# order of preference: the first that overlaps no earlier label and no marker and stays inside the axes wins.
+# order of preference: the first that overlaps no earlier label and no other marker, and
+# stays inside the axes, wins.
 _LABEL_SPOTS = [
     (5, 4, "left"),
     (5, -11, "left"),
