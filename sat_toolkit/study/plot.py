@@ -108,7 +108,7 @@ def place_labels(ax: Any, labels: list[tuple[str, float, float, str]]) -> list[A
             )
             box = artist.get_window_extent(renderer).expanded(1.05, 1.1)
             clashes = sum(box.overlaps(other) for other in placed) + sum(
-                box.x0 - pad < mx < box.x1 + pad and box.y0 - pad < my < box.y1 + pad
+                box.padded(pad).contains(mx, my)
                 for other_index, (mx, my) in enumerate(markers)
                 if other_index != index
             )
