@@ -8,6 +8,7 @@ broken recipe fails here rather than hours into a cluster job.
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,16 @@ RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.toml"
 SMALL = {"resnet50_relu", "resnet50_sat", "effnet_b0_sat", "effnet_l1"}
 
 
+@pytest.fixture(autouse=True)
+def dry_runs_write_under_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dry run writes to a fresh system temp directory (EfficientNet-L1's: 4 GB); keep it in tmp_path.
+
+    Otherwise every test session left one such directory per recipe in /tmp, and repeated
+    runs filled the disk.
+    """
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
 def test_shipped_recipe_dry_run(recipe: Path, tmp_path: Path) -> None:
     args = ["run", str(recipe), "--dry-run", "--no-progress"]
@@ -31,6 +42,7 @@ def test_shipped_recipe_dry_run(recipe: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     run_dir = Path(result.output.strip().splitlines()[-1].split("files in ")[1])
+    assert run_dir.parent == tmp_path
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["steps"] == 2
     assert (run_dir / "model.safetensors").is_file()
