@@ -1,20 +1,25 @@
 """The example third-party package in plugins/ is found through its real entry point.
 
-The package is pip-installed into a throw-away virtual environment that sees this
-environment's packages (so sat-toolkit and torch are there) and nothing of the plugin
-until it is installed: the core in ``sat_toolkit/`` is not touched at all.
+The package is pip-installed into a throw-away virtual environment that sees the packages
+of whatever environment runs the tests (a venv, the system interpreter, a conda env), so
+sat_toolkit and torch are there, and nothing of the plugin until it is installed: the core
+in ``sat_toolkit/`` is not touched at all.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import site
 import subprocess
 import sys
 import venv
 from pathlib import Path
 
 import pytest
+import torch
+
+import sat_toolkit
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN = REPO / "plugins" / "sat-extra-activations"
@@ -37,18 +42,51 @@ print("types", sorted({type(m).__module__ for m in model if not isinstance(m, nn
 """
 
 
+def _parent_site_dirs() -> list[str]:
+    """The site-packages directories this interpreter reads, in its own order.
+
+    ``EnvBuilder(system_site_packages=True)`` would expose the *base* interpreter's
+    packages, which is not where torch and sat_toolkit live when the tests run inside a
+    virtual environment; these directories are.
+    """
+    dirs = list(site.getsitepackages())
+    if site.ENABLE_USER_SITE:
+        dirs.append(site.getusersitepackages())
+    return [d for d in dict.fromkeys(dirs) if Path(d).is_dir()]
+
+
+def _see_parent_packages(python: Path) -> None:
+    """Let the child environment import everything installed where the tests run.
+
+    A ``.pth`` line that calls ``site.addsitedir`` appends each directory after the
+    child's own site-packages (so the plugin, once installed there, comes first) and also
+    processes those directories' own ``.pth`` files, which is how an editable install of
+    the toolkit is found.
+    """
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    lines = [f"import site; site.addsitedir({d!r})" for d in _parent_site_dirs()]
+    (Path(purelib) / "_sat_toolkit_test_parent_env.pth").write_text("\n".join(lines) + "\n")
+
+
 @pytest.fixture(scope="module")
 def plugin_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
     env_dir = tmp_path_factory.mktemp("plugin-venv")
-    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
-    python = env_dir / "bin" / "python"
-    # --no-deps/--no-build-isolation: everything needed is visible from the parent env,
-    # so the install is offline and takes seconds.
-    subprocess.run(
+    builder = venv.EnvBuilder(system_site_packages=False, with_pip=False)
+    builder.create(env_dir)
+    python = Path(builder.ensure_directories(env_dir).env_exe)
+    _see_parent_packages(python)
+    # --no-deps/--no-build-isolation: everything needed (setuptools included, see the
+    # test extra) is visible from the parent env, so the install is offline and takes
+    # seconds.
+    result = subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps",
          "--no-build-isolation", str(PLUGIN)],
-        check=True, capture_output=True, text=True, cwd=env_dir,
+        capture_output=True, text=True, cwd=env_dir,
     )  # fmt: skip
+    assert result.returncode == 0, f"installing the example plugin failed:\n{result.stdout}{result.stderr}"
     return python
 
 
@@ -67,6 +105,14 @@ def _activation_rows(python: Path, **env: str) -> dict[str, dict]:
 def test_not_visible_before_install() -> None:
     rows = _activation_rows(Path(sys.executable))
     assert "mish" not in rows and "pssilu" not in rows
+
+
+def test_child_env_sees_the_running_environment_not_the_base_interpreter(plugin_env: Path) -> None:
+    """The toolkit the child imports is this one, wherever this environment keeps it."""
+    probe = "import sat_toolkit, torch; print(sat_toolkit.__file__); print(torch.__file__)"
+    result = _run(plugin_env, ["-c", probe])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [sat_toolkit.__file__, torch.__file__]
 
 
 def test_installed_plugin_is_listed_with_its_distribution(plugin_env: Path) -> None:
