@@ -39,7 +39,9 @@ def test_every_registered_smooth_activation_is_covered() -> None:
     smooth = {
         r.name
         for r in host.records("activation")
-        if r.obj is not None and getattr(r.obj, "smooth", False) and r.distribution == "sat-toolkit"
+        if r.obj is not None
+        and getattr(r.obj, "smooth", False)
+        and r.distribution == "smooth-adversarial-training"
     }
     assert smooth == {spec["name"] for spec in SMOOTH_SPECS}
 

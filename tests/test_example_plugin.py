@@ -121,7 +121,7 @@ def test_installed_plugin_is_listed_with_its_distribution(plugin_env: Path) -> N
         assert rows[name]["distribution"] == "sat-extra-activations"
         assert rows[name]["version"] == "0.1.0"
         assert rows[name]["status"] == "ok"
-    assert rows["silu"]["distribution"] == "sat-toolkit"
+    assert rows["silu"]["distribution"] == "smooth-adversarial-training"
 
 
 def test_installed_plugin_is_usable_by_the_core(plugin_env: Path) -> None:

@@ -55,9 +55,9 @@ def test_builtins_register_through_their_entry_point(fresh_plugin_host: None) ->
         "smoothrelu",
         "relu_smooth_grad",
     }
-    builtin = {r.name for r in records if r.distribution == "sat-toolkit"}
-    assert expected <= builtin
-    assert all(r.entry_point.startswith("builtin-") for r in records if r.distribution == "sat-toolkit")
+    ours = [r for r in records if r.distribution == "smooth-adversarial-training"]
+    assert expected <= {r.name for r in ours}
+    assert all(r.entry_point.startswith("builtin-") for r in ours)
     assert host.get("activation", "silu").__module__ == "sat_toolkit.activations.builtin"
 
 
@@ -76,9 +76,9 @@ def test_duplicate_names_are_an_error_naming_both_distributions(fake_distributio
         host = get_plugin_host()
     with pytest.raises(PluginConflictError) as info:
         host.get("activation", "silu")
-    assert "'sat-toolkit'" in str(info.value) and "'silu-one'" in str(info.value)
+    assert "'smooth-adversarial-training'" in str(info.value) and "'silu-one'" in str(info.value)
     statuses = {r.distribution: r.status for r in host.records("activation") if r.name == "silu"}
-    assert statuses == {"sat-toolkit": "conflict", "silu-one": "conflict"}
+    assert statuses == {"smooth-adversarial-training": "conflict", "silu-one": "conflict"}
     # Other names keep working.
     assert host.get("activation", "gelu").name == "gelu"
 

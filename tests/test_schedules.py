@@ -30,7 +30,7 @@ def test_builtin_schedules_register_through_their_entry_point(fresh_plugin_host:
     )
     assert host.get("schedule", "cosine") is CosineSchedule
     record = next(r for r in host.records("schedule") if r.name == "cosine")
-    assert (record.distribution, record.entry_point) == ("sat-toolkit", "builtin-schedules")
+    assert (record.distribution, record.entry_point) == ("smooth-adversarial-training", "builtin-schedules")
 
 
 def test_to_steps_rounds_halves_up_and_ignores_float_noise() -> None:

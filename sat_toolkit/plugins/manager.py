@@ -27,7 +27,9 @@ from sat_toolkit.plugins.specs import PluginKind
 
 ENTRY_POINT_GROUP = "sat_toolkit"
 DISABLE_ENV_VAR = "SAT_TOOLKIT_DISABLE_PLUGINS"
-BUILTIN_DISTRIBUTION = "sat-toolkit"
+# The distribution (pyproject's project name) that ships the built-in plugins; not
+# "sat-toolkit", which on PyPI is an unrelated project.
+BUILTIN_DISTRIBUTION = "smooth-adversarial-training"
 _NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
