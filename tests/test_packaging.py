@@ -11,11 +11,16 @@ from __future__ import annotations
 import importlib.metadata as importlib_metadata
 import re
 import sys
+import warnings
 from pathlib import Path
 
+import pytest
+
+from sat_toolkit.plugins import get_plugin_host
 from sat_toolkit.plugins.manager import (
     BUILTIN_DISTRIBUTION,
     ENTRY_POINT_GROUP,
+    PluginWarning,
     normalise_distribution,
 )
 
@@ -61,3 +66,37 @@ def test_example_plugin_depends_on_the_distribution_that_ships_sat_toolkit() -> 
     assert builtin, f"{required} declares no '{ENTRY_POINT_GROUP}' entry points"
     assert all(name.startswith("builtin-") for name in builtin)
     assert all(value.startswith("sat_toolkit.builtin.") for value in builtin.values())
+
+
+def test_stale_metadata_of_the_old_name_does_not_break_the_builtins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_plugin_host: None
+) -> None:
+    """A clone installed before the rename keeps a ``sat_toolkit.egg-info`` at its root.
+
+    Run from there (``python -m pytest`` puts the working directory on ``sys.path``), the
+    built-ins' entry points are declared twice, by the old and the new name; they must
+    still load once, from the built-in distribution, with no warning.
+    """
+    ours = importlib_metadata.distribution(BUILTIN_DISTRIBUTION)
+    stale = tmp_path / "sat_toolkit.egg-info"
+    stale.mkdir()
+    (stale / "PKG-INFO").write_text(f"Metadata-Version: 2.1\nName: {TAKEN_ON_PYPI}\nVersion: 0.1.0\n")
+    (stale / "entry_points.txt").write_text(ours.read_text("entry_points.txt"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert TAKEN_ON_PYPI in _distributions_of_entry_point("builtin-activations")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PluginWarning)
+        host = get_plugin_host()
+        records = host.records("activation")
+    silu = [r for r in records if r.name == "silu"]
+    assert [(r.distribution, r.status) for r in silu] == [(ours.metadata["Name"], "ok")]
+
+
+def _distributions_of_entry_point(name: str) -> set[str]:
+    """Which distributions on ``sys.path`` declare the ``sat_toolkit`` entry point ``name``."""
+    return {
+        normalise_distribution(ep.dist.metadata["Name"])
+        for ep in importlib_metadata.entry_points(group=ENTRY_POINT_GROUP)
+        if ep.name == name and ep.dist is not None
+    }

@@ -62,6 +62,11 @@ def blocked_plugin_names(value: str | None = None) -> set[str]:
     return {normalise_distribution(token.strip()) for token in raw.split(",") if token.strip()}
 
 
+def _distribution_of(ep: importlib_metadata.EntryPoint) -> str:
+    """The normalised name of the distribution declaring ``ep`` (``?`` when unknown)."""
+    return normalise_distribution(ep.dist.metadata["Name"]) if ep.dist is not None else "?"
+
+
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
@@ -104,9 +109,18 @@ class PluginHost:
         found = importlib_metadata.entry_points(group=ENTRY_POINT_GROUP)
         unique: dict[tuple[str, str], importlib_metadata.EntryPoint] = {}
         for ep in found:
-            dist = ep.dist.metadata["Name"] if ep.dist is not None else "?"
-            unique.setdefault((normalise_distribution(dist), ep.name), ep)
-        return list(unique.values())
+            unique.setdefault((_distribution_of(ep), ep.name), ep)
+        # Two metadata records naming the same entry point and module are one install seen
+        # twice, e.g. a clone's stale ``sat_toolkit.egg-info`` (the name before the rename)
+        # next to the installed ``smooth-adversarial-training``. pluggy refuses a module
+        # registered under a second name, which would fail every built-in; keep one, and
+        # the built-in distribution's where it is among them (built-ins cannot be blocked).
+        same_target: dict[tuple[str, str], importlib_metadata.EntryPoint] = {}
+        for ep in unique.values():
+            kept = same_target.setdefault((ep.name, ep.value), ep)
+            if _distribution_of(ep) == BUILTIN_DISTRIBUTION != _distribution_of(kept):
+                same_target[(ep.name, ep.value)] = ep
+        return list(same_target.values())
 
     def _is_blocked(self, source: _Source) -> bool:
         if not source.external or not self._blocked:
