@@ -1,15 +1,23 @@
-"""Exponential moving average of the weights, checkpointed with the run."""
+"""Exponential moving average of the weights, checkpointed with the run as safetensors."""
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
 
 from torch import nn
 
+from sat_toolkit.errors import SatError
+
+EMA_FILE = "ema.safetensors"
+
 
 class WeightEMA:
-    """timm's ``ModelEmaV3`` does the averaging; this wrapper gives accelerate the
-    ``state_dict``/``load_state_dict`` pair it needs to save the averaged weights.
+    """timm's ``ModelEmaV3`` does the averaging; this wrapper saves and loads the averaged
+    weights as a safetensors file of the checkpoint.
+
+    Not a pickle handed to ``accelerator.register_for_checkpointing``: accelerate loads
+    those with ``torch.load(weights_only=False)``, so a crafted checkpoint would run code on
+    ``--resume``. A safetensors file holds tensors and nothing else.
     """
 
     def __init__(self, model: nn.Module, decay: float) -> None:
@@ -24,8 +32,31 @@ class WeightEMA:
     def module(self) -> nn.Module:
         return self.ema.module
 
-    def state_dict(self) -> dict[str, Any]:
-        return self.ema.state_dict()
+    def save(self, checkpoint_dir: Path) -> Path:
+        """Write the averaged weights and buffers to ``checkpoint_dir/ema.safetensors``."""
+        from safetensors.torch import save_model
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.ema.load_state_dict(state)
+        path = Path(checkpoint_dir) / EMA_FILE
+        # save_model (not save_file) drops tied duplicates that safetensors cannot store.
+        save_model(self.ema.module, str(path))
+        return path
+
+    def load(self, checkpoint_dir: Path) -> None:
+        """Read ``checkpoint_dir/ema.safetensors`` back, exactly (no dtype or value change)."""
+        from safetensors.torch import load_model
+
+        path = Path(checkpoint_dir) / EMA_FILE
+        if not path.is_file():
+            raise SatError(
+                f"{path}: missing, but the recipe keeps an EMA (optimizer.ema); the checkpoint is "
+                f"incomplete: delete {Path(checkpoint_dir)} to resume from the one before it, "
+                "or start afresh in a new run.output_dir"
+            )
+        try:
+            load_model(self.ema.module, str(path), strict=True)
+        except Exception as error:  # a damaged header, another architecture, missing tensors
+            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise SatError(
+                f"{path}: not the EMA weights of this recipe's model ({first_line}); delete "
+                f"{Path(checkpoint_dir)} to resume from the checkpoint before it"
+            ) from error

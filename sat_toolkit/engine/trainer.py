@@ -26,7 +26,7 @@ from accelerate.state import AcceleratorState
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 from torch import nn
 
-from sat_toolkit.engine.checkpoint import TrainState, latest_checkpoint, save_checkpoint
+from sat_toolkit.engine.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
 from sat_toolkit.engine.ema import WeightEMA
 from sat_toolkit.engine.evaluation import evaluation_scalars, final_evaluation, validate
 from sat_toolkit.engine.loader import training_loader
@@ -172,19 +172,22 @@ class _TrainingRun:
 
         self.state = TrainState()
         self.ema = WeightEMA(self.unwrapped, recipe.optimizer.ema) if recipe.optimizer.ema != "off" else None
-        accelerator.register_for_checkpointing(self.state)
-        if self.ema is not None:
-            accelerator.register_for_checkpointing(self.ema)
+        # Not registered with accelerate, which would pickle them: save_checkpoint writes
+        # train_state.json and ema.safetensors itself.
         self.last_checkpoint: Path | None = latest_checkpoint(run_dir)
-        self.history: list[dict[str, Any]] = []
         self.window = TrainingWindow()
         self.started = time.perf_counter()
 
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """The validations so far; part of the train state, so a resumed run still reports them all."""
+        return self.state.history
+
     # -- resuming ---------------------------------------------------------------------------
     def restore(self) -> None:
-        """Load the latest checkpoint, if any: weights, optimiser, EMA, RNG and position."""
+        """Load the latest checkpoint, if any: weights, optimiser, EMA, RNG, position, history."""
         if self.last_checkpoint is not None:
-            self.accelerator.load_state(str(self.last_checkpoint))
+            self.state = load_checkpoint(self.accelerator, self.last_checkpoint, self.ema)
             self.accelerator.print(
                 f"resumed from {self.last_checkpoint} (step {self.state.global_step}/{self.total_steps})"
             )
@@ -282,7 +285,7 @@ class _TrainingRun:
 
     def _checkpoint(self) -> None:
         self.last_checkpoint = save_checkpoint(
-            self.accelerator, self.run_dir, self.state, self.recipe.checkpoint.keep_last
+            self.accelerator, self.run_dir, self.state, self.recipe.checkpoint.keep_last, self.ema
         )
 
     def _end_epoch(self) -> None:
@@ -290,7 +293,6 @@ class _TrainingRun:
         state = self.state
         state.epoch += 1
         state.step_in_epoch = 0
-        self._checkpoint()
         k = self.recipe.train.validate_every_epochs
         if k and state.epoch % k == 0 and state.epoch < self.epochs:
             validation = validate(self.recipe, self.unwrapped, self.test_set, self.accelerator)
@@ -301,6 +303,9 @@ class _TrainingRun:
             )
             if self.recipe.logging.tensorboard:
                 self.accelerator.log({f"val/{k}": v for k, v in validation.items()}, step=state.global_step)
+        # After the validation, so this checkpoint's train state holds it: a resume from here
+        # does not validate this epoch again.
+        self._checkpoint()
 
     # -- the end ------------------------------------------------------------------------------
     def finish(self, show_progress: bool) -> RunSummary:
