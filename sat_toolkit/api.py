@@ -17,24 +17,30 @@ def run(
     show_progress: bool = True,
     dry_run: bool = False,
     dry_run_image_size: int | None = None,
+    keep: bool = False,
 ) -> Any:
     """Train and evaluate a recipe (a TOML path or a dict), like ``sat-toolkit run``.
 
     ``overrides`` are ``"key.path=value"`` strings, as ``--set`` takes them. Returns a
     ``RunSummary`` with ``run_dir`` and ``metrics`` (also written to ``metrics.json``).
     ``dry_run`` builds everything and trains two steps on synthetic data of the recipe's
-    shape (``dry_run_image_size`` lowers the resolution) in a temporary directory.
+    shape (``dry_run_image_size`` lowers the resolution) in a temporary directory, which
+    is deleted when the dry run ends or fails (a large model's checkpoint is gigabytes);
+    ``keep=True`` keeps it at ``run_dir``.
     """
     from sat_toolkit.engine.trainer import train
+    from sat_toolkit.errors import SatError
     from sat_toolkit.recipe import load_recipe
 
+    if keep and not dry_run:
+        raise SatError("keep=True only applies with dry_run=True (a real run keeps its directory)")
     if dry_run:
-        from sat_toolkit.engine.dry_run import load_dry_run_recipe
+        from sat_toolkit.engine.dry_run import dry_run as run_dry
 
-        recipe_object = load_dry_run_recipe(recipe, overrides, image_size=dry_run_image_size)
-    else:
-        recipe_object = load_recipe(recipe, overrides)
-    return train(recipe_object, resume=resume and not dry_run, show_progress=show_progress)
+        return run_dry(
+            recipe, overrides, image_size=dry_run_image_size, keep=keep, show_progress=show_progress
+        )
+    return train(load_recipe(recipe, overrides), resume=resume, show_progress=show_progress)
 
 
 def load_model(run_dir_or_checkpoint: str | Path, device: str | None = None) -> nn.Module:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
 from sat_toolkit.cli import cli
+from sat_toolkit.engine import dry_run as dry_run_module
 from sat_toolkit.engine.dry_run import dry_run_recipe
 from sat_toolkit.recipe import load_recipe
 from sat_toolkit.recipe.toml_io import read_file
@@ -26,34 +28,49 @@ SMALL = {"resnet50_relu", "resnet50_sat", "effnet_b0_sat", "effnet_l1"}
 
 @pytest.fixture(autouse=True)
 def dry_runs_write_under_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A dry run writes to a fresh system temp directory (EfficientNet-L1's: 4 GB); keep it in tmp_path.
-
-    Otherwise every test session left one such directory per recipe in /tmp, and repeated
-    runs filled the disk.
+    """A dry run deletes its temp directory (EfficientNet-L1's: 4 GB); should that ever fail,
+    it is still in tmp_path, which pytest drops, and not in /tmp, where it would pile up.
     """
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
-def test_shipped_recipe_dry_run(recipe: Path, tmp_path: Path) -> None:
+def test_shipped_recipe_dry_run(recipe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, Any] = {}
+    delete = dry_run_module._remove_run_dir
+
+    def inspect_then_delete(run_dir: Path) -> None:
+        """What the dry run wrote, read just before it deletes its directory."""
+        seen["run_dir"] = run_dir
+        seen["metrics"] = json.loads((run_dir / "metrics.json").read_text())
+        seen["exported"] = (run_dir / "model.safetensors").is_file()
+        seen["recipe"] = load_recipe(run_dir / "recipe.toml")
+        delete(run_dir)
+
+    monkeypatch.setattr(dry_run_module, "_remove_run_dir", inspect_then_delete)
     args = ["run", str(recipe), "--dry-run", "--no-progress"]
     if recipe.stem in SMALL:
         args += ["--dry-run-size", "32", "--set", "data.batch_size=4"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
-    run_dir = Path(result.output.strip().splitlines()[-1].split("files in ")[1])
-    assert run_dir.parent == tmp_path
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["steps"] == 2
-    assert (run_dir / "model.safetensors").is_file()
+    assert (
+        result.output.strip().splitlines()[-1]
+        == "dry run ok: 2 steps; its files were deleted (--keep keeps them)"
+    )
+    run_dir = seen["run_dir"]
+    assert isinstance(run_dir, Path) and run_dir.parent == tmp_path and not run_dir.exists()
+    assert list(tmp_path.glob("sat-dry-run-*")) == []
+    assert seen["metrics"]["steps"] == 2
+    assert seen["exported"]
     # The dry run kept the recipe's model, activation and attacks.
-    saved = load_recipe(run_dir / "recipe.toml")
+    saved = seen["recipe"]
     original = read_file(recipe)
     assert saved.model.name == original["model"]["name"]
     assert saved.activation.to_dict()["name"] == (
         original["activation"] if isinstance(original["activation"], str) else original["activation"]["name"]
     )
-    assert saved.attack.train.to_dict() == load_recipe(dry_run_recipe(original)).attack.train.to_dict()
+    rewritten = load_recipe(dry_run_recipe(original, output_dir=str(tmp_path / "unused")))
+    assert saved.attack.train.to_dict() == rewritten.attack.train.to_dict()
 
 
 def test_dry_run_keeps_shape_and_swaps_only_the_data() -> None:

@@ -21,6 +21,9 @@ from sat_toolkit.errors import SatError
 @click.option(
     "--dry-run-size", type=click.IntRange(min=8), help="Image size for --dry-run (default: the recipe's)."
 )
+@click.option(
+    "--keep", is_flag=True, help="Keep the --dry-run directory (deleted by default: it can be gigabytes)."
+)
 def run_command(
     recipe_path: Path,
     overrides: tuple[str, ...],
@@ -28,6 +31,7 @@ def run_command(
     no_progress: bool,
     dry_run: bool,
     dry_run_size: int | None,
+    keep: bool,
 ) -> None:
     """Train adversarially as RECIPE says, then evaluate.
 
@@ -39,6 +43,8 @@ def run_command(
 
     if dry_run_size is not None and not dry_run:
         raise SatError("--dry-run-size only applies with --dry-run")
+    if keep and not dry_run:
+        raise SatError("--keep only applies with --dry-run (a real run keeps its directory)")
     summary = run(
         recipe_path,
         overrides=overrides,
@@ -46,8 +52,14 @@ def run_command(
         show_progress=not no_progress,
         dry_run=dry_run,
         dry_run_image_size=dry_run_size,
+        keep=keep,
     )
     if dry_run:
-        click.echo(f"dry run ok: {summary.metrics['steps']} steps; files in {summary.run_dir}")
+        files = (
+            f"its files are kept in {summary.run_dir}"
+            if keep
+            else "its files were deleted (--keep keeps them)"
+        )
+        click.echo(f"dry run ok: {summary.metrics['steps']} steps; {files}")
     else:
         click.echo(f"run directory: {summary.run_dir}")

@@ -7,17 +7,28 @@ evaluates four images with every evaluation attack cut to two steps.
 Everything else (model at full size, activation, attacks, optimiser, schedules, logging,
 export) is the recipe's own, so CI can check that each shipped recipe builds and runs
 without its data or a GPU.
+
+The run directory is a fresh temporary directory, deleted when the dry run ends, whether
+it succeeds or fails (an exception, Ctrl-C): a full-size model's checkpoint is large
+(EfficientNet-L1's dry run writes 4 GB), and a dry run is only ever a check. ``keep``
+leaves it for inspection.
 """
 
 from __future__ import annotations
 
 import copy
+import re
+import shutil
+import sys
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sat_toolkit.errors import SatError
+
+if TYPE_CHECKING:
+    from sat_toolkit.engine.trainer import RunSummary
 
 DRY_RUN_STEPS = 2
 DRY_RUN_EVAL_SAMPLES = 4
@@ -35,10 +46,12 @@ def _eval_attack_for_dry_run(spec: Mapping[str, Any]) -> dict[str, Any]:
     return cheap
 
 
-def dry_run_recipe(
-    raw: Mapping[str, Any], image_size: int | None = None, output_dir: str | None = None
-) -> dict:
-    """The raw recipe table rewritten for a dry run (validated afterwards like any recipe)."""
+def dry_run_recipe(raw: Mapping[str, Any], image_size: int | None = None, *, output_dir: str) -> dict:
+    """The raw recipe table rewritten for a dry run (validated afterwards like any recipe).
+
+    ``output_dir`` is required: creating a directory here would leave one behind for every
+    caller that only wants the table.
+    """
     recipe = copy.deepcopy(dict(raw))
     data = dict(recipe.get("data") or {})
     if "name" not in data:
@@ -79,7 +92,7 @@ def dry_run_recipe(
     attack["eval"] = evaluation
     recipe["attack"] = attack
     run = dict(recipe.get("run") or {})
-    run["output_dir"] = output_dir or tempfile.mkdtemp(prefix=f"sat-dry-run-{run.get('name', 'run')}-")
+    run["output_dir"] = str(output_dir)
     recipe["run"] = run
     return recipe
 
@@ -110,14 +123,48 @@ def _known_channels(data: Mapping[str, Any]) -> int:
     return int(info.channels) if info is not None else 3
 
 
-def load_dry_run_recipe(
-    source: str | Path | Mapping[str, Any], overrides: Iterable[str] = (), image_size: int | None = None
-) -> Any:
-    """Read, override, rewrite for a dry run, then validate: a :class:`Recipe`."""
-    from sat_toolkit.recipe import load_recipe
+def _read_raw(source: str | Path | Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     from sat_toolkit.recipe.overrides import apply_overrides
     from sat_toolkit.recipe.toml_io import read_file
 
     raw = dict(source) if isinstance(source, Mapping) else read_file(source)
     raw, _ = apply_overrides(raw, overrides)
-    return load_recipe(dry_run_recipe(raw, image_size=image_size))
+    return raw
+
+
+def dry_run(
+    source: str | Path | Mapping[str, Any],
+    overrides: Iterable[str] = (),
+    *,
+    image_size: int | None = None,
+    keep: bool = False,
+    show_progress: bool = True,
+) -> RunSummary:
+    """Dry-run a recipe in a temporary directory; a ``RunSummary``.
+
+    The directory is deleted when this returns or raises, unless ``keep``; so with the
+    default, ``summary.run_dir`` no longer exists and ``summary.metrics`` is what is left.
+    """
+    from sat_toolkit.engine.trainer import train
+    from sat_toolkit.recipe import load_recipe
+
+    raw = _read_raw(source, overrides)
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", str((raw.get("run") or {}).get("name", "run")))[:40]
+    directory = tempfile.mkdtemp(prefix=f"sat-dry-run-{name}-")
+    try:
+        recipe = load_recipe(dry_run_recipe(raw, image_size=image_size, output_dir=directory))
+        return train(recipe, show_progress=show_progress)
+    except BaseException:
+        if keep:  # the caller sees only the error; say where its files are
+            print(f"the failed dry run's files are kept in {directory}", file=sys.stderr)
+        raise
+    finally:
+        if not keep:
+            _remove_run_dir(Path(directory))
+
+
+def _remove_run_dir(directory: Path) -> None:
+    """Delete a dry run's directory; say so when that fails, since what it holds can be gigabytes."""
+    shutil.rmtree(directory, ignore_errors=True)
+    if directory.exists():
+        print(f"could not delete the dry run's files in {directory}; delete them by hand", file=sys.stderr)
