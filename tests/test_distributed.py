@@ -14,8 +14,13 @@ import torch
 from safetensors.torch import load_file
 from test_engine import tiny_recipe
 
+import sat_toolkit
+from sat_toolkit.data import create_dataset
 from sat_toolkit.engine.checkpoint import list_checkpoints
+from sat_toolkit.engine.evaluation import fixed_test_subset
 from sat_toolkit.engine.trainer import train
+from sat_toolkit.export import load_model
+from sat_toolkit.models import rebuild_model
 from sat_toolkit.recipe import load_recipe
 
 PROBE = Path(__file__).with_name("distributed_probe.py")
@@ -67,7 +72,9 @@ def two_process_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pat
     tmp = tmp_path_factory.mktemp("ddp")
     run_dir = tmp / "run"
     # BatchNorm in train mode for the attack too: the hardest case for "no side effects".
-    recipe = _recipe_file(tmp, run_dir, train={"epochs": 2}, attack={"train": {
+    # Validation after epoch 1 (of 2) and the final evaluation run under two processes too.
+    train_section = {"epochs": 2, "validate_every_epochs": 1, "validate_samples": 101}
+    recipe = _recipe_file(tmp, run_dir, train=train_section, attack={"train": {
         "name": "pgd", "eps": 0.1, "steps": 1, "rel_step_size": 1.0, "random_start_fraction": 0.8,
         "bn_mode": "train",
     }})  # fmt: skip
@@ -84,6 +91,50 @@ def test_both_ranks_end_with_identical_weights(two_process_run: tuple[Path, Path
     assert len(rows) == 2 and rows[0] == rows[1]
     # 640 images sharded over 2 ranks, batch 32 each: 10 optimiser steps per epoch.
     assert metrics["steps"] == 20
+
+
+def test_two_process_validation_counts_every_image_once_as_one_process_would(
+    two_process_run: tuple[Path, Path], one_thread: None
+) -> None:
+    """Each rank validates its share (51 + 50 of 101 images); the gathered result is the whole subset."""
+    run_dir, _ = two_process_run
+    recipe = load_recipe(run_dir / "recipe.toml")
+    validation = json.loads((run_dir / "metrics.json").read_text())["validation"]
+    assert [(v["epoch"], v["step"], v["samples"]) for v in validation] == [(1, 10, 101)]
+    # The same PGD-10 (no random start: deterministic) on the epoch-1 checkpoint, in one process.
+    model = rebuild_model(load_model(run_dir).sat_config)
+    model.load_state_dict(load_file(str(run_dir / "checkpoints" / "step-00000010" / "model.safetensors")))
+    source = create_dataset(recipe.data.plugin.to_dict())
+    x, y = fixed_test_subset(source.load("test"), 101, recipe.attack.eval.seed)
+    pgd10 = {"name": "pgd", "steps": 10, "rel_step_size": 0.25}
+    reference = sat_toolkit.evaluate(model, x, y, eps=0.1, suite=None, attacks={"pgd10": pgd10})
+    assert validation[0]["clean_accuracy"] == pytest.approx(reference.clean_accuracy, abs=1e-6)
+    # Shares of 51 and 50 instead of one batch of 101 may round one borderline image differently.
+    assert abs(validation[0]["robust_accuracy"] - reference.robust_accuracy) <= 1 / 101 + 1e-6
+
+
+def test_two_process_final_evaluation_equals_sat_toolkit_eval_of_the_export(
+    two_process_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    run_dir, _ = two_process_run
+    evaluation = json.loads((run_dir / "metrics.json").read_text())["evaluation"]
+    report_file = tmp_path / "eval.json"
+    command = [
+        sys.executable, "-m", "sat_toolkit", "eval", str(run_dir),
+        "--suite", "none", "--attack", "pgd:steps=5", "--samples", "100", "--seed", "0",
+        "--batch-size", "128", "--no-checks", "--device", "cpu", "--output", str(report_file),
+    ]  # fmt: skip
+    result = subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(report_file.read_text())
+    assert report["n_examples"] == evaluation["samples"] == 100
+    assert report["clean_acc"] == evaluation["clean_accuracy"]
+    assert (
+        report["attacks"]["pgd_steps5"]["robust_accuracy"] == evaluation["attacks"]["pgd5"]["robust_accuracy"]
+    )
+    assert report["robust_acc"] == evaluation["robust_accuracy"]
 
 
 def test_attacks_left_model_state_untouched_on_every_rank(two_process_run: tuple[Path, Path]) -> None:

@@ -26,42 +26,68 @@ def fixed_test_subset(dataset: Any, samples: int, seed: int) -> tuple[torch.Tens
     return take_samples(dataset, order)
 
 
-def validate(recipe: Recipe, model: nn.Module, test_set: Any, accelerator: Accelerator) -> dict[str, float]:
+def _process_share(count: int, accelerator: Accelerator) -> tuple[int, int, int]:
+    """``(start, stop, share)``: this process's contiguous slice of ``count`` samples.
+
+    Every process gets the same ``share`` (the last ones may hold fewer real samples, or
+    none), so the outcomes can be gathered as equal-sized tensors and put back in order.
+    """
+    share = math.ceil(count / accelerator.num_processes)
+    start = min(accelerator.process_index * share, count)
+    return start, min(start + share, count), share
+
+
+def validate(recipe: Recipe, model: nn.Module, test_set: Any, accelerator: Accelerator) -> dict[str, Any]:
     """Cheap robust validation: clean accuracy and PGD-10 on a fixed test subset.
 
-    Each process attacks its share of the subset; ``gather_for_metrics`` collects the
-    per-sample outcomes without counting the padding of uneven shares twice.
+    PGD-10 attacks under the training attack's threat model (its norm and eps). Each
+    process attacks a contiguous share of the subset; the per-sample outcomes are
+    gathered and the padding of uneven shares dropped, so every sample counts once.
     """
     from sat_toolkit.attacks import create_attack
     from sat_toolkit.evaluation import evaluate_robustness
 
     x_all, y_all = fixed_test_subset(test_set, recipe.train.validate_samples, recipe.attack.eval.seed)
-    with accelerator.split_between_processes((x_all, y_all)) as (x, y):
-        x, y = x.to(accelerator.device), y.to(accelerator.device)
-        attacks = {}
-        if recipe.attack.eps is not None:
-            pgd = {"name": "pgd", "eps": recipe.attack.eps, "steps": 10, "rel_step_size": 0.25}
-            attacks["pgd10"] = create_attack(pgd)
+    threat = recipe.attack.threat_model
+    attacks = {}
+    if "eps" in threat:
+        attacks["pgd10"] = create_attack({"name": "pgd", "steps": 10, "rel_step_size": 0.25, **threat})
+    start, stop, share = _process_share(len(y_all), accelerator)
+    # -1 marks padding rows; a real row holds (clean correct, robust) as 0/1.
+    outcome = torch.full((share, 2), -1.0, device=accelerator.device)
+    if stop > start:
+        x, y = x_all[start:stop].to(accelerator.device), y_all[start:stop].to(accelerator.device)
         report = evaluate_robustness(model, x, y, attacks, batch_size=recipe.data.eval_batch_size)
-        outcome = torch.stack([report.clean_correct, report.worst_case], dim=1).float()
-    outcome = accelerator.gather_for_metrics(outcome)
+        outcome[: stop - start] = torch.stack([report.clean_correct, report.worst_case], dim=1).float()
+    gathered = accelerator.gather(outcome)
+    gathered = gathered[gathered[:, 0] >= 0]
     return {
-        "samples": int(outcome.shape[0]),
-        "clean_accuracy": float(outcome[:, 0].mean()),
-        "robust_accuracy": float(outcome[:, 1].mean()) if attacks else math.nan,
+        "samples": int(gathered.shape[0]),
+        "clean_accuracy": float(gathered[:, 0].mean()),
+        "robust_accuracy": float(gathered[:, 1].mean()) if attacks else math.nan,
+        "norm": threat.get("norm", "linf"),
+        "eps": threat.get("eps", math.nan),
     }
 
 
 def final_evaluation(
     recipe: Recipe, model: nn.Module, test_set: Any, accelerator: Accelerator, show_progress: bool
 ) -> dict[str, Any]:
-    """The evaluation the recipe configures, on a fixed seeded test subset."""
-    from sat_toolkit.evaluation import evaluate_robustness
+    """The evaluation the recipe configures, on a fixed seeded test subset.
 
-    x, y = fixed_test_subset(test_set, recipe.attack.eval.samples, recipe.attack.eval.seed)
+    Attacks without a seed of their own get ``attack.eval.seed``, exactly as
+    ``sat-toolkit eval --seed`` seeds them, so evaluating the exported model with the same
+    attacks, samples and seed reproduces these numbers.
+    """
+    from sat_toolkit.evaluation import evaluate_robustness
+    from sat_toolkit.evaluation.suites import build_attacks
+
+    seed = recipe.attack.eval.seed
+    x, y = fixed_test_subset(test_set, recipe.attack.eval.samples, seed)
     x, y = x.to(accelerator.device), y.to(accelerator.device)
-    torch.manual_seed(recipe.attack.eval.seed)
-    attacks = {label: spec.build() for label, spec in recipe.attack.eval.attacks.items()}
+    torch.manual_seed(seed)
+    specs = {label: spec.to_dict() for label, spec in recipe.attack.eval.attacks.items()}
+    attacks = build_attacks(specs, seed=seed)
     bar = progress_bar(
         len(attacks), 0, enabled=show_progress and bool(attacks), unit="attack", desc="evaluating"
     )

@@ -63,12 +63,19 @@ def resolve_suite(suite: str | None, attacks: Sequence[str]) -> dict[str, dict[s
 
 
 def build_attacks(
-    specs: Mapping[str, Mapping[str, Any]], *, eps: float, norm: str, seed: int
+    specs: Mapping[str, Mapping[str, Any]],
+    *,
+    eps: float | None = None,
+    norm: str | None = None,
+    seed: int | None = None,
 ) -> dict[str, Any]:
-    """Instantiate every attack with the evaluation's eps, norm and seed as defaults."""
+    """Instantiate every attack; eps, norm and seed fill in what a spec leaves out.
+
+    The seed gives each attack its own generator, so its numbers do not depend on what
+    else consumed torch's global random state before it.
+    """
     from sat_toolkit.attacks import create_attack
 
-    return {
-        label: create_attack(dict(spec), defaults={"eps": eps, "norm": norm, "seed": seed})
-        for label, spec in specs.items()
-    }
+    given = {"eps": eps, "norm": norm, "seed": seed}
+    defaults = {key: value for key, value in given.items() if value is not None}
+    return {label: create_attack(dict(spec), defaults=defaults) for label, spec in specs.items()}
