@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from sat_toolkit.attacks import AttackResult
 from sat_toolkit.cli import cli
 from sat_toolkit.errors import SatError
 from sat_toolkit.evaluation import evaluate_robustness
-from sat_toolkit.evaluation.checks import run_checks
+from sat_toolkit.evaluation.checks import allowed_images, run_checks
 from sat_toolkit.evaluation.suites import build_attacks, parse_attack_option
 
 
@@ -227,3 +228,75 @@ def test_eval_cli_bad_input_is_one_line_exit_2(trained_run: Path, args: list[str
 def test_eval_cli_missing_model(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["eval", str(tmp_path / "nope")])
     assert result.exit_code == 2 and "no such run directory or model file" in result.output
+
+
+def _poisson_quantile(mean: float, level: float) -> int:
+    """Smallest k with P(K <= k) > level for K ~ Poisson(mean), summed term by term here."""
+    k = 0
+    while sum(math.exp(-mean) * mean**i / math.factorial(i) for i in range(k + 1)) <= level:
+        k += 1
+    return k
+
+
+@pytest.mark.parametrize("n", [0, 40, 100, 359, 1000, 10000])
+def test_masking_check_tolerance_counts_images_by_sample_size(n: int) -> None:
+    allowed = allowed_images(n)
+    assert allowed == _poisson_quantile(0.005 * n, 0.95)
+    assert {359: 4, 1000: 9}.get(n, allowed) == allowed  # the values the docs quote
+
+
+class _StepsAttack:
+    """Shifts every pixel up by ``steps / 1000``: more steps break samples with larger margins."""
+
+    name = "steps_attack"
+    norm = "linf"
+
+    def __init__(self, eps: float = 0.1, steps: int = 20, restarts: int = 1) -> None:
+        self.eps, self.steps, self.restarts = eps, steps, restarts
+
+    def hparams(self) -> dict:
+        return {"eps": self.eps, "steps": self.steps, "restarts": self.restarts}
+
+    def perturb(self, model, x, y, *, eps=None):
+        budget = self.eps if eps is None else eps
+        return AttackResult(x_adv=(x + min(budget, self.steps / 1000)).clamp(0, 1), eps=budget)
+
+
+def _margin_samples(n: int, fragile: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """n class-0 images below the 0.5 threshold: ``fragile`` of them 0.03 below, the rest 0.08."""
+    margins = torch.full((n,), 0.08)
+    margins[:fragile] = 0.03  # broken by a 40-step shift (0.04), not by a 20-step one (0.02)
+    x = (0.5 - margins).view(n, 1, 1, 1).expand(n, 1, 2, 2).clone()
+    return x, torch.zeros(n, dtype=torch.long)
+
+
+@pytest.mark.parametrize(("fragile", "passes"), [(2, True), (4, True), (10, False)])
+def test_convergence_check_counts_images_the_stronger_attack_adds_to_the_worst_case(
+    fragile: int, passes: bool
+) -> None:
+    """At n = 359, 2 more broken images (0.56 points) used to fail a fixed half-point bar."""
+    x, y = _margin_samples(359, fragile)
+    model = _ThresholdModel(torch.arange(359))
+    attacks = {"steps": _StepsAttack()}
+    report = evaluate_robustness(model, x, y, attacks)
+    checks = run_checks(
+        model, x, y, report, attacks, eps=0.1, norm="linf", num_classes=2, seed=0, batch_size=512,
+        square_queries=5,
+    )  # fmt: skip
+    converged = next(c for c in checks if "2x steps" in c.name)
+    assert converged.numbers["newly_broken"] == fragile
+    assert converged.passed is passes
+
+
+def test_convergence_check_is_about_the_worst_case_not_one_member() -> None:
+    """Images the stronger first attack adds are no failure when another member breaks them already."""
+    x, y = _margin_samples(359, 10)
+    model = _ThresholdModel(torch.arange(359))
+    attacks = {"steps": _StepsAttack(), "strong": _StepsAttack(steps=50)}
+    report = evaluate_robustness(model, x, y, attacks)
+    checks = run_checks(
+        model, x, y, report, attacks, eps=0.1, norm="linf", num_classes=2, seed=0, batch_size=512,
+        square_queries=5,
+    )  # fmt: skip
+    converged = next(c for c in checks if "2x steps" in c.name)
+    assert converged.numbers["newly_broken"] == 0 and converged.passed

@@ -4,12 +4,21 @@ Each check re-attacks the *same* samples and reports pass/fail with its numbers:
 
 * monotone in eps: robust accuracy does not rise as eps grows;
 * large eps: at a huge budget robust accuracy falls to chance level or below;
-* converged: doubling the steps and adding a restart moves robust accuracy by at most
-  half a point (otherwise the attack had not converged and the number is optimistic);
+* converged: the suite's first attack rebuilt with twice the steps and one more restart,
+  run on the images the worst case still counts robust, breaks hardly any of them
+  (otherwise the suite had not converged and the number is optimistic). The first
+  attack, not every one: for ``standard`` that is APGD-CE, and strengthening APGD-T over
+  9 targets too would cost four times the whole suite again;
 * ensemble: the per-sample worst case is at least as strong as every member;
 * zero gradients: few samples had an exactly-zero input gradient;
-* gradient-free: the score-based Square attack breaks at most half a point of samples the
-  white-box suite could not (if it breaks more, the gradients are masked).
+* gradient-free: the score-based Square attack breaks hardly any image the white-box
+  suite could not (if it breaks more, the gradients are masked).
+
+"Hardly any" is counted in images, not a fixed fraction, so the rule means the same at
+n = 100 and at n = 10000: a difference of k of the n images passes unless k is
+significantly above half a point of n, i.e. unless a Poisson count with mean 0.005 n
+reaches k with probability below 5% (:func:`allowed_images`). At n = 359 that allows 4
+images (1.1 points), at n = 1000 9 images, at n = 10000 62 images (0.62 points).
 """
 
 from __future__ import annotations
@@ -23,8 +32,31 @@ from torch import nn
 
 from sat_toolkit.evaluation.robust import RobustnessReport, evaluate_robustness
 
-TOLERANCE = 0.005  # half a point
+TOLERANCE = 0.005  # half a point: the rate a difference may have before it counts
+SIGNIFICANCE = 0.05  # ... unless chance at this sample size explains it (see allowed_images)
 ZERO_GRAD_LIMIT = 0.05
+
+
+def allowed_images(n: int, rate: float = TOLERANCE, significance: float = SIGNIFICANCE) -> int:
+    """The most images a difference may count at sample size ``n`` and still pass a check.
+
+    The smallest k with P(K > k) < ``significance`` for K ~ Poisson(``rate`` * n): a
+    difference of up to k images is consistent with a true rate of half a point, so a
+    check fails only on evidence, and two images of 359 no longer read as masking.
+    """
+    mean = rate * max(n, 0)
+    term = math.exp(-mean)  # P(K = 0)
+    cumulative, k = term, 0
+    while 1.0 - cumulative >= significance:
+        k += 1
+        term *= mean / k
+        cumulative += term
+    return k
+
+
+def _count(fraction: float, n: int) -> int:
+    """An accuracy difference on ``n`` images as a whole number of images."""
+    return round(fraction * n)
 
 
 @dataclasses.dataclass
@@ -86,6 +118,9 @@ def run_checks(
     results: list[CheckResult] = []
     first_label, first = next(iter(attacks.items()))
     main = report.robust_accuracy
+    n = len(y)
+    allowed = allowed_images(n)
+    rule = f"<= {allowed} of {n} images"
 
     def robust_with(attack_map: dict[str, Any], at_eps: float | None = None) -> RobustnessReport:
         return evaluate_robustness(model, x, y, attack_map, batch_size=batch_size, eps=at_eps)
@@ -97,13 +132,19 @@ def run_checks(
             curve[eps * factor] = robust_with({first_label: first}, eps * factor).robust_accuracy
         curve[eps] = report.attacks[first_label].robust_accuracy
     ordered = sorted(curve.items())
-    rises = [(a, b) for (a, ra), (b, rb) in zip(ordered, ordered[1:], strict=False) if rb > ra + TOLERANCE]
+    rises = [
+        (a, b, _count(rb - ra, n))
+        for (a, ra), (b, rb) in zip(ordered, ordered[1:], strict=False)
+        if _count(rb - ra, n) > allowed
+    ]
     results.append(
         CheckResult(
             "robust accuracy falls as eps grows",
             not rises,
-            "non-increasing" if not rises else f"rises between eps {rises[0][0]:.4g} and {rises[0][1]:.4g}",
-            {"curve": {f"{k:.6g}": v for k, v in ordered}},
+            f"non-increasing (rises {rule} allowed)"
+            if not rises
+            else f"rises by {rises[0][2]} images from eps {rises[0][0]:.4g} to {rises[0][1]:.4g} ({rule})",
+            {"curve": {f"{k:.6g}": v for k, v in ordered}, "allowed_images": allowed},
         )
     )
 
@@ -111,26 +152,34 @@ def run_checks(
     big = large_eps_for(norm, x[0].numel())
     at_big = robust_with({first_label: first}, big).robust_accuracy
     chance = 1.0 / num_classes
+    above = _count(at_big - chance, n)
     results.append(
         CheckResult(
             "large eps drives robust accuracy to chance",
-            at_big <= chance + TOLERANCE,
-            f"{at_big:.4f} at eps {big:.4g} (chance {chance:.4f})",
-            {"eps": big, "robust_accuracy": at_big, "chance": chance},
+            above <= allowed,
+            f"{at_big:.4f} at eps {big:.4g} (chance {chance:.4f}; above chance {rule})",
+            {"eps": big, "robust_accuracy": at_big, "chance": chance, "allowed_images": allowed},
         )
     )
 
-    # 3. more steps / restarts do not change the answer
+    # 3. a stronger first attack breaks hardly any image the worst case still counts robust
     stronger = _stronger_copy(first)
     if stronger is not None:
-        base = report.attacks[first_label].robust_accuracy
-        more = robust_with({first_label: stronger}).robust_accuracy
+        still_robust = report.worst_case.nonzero().flatten()
+        newly_broken = 0
+        if len(still_robust):
+            index = still_robust.to(x.device)
+            again = evaluate_robustness(
+                model, x[index], y[index], {first_label: stronger}, batch_size=batch_size
+            )
+            newly_broken = int((~again.worst_case).sum())
+        more = main - newly_broken / max(n, 1)
         results.append(
             CheckResult(
-                f"{first_label}: 2x steps and +1 restart change robust accuracy by <= 0.5 pt",
-                abs(more - base) <= TOLERANCE,
-                f"{base:.4f} -> {more:.4f}",
-                {"base": base, "stronger": more},
+                f"{first_label} with 2x steps and +1 restart leaves the worst case unchanged",
+                newly_broken <= allowed,
+                f"worst case {main:.4f} -> {more:.4f}: {newly_broken} more images broken ({rule})",
+                {"base": main, "stronger": more, "newly_broken": newly_broken, "allowed_images": allowed},
             )
         )
 
@@ -160,26 +209,43 @@ def run_checks(
     )
 
     # 6. a gradient-free attack does not beat the white-box suite
+    square_cls = _attack_class("square")
+    norms = getattr(square_cls, "supported_norms", None)
+    if norms is not None and norm not in norms:
+        results.append(
+            CheckResult(
+                "gradient-free Square does not beat the white-box suite",
+                True,
+                f"skipped: Square attacks {', '.join(norms)} only, this evaluation is {norm}",
+                {"skipped": True},
+            )
+        )
+        return results
     square = create_attack(
         {"name": "square", "queries": square_queries}, defaults={"eps": eps, "norm": norm, "seed": seed}
     )
     square_report = robust_with({"square": square})
-    broken_only_by_square = report.worst_case & ~square_report.attacks["square"].robust
-    extra = float(broken_only_by_square.float().mean())
-    # Half a point, but never less than one sample: a single image is noise at small n.
-    allowed = max(TOLERANCE, 1.0 / max(len(y), 1))
+    broken_only_by_square = int((report.worst_case & ~square_report.attacks["square"].robust).sum())
     results.append(
         CheckResult(
             "gradient-free Square does not beat the white-box suite",
-            extra <= allowed,
+            broken_only_by_square <= allowed,
             f"Square {square_report.robust_accuracy:.4f} vs suite {main:.4f}; "
-            f"breaks {extra:.4f} the suite missed"
-            + ("" if extra <= allowed else " -> gradients look MASKED"),
+            f"breaks {broken_only_by_square} images the suite missed ({rule})"
+            + ("" if broken_only_by_square <= allowed else " -> gradients look MASKED"),
             {
                 "square_robust_accuracy": square_report.robust_accuracy,
-                "extra_broken": extra,
+                "extra_broken": broken_only_by_square / max(n, 1),
+                "extra_broken_images": broken_only_by_square,
+                "allowed_images": allowed,
                 "queries": square_queries,
             },
         )
     )
     return results
+
+
+def _attack_class(name: str) -> type:
+    from sat_toolkit.plugins import get_plugin_host
+
+    return get_plugin_host().get("attack", name)
