@@ -1,43 +1,42 @@
-"""``sat-toolkit eval``: credible robustness numbers for a trained model."""
+"""``sat-toolkit eval``: credible robustness numbers for a trained model, ours or anyone's.
+
+MODEL is a sat-toolkit run directory or export (the model rebuilds itself from the config
+stored with its weights and knows its dataset and threat model), or, with ``--arch``, a
+weights file of a timm architecture trained anywhere. Either way the evaluation itself is
+:func:`sat_toolkit.evaluate`, the same as from Python.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import platform
-import time
+import os
 from pathlib import Path
 from typing import Any
 
 import click
-import torch
+from torch import nn
 
 from sat_toolkit.commands.table import format_table
 from sat_toolkit.errors import SatError
 
 
-def _dataset_spec(model_config: dict[str, Any], data: str | None, data_path: str | None) -> dict[str, Any]:
-    if data is not None:
-        spec: dict[str, Any] = {"name": data}
-    elif "dataset" in model_config:
-        spec = dict(model_config["dataset"])
-    else:
-        raise SatError("this model file does not say which dataset it was trained on; pass --data NAME")
-    if data_path is not None:
-        spec["path"] = data_path
-    return spec
+@dataclasses.dataclass
+class _LoadedModel:
+    """The model to evaluate and what it says about itself (nothing, for foreign weights)."""
 
-
-def _default_eps(model_config: dict[str, Any]) -> tuple[float, str]:
-    attack = model_config.get("train_attack") or {}
-    if "eps" not in attack:
-        raise SatError("the model file does not record its training eps; pass --eps (e.g. --eps 4/255)")
-    return float(attack["eps"]), str(attack.get("norm", "linf"))
+    model: nn.Module
+    file: Path
+    description: dict[str, Any]  # architecture, activation, ... for the report
+    dataset: dict[str, Any] | None  # the dataset plugin spec it was trained on
+    train_attack: dict[str, Any]  # its training attack (eps, norm), if recorded
+    num_classes: int | None
 
 
 @click.command("eval")
 @click.argument("model_path", metavar="MODEL", type=click.Path(path_type=Path))
 @click.option(
-    "--suite", default="standard", show_default=True, help="Attack suite: standard, plus, pgd, quick."
+    "--suite", default="standard", show_default=True, help="Attack suite: standard, plus, pgd, quick, none."
 )
 @click.option(
     "--attack", "attacks", multiple=True, metavar="SPEC", help="Extra attack, e.g. pgd:steps=50,restarts=2."
@@ -51,8 +50,25 @@ def _default_eps(model_config: dict[str, Any]) -> tuple[float, str]:
 @click.option("--samples", default=1000, show_default=True, help="Test images to evaluate (0 = all).")
 @click.option("--seed", default=0, show_default=True, help="Seed for the sample choice and the attacks.")
 @click.option("--batch-size", default=256, show_default=True)
+@click.option(
+    "--device", "device_name", help="cpu, cuda, cuda:1, mps, ... (default: the accelerator if there is one)."
+)
 @click.option("--data", help="Dataset plugin (default: the one the model was trained on).")
 @click.option("--data-path", help="Dataset location, for plugins that read files.")
+@click.option(
+    "--arch",
+    metavar="NAME[:k=v,...]",
+    help="MODEL is a weights file of this timm architecture: resnet18, vit_tiny_patch16_224:img_size=32.",
+)
+@click.option(
+    "--num-classes", type=click.IntRange(min=2), help="With --arch: classes (default: the dataset's)."
+)
+@click.option(
+    "--mean", help="With --arch: the input normalisation's mean, per channel, e.g. 0.4914,0.4822,0.4465."
+)
+@click.option(
+    "--std", help="With --arch: the input normalisation's std, per channel (--mean 0 --std 1: none)."
+)
 @click.option(
     "--sweep", "sweep_text", help="Comma-separated eps values for a robustness-vs-eps curve (PNG + JSON)."
 )
@@ -72,63 +88,63 @@ def eval_command(
     samples: int,
     seed: int,
     batch_size: int,
+    device_name: str | None,
     data: str | None,
     data_path: str | None,
+    arch: str | None,
+    num_classes: int | None,
+    mean: str | None,
+    std: str | None,
     sweep_text: str | None,
     checks: bool,
     square_queries: int,
     output: Path | None,
 ) -> None:
-    """Evaluate MODEL (a run directory or an exported .safetensors file).
+    """Evaluate MODEL: a run directory, an exported .safetensors file, or (with --arch) any weights file.
 
     Reports clean accuracy, robust accuracy under each attack and the per-sample worst
     case over all of them, on the same seeded test images; then the gradient-masking
     checks, each pass/fail with its numbers. Writes a JSON report with every setting.
     """
     from sat_toolkit.data import create_dataset
+    from sat_toolkit.devices import resolve_device
     from sat_toolkit.engine.evaluation import fixed_test_subset
-    from sat_toolkit.evaluation import evaluate_robustness
-    from sat_toolkit.evaluation.checks import run_checks
-    from sat_toolkit.evaluation.suites import build_attacks, resolve_suite
-    from sat_toolkit.evaluation.sweep import eps_sweep, parse_eps_list, plot_sweep
-    from sat_toolkit.export import load_model, resolve_model_file
-    from sat_toolkit.phase import true_gradients
-    from sat_toolkit.recipe import parse_number
+    from sat_toolkit.evaluation.evaluate import evaluate
+    from sat_toolkit.evaluation.sweep import parse_eps_list, plot_sweep
 
     if samples < 0 or batch_size < 1 or square_queries < 1:
         raise SatError("--samples must be >= 0, --batch-size and --square-queries >= 1")
-    model_file = resolve_model_file(model_path)
-    model = load_model(model_file)
-    config = model.sat_config
-    default_eps, default_norm = _default_eps(config) if eps_text is None else (None, "linf")
-    eps = default_eps if eps_text is None else _parse_eps(eps_text, parse_number)
-    norm = norm or default_norm
+    if arch is None and (num_classes is not None or mean is not None or std is not None):
+        raise SatError("--num-classes, --mean and --std describe a foreign weights file; give --arch too")
+    if output is not None:
+        _check_writable(output)
+    device = resolve_device(device_name)
     sweep_values = parse_eps_list(sweep_text) if sweep_text else None
-    specs = resolve_suite(suite if suite != "none" else None, attacks)
-    attack_objects = build_attacks(specs, eps=eps, norm=norm, seed=seed)
 
-    source = create_dataset(_dataset_spec(config, data, data_path))
+    if arch is None:
+        loaded = _load_sat_model(model_path)
+        dataset_spec = _dataset_spec(loaded.dataset, data, data_path)
+        source = create_dataset(dataset_spec)
+    else:
+        if data is None:
+            raise SatError(
+                "--arch: say which dataset to evaluate on with --data NAME (e.g. --data fashion_mnist)"
+            )
+        dataset_spec = _dataset_spec(None, data, data_path)
+        source = create_dataset(dataset_spec)
+        loaded = _load_foreign_model(model_path, arch, source.info(), num_classes, mean, std)
+    eps, norm = _threat_model(loaded.train_attack, eps_text, norm)
     x, y = fixed_test_subset(source.load("test"), samples, seed)
-    torch.manual_seed(seed)
-    started = time.perf_counter()
-    click.echo(f"evaluating {model_file} on {len(y)} test images, {norm} eps {eps:.6g}", err=True)
-    report = evaluate_robustness(
-        model, x, y, attack_objects, batch_size=batch_size, progress=_progress_printer()
+    click.echo(
+        f"evaluating {loaded.file} on {len(y)} test images, {norm} eps {eps:.6g}, on {device}", err=True
     )
-    result: dict[str, Any] = {
-        "model": str(model_file),
-        "architecture": config.get("model"),
-        "activation": config.get("activation"),
-        "dataset": _dataset_spec(config, data, data_path),
-        "threat_model": {"linf": "Linf", "l2": "L2"}[norm],
-        "eps": eps,
-        "n_examples": len(y),
-        "seed": seed,
-        "suite": suite,
-        "clean_acc": report.clean_accuracy,
-        "robust_acc": report.robust_accuracy,
-        "attacks": report.to_dict()["attacks"],
-    }
+    evaluation = evaluate(
+        loaded.model, x, y, eps=eps, norm=norm, suite=None if suite == "none" else suite, attacks=attacks,
+        checks=checks, seed=seed, batch_size=batch_size, device=device, num_classes=loaded.num_classes,
+        sweep=sweep_values, square_queries=square_queries, return_examples=False,
+        progress=_progress_printer(),
+    )  # fmt: skip
+    report = evaluation.report
     rows = [("clean", f"{report.clean_accuracy:.4f}", "", "")]
     for label, outcome in report.attacks.items():
         zero = "-" if outcome.zero_grad_fraction is None else f"{outcome.zero_grad_fraction:.4f}"
@@ -136,44 +152,128 @@ def eval_command(
     rows.append(("worst case", f"{report.robust_accuracy:.4f}", "", ""))
     click.echo(format_table(("attack", "accuracy", "zero-grad", "seconds"), rows))
 
-    curve = None
-    if sweep_values:
-        sweep = eps_sweep(model, x, y, attack_objects, sweep_values, batch_size=batch_size)
-        curve = {e: v["robust_accuracy"] for e, v in sweep.items()}
-        result["sweep"] = [{"eps": e, **v} for e, v in sweep.items()]
-        plot_path = _output_path(output, model_file, "sweep", suite, eps, len(y)).with_suffix(".png")
+    result: dict[str, Any] = {"model": str(loaded.file), **loaded.description, "dataset": dataset_spec}
+    result.update(evaluation.to_dict())
+    if evaluation.sweep:
+        plot_path = _output_path(output, loaded.file, "sweep", suite, eps, len(y)).with_suffix(".png")
         plot_sweep(
-            sweep, report.clean_accuracy, plot_path, f"{model_file.parent.name}: {suite} suite, {norm}"
+            evaluation.sweep,
+            report.clean_accuracy,
+            plot_path,
+            f"{loaded.file.parent.name}: {suite} suite, {norm}",
         )
         result["sweep_plot"] = str(plot_path)
-        click.echo(
-            format_table(("eps", "robust accuracy"), [(f"{e:.6g}", f"{a:.4f}") for e, a in curve.items()])
-        )
-    if checks:
-        num_classes = int(config["data_info"]["num_classes"])
-        with true_gradients():  # the checks probe the function the model computes
-            results = run_checks(
-                model, x, y, report, attack_objects, eps=eps, norm=norm, num_classes=num_classes,
-                seed=seed, batch_size=batch_size, sweep=curve, square_queries=square_queries,
-            )  # fmt: skip
-        result["checks"] = [c.to_dict() for c in results]
+        curve = [(f"{e:.6g}", f"{v['robust_accuracy']:.4f}") for e, v in evaluation.sweep.items()]
+        click.echo(format_table(("eps", "robust accuracy"), curve))
+    if evaluation.checks:
         click.echo(
             format_table(
                 ("check", "result", "numbers"),
-                [(c.name, "PASS" if c.passed else "FAIL", c.detail) for c in results],
+                [(c.name, "PASS" if c.passed else "FAIL", c.detail) for c in evaluation.checks],
             )
         )
-        if not all(c.passed for c in results):
+        if not evaluation.passed_checks:
             click.echo("warning: some checks failed; the robust accuracy above may be overstated", err=True)
-    result["seconds"] = round(time.perf_counter() - started, 2)
-    result["environment"] = {"torch": torch.__version__, "python": platform.python_version(), "device": "cpu"}
-    path = _output_path(output, model_file, "eval", suite, eps, len(y))
+    path = _output_path(output, loaded.file, "eval", suite, eps, len(y))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
     click.echo(f"report: {path}")
 
 
-def _parse_eps(text: str, parse_number: Any) -> float:
+def _load_sat_model(model_path: Path) -> _LoadedModel:
+    from sat_toolkit.export import load_model, resolve_model_file
+
+    model_file = resolve_model_file(model_path)
+    model = load_model(model_file)
+    config = model.sat_config
+    return _LoadedModel(
+        model=model,
+        file=model_file,
+        description={"architecture": config.get("model"), "activation": config.get("activation")},
+        dataset=config.get("dataset"),
+        train_attack=dict(config.get("train_attack") or {}),
+        num_classes=int(config["data_info"]["num_classes"]),
+    )
+
+
+def _load_foreign_model(
+    weights: Path, arch: str, info: Any, num_classes: int | None, mean: str | None, std: str | None
+) -> _LoadedModel:
+    from sat_toolkit.evaluation.suites import parse_attack_option
+    from sat_toolkit.models.external import build_timm_model, load_weights, per_channel, read_state_dict
+
+    if mean is None or std is None:
+        raise SatError(
+            "--arch: give the normalisation your weights were trained with, --mean and --std per channel "
+            "(--mean 0 --std 1 if the model normalises nothing)"
+        )
+    architecture, arch_kwargs = _arch_option(arch, parse_attack_option)
+    classes = num_classes or info.num_classes
+    normalization = {
+        "mean": list(per_channel(_numbers(mean, "--mean"), info.channels, "mean")),
+        "std": list(per_channel(_numbers(std, "--std"), info.channels, "std")),
+    }
+    model = build_timm_model(
+        architecture, arch_kwargs, num_classes=classes, channels=info.channels, **normalization
+    )
+    load_weights(model.body, read_state_dict(weights), str(weights))
+    description = {
+        "architecture": {"name": "timm", "architecture": architecture, **arch_kwargs},
+        "weights": str(weights),
+        "activation": None,
+        "normalization": normalization,
+    }
+    return _LoadedModel(model.eval(), weights, description, None, {}, classes)
+
+
+def _arch_option(text: str, parse: Any) -> tuple[str, dict[str, Any]]:
+    """``"vit_tiny_patch16_224:img_size=32"`` -> ``("vit_tiny_patch16_224", {"img_size": 32})``."""
+    _, spec = parse(text)
+    name = spec.pop("name")
+    return name, spec
+
+
+def _numbers(text: str, option: str) -> list[float]:
+    from sat_toolkit.recipe import parse_number
+
+    try:
+        return [float(parse_number(part.strip())) for part in text.split(",")]
+    except (TypeError, ValueError):
+        raise SatError(
+            f"{option} {text!r}: give comma-separated numbers, e.g. {option} 0.5,0.5,0.5"
+        ) from None
+
+
+def _dataset_spec(
+    trained_on: dict[str, Any] | None, data: str | None, data_path: str | None
+) -> dict[str, Any]:
+    if data is not None:
+        spec: dict[str, Any] = {"name": data}
+    elif trained_on is not None:
+        spec = dict(trained_on)
+    else:
+        raise SatError("this model file does not say which dataset it was trained on; pass --data NAME")
+    if data_path is not None:
+        spec["path"] = data_path
+    return spec
+
+
+def _threat_model(train_attack: dict[str, Any], eps_text: str | None, norm: str | None) -> tuple[float, str]:
+    """eps and norm: the options where given, else the training attack's.
+
+    ``--eps`` alone keeps the model's norm: an L2 model is never silently scored under L-inf.
+    """
+    norm = norm or str(train_attack.get("norm", "linf"))
+    if eps_text is not None:
+        return _parse_eps(eps_text), norm
+    if "eps" not in train_attack:
+        raise SatError("the model file does not record its training eps; pass --eps (e.g. --eps 4/255)")
+    return float(train_attack["eps"]), norm
+
+
+def _parse_eps(text: str) -> float:
+    from sat_toolkit.recipe import parse_number
+
     try:
         value = float(parse_number(text))
     except (TypeError, ValueError):
@@ -181,6 +281,18 @@ def _parse_eps(text: str, parse_number: Any) -> float:
     if value < 0:
         raise SatError(f"--eps must be >= 0, got {text}")
     return value
+
+
+def _check_writable(output: Path) -> None:
+    """Refuse an unusable --output before the (long) evaluation, not after it."""
+    if output.is_dir():
+        raise SatError(
+            f"--output {output}: is a directory; give a file name such as {output / 'report.json'}"
+        )
+    parent = output.parent if str(output.parent) else Path(".")
+    existing = next((p for p in (parent, *parent.parents) if p.exists()), Path("."))
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise SatError(f"--output {output}: cannot write there ({existing} is not a writable directory)")
 
 
 def _output_path(output: Path | None, model_file: Path, kind: str, suite: str, eps: float, n: int) -> Path:

@@ -45,6 +45,9 @@ class AttackOutcome:
     robust: torch.Tensor  # bool per sample
     zero_grad_fraction: float | None
     seconds: float
+    #: The attack's example for every sample (the clean image where it did not attack:
+    #: samples the model already gets wrong), on the CPU; kept only on request.
+    x_adv: torch.Tensor | None = None
 
     @property
     def robust_accuracy(self) -> float:
@@ -59,6 +62,9 @@ class RobustnessReport:
     eps: float | None
     clean_correct: torch.Tensor  # bool per sample
     attacks: dict[str, AttackOutcome]
+    #: Per sample, the first example (in attack order) that fools the model, else the last
+    #: attack's example: the worst case as images, on the CPU; kept only on request.
+    x_adv: torch.Tensor | None = None
 
     @property
     def clean_accuracy(self) -> float:
@@ -136,6 +142,7 @@ def evaluate_robustness(
     batch_size: int = 256,
     eps: float | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    return_examples: bool = False,
 ) -> RobustnessReport:
     """Attack ``x`` (images in [0, 1]) with every attack and report per-sample outcomes.
 
@@ -146,6 +153,8 @@ def evaluate_robustness(
             has one for attackers (see the module docstring).
         eps: overrides every attack's own eps (epsilon sweeps); None keeps theirs.
         progress: called as ``progress(label, done, total)`` after each batch.
+        return_examples: keep every attack's adversarial examples and the worst-case
+            ones (``AttackOutcome.x_adv``, ``RobustnessReport.x_adv``, on the CPU).
     """
     was_training = model.training
     model.eval()
@@ -157,8 +166,11 @@ def evaluate_robustness(
         if has_attacker_surrogate(model):
             surrogate = contextlib.nullcontext
             runs += [(label + SURROGATE_SUFFIX, attack, surrogate) for label, attack in attacks.items()]
+        worst_x = x.detach().cpu().clone() if return_examples else None
+        broken = ~clean_correct
         for label, attack, gradients in runs:
             robust = torch.zeros_like(clean_correct)
+            examples = x.detach().cpu().clone() if return_examples else None
             zero_grads: list[float] = []
             started = time.perf_counter()
             for start in range(0, len(attackable), batch_size):
@@ -169,6 +181,8 @@ def evaluate_robustness(
                 used_eps = float(result.eps if getattr(result, "eps", 0) else (eps or attack.eps))
                 _check_bounds(label, xb, result.x_adv, used_eps, getattr(attack, "norm", "linf"))
                 robust[index] = _predict(model, result.x_adv, batch_size) == yb
+                if examples is not None:
+                    examples[index.cpu()] = result.x_adv.detach().cpu().to(examples.dtype)
                 if result.zero_grad is not None:
                     zero_grads.append(float(result.zero_grad.float().sum()))
                 if progress is not None:
@@ -178,8 +192,16 @@ def evaluate_robustness(
             if eps is not None:
                 settings["eps"] = eps
             outcomes[label] = AttackOutcome(
-                label, settings, robust, zero_fraction, time.perf_counter() - started
+                label, settings, robust, zero_fraction, time.perf_counter() - started, examples
             )
-        return RobustnessReport(samples=len(x), eps=eps, clean_correct=clean_correct, attacks=outcomes)
+            if worst_x is not None and examples is not None:
+                # Newly broken samples take this attack's example; unbroken ones keep the
+                # latest attack's, so every returned image is a real attack output.
+                take = (~broken).cpu()
+                worst_x[take] = examples[take]
+            broken |= ~robust
+        return RobustnessReport(
+            samples=len(x), eps=eps, clean_correct=clean_correct, attacks=outcomes, x_adv=worst_x
+        )
     finally:
         model.train(was_training)

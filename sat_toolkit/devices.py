@@ -1,0 +1,60 @@
+"""Which device a command computes on: the accelerator when there is one, else the CPU.
+
+``sat-toolkit eval --device`` and :func:`sat_toolkit.evaluate` share this, so a mistyped or
+absent device is one line naming the fix, never a CUDA traceback halfway through a suite.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from sat_toolkit.errors import SatError
+
+
+def default_device() -> torch.device:
+    """The machine's accelerator (CUDA, XPU, MPS, ...) when one is usable, else the CPU."""
+    accelerator = getattr(torch, "accelerator", None)
+    if accelerator is not None and accelerator.is_available():
+        return torch.device(accelerator.current_accelerator().type)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def resolve_device(name: str | torch.device | None) -> torch.device:
+    """``name`` as a usable device (None: :func:`default_device`), or a one-line error."""
+    if name is None:
+        return default_device()
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise SatError(
+            f"--device {str(name)!r}: not a device name; use cpu, cuda, cuda:1, mps, ..."
+        ) from None
+    if device.type == "cpu":
+        return device
+    try:
+        torch.empty(1, device=device)
+    except (RuntimeError, AssertionError, AttributeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SatError(
+            f"--device {str(name)!r} is not usable on this machine ({first}); "
+            f"use --device {default_device().type} or leave --device out"
+        ) from None
+    return device
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where ``model`` keeps its parameters (or buffers); the CPU for a stateless module."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def describe(device: torch.device) -> str:
+    """``"cuda:0 (NVIDIA H200)"``, ``"cpu"``: what a report records as the device used."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    return str(device)

@@ -1,0 +1,226 @@
+"""``sat_toolkit.evaluate``: credible robustness numbers for any ``nn.Module``.
+
+The one evaluation path: ``sat-toolkit eval`` builds a model and its test images and
+calls :func:`evaluate`, so a notebook user gets exactly the CLI's numbers, report and
+gradient-masking checks, plus the adversarial examples. The model may be anything that
+maps images in [0, 1] (``N x C x H x W``) to logits, with its normalisation inside.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from sat_toolkit.errors import SatError
+from sat_toolkit.evaluation.checks import CheckResult, run_checks
+from sat_toolkit.evaluation.robust import RobustnessReport, evaluate_robustness
+
+THREAT_MODELS = {"linf": "Linf", "l2": "L2"}
+
+AttackChoice = Sequence[str] | Mapping[str, Any]
+
+
+@dataclasses.dataclass
+class Evaluation:
+    """What :func:`evaluate` found: numbers per attack and worst case, checks, examples.
+
+    Attributes:
+        report: per-sample outcomes (``report.clean_correct``, ``report.worst_case``,
+            ``report.attacks[label].robust``).
+        checks: the gradient-masking checks (empty unless asked for).
+        x_adv: per sample, the worst-case adversarial example (the first that fools the
+            model, else the last attack's; the clean image for misclassified samples), CPU.
+    """
+
+    report: RobustnessReport
+    checks: list[CheckResult]
+    eps: float
+    norm: str
+    suite: str | None
+    seed: int
+    device: str
+    attack_settings: dict[str, dict[str, Any]]
+    sweep: dict[float, dict[str, Any]] | None
+    seconds: float
+
+    @property
+    def clean_accuracy(self) -> float:
+        return self.report.clean_accuracy
+
+    @property
+    def robust_accuracy(self) -> float:
+        """Worst case over every attack: the number to quote."""
+        return self.report.robust_accuracy
+
+    @property
+    def attacks(self) -> dict[str, float]:
+        """Robust accuracy per attack label."""
+        return {label: outcome.robust_accuracy for label, outcome in self.report.attacks.items()}
+
+    @property
+    def x_adv(self) -> torch.Tensor | None:
+        return self.report.x_adv
+
+    @property
+    def passed_checks(self) -> bool:
+        return all(check.passed for check in self.checks)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON report (RobustBench-style field names), without the tensors."""
+        result: dict[str, Any] = {
+            "threat_model": THREAT_MODELS.get(self.norm, self.norm),
+            "norm": self.norm,
+            "eps": self.eps,
+            "n_examples": self.report.samples,
+            "seed": self.seed,
+            "suite": self.suite,
+            "clean_acc": self.clean_accuracy,
+            "robust_acc": self.robust_accuracy if self.report.attacks else None,
+            "attacks": self.report.to_dict()["attacks"],
+        }
+        if self.sweep is not None:
+            result["sweep"] = [{"eps": e, **v} for e, v in self.sweep.items()]
+        if self.checks:
+            result["checks"] = [check.to_dict() for check in self.checks]
+        result["seconds"] = round(self.seconds, 2)
+        result["environment"] = {
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "device": self.device,
+            "precision": "fp32",
+        }
+        return result
+
+
+def resolve_attacks(
+    suite: str | None, attacks: AttackChoice, *, eps: float, norm: str, seed: int
+) -> dict[str, Any]:
+    """Label -> attack object for a suite plus extra attacks (spec strings, dicts or objects)."""
+    from sat_toolkit.evaluation.suites import build_attacks, parse_attack_option, resolve_suite
+
+    if isinstance(attacks, str):
+        attacks = [attacks]
+    texts = list(attacks) if not isinstance(attacks, Mapping) else []
+    specs = resolve_suite(suite, texts) if suite or texts else {}
+    objects: dict[str, Any] = {}
+    if isinstance(attacks, Mapping):
+        for label, entry in attacks.items():
+            if isinstance(entry, str):
+                specs[label] = parse_attack_option(entry)[1]
+            elif isinstance(entry, Mapping):
+                specs[label] = dict(entry)
+            elif callable(getattr(entry, "perturb", None)):
+                objects[label] = entry
+            else:
+                raise SatError(
+                    f"attacks[{label!r}]: give an attack spec ('pgd:steps=50' or a dict with 'name') "
+                    f"or an attack object with perturb(), got {type(entry).__name__}"
+                )
+    if not specs and not objects:
+        raise SatError("nothing to run: give a suite and/or attacks")
+    built = build_attacks(specs, eps=eps, norm=norm, seed=seed)
+    return {**built, **objects}
+
+
+def _check_inputs(x: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 2:
+        raise SatError("x: expected a float tensor of images, N x C x H x W, with values in [0, 1]")
+    if not isinstance(y, torch.Tensor) or y.dim() != 1 or y.shape[0] != x.shape[0]:
+        raise SatError(
+            f"y: expected one integer label per image ({x.shape[0]}), got {getattr(y, 'shape', y)}"
+        )
+    if len(x) and (float(x.min()) < 0 or float(x.max()) > 1):
+        raise SatError(
+            f"x: values lie in [{float(x.min()):.3g}, {float(x.max()):.3g}], not [0, 1]; eps lives in [0, 1] "
+            "pixel space: scale the images (8-bit pixels / 255) and put the normalisation inside the model"
+        )
+    return x, y.long()
+
+
+def evaluate(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float | str,
+    norm: str = "linf",
+    suite: str | None = "standard",
+    attacks: AttackChoice = (),
+    checks: bool = False,
+    seed: int = 0,
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+    num_classes: int | None = None,
+    sweep: Sequence[float] | None = None,
+    square_queries: int = 1000,
+    return_examples: bool = True,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> Evaluation:
+    """Attack ``model`` on images ``x`` (in [0, 1]) with labels ``y``; see :class:`Evaluation`.
+
+    Args:
+        model: any classifier taking [0, 1] images (normalisation inside) to logits. It is
+            put in eval mode and, when ``device`` is given, moved there; its weights and
+            state are left as they were.
+        eps: the budget in [0, 1] pixel space (``"8/255"`` allowed); norm: ``"linf"``/``"l2"``.
+        suite: a named suite (``standard``, ``plus``, ``pgd``, ``quick``) or None.
+        attacks: extra attacks: spec strings (``"pgd:steps=50"``) or label -> spec dict /
+            attack object.
+        checks: also run the gradient-masking checks (about as costly again as the suite).
+        seed: seeds the attacks' generators and torch's global generator.
+        device: where to compute; None keeps the model where it is.
+        num_classes: for the chance-level check; None asks the model's output.
+        sweep: eps values for a robustness-vs-eps curve.
+    """
+    from sat_toolkit.attacks import parse_fraction
+    from sat_toolkit.devices import describe, model_device, resolve_device
+    from sat_toolkit.evaluation.sweep import eps_sweep
+    from sat_toolkit.phase import true_gradients
+
+    budget = parse_fraction(eps, "eps", maximum=None)
+    if batch_size < 1 or square_queries < 1:
+        raise SatError("batch_size and square_queries must be >= 1")
+    x, y = _check_inputs(x, y)
+    target = resolve_device(device) if device is not None else model_device(model)
+    model.to(target)
+    x, y = x.to(target), y.to(target)
+    objects = resolve_attacks(suite, attacks, eps=budget, norm=norm, seed=seed)
+    torch.manual_seed(seed)
+    started = time.perf_counter()
+    report = evaluate_robustness(
+        model, x, y, objects, batch_size=batch_size, progress=progress, return_examples=return_examples
+    )
+    curve = None
+    if sweep:
+        curve = eps_sweep(model, x, y, objects, list(sweep), batch_size=batch_size)
+    results: list[CheckResult] = []
+    if checks and objects and len(y):
+        if num_classes is None:
+            with torch.no_grad():
+                was_training = model.training
+                num_classes = int(model.eval()(x[:1]).shape[1])
+                model.train(was_training)
+        with true_gradients():  # the checks probe the function the model computes
+            results = run_checks(
+                model, x, y, report, objects, eps=budget, norm=norm, num_classes=num_classes,
+                seed=seed, batch_size=batch_size, square_queries=square_queries,
+                sweep=None if curve is None else {e: v["robust_accuracy"] for e, v in curve.items()},
+            )  # fmt: skip
+    return Evaluation(
+        report=report,
+        checks=results,
+        eps=budget,
+        norm=norm,
+        suite=suite,
+        seed=seed,
+        device=describe(target),
+        attack_settings={label: outcome.settings for label, outcome in report.attacks.items()},
+        sweep=curve,
+        seconds=time.perf_counter() - started,
+    )

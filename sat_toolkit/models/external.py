@@ -1,0 +1,133 @@
+"""Models the toolkit did not train: a timm architecture plus someone's weights file.
+
+``sat-toolkit eval WEIGHTS --arch resnet18 --mean ... --std ...`` evaluates a model
+trained anywhere. The weights are read as data only: a ``.safetensors`` file, or a
+``torch.save``'d state dict loaded with ``weights_only=True`` (a pickle that holds
+anything but tensors and plain containers is refused, never executed). The usual
+wrappers are unpacked: ``{"state_dict": ...}`` / ``{"model": ...}`` checkpoints, DDP's
+``module.`` and ``torch.compile``'s ``_orig_mod.`` prefixes.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from sat_toolkit.errors import SatError
+from sat_toolkit.models.normalize import Normalize, NormalizedModel
+
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
+#: Keys under which training scripts commonly nest the weights in a checkpoint dict.
+_NESTED_KEYS = ("state_dict", "model_state_dict", "model", "net", "module", "ema")
+_PREFIXES = ("module.", "_orig_mod.")
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file, unwrapped to a flat ``name -> tensor`` state dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise SatError(f"{path}: no such weights file")
+    if path.suffix not in WEIGHT_SUFFIXES:
+        raise SatError(f"{path}: expected a weights file ({', '.join(WEIGHT_SUFFIXES)})")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            state: Any = load_file(str(path), device="cpu")
+        except Exception as exc:  # safetensors raises its own error types for bad files
+            raise SatError(f"{path}: not a readable safetensors file ({exc})") from None
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            raise SatError(
+                f"{path} holds objects other than tensors, which are refused because loading them could "
+                "run code; save model.state_dict() with torch.save or safetensors instead"
+            ) from None
+        except Exception as exc:
+            raise SatError(f"{path}: not a readable torch file ({type(exc).__name__}: {exc})") from None
+    return _flatten(state, path)
+
+
+def _flatten(state: Any, path: Path) -> dict[str, torch.Tensor]:
+    while isinstance(state, Mapping) and not _all_tensors(state):
+        nested = next((key for key in _NESTED_KEYS if isinstance(state.get(key), Mapping)), None)
+        if nested is None:
+            raise SatError(
+                f"{path}: found no state dict (a mapping of parameter names to tensors) in it; "
+                f"top-level keys: {', '.join(map(str, list(state)[:8]))}"
+            )
+        state = state[nested]
+    if not isinstance(state, Mapping) or not state:
+        raise SatError(
+            f"{path}: expected a state dict (parameter name -> tensor), got {type(state).__name__}"
+        )
+    flat = {str(key): value for key, value in state.items()}
+    for prefix in _PREFIXES:
+        if all(key.startswith(prefix) for key in flat):
+            flat = {key[len(prefix) :]: value for key, value in flat.items()}
+    return flat
+
+
+def _all_tensors(state: Mapping[str, Any]) -> bool:
+    return bool(state) and all(isinstance(value, torch.Tensor) for value in state.values())
+
+
+def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Load ``state`` into ``model`` exactly, or say in one line what does not fit."""
+    own = model.state_dict()
+    for key, expected in own.items():  # the model's order: the first layer that does not fit
+        if key in state and state[key].shape != expected.shape:
+            raise SatError(
+                f"{source}: weight '{key}' has shape {tuple(state[key].shape)} but the model expects "
+                f"{tuple(expected.shape)}; check --arch, --num-classes and the dataset's channels"
+            )
+    missing = [key for key in own if key not in state]
+    unexpected = [key for key in state if key not in own]
+    if missing or unexpected:
+        problem = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise SatError(f"{source}: weights do not fit the model ({problem}); check --arch")
+    model.load_state_dict(state, strict=True)
+
+
+def per_channel(values: Sequence[float], channels: int, name: str) -> tuple[float, ...]:
+    """One value per channel (a single value is used for every channel)."""
+    values = tuple(float(v) for v in values)
+    if len(values) == 1:
+        values = values * channels
+    if len(values) != channels:
+        raise SatError(f"--{name}: give 1 or {channels} values (one per channel), got {len(values)}")
+    return values
+
+
+def build_timm_model(
+    architecture: str,
+    arch_kwargs: Mapping[str, Any],
+    *,
+    num_classes: int,
+    channels: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> NormalizedModel:
+    """``architecture`` as timm defines it (its own activations, random init), normalisation first."""
+    import timm
+
+    from sat_toolkit.models.timm_model import TimmModel
+
+    TimmModel(architecture, **arch_kwargs)  # the same checks and hints as a recipe's [model]
+    mean = per_channel(mean, channels, "mean")
+    std = per_channel(std, channels, "std")
+    if min(std) <= 0:
+        raise SatError(f"--std: every value must be > 0, got {list(std)}")
+    try:
+        body = timm.create_model(
+            architecture, pretrained=False, num_classes=num_classes, in_chans=channels, **arch_kwargs
+        )
+    except TypeError as exc:
+        raise SatError(f"--arch {architecture}: {exc}") from None
+    return NormalizedModel(Normalize(mean, std), body)

@@ -1,0 +1,216 @@
+"""Evaluating models the toolkit did not train: ``sat_toolkit.evaluate`` and ``eval --arch``.
+
+The user's paths: a plain ``nn.Module`` from Python, and a timm architecture with a weights
+file from the command line (safetensors, or a ``torch.save``'d checkpoint), on a device
+of their choice. Each is checked against an independent computation, not just "it ran".
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import save_file
+from test_evaluation import _exact_linear_robustness, _linear_digits_model
+from torch import nn
+
+import sat_toolkit
+from sat_toolkit.cli import cli
+from sat_toolkit.data import create_dataset
+from sat_toolkit.engine.evaluation import fixed_test_subset
+from sat_toolkit.errors import SatError
+from sat_toolkit.models import Normalize, NormalizedModel
+
+
+def _digits_mlp() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """A two-layer MLP trained here on the digits: a model sat-toolkit knows nothing about."""
+    train = create_dataset({"name": "digits"}).load("train")
+    x_train, y_train = train[list(range(len(train)))]
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    optimiser = torch.optim.Adam(mlp.parameters(), lr=0.01)
+    for _ in range(200):
+        optimiser.zero_grad()
+        nn.functional.cross_entropy(mlp(x_train), y_train).backward()
+        optimiser.step()
+    x, y = fixed_test_subset(create_dataset({"name": "digits"}).load("test"), 80, 0)
+    return mlp.train(), x, y
+
+
+def test_python_api_on_a_plain_mlp_returns_report_and_adversarial_examples() -> None:
+    mlp, x, y = _digits_mlp()
+    before = {k: v.clone() for k, v in mlp.state_dict().items()}
+    result = sat_toolkit.evaluate(mlp, x, y, eps=0.1, suite="quick", attacks=["pgd:steps=10"])
+    assert set(result.attacks) == {"apgd_ce", "pgd_steps10"}
+    assert mlp.training  # the caller's mode is restored
+    assert all(torch.equal(before[k], v) for k, v in mlp.state_dict().items())
+    # The returned worst-case examples are real: inside the ball and [0, 1], and the model,
+    # re-run here, is right on them exactly for the samples counted robust.
+    x_adv = result.x_adv
+    assert x_adv.shape == x.shape
+    assert float((x_adv - x).abs().max()) <= 0.1 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+    with torch.no_grad():
+        right_on_adv = mlp.eval()(x_adv).argmax(1) == y
+    assert torch.equal(right_on_adv & result.report.clean_correct, result.report.worst_case)
+    assert result.robust_accuracy == pytest.approx(float(result.report.worst_case.float().mean()))
+    assert result.robust_accuracy < result.clean_accuracy  # eps = 0.1 breaks an undefended MLP
+    per_attack = result.report.attacks["apgd_ce"]
+    with torch.no_grad():
+        assert torch.equal(
+            (mlp(per_attack.x_adv).argmax(1) == y) & result.report.clean_correct, per_attack.robust
+        )
+    report = result.to_dict()
+    assert report["threat_model"] == "Linf" and report["n_examples"] == 80
+    assert report["environment"]["device"] == "cpu"
+
+
+def test_python_api_reaches_the_exact_robustness_of_a_linear_model_and_runs_the_checks() -> None:
+    model, x, y = _linear_digits_model(quantise=False)
+    result = sat_toolkit.evaluate(
+        model, x, y, eps=0.15, suite=None, checks=True, square_queries=300,
+        attacks={"ce": "apgd_ce:steps=20", "t": {"name": "apgd_t", "steps": 20}},
+    )  # fmt: skip
+    exact = _exact_linear_robustness(model.linear, x, y, 0.15) & result.report.clean_correct
+    assert torch.equal(result.report.worst_case, exact)
+    assert len(result.checks) == 6 and result.passed_checks
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "message"),
+    [
+        (torch.rand(4, 1, 8, 8) * 255, torch.zeros(4, dtype=torch.long), "not [0, 1]"),
+        (torch.rand(4, 1, 8, 8), torch.zeros(3, dtype=torch.long), "one integer label per image"),
+        (torch.zeros(4, 64, dtype=torch.long), torch.zeros(4, dtype=torch.long), "float tensor"),
+    ],
+)
+def test_python_api_refuses_inputs_it_cannot_score(x: torch.Tensor, y: torch.Tensor, message: str) -> None:
+    with pytest.raises(SatError, match=re.escape(message)):
+        sat_toolkit.evaluate(nn.Flatten(), x, y, eps=0.1)
+
+
+# -- sat-toolkit eval WEIGHTS --arch ... ------------------------------------------------------
+MEAN, STD = 0.3, 0.25
+
+
+@pytest.fixture(scope="module")
+def timm_digits_model() -> nn.Module:
+    """A timm resnet10t for 1-channel 8x8 digits, briefly trained here with our normalisation."""
+    import timm
+
+    torch.manual_seed(0)
+    body = timm.create_model("resnet10t", pretrained=False, num_classes=10, in_chans=1)
+    model = NormalizedModel(Normalize([MEAN], [STD]), body)
+    train = create_dataset({"name": "digits"}).load("train")
+    x_train, y_train = train[list(range(512))]
+    optimiser = torch.optim.Adam(model.parameters(), lr=0.01)
+    for start in range(0, 512 * 3, 64):
+        index = torch.arange(start, start + 64) % 512
+        optimiser.zero_grad()
+        nn.functional.cross_entropy(model(x_train[index]), y_train[index]).backward()
+        optimiser.step()
+    return model.eval()
+
+
+def _eval_weights(weights: Path, tmp_path: Path, *extra: str) -> tuple[int, str, dict | None]:
+    output = tmp_path / "report.json"
+    args = [
+        "eval", str(weights), "--arch", "resnet10t", "--data", "digits",
+        "--mean", str(MEAN), "--std", str(STD), "--eps", "0.05", "--suite", "none",
+        "--attack", "pgd:steps=5", "--samples", "40", "--no-checks",
+        "--device", "cpu", "--output", str(output), *extra,
+    ]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    report = json.loads(output.read_text()) if output.is_file() else None
+    return result.exit_code, result.output, report
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "state_dict_pt", "wrapped_ddp_checkpoint"])
+def test_eval_cli_scores_a_timm_weights_file_like_the_python_api(
+    timm_digits_model: nn.Module, tmp_path: Path, fmt: str
+) -> None:
+    state = {k: v.contiguous() for k, v in timm_digits_model.body.state_dict().items()}
+    if fmt == "safetensors":
+        weights = tmp_path / "w.safetensors"
+        save_file(state, str(weights))
+    elif fmt == "state_dict_pt":
+        weights = tmp_path / "w.pt"
+        torch.save(state, weights)
+    else:  # what a DDP training script saves: nested, with "module." on every key
+        weights = tmp_path / "w.pth"
+        torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in state.items()}}, weights)
+    code, output, report = _eval_weights(weights, tmp_path)
+    assert code == 0, output
+    x, y = fixed_test_subset(create_dataset({"name": "digits"}).load("test"), 40, 0)
+    expected = sat_toolkit.evaluate(timm_digits_model, x, y, eps=0.05, suite=None, attacks=["pgd:steps=5"])
+    assert report["clean_acc"] == expected.clean_accuracy > 0.5
+    assert report["attacks"]["pgd_steps5"]["robust_accuracy"] == expected.attacks["pgd_steps5"]
+    assert report["architecture"]["architecture"] == "resnet10t"
+    assert report["normalization"] == {"mean": [MEAN], "std": [STD]}
+    assert report["environment"]["device"] == "cpu"
+
+
+def test_eval_cli_refuses_a_pickle_that_would_run_code(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            import os
+
+            return (os.system, (f"touch {marker}",))
+
+    weights = tmp_path / "evil.pt"
+    torch.save({"state_dict": Payload()}, weights)
+    code, output, _ = _eval_weights(weights, tmp_path)
+    assert code == 2 and "refused because loading them could run code" in output
+    assert "Traceback" not in output and not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--num-classes", "12"], "weight 'fc.weight' has shape (10, 512) but the model expects (12, 512)"),
+        (["--arch", "resnet10tt"], "unknown architecture 'resnet10tt'"),
+        (["--mean", "0.1,0.2"], "--mean: give 1 or 1 values"),
+        (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--device", "nonsense"], "--device"),
+    ],
+)
+def test_eval_cli_foreign_weights_mistakes_are_one_line(
+    timm_digits_model: nn.Module, tmp_path: Path, extra: list[str], message: str
+) -> None:
+    weights = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in timm_digits_model.body.state_dict().items()}, str(weights))
+    code, output, report = _eval_weights(weights, tmp_path, *extra)
+    assert code == 2 and message in output, output
+    assert "Traceback" not in output and report is None
+
+
+def test_eval_cli_arch_needs_normalisation_and_data(tmp_path: Path) -> None:
+    weights = tmp_path / "w.safetensors"
+    save_file({"x": torch.zeros(1)}, str(weights))
+    no_norm = CliRunner().invoke(cli, ["eval", str(weights), "--arch", "resnet10t", "--data", "digits"])
+    assert no_norm.exit_code == 2 and "--mean and --std" in no_norm.output
+    no_data = CliRunner().invoke(
+        cli, ["eval", str(weights), "--arch", "resnet10t", "--mean", "0", "--std", "1"]
+    )
+    assert no_data.exit_code == 2 and "--data NAME" in no_data.output
+    foreign = CliRunner().invoke(cli, ["eval", str(weights), "--eps", "0.1"])
+    assert foreign.exit_code == 2 and "carries no sat_config" in foreign.output
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the default device then)")
+def test_eval_defaults_to_the_gpu_and_matches_the_cpu(timm_digits_model: nn.Module) -> None:
+    x, y = fixed_test_subset(create_dataset({"name": "digits"}).load("test"), 40, 0)
+    from sat_toolkit.devices import default_device
+
+    assert default_device().type == "cuda"
+    cpu = sat_toolkit.evaluate(timm_digits_model.cpu(), x, y, eps=0.05, suite=None, attacks=["pgd:steps=5"])
+    gpu = sat_toolkit.evaluate(
+        timm_digits_model, x, y, eps=0.05, suite=None, attacks=["pgd:steps=5"], device="cuda"
+    )
+    assert gpu.to_dict()["environment"]["device"].startswith("cuda:0")
+    assert gpu.clean_accuracy == cpu.clean_accuracy
+    assert abs(gpu.robust_accuracy - cpu.robust_accuracy) <= 1 / 40
