@@ -189,19 +189,19 @@ class _Resolver:
             if key not in ("train", "eval"):
                 self.problems.unknown("attack", key, ("train", "eval"))
         train = self.plugin_section("attack", raw.get("train"), "attack.train")
-        eps = None if train is None else AttackConfig(train).eps
-        evaluation = self.evaluation(raw.get("eval"), eps)
+        inherit = {} if train is None else AttackConfig(train).threat_model
+        evaluation = self.evaluation(raw.get("eval"), inherit)
         if train is None or evaluation is None:
             return None
         return AttackConfig(train=train, eval=evaluation)
 
-    def evaluation(self, value: Any, train_eps: float | None) -> EvalConfig | None:
+    def evaluation(self, value: Any, inherit: Mapping[str, Any]) -> EvalConfig | None:
+        """``[attack.eval]``; ``inherit`` is the training attack's threat model (eps, norm)."""
         raw = self.table(value, "attack.eval")
         if raw is None:
             return None
         settings = {k: v for k, v in raw.items() if k in ("samples", "seed")}
         checked = self.fields(EvalConfig, settings, "attack.eval")
-        inherit = {} if train_eps is None else {"eps": train_eps}
         attacks: dict[str, PluginSpec] = {}
         ok = checked is not None
         for label, entry, path in self._eval_entries(raw):

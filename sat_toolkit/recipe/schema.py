@@ -80,8 +80,9 @@ class EvalConfig:
 
     Attacks are named sub-tables (``[attack.eval.pgd20]`` with ``name = "pgd"``) or an
     array ``attacks = [{name = "pgd", steps = 20}, ...]`` (named after the plugin, with
-    ``_2``, ``_3`` for repeats). An attack that takes ``eps`` and does not set it gets
-    ``attack.train.eps``. The resolved recipe always uses named sub-tables.
+    ``_2``, ``_3`` for repeats). An attack that takes ``eps`` or ``norm`` and does not
+    set it gets ``attack.train.eps`` / ``attack.train.norm`` (one threat model end to
+    end). The resolved recipe always uses named sub-tables.
     """
 
     samples: int = setting(1000, "test samples to attack (0 = the whole test set)", ge=0)
@@ -108,6 +109,26 @@ class AttackConfig:
         """The training epsilon (the base of the epsilon schedule), if the attack has one."""
         eps = self.train.params.get("eps")
         return float(eps) if isinstance(eps, (int, float)) and not isinstance(eps, bool) else None
+
+    @property
+    def norm(self) -> str | None:
+        """The training attack's threat model (``"linf"``, ``"l2"``, ...), if it has one."""
+        norm = self.train.params.get("norm")
+        return norm if isinstance(norm, str) else None
+
+    @property
+    def threat_model(self) -> dict[str, Any]:
+        """What evaluation attacks inherit from the training attack: its eps and its norm.
+
+        A model is scored under the threat model it was trained for unless the recipe
+        says otherwise, so an L2 run is never validated or evaluated under L-inf.
+        """
+        inherited: dict[str, Any] = {}
+        if self.eps is not None:
+            inherited["eps"] = self.eps
+        if self.norm is not None:
+            inherited["norm"] = self.norm
+        return inherited
 
     def to_dict(self) -> dict[str, Any]:
         return {"train": self.train.to_dict(), "eval": self.eval.to_dict()}
