@@ -3,7 +3,7 @@
 Trains a recipe like ``sat-toolkit run`` does, while checking on every rank that each
 attack call leaves the model's state (parameters and BatchNorm buffers) bit-identical.
 
-usage: accelerate launch ... distributed_probe.py RECIPE OUT_DIR STOP_AFTER_STEPS(0 = no stop)
+usage: accelerate launch ... distributed_probe.py RECIPE OUT_DIR STOP_AFTER_STEPS(0 = no stop) [resume]
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from sat_toolkit.engine.trainer import train
 from sat_toolkit.recipe import load_recipe
 
 recipe_path, out_dir, stop = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+resume = sys.argv[4:] == ["resume"]
 counts = {"attack_calls": 0, "state_changed": 0, "batch_sizes": []}
 original_perturb = Attack.perturb
 
@@ -35,7 +36,7 @@ def checked_perturb(self, model, x, y, *, eps=None):
 
 
 Attack.perturb = checked_perturb
-train(load_recipe(recipe_path), show_progress=False, stop_after_steps=stop or None)
+train(load_recipe(recipe_path), resume=resume, show_progress=False, stop_after_steps=stop or None)
 state = PartialState()
 counts["world_size"] = state.num_processes
 out_dir.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _launch(recipe_file: Path, out_dir: Path, stop: int = 0, expect_ok: bool = True) -> str:
+def _launch(
+    recipe_file: Path, out_dir: Path, stop: int = 0, expect_ok: bool = True, resume: bool = False
+) -> str:
     command = [
         sys.executable,
         "-m",
@@ -54,6 +56,7 @@ def _launch(recipe_file: Path, out_dir: Path, stop: int = 0, expect_ok: bool = T
         str(recipe_file),
         str(out_dir),
         str(stop),
+        *(["resume"] if resume else []),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
@@ -71,15 +74,39 @@ def _recipe_file(tmp_path: Path, run_dir: Path, **sections: dict) -> Path:
 def two_process_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     tmp = tmp_path_factory.mktemp("ddp")
     run_dir = tmp / "run"
-    # BatchNorm in train mode for the attack too: the hardest case for "no side effects".
-    # Validation after epoch 1 (of 2) and the final evaluation run under two processes too.
-    train_section = {"epochs": 2, "validate_every_epochs": 1, "validate_samples": 101}
-    recipe = _recipe_file(tmp, run_dir, train=train_section, attack={"train": {
-        "name": "pgd", "eps": 0.1, "steps": 1, "rel_step_size": 1.0, "random_start_fraction": 0.8,
-        "bn_mode": "train",
-    }})  # fmt: skip
+    recipe = _recipe_file(tmp, run_dir, **VALIDATING_RUN)
     _launch(recipe, tmp / "probe")
     return run_dir, tmp / "probe"
+
+
+# Validation after epoch 1 (of 2) and the final evaluation run under two processes too;
+# BatchNorm in train mode for the attack: the hardest case for "no side effects".
+VALIDATING_RUN: dict[str, dict] = {
+    "train": {"epochs": 2, "validate_every_epochs": 1, "validate_samples": 101},
+    "attack": {"train": {
+        "name": "pgd", "eps": 0.1, "steps": 1, "rel_step_size": 1.0, "random_start_fraction": 0.8,
+        "bn_mode": "train",
+    }},
+}  # fmt: skip
+
+
+def test_two_process_run_killed_after_a_validation_resumes_in_two_to_the_same_end(
+    two_process_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Stopped at step 12 (after epoch 1's validation), resumed by a second 2-process launch."""
+    uninterrupted, _ = two_process_run
+    run_dir = tmp_path / "resumed"
+    recipe = _recipe_file(tmp_path, run_dir, **VALIDATING_RUN)
+    _launch(recipe, tmp_path / "first", stop=12)
+    assert not (run_dir / "metrics.json").exists()
+    _launch(recipe, tmp_path / "second", resume=True)
+    resumed = json.loads((run_dir / "metrics.json").read_text())
+    expected = json.loads((uninterrupted / "metrics.json").read_text())
+    assert resumed["rank_weight_fingerprints"] == expected["rank_weight_fingerprints"]
+    assert resumed["validation"] == expected["validation"]
+    for label, outcome in expected["evaluation"]["attacks"].items():
+        got = resumed["evaluation"]["attacks"][label]
+        assert (got["robust_accuracy"], got["settings"]) == (outcome["robust_accuracy"], outcome["settings"])
 
 
 def test_both_ranks_end_with_identical_weights(two_process_run: tuple[Path, Path]) -> None:
@@ -169,3 +196,22 @@ def test_sync_batchnorm_on_cpu_is_refused_with_the_fix(tmp_path: Path) -> None:
     stderr = _launch(recipe_file, tmp_path / "probe", expect_ok=False)
     assert "train.sync_batchnorm: PyTorch's SyncBatchNorm runs on GPUs only" in stderr
     assert "--set train.sync_batchnorm=false" in stderr
+
+
+def test_the_readmes_distributed_command_runs_to_completion(tmp_path: Path) -> None:
+    """``accelerate launch --multi_gpu --num_processes 2 -m sat_toolkit run RECIPE``, as written."""
+    run_dir = tmp_path / "cli"
+    recipe = _recipe_file(tmp_path, run_dir, train={"epochs": 2, "validate_every_epochs": 1})
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--main_process_port", str(_free_port()), "-m", "sat_toolkit", "run", str(recipe), "--no-progress",
+    ]  # fmt: skip
+    result = subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("run directory:") == 1  # the main process speaks for the run
+    assert result.stdout.count("epoch 1: clean") == 1
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and len(metrics["validation"]) == 1
+    assert metrics["evaluation"]["samples"] == 100

@@ -54,6 +54,10 @@ def run_command(
         dry_run_image_size=dry_run_size,
         keep=keep,
     )
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:
+        return  # under `accelerate launch`, the main process speaks for the run
     if dry_run:
         files = (
             f"its files are kept in {summary.run_dir}"

@@ -297,10 +297,11 @@ class _TrainingRun:
         if k and state.epoch % k == 0 and state.epoch < self.epochs:
             validation = validate(self.recipe, self.unwrapped, self.test_set, self.accelerator)
             self.history.append({"epoch": state.epoch, "step": state.global_step, **validation})
-            self.bar.write(
-                f"epoch {state.epoch}: clean {validation['clean_accuracy']:.3f}, "
-                f"PGD-10 {validation['robust_accuracy']:.3f} on {validation['samples']} test images"
-            )
+            if self.accelerator.is_main_process:  # every rank holds the gathered numbers; say them once
+                self.bar.write(
+                    f"epoch {state.epoch}: clean {validation['clean_accuracy']:.3f}, "
+                    f"PGD-10 {validation['robust_accuracy']:.3f} on {validation['samples']} test images"
+                )
             if self.recipe.logging.tensorboard:
                 self.accelerator.log({f"val/{k}": v for k, v in validation.items()}, step=state.global_step)
         # After the validation, so this checkpoint's train state holds it: a resume from here
