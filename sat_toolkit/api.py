@@ -52,4 +52,3 @@ def load_model(run_dir_or_checkpoint: str | Path, device: str | None = None) -> 
     from sat_toolkit.export import load_model as _load
 
     return _load(run_dir_or_checkpoint, device=device)
-

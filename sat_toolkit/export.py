@@ -62,7 +62,10 @@ def read_sat_config(path: str | Path) -> dict[str, Any]:
     except Exception as exc:  # safetensors raises its own error types for bad files
         raise SatError(f"{path}: not a readable safetensors file ({exc})") from None
     if CONFIG_KEY not in metadata:
-        raise SatError(f"{path} carries no sat_config; it was not exported by sat-toolkit")
+        raise SatError(
+            f"{path} carries no sat_config: it was not exported by sat-toolkit; to evaluate weights "
+            "trained elsewhere, name its architecture (sat-toolkit eval FILE --arch NAME --mean M --std S)"
+        )
     return json.loads(metadata[CONFIG_KEY])
 
 

@@ -44,7 +44,9 @@ def _digits_mlp() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
 def test_python_api_on_a_plain_mlp_returns_report_and_adversarial_examples() -> None:
     mlp, x, y = _digits_mlp()
     before = {k: v.clone() for k, v in mlp.state_dict().items()}
-    result = sat_toolkit.evaluate(mlp, x, y, eps=0.1, suite="quick", attacks=["pgd:steps=10"])
+    result = sat_toolkit.evaluate(
+        mlp, x, y, eps=0.1, suite="quick", attacks=["pgd:steps=10"], per_attack_examples=True
+    )
     assert set(result.attacks) == {"apgd_ce", "pgd_steps10"}
     assert mlp.training  # the caller's mode is restored
     assert all(torch.equal(before[k], v) for k, v in mlp.state_dict().items())
@@ -85,6 +87,7 @@ def test_python_api_reaches_the_exact_robustness_of_a_linear_model_and_runs_the_
         (torch.rand(4, 1, 8, 8) * 255, torch.zeros(4, dtype=torch.long), "not [0, 1]"),
         (torch.rand(4, 1, 8, 8), torch.zeros(3, dtype=torch.long), "one integer label per image"),
         (torch.zeros(4, 64, dtype=torch.long), torch.zeros(4, dtype=torch.long), "float tensor"),
+        (torch.zeros(0, 1, 8, 8), torch.zeros(0, dtype=torch.long), "no images"),
     ],
 )
 def test_python_api_refuses_inputs_it_cannot_score(x: torch.Tensor, y: torch.Tensor, message: str) -> None:
@@ -174,7 +177,10 @@ def test_eval_cli_refuses_a_pickle_that_would_run_code(tmp_path: Path) -> None:
     [
         (["--num-classes", "12"], "weight 'fc.weight' has shape (10, 512) but the model expects (12, 512)"),
         (["--arch", "resnet10tt"], "unknown architecture 'resnet10tt'"),
-        (["--mean", "0.1,0.2"], "--mean: give 1 or 1 values"),
+        (["--mean", "0.1,0.2"], "--mean: the data has 1 channel(s); give 1 value, got 2"),
+        (["--mean", "77", "--std", "60"], "for 8-bit statistics divide by 255"),
+        (["--eps", "8"], "did you mean 8/255?"),
+        (["--attack", "pgd:eps=0.3"], "has eps 0.3 but this evaluation's eps is 0.05"),
         (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--device", "nonsense"], "--device"),
     ],
 )
@@ -199,6 +205,67 @@ def test_eval_cli_arch_needs_normalisation_and_data(tmp_path: Path) -> None:
     assert no_data.exit_code == 2 and "--data NAME" in no_data.output
     foreign = CliRunner().invoke(cli, ["eval", str(weights), "--eps", "0.1"])
     assert foreign.exit_code == 2 and "carries no sat_config" in foreign.output
+
+
+def test_two_weights_files_in_one_folder_get_their_own_reports(
+    timm_digits_model: nn.Module, tmp_path: Path
+) -> None:
+    state = {k: v.contiguous() for k, v in timm_digits_model.body.state_dict().items()}
+    save_file(state, str(tmp_path / "w.safetensors"))
+    torch.save(state, tmp_path / "w.pth")
+    for name in ("w.safetensors", "w.pth"):
+        args = [
+            "eval", str(tmp_path / name), "--arch", "resnet10t", "--data", "digits", "--mean", "0.3",
+            "--std", "0.25", "--eps", "0.05", "--suite", "none", "--attack", "pgd:steps=2", "--samples", "10",
+            "--no-checks",
+        ]  # fmt: skip
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, result.output
+    reports = sorted(p.name for p in tmp_path.glob("eval-*.json"))
+    assert reports == [
+        "eval-w_pth-none+pgd_steps2-linf-eps0.05-n10-seed0.json",
+        "eval-w_safetensors-none+pgd_steps2-linf-eps0.05-n10-seed0.json",
+    ]
+
+
+def test_eval_cli_checks_the_architecture_on_the_datasets_image_size(tmp_path: Path) -> None:
+    weights = tmp_path / "w.safetensors"
+    save_file({"x": torch.zeros(1)}, str(weights))
+    args = ["eval", str(weights), "--arch", "vit_tiny_patch16_224:img_size=28", "--data", "digits",
+            "--mean", "0.5", "--std", "0.5", "--eps", "0.1"]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and "fails on the dataset's 1x8x8 images" in result.output
+    assert "img_size" in result.output and "Traceback" not in result.output
+
+
+def test_python_api_casts_double_images_and_takes_attacks_returning_tensors() -> None:
+    mlp, x, y = _digits_mlp()
+
+    class ShiftAttack:  # a third-party attack: no base class, returns a bare tensor
+        def perturb(self, model, x, y, *, eps=None):
+            return (x + eps).clamp(0, 1)
+
+    result = sat_toolkit.evaluate(mlp, x.double(), y, eps=0.05, suite=None, attacks={"shift": ShiftAttack()})
+    with torch.no_grad():
+        expected = (mlp.eval()((x + 0.05).clamp(0, 1)).argmax(1) == y) & result.report.clean_correct
+    assert torch.equal(result.report.attacks["shift"].robust, expected)
+    assert result.to_dict()["environment"]["precision"] == "fp32"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"eps": 2}, "did you mean 2/255?"),
+        ({"eps": 0.1, "norm": "l2", "attacks": {"p": {"name": "pgd", "norm": "linf"}}}, "has norm linf"),
+        ({"eps": 0.1, "num_classes": 5}, "num_classes is 5 but the model returns 10 logits"),
+        ({"eps": 0.1, "labels": 10}, "labels run from 10 to 19; the model has classes 0 to 9"),
+    ],
+)
+def test_python_api_refuses_a_mismatched_threat_model_or_labels(options: dict, message: str) -> None:
+    mlp, x, y = _digits_mlp()
+    y = y + options.pop("labels", 0)
+    with pytest.raises(SatError, match=re.escape(message)):
+        sat_toolkit.evaluate(mlp, x, y, suite="quick", **options)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the default device then)")

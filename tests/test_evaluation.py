@@ -245,6 +245,11 @@ def test_masking_check_tolerance_counts_images_by_sample_size(n: int) -> None:
     assert {359: 4, 1000: 9}.get(n, allowed) == allowed  # the values the docs quote
 
 
+def test_masking_check_tolerance_is_finite_where_the_poisson_terms_underflow() -> None:
+    mean = 0.005 * 200_000  # exp(-1000) is 0 in floating point
+    assert mean < allowed_images(200_000) < mean + 3 * math.sqrt(mean)
+
+
 class _StepsAttack:
     """Shifts every pixel up by ``steps / 1000``: more steps break samples with larger margins."""
 

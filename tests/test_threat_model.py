@@ -20,6 +20,7 @@ from sat_toolkit.cli import cli
 from sat_toolkit.recipe import load_recipe
 
 L2_EPS = 0.5  # 8x8 digits: 64 pixels, so L-inf 0.5 would allow almost any image
+L2_TRAIN = {"name": "pgd", "eps": L2_EPS, "norm": "l2", "steps": 2, "rel_step_size": 0.5}
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def l2_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     recipe = tiny_recipe(
         run_dir,
         attack={
-            "train": {"name": "pgd", "eps": L2_EPS, "norm": "l2", "steps": 2, "rel_step_size": 0.5},
+            "train": L2_TRAIN,
             "eval": {
                 "samples": 60, "seed": 0,
                 "pgd5": {"name": "pgd", "steps": 5}, "apgd": {"name": "apgd_ce", "steps": 5},
@@ -46,7 +47,11 @@ def test_recipe_eval_attacks_inherit_the_training_norm(l2_run: Path) -> None:
         "pgd5": "l2",
         "apgd": "l2",
     }
-    linf = load_recipe(tiny_recipe(l2_run, attack={"eval": {"x": {"name": "pgd", "norm": "linf"}}}))
+    linf = load_recipe(
+        tiny_recipe(
+            l2_run, attack={"train": L2_TRAIN, "eval": {"x": {"name": "pgd", "norm": "linf", "eps": 0.1}}}
+        )
+    )
     assert linf.attack.eval.attacks["x"].params["norm"] == "linf"  # a recipe that says otherwise wins
 
 
@@ -79,3 +84,18 @@ def test_eval_keeps_the_models_norm_with_or_without_eps(
     assert all(a["settings"]["norm"] == "l2" for a in report["attacks"].values())
     square = next(c for c in report["checks"] if c["name"].startswith("gradient-free Square"))
     assert square["numbers"] == {"skipped": True} and "linf only" in square["detail"]
+
+
+def test_an_eval_attack_under_another_norm_must_bring_its_own_eps(l2_run: Path) -> None:
+    from sat_toolkit.recipe.errors import RecipeError
+
+    with pytest.raises(RecipeError, match=r"attack.eval.x.eps: required: this attack's norm 'linf' differs"):
+        load_recipe(
+            tiny_recipe(l2_run, attack={"train": L2_TRAIN, "eval": {"x": {"name": "pgd", "norm": "linf"}}})
+        )
+
+
+def test_eval_norm_without_eps_refuses_to_reuse_the_training_budget(l2_run: Path) -> None:
+    result = CliRunner().invoke(cli, ["eval", str(l2_run), "--norm", "linf", "--samples", "10"])
+    assert result.exit_code == 2
+    assert "trained under l2, so its training eps (0.5) is no linf budget; pass --eps too" in result.output

@@ -110,14 +110,16 @@ def eval_command(
     from sat_toolkit.devices import resolve_device
     from sat_toolkit.engine.evaluation import fixed_test_subset
     from sat_toolkit.evaluation.evaluate import evaluate
+    from sat_toolkit.evaluation.suites import resolve_suite
     from sat_toolkit.evaluation.sweep import parse_eps_list, plot_sweep
 
-    if samples < 0 or batch_size < 1 or square_queries < 1:
-        raise SatError("--samples must be >= 0, --batch-size and --square-queries >= 1")
+    if samples < 0:
+        raise SatError("--samples must be >= 0 (0 = the whole test split)")
     if arch is None and (num_classes is not None or mean is not None or std is not None):
         raise SatError("--num-classes, --mean and --std describe a foreign weights file; give --arch too")
     if output is not None:
         _check_writable(output)
+    resolve_suite(None if suite == "none" else suite, attacks)  # a misspelt name fails before any loading
     device = resolve_device(device_name)
     sweep_values = parse_eps_list(sweep_text) if sweep_text else None
 
@@ -135,11 +137,13 @@ def eval_command(
         loaded = _load_foreign_model(model_path, arch, source.info(), num_classes, mean, std)
     eps, norm = _threat_model(loaded.train_attack, eps_text, norm)
     x, y = fixed_test_subset(source.load("test"), samples, seed)
+    path = _output_path(output, loaded.file, "eval", suite, attacks, norm, eps, len(y), seed)
+    _check_writable(path)  # before the evaluation, which can take hours: its results are never lost
     click.echo(
         f"evaluating {loaded.file} on {len(y)} test images, {norm} eps {eps:.6g}, on {device}", err=True
     )
     evaluation = evaluate(
-        loaded.model, x, y, eps=eps, norm=norm, suite=None if suite == "none" else suite, attacks=attacks,
+        loaded.model, x, y, eps=eps, norm=norm, suite=suite, attacks=attacks,
         checks=checks, seed=seed, batch_size=batch_size, device=device, num_classes=loaded.num_classes,
         sweep=sweep_values, square_queries=square_queries, return_examples=False,
         progress=_progress_printer(),
@@ -155,7 +159,7 @@ def eval_command(
     result: dict[str, Any] = {"model": str(loaded.file), **loaded.description, "dataset": dataset_spec}
     result.update(evaluation.to_dict())
     if evaluation.sweep:
-        plot_path = _output_path(output, loaded.file, "sweep", suite, eps, len(y)).with_suffix(".png")
+        plot_path = path.with_name(path.stem + "-sweep.png")
         plot_sweep(
             evaluation.sweep,
             report.clean_accuracy,
@@ -174,7 +178,6 @@ def eval_command(
         )
         if not evaluation.passed_checks:
             click.echo("warning: some checks failed; the robust accuracy above may be overstated", err=True)
-    path = _output_path(output, loaded.file, "eval", suite, eps, len(y))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
     click.echo(f"report: {path}")
@@ -200,7 +203,7 @@ def _load_foreign_model(
     weights: Path, arch: str, info: Any, num_classes: int | None, mean: str | None, std: str | None
 ) -> _LoadedModel:
     from sat_toolkit.evaluation.suites import parse_attack_option
-    from sat_toolkit.models.external import build_timm_model, load_weights, per_channel, read_state_dict
+    from sat_toolkit.models.external import build_timm_model, check_forward, load_weights, read_state_dict
 
     if mean is None or std is None:
         raise SatError(
@@ -209,19 +212,17 @@ def _load_foreign_model(
         )
     architecture, arch_kwargs = _arch_option(arch, parse_attack_option)
     classes = num_classes or info.num_classes
-    normalization = {
-        "mean": list(per_channel(_numbers(mean, "--mean"), info.channels, "mean")),
-        "std": list(per_channel(_numbers(std, "--std"), info.channels, "std")),
-    }
     model = build_timm_model(
-        architecture, arch_kwargs, num_classes=classes, channels=info.channels, **normalization
-    )
+        architecture, arch_kwargs, num_classes=classes, channels=info.channels,
+        mean=_numbers(mean, "--mean"), std=_numbers(std, "--std"),
+    )  # fmt: skip
+    check_forward(model, architecture, info.input_shape)
     load_weights(model.body, read_state_dict(weights), str(weights))
     description = {
         "architecture": {"name": "timm", "architecture": architecture, **arch_kwargs},
         "weights": str(weights),
         "activation": None,
-        "normalization": normalization,
+        "normalization": model.normalization,
     }
     return _LoadedModel(model.eval(), weights, description, None, {}, classes)
 
@@ -263,12 +264,17 @@ def _threat_model(train_attack: dict[str, Any], eps_text: str | None, norm: str 
 
     ``--eps`` alone keeps the model's norm: an L2 model is never silently scored under L-inf.
     """
-    norm = norm or str(train_attack.get("norm", "linf"))
+    trained = str(train_attack.get("norm", "linf"))
     if eps_text is not None:
-        return _parse_eps(eps_text), norm
+        return _parse_eps(eps_text), norm or trained
     if "eps" not in train_attack:
         raise SatError("the model file does not record its training eps; pass --eps (e.g. --eps 4/255)")
-    return float(train_attack["eps"]), norm
+    if norm is not None and norm != trained:
+        raise SatError(
+            f"--norm {norm}: the model was trained under {trained}, so its training eps "
+            f"({float(train_attack['eps']):.6g}) is no {norm} budget; pass --eps too"
+        )
+    return float(train_attack["eps"]), trained
 
 
 def _parse_eps(text: str) -> float:
@@ -295,10 +301,27 @@ def _check_writable(output: Path) -> None:
         raise SatError(f"--output {output}: cannot write there ({existing} is not a writable directory)")
 
 
-def _output_path(output: Path | None, model_file: Path, kind: str, suite: str, eps: float, n: int) -> Path:
+def _output_path(
+    output: Path | None,
+    model_file: Path,
+    kind: str,
+    suite: str,
+    attacks: tuple[str, ...],
+    norm: str,
+    eps: float,
+    n: int,
+    seed: int,
+) -> Path:
+    """``--output``, else a name next to the model that differs whenever the evaluation does."""
     if output is not None:
-        return output if kind == "eval" else output.with_name(output.stem + "-sweep.png")
-    return model_file.parent / f"{kind}-{suite}-eps{eps:.4g}-n{n}.json"
+        return output
+    from sat_toolkit.evaluation.suites import parse_attack_option
+
+    # A run directory's model.safetensors needs no name; any other file is named, so two weights
+    # files in one folder never share a report.
+    stem = "" if model_file.name == "model.safetensors" else model_file.name.replace(".", "_") + "-"
+    what = "+".join([suite, *(parse_attack_option(text)[0] for text in attacks)])
+    return model_file.parent / f"{kind}-{stem}{what}-{norm}-eps{eps:.4g}-n{n}-seed{seed}.json"
 
 
 def _progress_printer() -> Any:

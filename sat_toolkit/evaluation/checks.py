@@ -45,13 +45,15 @@ def allowed_images(n: int, rate: float = TOLERANCE, significance: float = SIGNIF
     check fails only on evidence, and two images of 359 no longer read as masking.
     """
     mean = rate * max(n, 0)
-    term = math.exp(-mean)  # P(K = 0)
-    cumulative, k = term, 0
-    while 1.0 - cumulative >= significance:
+    if mean <= 0:
+        return 0
+    # Terms in log space: exp(-mean) alone underflows to 0 beyond n of about 150 000.
+    cumulative, k = 0.0, 0
+    while True:
+        cumulative += math.exp(k * math.log(mean) - mean - math.lgamma(k + 1))
+        if 1.0 - cumulative < significance:
+            return k
         k += 1
-        term *= mean / k
-        cumulative += term
-    return k
 
 
 def _count(fraction: float, n: int) -> int:
@@ -123,7 +125,7 @@ def run_checks(
     rule = f"<= {allowed} of {n} images"
 
     def robust_with(attack_map: dict[str, Any], at_eps: float | None = None) -> RobustnessReport:
-        return evaluate_robustness(model, x, y, attack_map, batch_size=batch_size, eps=at_eps)
+        return evaluate_robustness(model, x, y, attack_map, batch_size=batch_size, eps=at_eps, norm=norm)
 
     # 1. monotone in eps
     curve = dict(sweep or {})
@@ -170,7 +172,7 @@ def run_checks(
         if len(still_robust):
             index = still_robust.to(x.device)
             again = evaluate_robustness(
-                model, x[index], y[index], {first_label: stronger}, batch_size=batch_size
+                model, x[index], y[index], {first_label: stronger}, batch_size=batch_size, norm=norm
             )
             newly_broken = int((~again.worst_case).sum())
         more = main - newly_broken / max(n, 1)

@@ -9,6 +9,7 @@ maps images in [0, 1] (``N x C x H x W``) to logits, with its normalisation insi
 from __future__ import annotations
 
 import dataclasses
+import math
 import platform
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -45,6 +46,7 @@ class Evaluation:
     suite: str | None
     seed: int
     device: str
+    precision: str
     attack_settings: dict[str, dict[str, Any]]
     sweep: dict[float, dict[str, Any]] | None
     seconds: float
@@ -93,7 +95,7 @@ class Evaluation:
             "torch": torch.__version__,
             "python": platform.python_version(),
             "device": self.device,
-            "precision": "fp32",
+            "precision": self.precision,
         }
         return result
 
@@ -101,7 +103,12 @@ class Evaluation:
 def resolve_attacks(
     suite: str | None, attacks: AttackChoice, *, eps: float, norm: str, seed: int
 ) -> dict[str, Any]:
-    """Label -> attack object for a suite plus extra attacks (spec strings, dicts or objects)."""
+    """Label -> attack object for a suite plus extra attacks (spec strings, dicts or objects).
+
+    Every attack works under the evaluation's threat model: one that sets another eps or
+    norm is refused, since its examples would be counted in a worst case they do not
+    belong to. (Evaluate at another eps with a second call, or with ``sweep``.)
+    """
     from sat_toolkit.evaluation.suites import build_attacks, parse_attack_option, resolve_suite
 
     if isinstance(attacks, str):
@@ -124,23 +131,75 @@ def resolve_attacks(
                 )
     if not specs and not objects:
         raise SatError("nothing to run: give a suite and/or attacks")
-    built = build_attacks(specs, eps=eps, norm=norm, seed=seed)
-    return {**built, **objects}
+    built = {**build_attacks(specs, eps=eps, norm=norm, seed=seed), **objects}
+    for label, attack in built.items():
+        own_eps, own_norm = getattr(attack, "eps", None), getattr(attack, "norm", None)
+        if isinstance(own_eps, (int, float)) and not math.isclose(own_eps, eps, rel_tol=1e-9, abs_tol=1e-12):
+            raise SatError(
+                f"attack '{label}' has eps {own_eps:.6g} but this evaluation's eps is {eps:.6g}; "
+                "leave its eps out (it takes the evaluation's) or evaluate at that eps separately"
+            )
+        if isinstance(own_norm, str) and own_norm != norm:
+            raise SatError(
+                f"attack '{label}' has norm {own_norm} but this evaluation's is {norm}; "
+                "leave its norm out (it takes the evaluation's) or evaluate under that norm separately"
+            )
+    return built
 
 
 def _check_inputs(x: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 2:
         raise SatError("x: expected a float tensor of images, N x C x H x W, with values in [0, 1]")
+    if len(x) == 0:
+        raise SatError("x: no images to evaluate")
     if not isinstance(y, torch.Tensor) or y.dim() != 1 or y.shape[0] != x.shape[0]:
         raise SatError(
             f"y: expected one integer label per image ({x.shape[0]}), got {getattr(y, 'shape', y)}"
         )
-    if len(x) and (float(x.min()) < 0 or float(x.max()) > 1):
+    if float(x.min()) < 0 or float(x.max()) > 1:
         raise SatError(
             f"x: values lie in [{float(x.min()):.3g}, {float(x.max()):.3g}], not [0, 1]; eps lives in [0, 1] "
             "pixel space: scale the images (8-bit pixels / 255) and put the normalisation inside the model"
         )
     return x, y.long()
+
+
+def _check_budget(eps: float, norm: str, input_dim: int) -> None:
+    """An eps no attack could use meaningfully is a unit mistake (8 meant as 8/255)."""
+    largest = 1.0 if norm == "linf" else math.sqrt(input_dim)
+    if eps > largest:
+        hint = f"; did you mean {eps:g}/255?" if norm == "linf" and eps <= 255 else ""
+        raise SatError(
+            f"eps {eps:g} is larger than any {norm} perturbation of an image in [0, 1] "
+            f"(at most {largest:.4g}){hint}"
+        )
+
+
+def _floating_dtype(model: nn.Module) -> torch.dtype:
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
+def _output_classes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int | None) -> int:
+    """The model's class count from one forward pass, checked against ``num_classes`` and ``y``."""
+    was_training = model.training
+    with torch.no_grad():
+        logits = model.eval()(x[:1])
+    model.train(was_training)
+    if logits.dim() != 2:
+        raise SatError(
+            f"the model returns shape {tuple(logits.shape)} for one image; expected 1 x classes logits"
+        )
+    classes = int(logits.shape[1])
+    if num_classes is not None and num_classes != classes:
+        raise SatError(f"num_classes is {num_classes} but the model returns {classes} logits per image")
+    if int(y.min()) < 0 or int(y.max()) >= classes:
+        raise SatError(
+            f"y: labels run from {int(y.min())} to {int(y.max())}; the model has classes 0 to {classes - 1}"
+        )
+    return classes
+
+
+PRECISIONS = {torch.float32: "fp32", torch.float64: "fp64", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
 def evaluate(
@@ -157,55 +216,65 @@ def evaluate(
     batch_size: int = 256,
     device: str | torch.device | None = None,
     num_classes: int | None = None,
-    sweep: Sequence[float] | None = None,
+    sweep: Sequence[float] | str | None = None,
     square_queries: int = 1000,
     return_examples: bool = True,
+    per_attack_examples: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> Evaluation:
     """Attack ``model`` on images ``x`` (in [0, 1]) with labels ``y``; see :class:`Evaluation`.
 
     Args:
         model: any classifier taking [0, 1] images (normalisation inside) to logits. It is
-            put in eval mode and, when ``device`` is given, moved there; its weights and
-            state are left as they were.
+            evaluated in eval mode (its train/eval mode, weights and buffers are restored)
+            and, when ``device`` is given, moved there, as ``model.to(device)`` would.
         eps: the budget in [0, 1] pixel space (``"8/255"`` allowed); norm: ``"linf"``/``"l2"``.
-        suite: a named suite (``standard``, ``plus``, ``pgd``, ``quick``) or None.
+        suite: a named suite (``standard``, ``plus``, ``pgd``, ``quick``), or None / ``"none"``.
         attacks: extra attacks: spec strings (``"pgd:steps=50"``) or label -> spec dict /
-            attack object.
-        checks: also run the gradient-masking checks (about as costly again as the suite).
+            attack object (``perturb(model, x, y, *, eps=None)`` returning an
+            ``AttackResult`` or the adversarial tensor). Each takes the evaluation's eps
+            and norm; one that sets others is refused.
+        checks: also run the gradient-masking checks (about as costly again as the suite;
+            the CLI runs them by default, this function only when asked).
         seed: seeds the attacks' generators and torch's global generator.
-        device: where to compute; None keeps the model where it is.
-        num_classes: for the chance-level check; None asks the model's output.
-        sweep: eps values for a robustness-vs-eps curve.
+        device: where to compute; None computes where the model is.
+        num_classes: None asks the model's output (given, it must agree).
+        sweep: eps values for a robustness-vs-eps curve (or ``"1/255,2/255"``).
+        return_examples: keep the worst-case examples (``x_adv``: one copy of ``x`` on the CPU);
+            per_attack_examples: also each attack's (one copy per attack).
     """
     from sat_toolkit.attacks import parse_fraction
     from sat_toolkit.devices import describe, model_device, resolve_device
-    from sat_toolkit.evaluation.sweep import eps_sweep
+    from sat_toolkit.evaluation.sweep import eps_sweep, parse_eps_list
     from sat_toolkit.phase import true_gradients
 
-    budget = parse_fraction(eps, "eps", maximum=None)
+    budget = parse_fraction(eps, "eps")
     if batch_size < 1 or square_queries < 1:
         raise SatError("batch_size and square_queries must be >= 1")
+    suite = None if suite == "none" else suite
+    sweep_values = parse_eps_list(sweep) if isinstance(sweep, str) else list(sweep or [])
     x, y = _check_inputs(x, y)
-    target = resolve_device(device) if device is not None else model_device(model)
-    model.to(target)
-    x, y = x.to(target), y.to(target)
+    _check_budget(budget, norm, x[0].numel())
+    if device is not None:
+        model.to(resolve_device(device))
+    target = model_device(model)
+    dtype = _floating_dtype(model)
+    x, y = x.to(target, dtype), y.to(target)
+    num_classes = _output_classes(model, x, y, num_classes)
     objects = resolve_attacks(suite, attacks, eps=budget, norm=norm, seed=seed)
     torch.manual_seed(seed)
     started = time.perf_counter()
     report = evaluate_robustness(
-        model, x, y, objects, batch_size=batch_size, progress=progress, return_examples=return_examples
+        model, x, y, objects, batch_size=batch_size, eps=budget, norm=norm, progress=progress,
+        return_examples=return_examples, per_attack_examples=per_attack_examples,
+    )  # fmt: skip
+    curve = (
+        eps_sweep(model, x, y, objects, sweep_values, batch_size=batch_size, norm=norm)
+        if sweep_values
+        else None
     )
-    curve = None
-    if sweep:
-        curve = eps_sweep(model, x, y, objects, list(sweep), batch_size=batch_size)
     results: list[CheckResult] = []
-    if checks and objects and len(y):
-        if num_classes is None:
-            with torch.no_grad():
-                was_training = model.training
-                num_classes = int(model.eval()(x[:1]).shape[1])
-                model.train(was_training)
+    if checks:
         with true_gradients():  # the checks probe the function the model computes
             results = run_checks(
                 model, x, y, report, objects, eps=budget, norm=norm, num_classes=num_classes,
@@ -220,6 +289,7 @@ def evaluate(
         suite=suite,
         seed=seed,
         device=describe(target),
+        precision=PRECISIONS.get(dtype, str(dtype)),
         attack_settings={label: outcome.settings for label, outcome in report.attacks.items()},
         sweep=curve,
         seconds=time.perf_counter() - started,

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sat_toolkit.attacks.result import AttackResult
 from sat_toolkit.errors import SatError
 from sat_toolkit.phase import Phase, true_gradients
 
@@ -128,6 +129,19 @@ def has_attacker_surrogate(model: nn.Module) -> bool:
     )
 
 
+def _budget(result: AttackResult, eps: float | None, attack: Any, label: str) -> float:
+    """The eps an attack's examples must respect: the evaluation's, else the attack's own."""
+    if eps is not None:
+        return float(eps)
+    reported = getattr(result, "eps", None)
+    if isinstance(reported, (int, float)) and reported > 0:  # 0.0 is AttackResult's "not reported"
+        return float(reported)
+    own = getattr(attack, "eps", None)
+    if isinstance(own, (int, float)):
+        return float(own)
+    raise SatError(f"attack '{label}' reports no eps; give it an eps attribute or pass eps to the evaluation")
+
+
 @torch.no_grad()
 def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
     return torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
@@ -141,8 +155,10 @@ def evaluate_robustness(
     *,
     batch_size: int = 256,
     eps: float | None = None,
+    norm: str | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     return_examples: bool = False,
+    per_attack_examples: bool = False,
 ) -> RobustnessReport:
     """Attack ``x`` (images in [0, 1]) with every attack and report per-sample outcomes.
 
@@ -152,9 +168,12 @@ def evaluate_robustness(
             with the true gradient, and again with the model's surrogate gradient when it
             has one for attackers (see the module docstring).
         eps: overrides every attack's own eps (epsilon sweeps); None keeps theirs.
+        norm: the ball to check examples against for attacks that do not say (``.norm``).
         progress: called as ``progress(label, done, total)`` after each batch.
-        return_examples: keep every attack's adversarial examples and the worst-case
-            ones (``AttackOutcome.x_adv``, ``RobustnessReport.x_adv``, on the CPU).
+        return_examples: keep the worst-case adversarial examples (``RobustnessReport.x_adv``,
+            on the CPU: one copy of ``x``).
+        per_attack_examples: also keep every attack's (``AttackOutcome.x_adv``: one copy
+            of ``x`` per attack).
     """
     was_training = model.training
     model.eval()
@@ -170,7 +189,8 @@ def evaluate_robustness(
         broken = ~clean_correct
         for label, attack, gradients in runs:
             robust = torch.zeros_like(clean_correct)
-            examples = x.detach().cpu().clone() if return_examples else None
+            keep = return_examples or per_attack_examples
+            examples = x.detach().cpu().clone() if keep else None
             zero_grads: list[float] = []
             started = time.perf_counter()
             for start in range(0, len(attackable), batch_size):
@@ -178,8 +198,12 @@ def evaluate_robustness(
                 xb, yb = x[index], y[index]
                 with gradients():
                     result = attack.perturb(model, xb, yb, eps=eps)
-                used_eps = float(result.eps if getattr(result, "eps", 0) else (eps or attack.eps))
-                _check_bounds(label, xb, result.x_adv, used_eps, getattr(attack, "norm", "linf"))
+                if isinstance(result, torch.Tensor):  # a plugin may hand back just the examples
+                    result = AttackResult(x_adv=result)
+                used_eps = _budget(result, eps, attack, label)
+                _check_bounds(
+                    label, xb, result.x_adv, used_eps, getattr(attack, "norm", None) or norm or "linf"
+                )
                 robust[index] = _predict(model, result.x_adv, batch_size) == yb
                 if examples is not None:
                     examples[index.cpu()] = result.x_adv.detach().cpu().to(examples.dtype)
@@ -192,7 +216,12 @@ def evaluate_robustness(
             if eps is not None:
                 settings["eps"] = eps
             outcomes[label] = AttackOutcome(
-                label, settings, robust, zero_fraction, time.perf_counter() - started, examples
+                label,
+                settings,
+                robust,
+                zero_fraction,
+                time.perf_counter() - started,
+                examples if per_attack_examples else None,
             )
             if worst_x is not None and examples is not None:
                 # Newly broken samples take this attack's example; unbroken ones keep the

@@ -39,11 +39,12 @@ def eps_sweep(
     eps_values: Sequence[float],
     *,
     batch_size: int,
+    norm: str | None = None,
 ) -> dict[float, dict[str, Any]]:
     """Worst-case robust accuracy over ``attacks`` at each eps, on the same samples."""
     curve: dict[float, dict[str, Any]] = {}
     for eps in eps_values:
-        report = evaluate_robustness(model, x, y, attacks, batch_size=batch_size, eps=eps)
+        report = evaluate_robustness(model, x, y, attacks, batch_size=batch_size, eps=eps, norm=norm)
         curve[eps] = {
             "robust_accuracy": report.robust_accuracy,
             "attacks": {k: o.robust_accuracy for k, o in report.attacks.items()},

@@ -50,7 +50,14 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                 "run code; save model.state_dict() with torch.save or safetensors instead"
             ) from None
         except Exception as exc:
-            raise SatError(f"{path}: not a readable torch file ({type(exc).__name__}: {exc})") from None
+            text = str(exc)
+            if "TorchScript" in text or "weights_only" in text:  # never relay "retry with weights_only=False"
+                raise SatError(
+                    f"{path} is a TorchScript archive or holds objects other than tensors; it is refused "
+                    "because loading it could run code: save model.state_dict() (torch.save or safetensors)"
+                ) from None
+            first = text.splitlines()[0] if text else ""
+            raise SatError(f"{path}: not a readable torch file ({type(exc).__name__}: {first})") from None
     return _flatten(state, path)
 
 
@@ -90,8 +97,11 @@ def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: st
     missing = [key for key in own if key not in state]
     unexpected = [key for key in state if key not in own]
     if missing or unexpected:
-        problem = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
-        raise SatError(f"{source}: weights do not fit the model ({problem}); check --arch")
+        found = ", ".join(part for part in (
+            f"missing {missing[:3]}" if missing else "",
+            f"unexpected {unexpected[:3]}" if unexpected else "",
+        ) if part)  # fmt: skip
+        raise SatError(f"{source}: weights do not fit the model ({found}); check --arch and the keys' prefix")
     model.load_state_dict(state, strict=True)
 
 
@@ -101,7 +111,8 @@ def per_channel(values: Sequence[float], channels: int, name: str) -> tuple[floa
     if len(values) == 1:
         values = values * channels
     if len(values) != channels:
-        raise SatError(f"--{name}: give 1 or {channels} values (one per channel), got {len(values)}")
+        wanted = "1 value" if channels == 1 else f"1 or {channels} values (one per channel)"
+        raise SatError(f"--{name}: the data has {channels} channel(s); give {wanted}, got {len(values)}")
     return values
 
 
@@ -122,12 +133,31 @@ def build_timm_model(
     TimmModel(architecture, **arch_kwargs)  # the same checks and hints as a recipe's [model]
     mean = per_channel(mean, channels, "mean")
     std = per_channel(std, channels, "std")
-    if min(std) <= 0:
-        raise SatError(f"--std: every value must be > 0, got {list(std)}")
+    if not all(0 <= m <= 1 for m in mean) or not all(0 < v <= 1 for v in std):
+        raise SatError(
+            f"--mean {list(mean)} / --std {list(std)}: the model sees pixels in [0, 1], so a mean lies in "
+            "[0, 1] and a std in (0, 1]; for 8-bit statistics divide by 255 (e.g. 125.3 -> 0.4914)"
+        )
     try:
         body = timm.create_model(
             architecture, pretrained=False, num_classes=num_classes, in_chans=channels, **arch_kwargs
         )
-    except TypeError as exc:
+    except (TypeError, ValueError, AssertionError) as exc:
         raise SatError(f"--arch {architecture}: {exc}") from None
-    return NormalizedModel(Normalize(mean, std), body)
+    model = NormalizedModel(Normalize(mean, std), body)
+    model.normalization = {"mean": list(mean), "std": list(std)}  # as given, not float32-rounded
+    return model
+
+
+def check_forward(model: nn.Module, architecture: str, input_shape: tuple[int, ...]) -> None:
+    """One image through the model, so a wrong input size is a one-line error, not a traceback mid-suite."""
+    try:
+        with torch.no_grad():
+            model.eval()(torch.rand(1, *input_shape))
+    except Exception as exc:
+        size = "x".join(str(v) for v in input_shape)
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise SatError(
+            f"--arch {architecture} fails on the dataset's {size} images ({type(exc).__name__}: {first}); "
+            "pass img_size (and patch_size) if the architecture takes them, e.g. --arch NAME:img_size=32"
+        ) from None

@@ -209,6 +209,15 @@ class _Resolver:
                 self.problems.add(path, f"two evaluation attacks are labelled '{label}'")
                 ok = False
                 continue
+            own_norm = entry.get("norm")
+            if isinstance(own_norm, str) and own_norm != inherit.get("norm", own_norm) and "eps" not in entry:
+                self.problems.add(
+                    join(path, "eps"),
+                    f"required: this attack's norm '{own_norm}' differs from attack.train.norm "
+                    f"'{inherit['norm']}', so the training eps is no budget for it",
+                )
+                ok = False
+                continue
             spec = self.plugin("attack", entry, path, inherit=inherit)
             if spec is None:
                 ok = False
