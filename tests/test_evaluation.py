@@ -16,7 +16,7 @@ from sat_toolkit.attacks import AttackResult
 from sat_toolkit.cli import cli
 from sat_toolkit.errors import SatError
 from sat_toolkit.evaluation import evaluate_robustness
-from sat_toolkit.evaluation.checks import allowed_images, run_checks
+from sat_toolkit.evaluation.checks import CheckResult, allowed_images, run_checks
 from sat_toolkit.evaluation.suites import build_attacks, parse_attack_option
 
 
@@ -275,33 +275,29 @@ def _margin_samples(n: int, fragile: int) -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.zeros(n, dtype=torch.long)
 
 
-@pytest.mark.parametrize(("fragile", "passes"), [(2, True), (4, True), (10, False)])
-def test_convergence_check_counts_images_the_stronger_attack_adds_to_the_worst_case(
-    fragile: int, passes: bool
-) -> None:
-    """At n = 359, 2 more broken images (0.56 points) used to fail a fixed half-point bar."""
+def _convergence_check(fragile: int, attacks: dict) -> CheckResult:
+    """The convergence check on 359 samples of which ``fragile`` only a 40-step shift breaks."""
     x, y = _margin_samples(359, fragile)
     model = _ThresholdModel(torch.arange(359))
-    attacks = {"steps": _StepsAttack()}
     report = evaluate_robustness(model, x, y, attacks)
     checks = run_checks(
         model, x, y, report, attacks, eps=0.1, norm="linf", num_classes=2, seed=0, batch_size=512,
         square_queries=5,
     )  # fmt: skip
-    converged = next(c for c in checks if "2x steps" in c.name)
+    return next(c for c in checks if "2x steps" in c.name)
+
+
+@pytest.mark.parametrize(("fragile", "passes"), [(2, True), (4, True), (10, False)])
+def test_convergence_check_counts_images_the_stronger_attack_adds_to_the_worst_case(
+    fragile: int, passes: bool
+) -> None:
+    """At n = 359, 2 more broken images (0.56 points) used to fail a fixed half-point bar."""
+    converged = _convergence_check(fragile, {"steps": _StepsAttack()})
     assert converged.numbers["newly_broken"] == fragile
     assert converged.passed is passes
 
 
 def test_convergence_check_is_about_the_worst_case_not_one_member() -> None:
     """Images the stronger first attack adds are no failure when another member breaks them already."""
-    x, y = _margin_samples(359, 10)
-    model = _ThresholdModel(torch.arange(359))
-    attacks = {"steps": _StepsAttack(), "strong": _StepsAttack(steps=50)}
-    report = evaluate_robustness(model, x, y, attacks)
-    checks = run_checks(
-        model, x, y, report, attacks, eps=0.1, norm="linf", num_classes=2, seed=0, batch_size=512,
-        square_queries=5,
-    )  # fmt: skip
-    converged = next(c for c in checks if "2x steps" in c.name)
+    converged = _convergence_check(10, {"steps": _StepsAttack(), "strong": _StepsAttack(steps=50)})
     assert converged.numbers["newly_broken"] == 0 and converged.passed
