@@ -48,6 +48,9 @@ class DatasetSource(abc.ABC):
     description: ClassVar[str] = ""
     #: Raw value of a white pixel in the store; images are divided by it, once, on conversion.
     pixel_max: ClassVar[float] = 255.0
+    #: ``(channels, height, width)`` when the dataset fixes it; read by recipe validation
+    #: (which builds no dataset) to bound an L2 eps by the largest possible perturbation.
+    input_shape: ClassVar[tuple[int, int, int] | None] = None
 
     def __init__(self, limit_train: int | None = None, limit_test: int | None = None) -> None:
         self.limit_train = check_limit(self.name, "limit_train", limit_train)

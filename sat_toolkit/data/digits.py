@@ -83,6 +83,7 @@ class Digits(DatasetSource):
     name = "digits"
     description = "scikit-learn 8x8 digits (1797 images, 10 classes); embedded, needs no download"
     pixel_max = 16.0
+    input_shape = (1, 8, 8)
 
     # Training-split statistics of pixels / 16 (checked by the tests).
     MEAN = (0.3058,)

@@ -127,6 +127,7 @@ class FashionMNIST(DatasetSource):
     """
 
     name = "fashion_mnist"
+    input_shape = (1, *IMAGE_SIZE)
     description = "Fashion-MNIST 28x28 grey, 10 classes (IDX files from data.path, Debian, or the HF hub)"
     pixel_max = 255.0
 

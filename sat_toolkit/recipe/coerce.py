@@ -101,7 +101,7 @@ def coerce(value: Any, hint: Any) -> Any:
     literally.
     """
     if not is_known(hint):
-        return parse_number(value) if is_fraction(value) else value
+        return _float(value) if is_fraction(value) else value
     if hint is bool:
         if isinstance(value, bool):
             return value
@@ -147,7 +147,10 @@ def _union(value: Any, hint: Any) -> Any:
     for member in ordered:
         try:
             return coerce(value, member)
-        except Invalid:
+        except Invalid as exc:
+            # "4/0" is a fraction gone wrong, never a string: say why the number failed.
+            if member is float and is_fraction(value):
+                raise exc from None
             continue
     raise Invalid(f"expected {describe(hint)}, got {toml_type(value)}")
 

@@ -34,7 +34,7 @@ def parse_number(value: object) -> float:
             if match:
                 denominator = float(match.group(2))
                 if denominator == 0:
-                    raise ValueError(f"division by zero in {value!r}")
+                    raise ValueError(f"division by zero in {value!r}; write a fraction like '4/255'")
                 number = float(match.group(1)) / denominator
             else:
                 number = float(value.strip())

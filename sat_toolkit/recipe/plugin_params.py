@@ -18,6 +18,7 @@ no null); leaving the key out keeps meaning "the plugin's default".
 from __future__ import annotations
 
 import inspect
+import math
 import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -38,16 +39,23 @@ ENGINE_SUPPLIED: dict[str, frozenset[str]] = {
     "schedule": frozenset(),
 }
 
-# Ranges for well-known parameter names, checked whatever plugin declares them.
+#: numpy (and so accelerate's ``set_seed``) takes seeds below 2**32 only.
+MAX_SEED = 2**32 - 1
+
+# Ranges for well-known parameter names, checked whatever plugin declares them. The upper
+# bounds on counts are far beyond any published protocol (APGD's longest runs are a few
+# thousand steps): a larger value is a typo that would otherwise run for days. eps has a
+# norm-dependent upper bound, see :func:`eps_limit`.
 PARAM_BOUNDS: dict[str, dict[str, dict[str, float]]] = {
     "attack": {
         "eps": {"ge": 0},
         "step_size": {"ge": 0},
-        "steps": {"ge": 1},
-        "restarts": {"ge": 1},
-        "n_restarts": {"ge": 1},
-        "n_queries": {"ge": 1},
+        "steps": {"ge": 1, "le": 100_000},
+        "restarts": {"ge": 1, "le": 10_000},
+        "n_restarts": {"ge": 1, "le": 10_000},
+        "n_queries": {"ge": 1, "le": 10_000_000},
         "random_start_fraction": {"ge": 0, "le": 1},
+        "seed": {"ge": 0, "le": MAX_SEED},
     },
     "dataset": {"limit_train": {"ge": 1}, "limit_test": {"ge": 1}},
 }
@@ -71,8 +79,49 @@ def check_bounds(value: Any, bounds: Mapping[str, float]) -> str | None:
     for key, bound in bounds.items():
         sign, holds = tests[key]
         if not holds(bound):
-            return f"must be {sign} {bound:g}, got {value!r}"
+            shown = str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
+            return f"must be {sign} {shown}, got {value!r}"
     return None
+
+
+def eps_limit(norm: Any, input_shape: tuple[int, ...] | None) -> float | None:
+    """The largest budget that means anything in [0, 1] pixel space; ``None`` when unknown.
+
+    Under L-inf a budget of 1 already lets every pixel go anywhere, so more is a unit
+    mistake (``8`` meant as ``8/255``). Under L2 (and L1) the farthest two images can be
+    apart is sqrt(C*H*W) (C*H*W), known only when the dataset fixes its image shape.
+    """
+    if norm == "linf":
+        return 1.0
+    if input_shape and norm in ("l2", "l1"):
+        size = math.prod(input_shape)
+        return math.sqrt(size) if norm == "l2" else float(size)
+    return None
+
+
+def _check_eps(
+    resolved: Mapping[str, Any],
+    signature: Mapping[str, inspect.Parameter] | None,
+    input_shape: tuple[int, ...] | None,
+    path: str,
+    problems: Problems,
+) -> None:
+    """Refuse an attack's eps above :func:`eps_limit` for the attack's norm."""
+    eps = resolved.get("eps")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+        return
+    norm = resolved.get("norm")
+    if norm is None and signature is not None and "norm" in signature:
+        norm = signature["norm"].default
+    limit = eps_limit(norm, input_shape)
+    if limit is None or eps <= limit:
+        return
+    if norm == "linf":
+        hint = f'budgets are in [0, 1] pixel space: for {eps:g}/255 write eps = "{eps:g}/255"'
+    else:
+        shape = "x".join(str(n) for n in input_shape or ())
+        hint = f"no two {shape} images in [0, 1] are farther apart under {norm}"
+    problems.add(join(path, "eps"), f"must be <= {limit:g} under {norm}, got {eps:g} ({hint})")
 
 
 def _toml_default(value: Any) -> bool:
@@ -133,12 +182,14 @@ def check_plugin(
     host: Any,
     reserved: Iterable[str] = (),
     inherit: Mapping[str, Any] | None = None,
+    input_shape: tuple[int, ...] | None = None,
 ) -> tuple[str, dict[str, Any]] | None:
     """Validate one plugin section; returns ``(name, resolved params)`` or ``None`` on problems.
 
     ``reserved`` are the section's own keys (offered as suggestions for typos);
     ``inherit`` supplies values for parameters the plugin takes but the recipe left out
-    (evaluation attacks inherit the training epsilon this way).
+    (evaluation attacks inherit the training epsilon this way); ``input_shape`` is the
+    dataset's ``(C, H, W)`` where known, which bounds an L2 attack's eps.
     """
     before = len(problems)
     if raw_name is None:
@@ -186,6 +237,8 @@ def check_plugin(
         message = check_bounds(value, bounds)
         if message:
             problems.add(join(path, key), message)
+    if kind == "attack" and not any(p.path == join(path, "eps") for p in problems[before:]):
+        _check_eps(resolved, signature, input_shape, path, problems)
     if kind == "dataset" and isinstance(resolved.get("path"), str):
         data_path = Path(resolved["path"]).expanduser()
         if not data_path.exists():
@@ -208,9 +261,11 @@ def check_plugin(
             problems.add(*_message_path(path, resolved, raw_name, str(exc)))
         except Exception as exc:  # a plugin bug still deserves one line naming the section
             problems.add(path, f"{kind} '{raw_name}' failed to build: {type(exc).__name__}: {exc}")
-    # Unresolved fraction strings (plugins that accept **kwargs) still become floats.
-    resolved = {k: parse_number(v) if is_fraction(v) else v for k, v in resolved.items()}
-    return (raw_name, resolved) if len(problems) == before else None
+    if len(problems) > before:
+        return None
+    # Unresolved fraction strings (plugins that accept **kwargs) still become floats; each
+    # one already went through coerce, so a bad one ("4/0") is a problem reported above.
+    return raw_name, {k: parse_number(v) if is_fraction(v) else v for k, v in resolved.items()}
 
 
 def _complete(signature: Mapping[str, inspect.Parameter] | None, resolved: Mapping[str, Any]) -> bool:
@@ -271,4 +326,4 @@ def _installed(host: Any, kind: str) -> str:
     return "installed: " + ", ".join(names) if names else "none installed"
 
 
-__all__ = ["ENGINE_SUPPLIED", "PARAM_BOUNDS", "check_bounds", "check_plugin"]
+__all__ = ["ENGINE_SUPPLIED", "MAX_SEED", "PARAM_BOUNDS", "check_bounds", "check_plugin", "eps_limit"]

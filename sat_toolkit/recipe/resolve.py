@@ -78,12 +78,28 @@ def _cross_checks(parts: dict[str, Any], problems: Problems) -> None:
         )
 
 
+def _input_shape(host: Any, spec: PluginSpec) -> tuple[int, ...] | None:
+    """The dataset's ``(C, H, W)`` without building it: a class that fixes its shape says so
+    (``input_shape``), else its ``channels`` and ``image_size`` parameters do; else unknown."""
+    try:
+        fixed = getattr(host.get("dataset", spec.name), "input_shape", None)
+    except Exception:  # a lookup problem is reported by the dataset's own check
+        return None
+    if isinstance(fixed, tuple) and all(isinstance(n, int) for n in fixed):
+        return fixed
+    channels, size = spec.params.get("channels"), spec.params.get("image_size")
+    if isinstance(channels, int) and isinstance(size, int) and not isinstance(size, bool):
+        return (channels, size, size)
+    return None
+
+
 class _Resolver:
     """Section-by-section validation; each method returns its part or ``None`` on problems."""
 
     def __init__(self, host: Any, problems: Problems) -> None:
         self.host = host
         self.problems = problems
+        self.input_shape: tuple[int, ...] | None = None  # the dataset's (C, H, W), once known
 
     # -- generic ---------------------------------------------------------------------------
     def table(self, value: Any, path: str, *, required: bool = False) -> Mapping[str, Any] | None:
@@ -171,6 +187,7 @@ class _Resolver:
         spec = self.plugin("dataset", params, "data", reserved=reserved)
         if checked is None or spec is None:
             return None
+        self.input_shape = _input_shape(self.host, spec)
         return DataConfig(name=spec.name, params=spec.params, **checked)
 
     def activation(self, value: Any) -> PluginSpec | None:
@@ -188,7 +205,7 @@ class _Resolver:
         for key in raw:
             if key not in ("train", "eval"):
                 self.problems.unknown("attack", key, ("train", "eval"))
-        train = self.plugin_section("attack", raw.get("train"), "attack.train")
+        train = self.plugin_section("attack", raw.get("train"), "attack.train", input_shape=self.input_shape)
         inherit = {} if train is None else AttackConfig(train).threat_model
         evaluation = self.evaluation(raw.get("eval"), inherit)
         if train is None or evaluation is None:
@@ -218,7 +235,7 @@ class _Resolver:
                 )
                 ok = False
                 continue
-            spec = self.plugin("attack", entry, path, inherit=inherit)
+            spec = self.plugin("attack", entry, path, inherit=inherit, input_shape=self.input_shape)
             if spec is None:
                 ok = False
             else:

@@ -50,7 +50,10 @@ class RunConfig:
     """``[run]``: what the run is called, where it writes, how it is seeded."""
 
     name: str = setting("sat", "run name; also names the default output directory")
-    seed: int = setting(0, "seed for model init, data order and the training attack's randomness", ge=0)
+    seed: int = setting(
+        0, "seed for model init, data order and the training attack's randomness (< 2**32, numpy's limit)",
+        ge=0, le=2**32 - 1,
+    )  # fmt: skip
     output_dir: str = setting("", "where checkpoints, logs and the resolved recipe go; default runs/<name>")
     deterministic: bool = setting(False, "ask PyTorch for deterministic kernels (slower)")
 
@@ -60,9 +63,10 @@ class DataConfig:
     """``[data]``: the dataset plugin (``name`` plus its parameters) and the loaders."""
 
     name: str = setting(doc="dataset plugin, e.g. 'digits'")
-    batch_size: int = setting(128, "training batch size (per optimiser micro-step)", ge=1)
-    eval_batch_size: int = setting(256, "batch size for validation and evaluation attacks", ge=1)
-    num_workers: int = setting(0, "data-loader worker processes", ge=0)
+    # Upper bounds catch typos (an extra digit or three), far above what any device holds.
+    batch_size: int = setting(128, "training batch size (per optimiser micro-step)", ge=1, le=2**20)
+    eval_batch_size: int = setting(256, "batch size for validation and evaluation attacks", ge=1, le=2**20)
+    num_workers: int = setting(0, "data-loader worker processes (at most 1024)", ge=0, le=1024)
     params: dict[str, Any] = field(default_factory=dict, metadata={"doc": "the dataset plugin's parameters"})
 
     @property
@@ -86,7 +90,9 @@ class EvalConfig:
     """
 
     samples: int = setting(1000, "test samples to attack (0 = the whole test set)", ge=0)
-    seed: int = setting(0, "seed for the sample choice and the attacks' randomness", ge=0)
+    seed: int = setting(
+        0, "seed for the sample choice and the attacks' randomness (< 2**32)", ge=0, le=2**32 - 1
+    )
     attacks: dict[str, PluginSpec] = field(default_factory=dict, metadata={"doc": "label -> attack"})
 
     def to_dict(self) -> dict[str, Any]:
@@ -143,12 +149,14 @@ class OptimizerConfig:
     momentum: float = setting(0.9, "SGD momentum", ge=0.0, lt=1.0)
     nesterov: bool = setting(True, "SGD Nesterov momentum (needs momentum > 0)")
     betas: tuple[float, float] = setting((0.9, 0.999), "AdamW betas", ge=0.0, lt=1.0)
-    weight_decay: float = setting(5e-4, "L2 weight decay", ge=0.0)
+    weight_decay: float = setting(
+        5e-4, "L2 weight decay (at most 1; values in use are 1e-5 to 0.1)", ge=0.0, le=1.0
+    )
     exclude_norm_and_bias_from_weight_decay: bool = setting(
         True, "no weight decay on norm layers and biases (the paper decays conv/fc weights only)"
     )
     label_smoothing: float = setting(0.0, "cross-entropy label smoothing", ge=0.0, lt=1.0)
-    grad_accumulation: int = setting(1, "micro-batches per optimiser step", ge=1)
+    grad_accumulation: int = setting(1, "micro-batches per optimiser step (at most 65536)", ge=1, le=65536)
     ema: float | Literal["off"] = setting(
         "off", "EMA decay of the weights, e.g. 0.999, or 'off'", gt=0.0, lt=1.0
     )
@@ -170,8 +178,18 @@ class ScheduleConfig:
 class TrainConfig:
     """``[train]``: how long, and how often to look at progress."""
 
-    epochs: int = setting(10, "passes over the training set", ge=1)
-    steps: int = setting(0, "if > 0: exactly this many optimiser steps, instead of epochs", ge=0)
+    epochs: int = setting(
+        10,
+        "passes over the training set, at most 100000: schedules in use are hundreds of epochs, so more "
+        "is a typo (10**12 would run for ever rather than fail)",
+        ge=1, le=100_000,
+    )  # fmt: skip
+    steps: int = setting(
+        0,
+        "if > 0: exactly this many optimiser steps, instead of epochs; at most 10**8 (ten steps a second "
+        "for four months)",
+        ge=0, le=10**8,
+    )  # fmt: skip
     validate_every_epochs: int = setting(1, "cheap robust validation every N epochs (0 = never)", ge=0)
     validate_samples: int = setting(512, "test samples the cheap validation attacks", ge=1)
     log_every_steps: int = setting(50, "log training metrics every N optimiser steps", ge=1)
