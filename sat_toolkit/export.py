@@ -66,7 +66,19 @@ def read_sat_config(path: str | Path) -> dict[str, Any]:
             f"{path} carries no sat_config: it was not exported by sat-toolkit; to evaluate weights "
             "trained elsewhere, name its architecture (sat-toolkit eval FILE --arch NAME --mean M --std S)"
         )
-    return json.loads(metadata[CONFIG_KEY])
+    try:
+        config = json.loads(metadata[CONFIG_KEY])
+    except json.JSONDecodeError as exc:
+        raise SatError(
+            f"{path}: its sat_config metadata is not JSON ({exc.msg} at character {exc.pos}); "
+            "the file is damaged: export it again, or evaluate the weights with --arch NAME --mean M --std S"
+        ) from None
+    if not isinstance(config, dict):
+        raise SatError(
+            f"{path}: its sat_config metadata is JSON but not an object; "
+            "the file is damaged: export it again, or evaluate the weights with --arch NAME --mean M --std S"
+        )
+    return config
 
 
 def load_model(location: str | Path, device: str | None = None) -> nn.Module:
@@ -81,12 +93,36 @@ def load_model(location: str | Path, device: str | None = None) -> nn.Module:
 
     path = resolve_model_file(location)
     config = read_sat_config(path)
-    model = rebuild_model(config)
-    state = load_file(str(path), device="cpu")
+    try:
+        model = rebuild_model(config)
+    except SatError as exc:
+        raise SatError(f"{path}: {exc.message}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a hand-edited or damaged config
+        raise SatError(
+            f"{path}: its sat_config does not describe a model this toolkit can rebuild "
+            f"({type(exc).__name__}: {exc}); export it again"
+        ) from None
+    name = config["model"].get("name", "model") if isinstance(config["model"], dict) else "model"
+    try:
+        state = load_file(str(path), device="cpu")
+    except Exception as exc:  # safetensors raises its own error types for truncated files
+        raise SatError(
+            f"{path}: the weights cannot be read ({exc}); the file is damaged: export it again"
+        ) from None
+    # Shapes first: load_state_dict would raise a RuntimeError listing every tensor.
+    expected = model.state_dict()
+    wrong = [key for key, value in state.items() if key in expected and value.shape != expected[key].shape]
+    if wrong:
+        key = wrong[0]
+        raise SatError(
+            f"{path}: weights do not fit the rebuilt {name}: '{key}' has shape {tuple(state[key].shape)}, "
+            f"the model needs {tuple(expected[key].shape)} ({len(wrong)} of {len(state)} tensors differ); "
+            "the file's sat_config does not match its weights: export it again"
+        )
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         problem = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
-        raise SatError(f"{path}: weights do not fit the rebuilt {config['model']['name']} ({problem})")
+        raise SatError(f"{path}: weights do not fit the rebuilt {name} ({problem})")
     model.sat_config = config
     if device is not None:
         model.to(device)
