@@ -514,8 +514,10 @@ def test_run_dir_guard(fake_plugins: PluginHost, tmp_path: Path) -> None:
     run_dir.mkdir(parents=True)
     assert check_run_dir(run_dir, recipe, resume=True) is False  # empty: fresh start
     saved = save_resolved_recipe(recipe, run_dir)
-    (run_dir / "checkpoint.pt").write_bytes(b"weights")
-    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    assert check_run_dir(run_dir, recipe, resume=False) is False  # a failed start: run it again
+    (run_dir / "checkpoints" / "step-00000001").mkdir(parents=True)
+    (run_dir / "checkpoints" / "step-00000001" / "model.safetensors").write_bytes(b"weights")
+    before = {p.relative_to(run_dir): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
 
     with pytest.raises(SatError, match="already holds a run of this recipe; pass --resume"):
         check_run_dir(run_dir, recipe, resume=False)
@@ -533,8 +535,40 @@ def test_run_dir_guard(fake_plugins: PluginHost, tmp_path: Path) -> None:
             check_run_dir(run_dir, other, resume=resume)
     with pytest.raises(SatError, match="belongs to a different run"):
         save_resolved_recipe(other, run_dir)
-    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before  # nothing overwritten
+    after = {p.relative_to(run_dir): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    assert after == before  # nothing overwritten
     assert load_recipe(saved) == recipe
+
+
+def test_failed_start_is_reused_only_by_the_same_recipe(fake_plugins: PluginHost, tmp_path: Path) -> None:
+    """A run that stopped before its first checkpoint (bad data, an early NaN) is started again
+    by a plain rerun; finished results, a checkpoint or a different recipe still refuse it."""
+    recipe = load_recipe(base_recipe())
+    run_dir = tmp_path / "demo"
+    save_resolved_recipe(recipe, run_dir)
+    (run_dir / "tensorboard").mkdir()
+    (run_dir / "checkpoints").mkdir()
+    (run_dir / "checkpoints" / ".tmp-step-00000004").mkdir()  # died while writing: no checkpoint
+    assert check_run_dir(run_dir, recipe, resume=False) is False
+    other = load_recipe(base_recipe(), ["optimizer.lr=0.2"])
+    with pytest.raises(SatError, match=r"holds a different run .* no checkpoint and no results; if it"):
+        check_run_dir(run_dir, other, resume=False)
+    for progress in ("metrics.json", "model.safetensors"):
+        (run_dir / progress).write_text("{}")
+        with pytest.raises(SatError, match="already holds a run of this recipe"):
+            check_run_dir(run_dir, recipe, resume=False)
+        (run_dir / progress).unlink()
+
+
+def test_unwritable_output_dir_is_refused_before_anything(fake_plugins: PluginHost, tmp_path: Path) -> None:
+    recipe = load_recipe(base_recipe())
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(SatError, match=r"cannot be created: .*a-file is a file, not a directory"):
+        check_run_dir(blocker / "run", recipe, resume=False)
+    with pytest.raises(SatError, match=r"a-file is a file, not a directory"):
+        check_run_dir(blocker, recipe, resume=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]  # the write check left nothing
 
 
 def test_run_dir_that_is_not_a_run_is_refused(fake_plugins: PluginHost, tmp_path: Path) -> None:

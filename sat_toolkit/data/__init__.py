@@ -23,6 +23,18 @@ def create_dataset(spec: PluginSpec) -> DatasetSource:
     return instantiate_plugin("dataset", spec)
 
 
+def check_files(dataset: object) -> None:
+    """Let a split that reads files lazily check them now (``check_files()``; imagefolder does).
+
+    The engine calls this before it writes the run directory. Splits read whole on
+    ``load`` (IDX files, the digits) were checked then; hub tables are still decoded image
+    by image in the loader, where a bad image is a one-line error naming it.
+    """
+    check = getattr(dataset, "check_files", None)
+    if callable(check):
+        check()
+
+
 __all__ = [
     "BUILTIN_DATASETS",
     "SPLITS",
@@ -33,6 +45,7 @@ __all__ = [
     "IdxFormatError",
     "PluginSpec",
     "TensorImageDataset",
+    "check_files",
     "create_dataset",
     "instantiate_plugin",
     "iterate_batches",

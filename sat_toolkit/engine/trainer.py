@@ -70,10 +70,16 @@ def train(
         stop_after_steps: stop (as if killed) after this many optimiser steps in this
             process, without the final evaluation; used to test resumption.
     """
+    from sat_toolkit.data import check_files
+
     run_dir = Path(recipe.run.output_dir)
-    resuming = check_run_dir(run_dir, recipe, resume=resume)
+    resuming = check_run_dir(run_dir, recipe, resume=resume)  # also: can the run write there?
     accelerator = _make_accelerator(recipe, run_dir)
     run = _TrainingRun(recipe, accelerator, run_dir)
+    # Nothing is written before this point, so a bad image file leaves no run directory
+    # behind; it would otherwise surface in a loader worker, after recipe.toml exists.
+    check_files(run.train_loader.dataset)
+    check_files(run.test_set)
     if resuming:
         run.restore()
         if run.is_finished():

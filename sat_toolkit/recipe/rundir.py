@@ -3,13 +3,17 @@
 A run directory holds the resolved recipe that started it (``recipe.toml``). Before the
 engine writes anything it calls :func:`check_run_dir`; a directory that holds a
 different run (its recipe differs in anything that changes results) is refused, and so
-is the same run without ``--resume``. Keys that cannot change results (logging,
-checkpoint cadence, loader workers, where the directory lives) may differ on resume.
+is the same run without ``--resume``, unless it is a failed start: the same recipe with no
+checkpoint and no results (the data was bad, or the loss went NaN before the first
+checkpoint), which a plain rerun simply starts again. Keys that cannot change results
+(logging, checkpoint cadence, loader workers, where the directory lives) may differ on
+resume. The directory must be writable; that too is checked before any work starts.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +24,10 @@ from sat_toolkit.recipe.schema import Recipe
 from sat_toolkit.recipe.toml_io import TOMLDecodeError, tomllib
 
 RECIPE_FILE = "recipe.toml"
+#: What a run that got anywhere leaves behind: checkpoints (sat_toolkit.engine.checkpoint's
+#: folder) or the finished run's model and metrics. A directory with none of them is a
+#: failed start.
+PROGRESS_FILES: tuple[str, ...] = ("checkpoints", "model.safetensors", "metrics.json")
 RUN_IRRELEVANT_KEYS: tuple[str, ...] = (
     "logging",
     "checkpoint",
@@ -72,18 +80,54 @@ def _read_saved(path: Path) -> dict[str, Any]:
         ) from None
 
 
+def check_writable(run_dir: str | Path) -> None:
+    """Refuse a run.output_dir that cannot be created or written, before any work starts.
+
+    The permission bits do not tell (root ignores them; a read-only mount does not), so
+    this creates and removes an empty folder where the run would write.
+    """
+    run_dir = Path(run_dir)
+    existing = next((p for p in (run_dir, *run_dir.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        what = "is a file" if existing == run_dir else f"cannot be created: {existing} is a file"
+        raise SatError(
+            f"run.output_dir {run_dir} {what}, not a directory; pick another run.output_dir "
+            "(--set run.output_dir=DIR)"
+        )
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".sat-toolkit-write-check-", dir=existing))
+    except OSError as exc:
+        raise SatError(
+            f"run.output_dir {run_dir}: cannot write in {existing} ({exc.strerror or exc}); "
+            "pick a writable run.output_dir (--set run.output_dir=DIR)"
+        ) from None
+
+
+def is_failed_start(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` holds no checkpoint and no results: nothing a rerun could lose."""
+    run_dir = Path(run_dir)
+    checkpoints = run_dir / PROGRESS_FILES[0]
+    if checkpoints.is_dir():
+        # A hidden entry is a checkpoint that was being written when the run died.
+        if any(not p.name.startswith(".") for p in checkpoints.iterdir()):
+            return False
+    elif checkpoints.exists():
+        return False
+    return not any((run_dir / name).exists() for name in PROGRESS_FILES[1:])
+
+
 def check_run_dir(run_dir: str | Path, recipe: Recipe, resume: bool) -> bool:
     """Whether the run continues an existing one (True) or starts fresh (False).
 
-    Raises :class:`SatError` for a directory that is not a run of this recipe, and for
-    this recipe's run without ``resume``. A missing or empty directory starts fresh,
-    with or without ``resume``.
+    Raises :class:`SatError` for a directory that cannot be written, for one that is not
+    a run of this recipe, and for this recipe's run without ``resume`` (unless it is a
+    failed start, which starts fresh). A missing or empty directory starts fresh, with or
+    without ``resume``.
     """
     run_dir = Path(run_dir)
+    check_writable(run_dir)
     if not run_dir.exists():
         return False
-    if not run_dir.is_dir():
-        raise SatError(f"run.output_dir {run_dir} is a file, not a directory; pick another run.output_dir")
     if not any(run_dir.iterdir()):
         return False
     saved_path = run_dir / RECIPE_FILE
@@ -95,11 +139,19 @@ def check_run_dir(run_dir: str | Path, recipe: Recipe, resume: bool) -> bool:
     changed = differences(_read_saved(saved_path), _as_read_back(recipe))
     if changed:
         shown = "; ".join(changed[:4]) + (f"; and {len(changed) - 4} more" if len(changed) > 4 else "")
+        if is_failed_start(run_dir):
+            # Never replaced silently: it may be a run still before its first checkpoint.
+            raise SatError(
+                f"{run_dir} holds a different run ({shown}) that has no checkpoint and no results; "
+                f"if it stopped, remove it (rm -r {run_dir}), else pick another run.output_dir"
+            )
         raise SatError(
             f"{run_dir} holds a different run ({shown}); pick another run.output_dir "
             "(e.g. --set run.output_dir=runs/<new-name>); --resume only continues the same recipe"
         )
     if not resume:
+        if is_failed_start(run_dir):
+            return False  # the same recipe stopped before its first checkpoint: start it again
         raise SatError(
             f"{run_dir} already holds a run of this recipe; pass --resume to continue it, "
             "or pick another run.output_dir"
