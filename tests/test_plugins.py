@@ -191,3 +191,18 @@ def test_cli_unknown_activation_is_one_line_exit_2(fresh_plugin_host: None) -> N
     assert result.exit_code == 2
     assert "Traceback" not in result.output
     assert "unknown activation 'swishh'" in result.output
+
+
+def test_a_misspelt_block_warns_with_the_closest_installed_name(fake_distribution, monkeypatch) -> None:
+    """A typo in SAT_TOOLKIT_DISABLE_PLUGINS used to block nothing without a word."""
+    fake_distribution("wobble-acts", GOOD_PLUGIN, entry_point="my-entry")
+    monkeypatch.setenv("SAT_TOOLKIT_DISABLE_PLUGINS", "wobble-act")
+    reset_plugin_host()
+    with pytest.warns(PluginWarning) as caught:
+        host = get_plugin_host()
+    messages = [str(w.message) for w in caught]
+    assert messages == [
+        "SAT_TOOLKIT_DISABLE_PLUGINS: 'wobble-act' matches no external plugin, so it blocks nothing; "
+        "did you mean 'wobble-acts'?"
+    ]
+    assert "wobble" in host.names("activation")  # not blocked, as the warning says

@@ -134,6 +134,7 @@ class PluginHost:
             if self._loaded:
                 return self
             sources: dict[str, _Source] = {}
+            external: set[str] = set()
             for ep in self._discover():
                 dist = ep.dist
                 source = _Source(
@@ -141,6 +142,8 @@ class PluginHost:
                     distribution=dist.metadata["Name"] if dist is not None else "?",
                     version=dist.version if dist is not None else "?",
                 )
+                if source.external:
+                    external |= {normalise_distribution(source.entry_point), source.distribution}
                 if self._is_blocked(source):
                     self._module_failures.append(self._module_record(source, "blocked", None))
                     continue
@@ -157,8 +160,22 @@ class PluginHost:
             for kind in PluginKind:
                 self._collect(kind, sources)
             self._mark_conflicts()
+            self._warn_unmatched_blocks(external)
             self._loaded = True
             return self
+
+    def _warn_unmatched_blocks(self, external: set[str]) -> None:
+        """A name in the block list that matches nothing is a typo that blocks nothing: say so."""
+        installed = {normalise_distribution(name) for name in external}
+        for name in sorted(self._blocked - installed - {"*", "all"}):
+            close = difflib.get_close_matches(name, sorted(installed), n=1, cutoff=0.5)
+            if name == BUILTIN_DISTRIBUTION:
+                why = "built-in plugins cannot be blocked"
+            elif close:
+                why = f"did you mean '{close[0]}'?"
+            else:
+                why = "installed: " + ", ".join(sorted(installed)) if installed else "none is installed"
+            self._warn(f"{DISABLE_ENV_VAR}: '{name}' matches no external plugin, so it blocks nothing; {why}")
 
     @staticmethod
     def _module_record(source: _Source, status: str, error: str | None) -> PluginRecord:
