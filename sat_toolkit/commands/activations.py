@@ -17,11 +17,28 @@ from sat_toolkit.plugins import PluginKind, get_plugin_host
     type=click.Path(dir_okay=False, path_type=Path),
     help="Draw value and gradient of each activation to this PNG.",
 )
-@click.option("--only", multiple=True, help="Activation name to draw (repeatable; default all).")
+@click.option(
+    "--only",
+    multiple=True,
+    metavar="NAME",
+    help="Only this activation, in the table and in --plot (repeatable; default all).",
+)
 def activations_command(plot_path: Path | None, only: tuple[str, ...]) -> None:
-    """List the installed activations; with --plot, draw their values and gradients."""
+    """List the installed activations; with --plot, draw their values and gradients.
+
+    --only NAME keeps just the named activations, with or without --plot; a name that is
+    not installed is an error (exit code 2), never an empty table.
+    """
     host = get_plugin_host()
     records = [r for r in host.records(PluginKind.ACTIVATION) if r.kind == "activation"]
+    if plot_path is not None:
+        from sat_toolkit.commands.eval import check_writable
+
+        check_writable(plot_path, "--plot")  # before the table and the drawing, not after
+    if only:
+        for name in only:
+            host.get(PluginKind.ACTIVATION, name)  # an unknown name: one line with the closest match
+        records = [r for r in records if r.name in only]
     rows = []
     for r in records:
         obj = r.obj

@@ -118,7 +118,7 @@ def eval_command(
     if arch is None and (num_classes is not None or mean is not None or std is not None):
         raise SatError("--num-classes, --mean and --std describe a foreign weights file; give --arch too")
     if output is not None:
-        _check_writable(output)
+        check_writable(output)
     resolve_suite(None if suite == "none" else suite, attacks)  # a misspelt name fails before any loading
     device = resolve_device(device_name)
     sweep_values = parse_eps_list(sweep_text) if sweep_text else None
@@ -138,7 +138,7 @@ def eval_command(
     eps, norm = _threat_model(loaded.train_attack, eps_text, norm)
     x, y = fixed_test_subset(source.load("test"), samples, seed)
     path = _output_path(output, loaded.file, "eval", suite, attacks, norm, eps, len(y), seed)
-    _check_writable(path)  # before the evaluation, which can take hours: its results are never lost
+    check_writable(path)  # before the evaluation, which can take hours: its results are never lost
     click.echo(
         f"evaluating {loaded.file} on {len(y)} test images, {norm} eps {eps:.6g}, on {device}", err=True
     )
@@ -289,16 +289,15 @@ def _parse_eps(text: str) -> float:
     return value
 
 
-def _check_writable(output: Path) -> None:
-    """Refuse an unusable --output before the (long) evaluation, not after it."""
+def check_writable(output: Path, option: str = "--output") -> None:
+    """Refuse an unusable output file before the (long) work, not after it."""
     if output.is_dir():
-        raise SatError(
-            f"--output {output}: is a directory; give a file name such as {output / 'report.json'}"
-        )
+        example = output / ("plot.png" if option == "--plot" else "report.json")
+        raise SatError(f"{option} {output}: is a directory; give a file name such as {example}")
     parent = output.parent if str(output.parent) else Path(".")
     existing = next((p for p in (parent, *parent.parents) if p.exists()), Path("."))
     if not existing.is_dir() or not os.access(existing, os.W_OK):
-        raise SatError(f"--output {output}: cannot write there ({existing} is not a writable directory)")
+        raise SatError(f"{option} {output}: cannot write there ({existing} is not a writable directory)")
 
 
 def _output_path(

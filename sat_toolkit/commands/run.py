@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import click
 
 from sat_toolkit.commands.recipe import _set_option
 from sat_toolkit.errors import SatError
+
+#: What shells report for a process ended by SIGINT (128 + 2).
+INTERRUPTED_EXIT_CODE = 130
+
+
+def resume_command(recipe_path: Path, overrides: tuple[str, ...]) -> str:
+    """The command line that continues this run: the same recipe and overrides, plus --resume."""
+    args = ["sat-toolkit", "run", str(recipe_path)]
+    for item in overrides:
+        args += ["--set", item]
+    return shlex.join([*args, "--resume"])
 
 
 @click.command("run")
@@ -45,15 +57,25 @@ def run_command(
         raise SatError("--dry-run-size only applies with --dry-run")
     if keep and not dry_run:
         raise SatError("--keep only applies with --dry-run (a real run keeps its directory)")
-    summary = run(
-        recipe_path,
-        overrides=overrides,
-        resume=resume,
-        show_progress=not no_progress,
-        dry_run=dry_run,
-        dry_run_image_size=dry_run_size,
-        keep=keep,
-    )
+    try:
+        summary = run(
+            recipe_path,
+            overrides=overrides,
+            resume=resume,
+            show_progress=not no_progress,
+            dry_run=dry_run,
+            dry_run_image_size=dry_run_size,
+            keep=keep,
+        )
+    except KeyboardInterrupt:
+        # Checkpoints are written atomically, so an interrupt loses at most the steps since
+        # the last one; say how to continue rather than click's bare "Aborted!" (exit 1).
+        if dry_run:
+            click.echo("interrupted; a dry run has nothing to resume", err=True)
+        else:
+            command = resume_command(recipe_path, overrides)
+            click.echo(f"interrupted; continue the run with: {command}", err=True)
+        raise click.exceptions.Exit(INTERRUPTED_EXIT_CODE) from None
     from accelerate import PartialState
 
     if not PartialState().is_main_process:
