@@ -22,14 +22,23 @@ from test_engine import tiny_recipe
 from torch import nn
 
 from sat_toolkit.cli import cli
-from sat_toolkit.engine.checkpoint import TRAIN_STATE_FILE, TrainState, list_checkpoints, read_train_state
+from sat_toolkit.engine.checkpoint import (
+    MANIFEST_FILE,
+    TRAIN_STATE_FILE,
+    TrainState,
+    checkpoint_problem,
+    list_checkpoints,
+    read_train_state,
+)
 from sat_toolkit.engine.ema import EMA_FILE, WeightEMA
 from sat_toolkit.engine.trainer import train
 from sat_toolkit.errors import SatError
 from sat_toolkit.recipe import load_recipe
 
 # accelerate's own files (model weights, optimiser, RNG) and ours; nothing else.
-CHECKPOINT_FILES = {"model.safetensors", "optimizer.bin", "random_states_0.pkl", EMA_FILE, TRAIN_STATE_FILE}
+CHECKPOINT_FILES = {
+    "model.safetensors", "optimizer.bin", "random_states_0.pkl", EMA_FILE, TRAIN_STATE_FILE, MANIFEST_FILE
+}  # fmt: skip
 
 
 def validating_recipe(run_dir: Path) -> dict:
@@ -66,6 +75,10 @@ def test_no_checkpoint_file_is_a_pickle_of_ours(reference: Path) -> None:
         )
         state = read_train_state(checkpoint)
         assert state.global_step == int(checkpoint.name.removeprefix("step-"))
+        # The manifest lists every other file with its size and hash, and the whole checks out.
+        manifest = json.loads((checkpoint / MANIFEST_FILE).read_text())
+        assert set(manifest["files"]) == CHECKPOINT_FILES - {MANIFEST_FILE}
+        assert checkpoint_problem(checkpoint, expect_ema=True) is None
 
 
 def test_validation_history_survives_two_stops_and_resumes(reference: Path, tmp_path: Path) -> None:
@@ -132,7 +145,9 @@ def _good_state() -> dict:
     [
         (lambda s: "{not json", "not JSON"),
         (lambda s: json.dumps([s]), "expected a JSON object"),
-        (lambda s: {**s, "format": 2}, "format is 2"),
+        (lambda s: {**s, "format": 1}, "format is 1"),
+        (lambda s: {**s, "loss_reference": [1.0, "2"]}, "loss_reference must be a list of finite numbers"),
+        (lambda s: {**s, "divergence_warned_at": -3}, "divergence_warned_at must be a non-negative integer"),
         (lambda s: {k: v for k, v in s.items() if k != "batches_seen"}, "missing keys \\['batches_seen'\\]"),
         (lambda s: {**s, "extra": 1}, "unknown keys \\['extra'\\]"),
         (lambda s: {**s, "global_step": "20"}, "global_step must be a non-negative integer, found '20'"),
@@ -185,25 +200,35 @@ def _resume_cli(run_dir: Path) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def test_resuming_a_damaged_checkpoint_is_refused_in_one_line(reference: Path, tmp_path: Path) -> None:
+def test_resuming_when_every_checkpoint_is_damaged_is_refused_in_one_line(
+    reference: Path, tmp_path: Path
+) -> None:
+    """No intact checkpoint: exit 2 naming the newest one's problem, nothing written or moved."""
     run_dir = tmp_path / "damaged"
     last = _copy_stopped_run(reference, run_dir, last_step=24)
-    (last / TRAIN_STATE_FILE).write_text('{"format": 1, "epoch": "one"}')
+    for checkpoint in list_checkpoints(run_dir):
+        (checkpoint / TRAIN_STATE_FILE).write_text('{"format": 2, "epoch": "one"}')
     before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()}
     code, output = _resume_cli(run_dir)
     assert code == 2 and "Traceback" not in output
-    assert output.strip().splitlines()[-1].startswith(f"Error: {last / TRAIN_STATE_FILE}:")
+    line = output.strip().splitlines()[-1]
+    root = run_dir / "checkpoints"
+    assert line.startswith(f"Error: --resume: no intact checkpoint in {root}: {last.name}: ")
+    assert f"{last.name}: {TRAIN_STATE_FILE} has " in line and "the manifest says" in line  # shorter now
+    assert "new run.output_dir" in line
     assert before == {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()}
 
 
-def test_an_old_style_pickled_checkpoint_gets_a_clear_error(reference: Path, tmp_path: Path) -> None:
+def test_old_style_pickled_checkpoints_are_not_loaded(reference: Path, tmp_path: Path) -> None:
+    """What older versions wrote (a pickled train state, no manifest) is refused, never unpickled."""
     run_dir = tmp_path / "old"
-    last = _copy_stopped_run(reference, run_dir, last_step=24)
-    (last / TRAIN_STATE_FILE).unlink()
-    (last / EMA_FILE).unlink()
-    (last / "custom_checkpoint_0.pkl").write_bytes(b"\x80\x04K\x00.")  # what older versions wrote
+    _copy_stopped_run(reference, run_dir, last_step=24)
+    for checkpoint in list_checkpoints(run_dir):
+        for name in (TRAIN_STATE_FILE, EMA_FILE, MANIFEST_FILE):
+            (checkpoint / name).unlink()
+        (checkpoint / "custom_checkpoint_0.pkl").write_bytes(b"\x80\x04K\x00.")  # what older versions wrote
     code, output = _resume_cli(run_dir)
     assert code == 2
     line = output.strip().splitlines()[-1]
-    assert f"{last / TRAIN_STATE_FILE}: missing" in line and "older sat-toolkit that pickled" in line
+    assert f"{MANIFEST_FILE} is missing" in line and "older sat-toolkit" in line
     assert "new run.output_dir" in line

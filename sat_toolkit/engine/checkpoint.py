@@ -10,20 +10,39 @@ reads back with ``weights_only=True``). Our own state is written beside them as
 ``train_state.json`` and ``ema.safetensors``, never as a pickle: accelerate reads registered
 objects with ``torch.load(weights_only=False)``, so a crafted checkpoint could run code on
 ``--resume``.
+
+Three more guarantees, because a checkpoint is only worth resuming from if it is intact
+and finite:
+
+* ``manifest.json`` (every file's size and sha256) is written last, inside the temporary
+  directory, so it exists only when every file it names is complete. :func:`checkpoint_problem`
+  checks it and then that every file loads as plain data (safetensors parsed and finite,
+  torch files through accelerate's ``weights_only=True`` loader, the JSON validated); a
+  resume skips a damaged checkpoint for the newest intact one. The manifest catches damage,
+  not an attacker (who can rewrite it): the loads are what keep a crafted file harmless.
+* :func:`save_checkpoint` refuses (:class:`NonFiniteStateError`) to write weights, buffers
+  (BatchNorm's ``running_var`` overflows before any loss turns NaN), optimiser state or EMA
+  holding NaN or inf, so every checkpoint on disk can be resumed from.
+* Pruning by ``keep_last`` never removes the checkpoint the trainer still names as good.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import math
 import os
 import re
 import shutil
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
 from accelerate import Accelerator
 
+from sat_toolkit.engine.ema import EMA_FILE
 from sat_toolkit.errors import SatError
 
 if TYPE_CHECKING:
@@ -31,9 +50,21 @@ if TYPE_CHECKING:
 
 CHECKPOINT_DIR = "checkpoints"
 TRAIN_STATE_FILE = "train_state.json"
-TRAIN_STATE_FORMAT = 1
+TRAIN_STATE_FORMAT = 2  # 2: the divergence guard's reference and warning step
+MANIFEST_FILE = "manifest.json"
+MANIFEST_FORMAT = 1
+MODEL_FILE = "model.safetensors"
+OPTIMIZER_FILE = "optimizer.bin"
+# Files every checkpoint of this engine holds (one model, one optimiser, rank 0's RNG state).
+REQUIRED_FILES = (MODEL_FILE, OPTIMIZER_FILE, "random_states_0.pkl", TRAIN_STATE_FILE)
+DAMAGED_PREFIX = "damaged-"
 _NAME = re.compile(r"^step-(\d{8})$")
-_COUNTERS = ("epoch", "step_in_epoch", "global_step", "batches_seen")
+_COUNTERS = ("epoch", "step_in_epoch", "global_step", "batches_seen", "divergence_warned_at")
+_HASH_CHUNK = 1 << 20
+
+
+class NonFiniteStateError(SatError):
+    """The state to checkpoint holds NaN or inf; nothing is written, older checkpoints stay."""
 
 
 @dataclasses.dataclass
@@ -49,6 +80,10 @@ class TrainState:
     last_loss: float = float("nan")
     # One entry per validation ({"epoch", "step", "samples", "clean_accuracy", ...}).
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    # The divergence guard's early loss windows and the step it warned at (0 = not yet), so a
+    # resumed run compares with the same early level and does not warn twice.
+    loss_reference: list[float] = dataclasses.field(default_factory=list)
+    divergence_warned_at: int = 0
 
     def to_json(self) -> str:
         # NaN (no loss yet, no attack to validate with) is written as JSON's common NaN extension.
@@ -74,6 +109,11 @@ class TrainState:
                 raise _bad_state(path, f"{key} must be a non-negative integer, found {data[key]!r}")
         if not _is_number(data["last_loss"]):
             raise _bad_state(path, f"last_loss must be a number, found {data['last_loss']!r}")
+        reference = data["loss_reference"]
+        if not isinstance(reference, list) or not all(
+            _is_number(value) and math.isfinite(value) for value in reference
+        ):
+            raise _bad_state(path, f"loss_reference must be a list of finite numbers, found {reference!r}")
         history = data["history"]
         if not isinstance(history, list):
             raise _bad_state(path, f"history must be a list, found {type(history).__name__}")
@@ -88,6 +128,8 @@ class TrainState:
             batches_seen=data["batches_seen"],
             last_loss=float(data["last_loss"]),
             history=history,
+            loss_reference=[float(value) for value in reference],
+            divergence_warned_at=data["divergence_warned_at"],
         )
 
 
@@ -137,20 +179,93 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return checkpoints[-1] if checkpoints else None
 
 
+def checkpoint_step(checkpoint: Path) -> int:
+    """The optimiser step a checkpoint directory is named after."""
+    match = _NAME.match(Path(checkpoint).name)
+    if match is None:
+        raise ValueError(f"{checkpoint} is not named step-XXXXXXXX")
+    return int(match.group(1))
+
+
+# -- finiteness ------------------------------------------------------------------------------
+def _state_tensors(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, ema: WeightEMA | None
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """Every floating tensor a checkpoint would hold, named as a user would look it up."""
+    for name, tensor in model.state_dict().items():
+        yield f"{MODEL_FILE}:{name}", tensor
+    if ema is not None:
+        for name, tensor in ema.module.state_dict().items():
+            yield f"ema:{name}", tensor
+    if optimizer is not None:
+        for index, state in enumerate(optimizer.state_dict()["state"].values()):
+            for key, value in state.items():
+                if isinstance(value, torch.Tensor):
+                    yield f"{OPTIMIZER_FILE}:state[{index}].{key}", value
+
+
+def first_non_finite(tensors: Iterable[tuple[str, torch.Tensor]]) -> str | None:
+    """The name of the first tensor holding NaN or inf, or None; one host sync when all are finite."""
+    named = [(name, t) for name, t in tensors if t.is_floating_point() or t.is_complex()]
+    if not named:
+        return None
+    flags = torch.stack([torch.isfinite(t).all().to(named[0][1].device) for _, t in named])
+    if bool(flags.all()):
+        return None
+    return named[int((~flags).nonzero()[0])][0]
+
+
+def non_finite_state(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    ema: WeightEMA | None = None,
+) -> str | None:
+    """The first non-finite tensor of the training state, or None; every process must call this.
+
+    The verdict is agreed over all processes (a flag is summed), so either every rank saves
+    or every rank stops: one rank alone raising would leave the others waiting forever.
+    """
+    name = first_non_finite(_state_tensors(model, optimizer, ema))
+    flag = torch.tensor([0.0 if name is None else 1.0], device=accelerator.device)
+    if float(accelerator.reduce(flag, reduction="sum")) == 0.0:
+        return None
+    return name or "a tensor on another process"
+
+
+# -- writing ---------------------------------------------------------------------------------
 def save_checkpoint(
     accelerator: Accelerator,
     run_dir: Path,
     state: TrainState,
     keep_last: int = 2,
     ema: WeightEMA | None = None,
+    *,
+    model: torch.nn.Module | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    protect: Path | None = None,
+    last_good: Path | None = None,
 ) -> Path:
     """Write a checkpoint atomically and prune old ones; every process must call this.
 
-    The train state and the EMA go into the temporary directory before the rename, so a
-    checkpoint that ``--resume`` can see always holds them.
+    The train state, the EMA and last the manifest go into the temporary directory before
+    the rename, so a checkpoint that ``--resume`` can see always holds them. With ``model``
+    (and ``optimizer``) given, a state holding NaN or inf is refused with
+    :class:`NonFiniteStateError` before anything is written, naming ``last_good`` (default:
+    the newest checkpoint). ``protect`` (the checkpoint from before a loss rise the caller
+    may still have to name) survives pruning whatever ``keep_last`` says.
     """
     root = checkpoint_root(run_dir)
     final = root / f"step-{state.global_step:08d}"
+    if model is not None:
+        bad = non_finite_state(accelerator, model, optimizer, ema)
+        if bad is not None:
+            previous = last_good or latest_checkpoint(run_dir)
+            kept = f"the last good checkpoint is {previous}" if previous else "no checkpoint was written"
+            raise NonFiniteStateError(
+                f"training stopped at step {state.global_step}: {bad} holds NaN or inf, so {final.name} "
+                f"is not written ({kept}); lower optimizer.lr, or check the data and the attack's eps"
+            )
     temporary = root / f".tmp-step-{state.global_step:08d}"
     if accelerator.is_main_process:
         root.mkdir(parents=True, exist_ok=True)
@@ -163,16 +278,153 @@ def save_checkpoint(
         (temporary / TRAIN_STATE_FILE).write_text(state.to_json(), encoding="utf-8")
         if ema is not None:
             ema.save(temporary)
+        write_manifest(temporary)  # last: it vouches for every file written above
         if final.exists():  # same step saved twice (epoch end right after a periodic save)
             shutil.rmtree(final)
         os.replace(temporary, final)
         _fsync_dir(root)
-        for old in list_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
-            shutil.rmtree(old, ignore_errors=True)
+        kept = list_checkpoints(run_dir)
+        for old in kept[:-keep_last] if keep_last > 0 else []:
+            if protect is None or old != Path(protect):
+                shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_manifest(directory: Path) -> Path:
+    """Record every file's size and sha256 in ``manifest.json`` (flushed to disk first)."""
+    directory = Path(directory)
+    files = {}
+    for path in sorted(directory.iterdir()):
+        if path.name == MANIFEST_FILE:
+            continue
+        with open(path, "rb") as handle:  # the data must be on disk before the manifest vouches for it
+            os.fsync(handle.fileno())
+        files[path.name] = {"size": path.stat().st_size, "sha256": _sha256(path)}
+    manifest = directory / MANIFEST_FILE
+    manifest.write_text(
+        json.dumps({"format": MANIFEST_FORMAT, "files": files}, indent=2, sort_keys=True) + "\n",
+        encoding="utf-8",
+    )
+    with open(manifest, "rb") as handle:
+        os.fsync(handle.fileno())
+    return manifest
+
+
+# -- checking --------------------------------------------------------------------------------
+def checkpoint_problem(checkpoint: Path, expect_ema: bool) -> str | None:
+    """What makes a checkpoint unsafe to resume from, in a few words, or None when intact.
+
+    Reads only: the manifest must list exactly the files present with their sizes and
+    hashes, every file this engine needs must be there, and every file must load as plain
+    data (safetensors with finite tensors, torch files through accelerate's
+    ``weights_only=True`` loader, the validated train state named after its step). A crafted
+    pickle fails the load (an ``UnpicklingError``) without running.
+    """
+    checkpoint = Path(checkpoint)
+    problem = _manifest_problem(checkpoint)
+    if problem:
+        return problem
+    required = [*REQUIRED_FILES, *([EMA_FILE] if expect_ema else [])]
+    missing = [name for name in required if not (checkpoint / name).is_file()]
+    if missing:
+        return f"{missing[0]} is missing"
+    for path in sorted(checkpoint.iterdir()):
+        problem = _load_problem(path)
+        if problem:
+            return f"{path.name} {problem}"
+    try:
+        state = read_train_state(checkpoint)
+    except SatError as error:
+        return f"{TRAIN_STATE_FILE} is invalid ({error.message.split('; ')[0].split(': ', 1)[-1]})"
+    if state.global_step != checkpoint_step(checkpoint):
+        return f"{TRAIN_STATE_FILE} says step {state.global_step}, not {checkpoint_step(checkpoint)}"
+    return None
+
+
+def _manifest_problem(checkpoint: Path) -> str | None:
+    path = checkpoint / MANIFEST_FILE
+    if not path.is_file():
+        return f"{MANIFEST_FILE} is missing (an incomplete checkpoint, or written by an older sat-toolkit)"
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return f"{MANIFEST_FILE} is not JSON"
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        return f"{MANIFEST_FILE} is not a format-{MANIFEST_FORMAT} manifest"
+    present = {p.name: p for p in checkpoint.iterdir() if p.name != MANIFEST_FILE}
+    for name, path in sorted(present.items()):
+        if name not in files:
+            return f"{name} is not in the manifest"
+        if path.is_symlink() or not path.is_file():
+            return f"{name} is not a plain file"
+    for name, entry in sorted(files.items()):
+        if name not in present:
+            return f"{name} is missing"
+        well_formed = isinstance(entry, dict) and _is_int(entry.get("size"))
+        if not (well_formed and isinstance(entry.get("sha256"), str)):
+            return f"{MANIFEST_FILE} entry for {name} is malformed"
+        size = present[name].stat().st_size
+        if size != entry["size"]:
+            return f"{name} has {size} bytes, the manifest says {entry['size']}"
+        if _sha256(present[name]) != entry["sha256"]:
+            return f"{name} differs from the manifest (sha256)"
+    return None
+
+
+def _load_problem(path: Path) -> str | None:
+    """Why one checkpoint file does not load as plain data, or None."""
+    suffix = path.suffix
+    try:
+        if suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as handle:
+                bad = first_non_finite((key, handle.get_tensor(key)) for key in handle.keys())  # noqa: SIM118
+            return None if bad is None else f"holds NaN or inf in {bad}"
+        if suffix in (".bin", ".pkl", ".pt", ".pth"):
+            from accelerate.utils import load
+
+            load(path, map_location="cpu")  # weights_only=True: a crafted object fails, it does not run
+            return None
+        if suffix == ".json":
+            json.loads(path.read_text(encoding="utf-8"))
+            return None
+    except Exception as error:  # any failure to parse means the file cannot be trusted
+        return f"does not load as data ({type(error).__name__}: {_first_line(error)})"
+    return "is not a file this engine writes"
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0][:160] if lines else "no detail"
+
+
+def set_aside(checkpoint: Path) -> Path:
+    """Rename a damaged checkpoint out of ``list_checkpoints``' sight (kept for inspection).
+
+    Left in place it would count towards ``keep_last`` and push intact checkpoints out.
+    """
+    checkpoint = Path(checkpoint)
+    target = checkpoint.with_name(DAMAGED_PREFIX + checkpoint.name)
+    index = 1
+    while target.exists():
+        index += 1
+        target = checkpoint.with_name(f"{DAMAGED_PREFIX}{checkpoint.name}-{index}")
+    os.replace(checkpoint, target)
+    return target
+
+
+# -- reading ---------------------------------------------------------------------------------
 def read_train_state(checkpoint: Path) -> TrainState:
     """The validated ``train_state.json`` of a checkpoint directory."""
     path = Path(checkpoint) / TRAIN_STATE_FILE
@@ -194,7 +446,8 @@ def load_checkpoint(accelerator: Accelerator, checkpoint: Path, ema: WeightEMA |
     """Load weights, optimiser, RNG (accelerate) and the EMA; return the train state.
 
     The train state is read and checked first, so a damaged checkpoint is refused before
-    anything is overwritten.
+    anything is overwritten. Callers check :func:`checkpoint_problem` before: accelerate
+    alone would skip a corrupt RNG file silently and fail on others with a traceback.
     """
     state = read_train_state(checkpoint)
     if ema is not None:

@@ -15,6 +15,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -26,14 +27,23 @@ from accelerate.state import AcceleratorState
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 from torch import nn
 
-from sat_toolkit.engine.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
+from sat_toolkit.engine.checkpoint import (
+    TrainState,
+    checkpoint_problem,
+    checkpoint_root,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+    set_aside,
+)
 from sat_toolkit.engine.ema import WeightEMA
 from sat_toolkit.engine.evaluation import evaluation_scalars, final_evaluation, validate
 from sat_toolkit.engine.loader import training_loader
 from sat_toolkit.engine.logging import flatten_hparams, progress_bar
 from sat_toolkit.engine.memory import keep_freed_memory
 from sat_toolkit.engine.optim import build_optimizer
-from sat_toolkit.engine.window import TrainingWindow
+from sat_toolkit.engine.window import DivergenceError, DivergenceGuard, TrainingWindow
 from sat_toolkit.errors import SatError
 from sat_toolkit.export import save_model
 from sat_toolkit.recipe import Recipe, check_run_dir, save_resolved_recipe
@@ -181,6 +191,13 @@ class _TrainingRun:
         # Not registered with accelerate, which would pickle them: save_checkpoint writes
         # train_state.json and ema.safetensors itself.
         self.last_checkpoint: Path | None = latest_checkpoint(run_dir)
+        # The checkpoint written before the latest window the divergence guard passed: what a
+        # divergence names as good, and kept through pruning until a later window passes.
+        self.trusted_checkpoint: Path | None = None
+        warmup = getattr(self.lr_schedule, "warmup_length", None)
+        self.divergence_guard = DivergenceGuard(
+            recipe.train.divergence_factor, warmup(self.total_steps) if callable(warmup) else 0
+        )
         self.window = TrainingWindow()
         self.started = time.perf_counter()
 
@@ -191,12 +208,60 @@ class _TrainingRun:
 
     # -- resuming ---------------------------------------------------------------------------
     def restore(self) -> None:
-        """Load the latest checkpoint, if any: weights, optimiser, EMA, RNG, position, history."""
-        if self.last_checkpoint is not None:
-            self.state = load_checkpoint(self.accelerator, self.last_checkpoint, self.ema)
-            self.accelerator.print(
-                f"resumed from {self.last_checkpoint} (step {self.state.global_step}/{self.total_steps})"
+        """Load the newest intact checkpoint: weights, optimiser, EMA, RNG, position, history.
+
+        Each checkpoint, newest first, is checked (manifest, then every file loads as data)
+        and loaded; a damaged one is set aside as ``damaged-step-...`` with a one-line warning
+        and the next older one is tried. When none is intact the resume is refused (exit 2,
+        nothing written): starting over silently would throw away a run the user may be able
+        to repair, and deleting the checkpoints to start afresh is one command.
+        """
+        accelerator = self.accelerator
+        root = checkpoint_root(self.run_dir)
+        checkpoints = list_checkpoints(self.run_dir)
+        if not checkpoints:
+            self._warn(f"--resume: no checkpoint in {root}; starting from step 0")
+            return
+        damaged: list[tuple[Path, str]] = []
+        for checkpoint in reversed(checkpoints):
+            problem = checkpoint_problem(checkpoint, expect_ema=self.ema is not None)
+            if problem is None:
+                try:
+                    self.state = load_checkpoint(accelerator, checkpoint, self.ema)
+                    break
+                except Exception as error:  # intact files that do not fit this run (another model)
+                    detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+                    problem = f"does not load into this recipe's run ({detail})"
+            damaged.append((checkpoint, problem))
+        else:
+            newest, why = damaged[0]
+            older = f" (and the {len(damaged) - 1} older ones are damaged too)" if len(damaged) > 1 else ""
+            raise SatError(
+                f"--resume: no intact checkpoint in {root}: {newest.name}: {why}{older}; delete {root} "
+                "to train from step 0, or start afresh in a new run.output_dir"
             )
+        accelerator.wait_for_everyone()  # every rank has read the damaged ones before they move
+        for bad, why in damaged:
+            aside = set_aside(bad) if accelerator.is_main_process else bad
+            self._warn(
+                f"checkpoint {bad} is damaged ({why}); kept as {aside.name}, resuming from "
+                f"{checkpoint.name}, the newest intact one"
+            )
+        accelerator.wait_for_everyone()
+        self.last_checkpoint = self.trusted_checkpoint = checkpoint
+        accelerator.print(f"resumed from {checkpoint} (step {self.state.global_step}/{self.total_steps})")
+
+    def _warn(self, message: str) -> None:
+        """One line on stderr, from the main process only (every rank reaches the same verdict)."""
+        if self.accelerator.is_main_process:
+            print(f"warning: {message}", file=sys.stderr, flush=True)
+
+    def _last_good(self) -> Path | None:
+        """The checkpoint to name as good: the last one before the loss diverged, else the newest.
+
+        Every checkpoint on disk is finite (save_checkpoint refuses a non-finite state).
+        """
+        return self.trusted_checkpoint if self.state.divergence_warned_at else self.last_checkpoint
 
     def is_finished(self) -> bool:
         return self.state.global_step >= self.total_steps and (self.run_dir / METRICS_FILE).is_file()
@@ -247,7 +312,7 @@ class _TrainingRun:
             loss = F.cross_entropy(logits, y, label_smoothing=recipe.optimizer.label_smoothing)
             total_loss = accelerator.reduce(loss.detach(), reduction="mean")
             if not torch.isfinite(total_loss):
-                last = self.last_checkpoint
+                last = self._last_good()
                 kept = f"the last good checkpoint is {last}" if last else "no checkpoint"
                 raise NonFiniteLossError(
                     f"training stopped at step {state.global_step}: the loss is {float(total_loss)} "
@@ -288,11 +353,41 @@ class _TrainingRun:
         self.bar.set_postfix(loss=f"{scalars['loss']:.3f}", adv_acc=f"{scalars['adv_accuracy']:.2f}")
         if self.recipe.logging.tensorboard:
             self.accelerator.log({f"train/{k}": v for k, v in scalars.items()}, step=self.state.global_step)
+        self._guard_divergence(scalars["loss"])
+
+    def _guard_divergence(self, loss: float) -> None:
+        """Warn once, or stop, when the window's loss has risen far above its early level."""
+        state, mode = self.state, self.recipe.train.divergence
+        if mode == "off" or state.divergence_warned_at:
+            return
+        verdict, problem = self.divergence_guard.check(
+            state.loss_reference, state.global_step, loss, self.window.num_classes
+        )
+        if verdict == "ok":  # only a judged window vouches for the checkpoints written before it
+            self.trusted_checkpoint = self.last_checkpoint
+        if verdict != "diverged":
+            return
+        good = self.trusted_checkpoint
+        named = f"the last good checkpoint is {good}" if good else "no checkpoint was written before it"
+        if mode == "stop":
+            raise DivergenceError(
+                f"training stopped at step {state.global_step}: {problem}; {named}; lower optimizer.lr "
+                '(or set train.divergence = "warn" to train on)'
+            )
+        state.divergence_warned_at = state.global_step
+        self._warn(
+            f"step {state.global_step}: {problem}: the run has diverged; {named}; lower optimizer.lr "
+            '(train.divergence = "stop" stops here)'
+        )
 
     def _checkpoint(self) -> None:
+        """Save a checkpoint of a finite state (else stop naming the last good one); every rank calls it."""
+        guarded = self.recipe.train.divergence != "off"
         self.last_checkpoint = save_checkpoint(
-            self.accelerator, self.run_dir, self.state, self.recipe.checkpoint.keep_last, self.ema
-        )
+            self.accelerator, self.run_dir, self.state, self.recipe.checkpoint.keep_last, self.ema,
+            model=self.unwrapped, optimizer=self.optimizer,
+            protect=self.trusted_checkpoint if guarded else None, last_good=self._last_good(),
+        )  # fmt: skip
 
     def _end_epoch(self) -> None:
         """Checkpoint at every epoch boundary; validate every ``validate_every_epochs``."""

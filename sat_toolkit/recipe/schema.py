@@ -196,6 +196,16 @@ class TrainConfig:
     sync_batchnorm: bool = setting(
         False, "with several processes, compute BatchNorm statistics over the global batch (SyncBatchNorm)"
     )
+    divergence: Literal["warn", "stop", "off"] = setting(
+        "warn",
+        "when a logged window's training loss, after the lr warm-up, exceeds divergence_factor x its early "
+        "level (the first three windows after warm-up; see engine/window.py): 'warn' once, 'stop' with an "
+        "error naming the last checkpoint from before the rise, or 'off'",
+    )
+    divergence_factor: float = setting(
+        10.0, "how many times its early level the training loss may reach before it counts as diverged",
+        gt=1.0, le=1e6,
+    )  # fmt: skip
 
     def total_steps(self, steps_per_epoch: int) -> int:
         """Optimiser steps in the run: ``steps`` if set, else ``epochs * steps_per_epoch``."""

@@ -1,0 +1,319 @@
+"""Checkpoints that cannot hurt you: no code runs from them, damage falls back, only finite state.
+
+Part A of issue 12. A resume reads only data (safetensors, JSON, torch files through
+``weights_only=True``); a damaged newest checkpoint is set aside for the newest intact one
+with a one-line warning; a NaN or inf in weights, buffers, optimiser state or EMA is never
+written; a loss that explodes while staying finite is warned about (or stops the run).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner, Result
+from safetensors.torch import load_file
+from test_engine import tiny_recipe
+
+from sat_toolkit.cli import cli
+from sat_toolkit.engine.checkpoint import (
+    MANIFEST_FILE,
+    checkpoint_problem,
+    list_checkpoints,
+    write_manifest,
+)
+from sat_toolkit.engine.trainer import train
+from sat_toolkit.recipe import load_recipe
+
+# Files accelerate reads back when they are present, besides the ones our checkpoints hold.
+EXTRA_NAMES = (
+    "custom_checkpoint_0.pkl",  # registered objects: torch.load(weights_only=False) in accelerate
+    "pytorch_model.bin",  # the model, when model.safetensors is absent
+    "scheduler.bin",
+    "sampler.bin",
+    "dl_state_dict.bin",
+    "scaler.pt",
+    "random_states_1.pkl",
+)
+
+
+class _Payload:
+    """Unpickling this runs ``exec``, which creates ``marker``: proof that code ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (exec, (f"open({str(self.marker)!r}, 'w').close()",))
+
+
+def _recipe(run_dir: Path, **sections: dict) -> dict:
+    """tiny_recipe in one epoch of 20 steps, a checkpoint every 4, a small final evaluation."""
+    base = {"train": {"epochs": 1}, "attack": {}}
+    recipe = tiny_recipe(run_dir, **{**base, **sections})
+    recipe["attack"]["eval"]["samples"] = 20
+    return recipe
+
+
+@pytest.fixture(scope="module")
+def stopped(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run killed after 9 steps: checkpoints step-4 and step-8."""
+    run_dir = tmp_path_factory.mktemp("stopped") / "run"
+    train(load_recipe(_recipe(run_dir)), show_progress=False, stop_after_steps=9)
+    assert [p.name for p in list_checkpoints(run_dir)] == ["step-00000004", "step-00000008"]
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Result]:
+    """The same run, never stopped, through the CLI."""
+    run_dir = tmp_path_factory.mktemp("full") / "run"
+    return run_dir, _cli_run(run_dir, resume=False)
+
+
+def _cli_run(run_dir: Path, resume: bool = True, **sections: dict) -> Result:
+    recipe_file = run_dir.parent / f"{run_dir.name}.toml"
+    recipe_file.write_text(load_recipe(_recipe(run_dir, **sections)).to_toml())
+    flags = ["--no-progress", *(["--resume"] if resume else [])]
+    return CliRunner().invoke(cli, ["run", str(recipe_file), *flags])
+
+
+def _copy(stopped: Path, tmp_path: Path) -> tuple[Path, Path]:
+    run_dir = tmp_path / "run"
+    shutil.copytree(stopped, run_dir)
+    return run_dir, run_dir / "checkpoints" / "step-00000008"
+
+
+def _warnings(result: Result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+
+
+def _assert_fell_back(result: Result, run_dir: Path, damaged: Path) -> str:
+    """Exit 0, one one-line warning naming the damaged checkpoint, resumed from step-4, finished."""
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    warnings = _warnings(result)
+    assert len(warnings) == 1, result.stderr
+    assert f"checkpoint {damaged} is damaged (" in warnings[0]
+    assert "resuming from step-00000004, the newest intact one" in warnings[0]
+    assert f"resumed from {run_dir / 'checkpoints' / 'step-00000004'} (step 4/20)" in result.stdout
+    # Set aside for inspection, out of the way of keep_last and of the next --resume.
+    assert (run_dir / "checkpoints" / "damaged-step-00000008").is_dir()
+    assert json.loads((run_dir / "metrics.json").read_text())["steps"] == 20
+    return warnings[0]
+
+
+def test_the_payload_is_live_when_unpickled_unsafely(tmp_path: Path) -> None:
+    """The control: the planted files below would run code if anything loaded them unsafely."""
+    marker = tmp_path / "marker"
+    torch.save(_Payload(marker), tmp_path / "evil.bin")
+    torch.load(tmp_path / "evil.bin", weights_only=False)
+    assert marker.exists()
+
+
+def _real_names(stopped: Path) -> list[str]:
+    names = sorted(p.name for p in (stopped / "checkpoints" / "step-00000008").iterdir())
+    assert MANIFEST_FILE in names and "model.safetensors" in names and "random_states_0.pkl" in names
+    return names
+
+
+def _planted_cases() -> list[tuple[str, bool]]:
+    """Every file name a real checkpoint holds (listed from a real run below) plus those accelerate
+    would read; each with the manifest left as written and with it rewritten to match the plant
+    (an attacker can recompute hashes: the loads must still refuse).
+    """
+    real = ["ema.safetensors", MANIFEST_FILE, "model.safetensors", "optimizer.bin", "random_states_0.pkl",
+            "train_state.json"]  # fmt: skip
+    cases = [(name, False) for name in (*real, *EXTRA_NAMES)]
+    cases += [(name, True) for name in (*real, *EXTRA_NAMES) if name != MANIFEST_FILE]
+    return cases
+
+
+def test_the_planted_names_are_every_name_a_checkpoint_holds(stopped: Path) -> None:
+    planted = {name for name, _ in _planted_cases()}
+    assert set(_real_names(stopped)) <= planted
+
+
+@pytest.mark.parametrize(("name", "consistent_manifest"), _planted_cases())
+def test_a_crafted_pickle_under_any_name_runs_no_code_and_falls_back(
+    stopped: Path, tmp_path: Path, name: str, consistent_manifest: bool
+) -> None:
+    run_dir, newest = _copy(stopped, tmp_path)
+    marker = tmp_path / "marker"
+    torch.save(_Payload(marker), newest / name)
+    if consistent_manifest:
+        write_manifest(newest)
+    result = _cli_run(run_dir)
+    assert not marker.exists(), f"code ran from {name}"
+    warning = _assert_fell_back(result, run_dir, newest)
+    if consistent_manifest and name in EXTRA_NAMES:
+        assert f"{name} does not load as data" in warning or f"{name} is not a file" in warning
+    assert not marker.exists()
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _flip_a_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (lambda c: _truncate(c / "model.safetensors"), "model.safetensors has "),
+        (lambda c: (c / "optimizer.bin").unlink(), "optimizer.bin is missing"),
+        (lambda c: (c / "random_states_0.pkl").write_bytes(b""), "random_states_0.pkl has 0 bytes"),
+        (lambda c: _flip_a_byte(c / "optimizer.bin"), "optimizer.bin differs from the manifest"),
+        (lambda c: (c / MANIFEST_FILE).unlink(), f"{MANIFEST_FILE} is missing"),
+        (lambda c: (c / "ema.safetensors").write_bytes(b""), "ema.safetensors has 0 bytes"),
+    ],
+    ids=["truncated-model", "missing-optimizer", "empty-pkl", "flipped-byte", "no-manifest", "empty-ema"],
+)
+def test_a_damaged_newest_checkpoint_falls_back_to_the_intact_one(
+    stopped: Path, tmp_path: Path, damage, problem: str
+) -> None:
+    run_dir, newest = _copy(stopped, tmp_path)
+    damage(newest)
+    warning = _assert_fell_back(_cli_run(run_dir), run_dir, newest)
+    assert problem in warning
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda c: _truncate(c / "model.safetensors"),
+        lambda c: (c / "random_states_0.pkl").write_bytes(b""),
+    ],
+    ids=["truncated-model", "empty-pkl"],
+)
+def test_damage_with_a_matching_manifest_is_still_caught_by_the_loads(
+    stopped: Path, tmp_path: Path, damage
+) -> None:
+    """A manifest rewritten after the damage: the file itself must still load as data."""
+    run_dir, newest = _copy(stopped, tmp_path)
+    damage(newest)
+    write_manifest(newest)
+    assert "does not load as data" in _assert_fell_back(_cli_run(run_dir), run_dir, newest)
+
+
+def test_the_fallback_resume_ends_where_the_uninterrupted_run_does(
+    stopped: Path, uninterrupted: tuple[Path, Result], tmp_path: Path
+) -> None:
+    """Falling back to step-4 loses steps, not determinism: the final weights are bit-identical."""
+    reference, result = uninterrupted
+    assert result.exit_code == 0, result.output
+    assert not _warnings(result), result.stderr  # a healthy run has nothing to warn about
+    run_dir, newest = _copy(stopped, tmp_path)
+    _truncate(newest / "model.safetensors")
+    _assert_fell_back(_cli_run(run_dir), run_dir, newest)
+    ours = load_file(str(run_dir / "model.safetensors"))
+    theirs = load_file(str(reference / "model.safetensors"))
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+
+
+def test_no_intact_checkpoint_is_one_line_and_changes_nothing(stopped: Path, tmp_path: Path) -> None:
+    run_dir, newest = _copy(stopped, tmp_path)
+    for checkpoint in list_checkpoints(run_dir):
+        _truncate(checkpoint / "model.safetensors")
+    before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")}
+    result = _cli_run(run_dir)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    line, root = result.output.strip(), run_dir / "checkpoints"
+    assert line.startswith(f"Error: --resume: no intact checkpoint in {root}: step-00000008:")
+    assert "(and the 1 older ones are damaged too)" in line and f"delete {root}" in line
+    assert before == {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")}  # nothing written or moved
+
+
+def test_resume_without_a_checkpoint_says_it_starts_from_step_0(tmp_path: Path) -> None:
+    run_dir = tmp_path / "early"
+    train(load_recipe(_recipe(run_dir)), show_progress=False, stop_after_steps=2)  # before step-4
+    assert not list_checkpoints(run_dir)
+    result = _cli_run(run_dir)
+    assert result.exit_code == 0, result.output
+    root = run_dir / "checkpoints"
+    assert _warnings(result) == [f"warning: --resume: no checkpoint in {root}; starting from step 0"]
+
+
+# -- finite state only ---------------------------------------------------------------------------
+def _non_finite(path: Path) -> list[str]:
+    tensors = load_file(str(path))
+    return [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+
+
+def test_a_non_finite_state_is_never_checkpointed_and_the_named_one_is_good(tmp_path: Path) -> None:
+    """The issue's reproduction: lr 1e6, a checkpoint every 2 steps.
+
+    SGD at lr 1e6 overflows BatchNorm's running_var to inf while the loss stays finite; before
+    this fix every kept checkpoint held that inf and the error named one of them.
+    """
+    run_dir = tmp_path / "nan"
+    result = _cli_run(
+        run_dir, resume=False, optimizer={"name": "sgd", "lr": 1e6},
+        checkpoint={"every_steps": 2, "keep_last": 1},
+    )  # fmt: skip
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    line = result.output.strip()
+    assert len(line.splitlines()) == 1
+    assert "holds NaN or inf" in line and "running_var" in line
+    checkpoints = list_checkpoints(run_dir)
+    assert checkpoints, "the steps before the overflow are checkpointed"
+    assert f"the last good checkpoint is {checkpoints[-1]})" in line
+    for checkpoint in checkpoints:
+        assert not _non_finite(checkpoint / "model.safetensors"), checkpoint
+        assert not _non_finite(checkpoint / "ema.safetensors"), checkpoint
+        assert checkpoint_problem(checkpoint, expect_ema=True) is None
+
+
+# -- the divergence guard --------------------------------------------------------------------------
+def _diverging(run_dir: Path, mode: str) -> Result:
+    """adamw at lr 0.01, multiplied by 1e4 from step 30 on: the loss jumps to thousands, stays finite."""
+    return _cli_run(
+        run_dir,
+        resume=False,
+        train={"epochs": 3, "log_every_steps": 2, "divergence": mode},
+        schedule={"lr": {"name": "step", "period": 0.5, "gamma": 1e4}},
+        checkpoint={"every_steps": 4, "keep_last": 1},
+    )
+
+
+def test_a_finite_divergence_warns_once_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+    run_dir = tmp_path / "warn"
+    result = _diverging(run_dir, "warn")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["final_train_loss"] > 23  # diverged, yet finite: what used to exit 0 silently
+    warnings = _warnings(result)
+    assert len(warnings) == 1, result.stderr
+    good = run_dir / "checkpoints" / "step-00000028"  # the last one before the lr jump at step 30
+    assert warnings[0].startswith("warning: step 32: the training loss is ")
+    assert f"the run has diverged; the last good checkpoint is {good};" in warnings[0]
+    # keep_last = 1, yet the last good checkpoint survived every later save.
+    assert [p.name for p in list_checkpoints(run_dir)] == ["step-00000028", "step-00000060"]
+    assert json.loads((good / "train_state.json").read_text())["divergence_warned_at"] == 0
+
+
+def test_a_finite_divergence_stops_when_asked(tmp_path: Path) -> None:
+    run_dir = tmp_path / "stop"
+    result = _diverging(run_dir, "stop")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    line = result.output.strip()
+    assert len(line.splitlines()) == 1
+    good = run_dir / "checkpoints" / "step-00000028"
+    assert line.startswith("Error: training stopped at step 32: the training loss is ")
+    assert f"the last good checkpoint is {good};" in line and good.is_dir()
+    assert not (run_dir / "model.safetensors").exists()
+
+
+def test_the_divergence_guard_can_be_switched_off(tmp_path: Path) -> None:
+    result = _diverging(tmp_path / "off", "off")
+    assert result.exit_code == 0, result.output
+    assert not _warnings(result)
