@@ -32,7 +32,23 @@ def _show_plugin_warning(message, category, filename, lineno, file=None, line=No
 _default_showwarning = warnings.showwarning
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _OneLineGroup(click.Group):
+    """Usage mistakes (a bad option value, a missing argument) as one line, like every other error.
+
+    click would print the usage and a help hint first; the hint goes into the one line.
+    """
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            if exc.ctx is not None:
+                exc.message = f"{exc.message} (see '{exc.ctx.command_path} --help')"
+                exc.ctx = None
+            raise
+
+
+@click.group(cls=_OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="sat-toolkit")
 def cli() -> None:
     """Smooth adversarial training: train, attack and evaluate robust classifiers."""

@@ -119,7 +119,11 @@ def eval_command(
         raise SatError("--num-classes, --mean and --std describe a foreign weights file; give --arch too")
     if output is not None:
         check_writable(output)
-    resolve_suite(None if suite == "none" else suite, attacks)  # a misspelt name fails before any loading
+    chosen = resolve_suite(None if suite == "none" else suite, attacks)  # a misspelt suite fails first
+    from sat_toolkit.plugins import get_plugin_host
+
+    for spec in chosen.values():  # and so does a misspelt --attack name, before any loading
+        get_plugin_host().get("attack", spec["name"])
     device = resolve_device(device_name)
     sweep_values = parse_eps_list(sweep_text) if sweep_text else None
 
@@ -136,6 +140,8 @@ def eval_command(
         source = create_dataset(dataset_spec)
         loaded = _load_foreign_model(model_path, arch, source.info(), num_classes, mean, std)
     eps, norm = _threat_model(loaded.train_attack, eps_text, norm)
+    if eps_text is not None:
+        _check_eps_limit(eps, norm, tuple(source.info().input_shape))  # before the announcement
     x, y = fixed_test_subset(source.load("test"), samples, seed)
     path = _output_path(output, loaded.file, "eval", suite, attacks, norm, eps, len(y), seed)
     check_writable(path)  # before the evaluation, which can take hours: its results are never lost
@@ -287,6 +293,18 @@ def _parse_eps(text: str) -> float:
     if value < 0:
         raise SatError(f"--eps must be >= 0, got {text}")
     return value
+
+
+def _check_eps_limit(eps: float, norm: str, input_shape: tuple[int, ...]) -> None:
+    """--eps above the largest perturbation the norm allows is a unit mistake (8 meant as 8/255)."""
+    from sat_toolkit.recipe.plugin_params import eps_limit
+
+    limit = eps_limit(norm, input_shape)
+    if limit is not None and eps > limit:
+        hint = f"; for {eps:g}/255 write --eps {eps:g}/255" if norm == "linf" else ""
+        raise SatError(
+            f"--eps {eps:g}: must be <= {limit:g} under {norm} (budgets are in [0, 1] pixel space){hint}"
+        )
 
 
 def check_writable(output: Path, option: str = "--output") -> None:
