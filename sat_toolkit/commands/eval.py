@@ -301,7 +301,7 @@ def _check_eps_limit(eps: float, norm: str, input_shape: tuple[int, ...]) -> Non
 
     limit = eps_limit(norm, input_shape)
     if limit is not None and eps > limit:
-        hint = f"; for {eps:g}/255 write --eps {eps:g}/255" if norm == "linf" else ""
+        hint = f"; did you mean {eps:g}/255?" if norm == "linf" else ""
         raise SatError(
             f"--eps {eps:g}: must be <= {limit:g} under {norm} (budgets are in [0, 1] pixel space){hint}"
         )
