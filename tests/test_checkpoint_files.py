@@ -31,13 +31,14 @@ from sat_toolkit.engine.checkpoint import (
     read_train_state,
 )
 from sat_toolkit.engine.ema import EMA_FILE, WeightEMA
+from sat_toolkit.engine.rng import rng_state_problem
 from sat_toolkit.engine.trainer import train
 from sat_toolkit.errors import SatError
 from sat_toolkit.recipe import load_recipe
 
-# accelerate's own files (model weights, optimiser, RNG) and ours; nothing else.
+# accelerate's own files (model weights, optimiser) and ours (RNG state as JSON); nothing else.
 CHECKPOINT_FILES = {
-    "model.safetensors", "optimizer.bin", "random_states_0.pkl", EMA_FILE, TRAIN_STATE_FILE, MANIFEST_FILE
+    "model.safetensors", "optimizer.bin", "rng_state_0.json", EMA_FILE, TRAIN_STATE_FILE, MANIFEST_FILE
 }  # fmt: skip
 
 
@@ -64,10 +65,10 @@ def test_no_checkpoint_file_is_a_pickle_of_ours(reference: Path) -> None:
         names = {p.name for p in checkpoint.iterdir()}
         assert names == CHECKPOINT_FILES, checkpoint
         assert not list(checkpoint.glob("custom_checkpoint_*"))
-        # accelerate's own torch files load as accelerate loads them: weights_only=True (plus
-        # numpy's array types for the RNG state), so they cannot run code...
-        for name in ("optimizer.bin", "random_states_0.pkl"):
-            accelerate_load(checkpoint / name)
+        # accelerate's one torch file loads as accelerate loads it, weights_only=True, so it
+        # cannot run code; the RNG state accelerate would pickle is JSON...
+        accelerate_load(checkpoint / "optimizer.bin")
+        assert rng_state_problem(checkpoint / "rng_state_0.json") is None
         # ...and ours are plain data.
         assert (
             load_file(str(checkpoint / EMA_FILE)).keys()

@@ -36,6 +36,7 @@ EXTRA_NAMES = (
     "sampler.bin",
     "dl_state_dict.bin",
     "scaler.pt",
+    "random_states_0.pkl",  # accelerate's RNG pickle, which rng_state_N.json replaces
     "random_states_1.pkl",
 )
 
@@ -116,7 +117,7 @@ def test_the_payload_is_live_when_unpickled_unsafely(tmp_path: Path) -> None:
 
 def _real_names(stopped: Path) -> list[str]:
     names = sorted(p.name for p in (stopped / "checkpoints" / "step-00000008").iterdir())
-    assert MANIFEST_FILE in names and "model.safetensors" in names and "random_states_0.pkl" in names
+    assert MANIFEST_FILE in names and "model.safetensors" in names and "rng_state_0.json" in names
     return names
 
 
@@ -125,7 +126,7 @@ def _planted_cases() -> list[tuple[str, bool]]:
     would read; each with the manifest left as written and with it rewritten to match the plant
     (an attacker can recompute hashes: the loads must still refuse).
     """
-    real = ["ema.safetensors", MANIFEST_FILE, "model.safetensors", "optimizer.bin", "random_states_0.pkl",
+    real = ["ema.safetensors", MANIFEST_FILE, "model.safetensors", "optimizer.bin", "rng_state_0.json",
             "train_state.json"]  # fmt: skip
     cases = [(name, False) for name in (*real, *EXTRA_NAMES)]
     cases += [(name, True) for name in (*real, *EXTRA_NAMES) if name != MANIFEST_FILE]
@@ -169,12 +170,12 @@ def _flip_a_byte(path: Path) -> None:
     [
         (lambda c: _truncate(c / "model.safetensors"), "model.safetensors has "),
         (lambda c: (c / "optimizer.bin").unlink(), "optimizer.bin is missing"),
-        (lambda c: (c / "random_states_0.pkl").write_bytes(b""), "random_states_0.pkl has 0 bytes"),
+        (lambda c: (c / "rng_state_0.json").write_bytes(b""), "rng_state_0.json has 0 bytes"),
         (lambda c: _flip_a_byte(c / "optimizer.bin"), "optimizer.bin differs from the manifest"),
         (lambda c: (c / MANIFEST_FILE).unlink(), f"{MANIFEST_FILE} is missing"),
         (lambda c: (c / "ema.safetensors").write_bytes(b""), "ema.safetensors has 0 bytes"),
     ],
-    ids=["truncated-model", "missing-optimizer", "empty-pkl", "flipped-byte", "no-manifest", "empty-ema"],
+    ids=["truncated-model", "missing-optimizer", "empty-rng", "flipped-byte", "no-manifest", "empty-ema"],
 )
 def test_a_damaged_newest_checkpoint_falls_back_to_the_intact_one(
     stopped: Path, tmp_path: Path, damage, problem: str
@@ -189,9 +190,9 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_intact_one(
     "damage",
     [
         lambda c: _truncate(c / "model.safetensors"),
-        lambda c: (c / "random_states_0.pkl").write_bytes(b""),
+        lambda c: (c / "rng_state_0.json").write_bytes(b""),
     ],
-    ids=["truncated-model", "empty-pkl"],
+    ids=["truncated-model", "empty-rng-state"],
 )
 def test_damage_with_a_matching_manifest_is_still_caught_by_the_loads(
     stopped: Path, tmp_path: Path, damage
@@ -241,6 +242,15 @@ def test_resume_without_a_checkpoint_says_it_starts_from_step_0(tmp_path: Path) 
     assert result.exit_code == 0, result.output
     root = run_dir / "checkpoints"
     assert _warnings(result) == [f"warning: --resume: no checkpoint in {root}; starting from step 0"]
+
+
+def test_resume_of_a_run_directory_that_does_not_exist_says_it_starts_from_step_0(tmp_path: Path) -> None:
+    run_dir = tmp_path / "never-ran"
+    result = _cli_run(run_dir, train={"epochs": 1})
+    assert result.exit_code == 0, result.output
+    root = run_dir / "checkpoints"
+    assert _warnings(result) == [f"warning: --resume: no checkpoint in {root}; starting from step 0"]
+    assert (run_dir / "metrics.json").is_file()
 
 
 # -- finite state only ---------------------------------------------------------------------------

@@ -179,7 +179,7 @@ def test_two_process_checkpoint_resumes_in_one_process(tmp_path: Path) -> None:
     _launch(recipe_file, tmp_path / "probe", stop=5)
     saved = list_checkpoints(run_dir)
     assert [p.name for p in saved] == ["step-00000004"]
-    assert (saved[0] / "random_states_1.pkl").exists()  # written by the second rank
+    assert (saved[0] / "rng_state_1.json").exists()  # written by the second rank
     assert not (run_dir / "model.safetensors").exists()
     weights_at_4 = load_file(str(saved[0] / "model.safetensors"))
 

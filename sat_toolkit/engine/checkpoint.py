@@ -5,11 +5,12 @@ complete, so a run killed mid-write never leaves a half checkpoint that ``--resu
 pick up. Checkpoints are named by global optimiser step (``step-00001234``); the newest
 complete one wins.
 
-Accelerate writes the model (safetensors), the optimiser and the RNG states (torch files it
-reads back with ``weights_only=True``). Our own state is written beside them as
-``train_state.json`` and ``ema.safetensors``, never as a pickle: accelerate reads registered
-objects with ``torch.load(weights_only=False)``, so a crafted checkpoint could run code on
-``--resume``.
+Accelerate writes the model (safetensors) and the optimiser (a torch file it reads back with
+``weights_only=True``). Everything else is written as data only: ``train_state.json``,
+``ema.safetensors`` and each process's ``rng_state_N.json`` (which replaces accelerate's
+pickled ``random_states_N.pkl``; :mod:`sat_toolkit.engine.rng`). Registered objects would be
+read with ``torch.load(weights_only=False)``, so a crafted checkpoint could run code on
+``--resume``; nothing is registered.
 
 Three more guarantees, because a checkpoint is only worth resuming from if it is intact
 and finite:
@@ -43,6 +44,7 @@ import torch
 from accelerate import Accelerator
 
 from sat_toolkit.engine.ema import EMA_FILE
+from sat_toolkit.engine.rng import load_rng_state, rng_state_problem, save_rng_state
 from sat_toolkit.errors import SatError
 
 if TYPE_CHECKING:
@@ -56,7 +58,7 @@ MANIFEST_FORMAT = 1
 MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.bin"
 # Files every checkpoint of this engine holds (one model, one optimiser, rank 0's RNG state).
-REQUIRED_FILES = (MODEL_FILE, OPTIMIZER_FILE, "random_states_0.pkl", TRAIN_STATE_FILE)
+REQUIRED_FILES = (MODEL_FILE, OPTIMIZER_FILE, "rng_state_0.json", TRAIN_STATE_FILE)
 DAMAGED_PREFIX = "damaged-"
 _NAME = re.compile(r"^step-(\d{8})$")
 _COUNTERS = ("epoch", "step_in_epoch", "global_step", "batches_seen", "divergence_warned_at")
@@ -272,6 +274,7 @@ def save_checkpoint(
         shutil.rmtree(temporary, ignore_errors=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(temporary))
+    save_rng_state(temporary, accelerator.process_index)  # JSON in place of accelerate's pickle
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         # Every rank holds the same train state and EMA (DDP keeps the weights in sync).
@@ -397,6 +400,9 @@ def _load_problem(path: Path) -> str | None:
             load(path, map_location="cpu")  # weights_only=True: a crafted object fails, it does not run
             return None
         if suffix == ".json":
+            if path.name.startswith("rng_state_"):
+                problem = rng_state_problem(path)
+                return None if problem is None else f"does not load as data ({problem})"
             json.loads(path.read_text(encoding="utf-8"))
             return None
     except Exception as error:  # any failure to parse means the file cannot be trusted
@@ -452,7 +458,8 @@ def load_checkpoint(accelerator: Accelerator, checkpoint: Path, ema: WeightEMA |
     state = read_train_state(checkpoint)
     if ema is not None:
         ema.load(checkpoint)
-    accelerator.load_state(str(checkpoint))
+    accelerator.load_state(str(checkpoint))  # finds no RNG pickle, so leaves the generators alone
+    load_rng_state(checkpoint, accelerator.process_index)
     return state
 
 

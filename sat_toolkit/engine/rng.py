@@ -1,0 +1,128 @@
+"""Each process's random-number-generator state as JSON, so a checkpoint holds no pickle of it.
+
+accelerate saves Python's, NumPy's and torch's generator states as a torch pickle
+(``random_states_N.pkl``). It reads that file back with ``weights_only=True``, which stops a
+crafted object from running, but a resumable run should not need a pickle at all: the
+states are only integers and bytes. :func:`save_rng_state` replaces accelerate's file by
+``rng_state_N.json``; :func:`load_rng_state` validates and restores it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sat_toolkit.errors import SatError
+
+RNG_FORMAT = 1
+
+
+def rng_file(directory: Path, process_index: int) -> Path:
+    return Path(directory) / f"rng_state_{process_index}.json"
+
+
+def accelerate_rng_file(directory: Path, process_index: int) -> Path:
+    """The pickle ``Accelerator.save_state`` writes, which :func:`save_rng_state` replaces."""
+    return Path(directory) / f"random_states_{process_index}.pkl"
+
+
+def save_rng_state(directory: Path, process_index: int) -> Path:
+    """Write this process's generator states as JSON and remove accelerate's pickle of them."""
+    version, internal, gauss = random.getstate()
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    state = {
+        "format": RNG_FORMAT,
+        "python": {"version": version, "internal": list(internal), "gauss": gauss},
+        "numpy": {
+            "name": name,
+            "keys": [int(k) for k in keys],
+            "position": int(position),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "torch": torch.get_rng_state().tolist(),
+        "cuda": [s.tolist() for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],
+    }
+    path = rng_file(directory, process_index)
+    path.write_text(json.dumps(state) + "\n", encoding="utf-8")
+    accelerate_rng_file(directory, process_index).unlink(missing_ok=True)
+    return path
+
+
+def _byte_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, int) and 0 <= v < 256 for v in value)
+
+
+def _problem(state: Any) -> str | None:
+    """What is wrong with a decoded RNG state, or None."""
+    if not isinstance(state, dict) or state.get("format") != RNG_FORMAT:
+        return f"not a format-{RNG_FORMAT} RNG state"
+    python, numpy_state = state.get("python"), state.get("numpy")
+    if not (
+        isinstance(python, dict)
+        and isinstance(python.get("version"), int)
+        and isinstance(python.get("internal"), list)
+        and all(isinstance(v, int) for v in python["internal"])
+        and (python.get("gauss") is None or isinstance(python.get("gauss"), float))
+    ):
+        return "its Python state is malformed"
+    if not (
+        isinstance(numpy_state, dict)
+        and isinstance(numpy_state.get("name"), str)
+        and isinstance(numpy_state.get("keys"), list)
+        and all(isinstance(v, int) and 0 <= v < 2**32 for v in numpy_state["keys"])
+        and isinstance(numpy_state.get("position"), int)
+        and isinstance(numpy_state.get("has_gauss"), int)
+        and isinstance(numpy_state.get("cached_gaussian"), (int, float))
+    ):
+        return "its NumPy state is malformed"
+    if not _byte_list(state.get("torch")):
+        return "its torch state is malformed"
+    cuda = state.get("cuda")
+    if not isinstance(cuda, list) or not all(_byte_list(s) for s in cuda):
+        return "its CUDA state is malformed"
+    return None
+
+
+def rng_state_problem(path: Path) -> str | None:
+    """Why ``path`` is not a loadable RNG state, or None (used when vetting a checkpoint)."""
+    try:
+        return _problem(json.loads(Path(path).read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        return f"is not JSON ({type(error).__name__})"
+
+
+def load_rng_state(directory: Path, process_index: int) -> bool:
+    """Restore this process's generators from ``directory``; False when it holds none for it.
+
+    A checkpoint written by fewer processes has no state for the extra ranks; they keep
+    their seeded generators (the engine reseeds every micro-batch from its position).
+    """
+    path = rng_file(directory, process_index)
+    if not path.is_file():
+        return False
+    problem = rng_state_problem(path)
+    if problem:
+        raise SatError(f"{path}: {problem}; delete this checkpoint to resume from the one before it")
+    state = json.loads(path.read_text(encoding="utf-8"))
+    python = state["python"]
+    random.setstate((python["version"], tuple(python["internal"]), python["gauss"]))
+    numpy_state = state["numpy"]
+    np.random.set_state(
+        (
+            numpy_state["name"],
+            np.array(numpy_state["keys"], dtype=np.uint32),
+            numpy_state["position"],
+            numpy_state["has_gauss"],
+            float(numpy_state["cached_gaussian"]),
+        )
+    )
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
+    return True
