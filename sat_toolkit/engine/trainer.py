@@ -90,7 +90,7 @@ def train(
     # behind; it would otherwise surface in a loader worker, after recipe.toml exists.
     check_files(run.train_loader.dataset)
     check_files(run.test_set)
-    if resuming:
+    if resume or resuming:  # restore() also says so when --resume finds nothing to resume
         run.restore()
         if run.is_finished():
             accelerator.print(f"{run_dir} is already finished ({run.state.global_step} steps); nothing to do")
