@@ -29,7 +29,9 @@ def save_model(model: nn.Module, sat_config: dict[str, Any], path: str | Path) -
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {key: value.detach().contiguous().cpu() for key, value in model.state_dict().items()}
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file(state, str(tmp), metadata={CONFIG_KEY: json.dumps(sat_config), "format": "pt"})
+    # One metadata key, canonical JSON: safetensors writes its metadata map in an order that
+    # varies from process to process, so with two keys the same weights gave different bytes.
+    save_file(state, str(tmp), metadata={CONFIG_KEY: json.dumps(sat_config, sort_keys=True)})
     tmp.replace(path)
     return path
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import timm
@@ -315,3 +318,24 @@ def trained_digits_cnn() -> tuple[nn.Module, float]:
 def test_small_cnn_learns_digits(trained_digits_cnn: tuple[nn.Module, float]) -> None:
     _, accuracy = trained_digits_cnn
     assert accuracy > 0.8  # chance is 0.1
+
+
+def test_the_same_weights_give_the_same_model_file_in_every_process(tmp_path: Path) -> None:
+    """A file hash is a reproducibility fingerprint: no metadata order that varies per process."""
+    script = "\n".join([
+        "import sys, torch",
+        "from sat_toolkit.data import create_dataset",
+        "from sat_toolkit.export import save_model",
+        "from sat_toolkit.models import create_model",
+        "torch.manual_seed(0)",
+        "info = create_dataset({'name': 'digits'}).info()",
+        "m = create_model({'name': 'small_cnn', 'width': 4, 'depth': 1}, info, 'silu')",
+        "save_model(m, m.sat_config, sys.argv[1])",
+    ])  # fmt: skip
+    files = [tmp_path / f"model{i}.safetensors" for i in range(6)]
+    for path in files:
+        subprocess.run([sys.executable, "-c", script, str(path)], check=True, capture_output=True)
+    assert len({path.read_bytes() for path in files}) == 1
+    header_size = int.from_bytes(files[0].read_bytes()[:8], "little")
+    header = json.loads(files[0].read_bytes()[8 : 8 + header_size])
+    assert list(header["__metadata__"]) == ["sat_config"]
