@@ -26,6 +26,7 @@ from sat_toolkit.engine.checkpoint import (
     write_manifest,
 )
 from sat_toolkit.engine.trainer import train
+from sat_toolkit.errors import SatError
 from sat_toolkit.recipe import load_recipe
 
 # Files accelerate reads back when they are present, besides the ones our checkpoints hold.
@@ -327,3 +328,97 @@ def test_the_divergence_guard_can_be_switched_off(tmp_path: Path) -> None:
     result = _diverging(tmp_path / "off", "off")
     assert result.exit_code == 0, result.output
     assert not _warnings(result)
+
+
+# -- found in review: what a resume must not get wrong --------------------------------------------
+def test_hidden_files_of_a_file_browser_do_not_make_a_checkpoint_damaged(
+    stopped: Path, tmp_path: Path
+) -> None:
+    run_dir, newest = _copy(stopped, tmp_path)
+    (newest / ".DS_Store").write_bytes(b"\0Bud1")
+    assert checkpoint_problem(newest, expect_ema=True) is None
+    result = _cli_run(run_dir)
+    assert result.exit_code == 0, result.output
+    assert not _warnings(result) and (run_dir / "checkpoints" / "step-00000020").is_dir()
+
+
+def test_a_second_launch_into_a_running_run_is_refused(tmp_path: Path) -> None:
+    """A run before its first checkpoint looks like a failed start; its lock says it is alive."""
+    from sat_toolkit.recipe.rundir import check_run_dir, hold_run_lock
+
+    run_dir = tmp_path / "live"
+    recipe = load_recipe(_recipe(run_dir))
+    train(recipe, show_progress=False, stop_after_steps=2)  # recipe.toml, no checkpoint yet
+    assert check_run_dir(run_dir, recipe, resume=False) is False  # a failed start: rerun allowed
+    lock = hold_run_lock(run_dir)  # ... unless a live run holds the directory
+    try:
+        with pytest.raises(SatError, match="another sat-toolkit run is working in it"):
+            check_run_dir(run_dir, recipe, resume=True)
+    finally:
+        lock.close()
+    assert check_run_dir(run_dir, recipe, resume=False) is False
+
+
+def test_another_ranks_write_probe_does_not_make_an_empty_run_directory_foreign(tmp_path: Path) -> None:
+    from sat_toolkit.recipe.rundir import check_run_dir
+
+    run_dir = tmp_path / "empty"
+    (run_dir / ".sat-toolkit-write-check-abc").mkdir(parents=True)
+    assert check_run_dir(run_dir, load_recipe(_recipe(run_dir)), resume=False) is False
+
+
+def test_an_rng_state_this_torch_cannot_take_is_skipped_with_a_warning(stopped: Path, tmp_path: Path) -> None:
+    run_dir, newest = _copy(stopped, tmp_path)
+    rng_path = newest / "rng_state_0.json"
+    state = json.loads(rng_path.read_text())
+    state["torch"] = state["torch"][:100]  # another torch build's generator size
+    rng_path.write_text(json.dumps(state))
+    write_manifest(newest)
+    result = _cli_run(run_dir)
+    assert result.exit_code == 0, result.output
+    (warning,) = _warnings(result)
+    assert warning.startswith(f"warning: {rng_path}: random generator state not restored (")
+    assert (run_dir / "checkpoints" / "step-00000008").is_dir()  # resumed from it, not set aside
+
+
+def test_a_malformed_rng_state_sets_the_checkpoint_aside(stopped: Path, tmp_path: Path) -> None:
+    run_dir, newest = _copy(stopped, tmp_path)
+    rng_path = newest / "rng_state_0.json"
+    state = json.loads(rng_path.read_text())
+    state["python"]["internal"] = state["python"]["internal"][:10]
+    rng_path.write_text(json.dumps(state))
+    write_manifest(newest)
+    warning = _assert_fell_back(_cli_run(run_dir), run_dir, newest)
+    assert "rng_state_0.json does not load as data (its Python state is malformed)" in warning
+
+
+def test_a_resume_after_a_divergence_warning_still_keeps_the_checkpoint_before_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sat_toolkit.engine import window
+
+    original = window.DivergenceGuard.check
+
+    def diverges_at_step_40(self, reference, step, loss, num_classes):
+        verdict = original(self, reference, step, loss, num_classes)
+        return ("diverged", "forced by the test") if step == 40 else verdict
+
+    monkeypatch.setattr(window.DivergenceGuard, "check", diverges_at_step_40)
+    run_dir = tmp_path / "warned"
+    recipe = load_recipe(_recipe(
+        run_dir, train={"epochs": 3, "log_every_steps": 5}, checkpoint={"every_steps": 4, "keep_last": 1}
+    ))  # fmt: skip
+    train(recipe, show_progress=False, stop_after_steps=46)
+    # The last window judged "ok" was at step 35: step-32 is the good one, kept past keep_last.
+    assert [c.name for c in list_checkpoints(run_dir)] == ["step-00000032", "step-00000044"]
+    train(recipe, resume=True, show_progress=False, stop_after_steps=10)
+    assert [c.name for c in list_checkpoints(run_dir)] == ["step-00000032", "step-00000052"]
+
+
+def test_the_divergence_guard_can_be_switched_on_resume_as_its_error_suggests(
+    stopped: Path, tmp_path: Path
+) -> None:
+    run_dir, _ = _copy(stopped, tmp_path)
+    result = _cli_run(run_dir, train={"epochs": 1, "divergence": "off"})
+    assert result.exit_code == 0, result.output
+    assert (run_dir / "metrics.json").is_file()

@@ -307,7 +307,7 @@ def write_manifest(directory: Path) -> Path:
     directory = Path(directory)
     files = {}
     for path in sorted(directory.iterdir()):
-        if path.name == MANIFEST_FILE:
+        if path.name == MANIFEST_FILE or path.name.startswith("."):
             continue
         with open(path, "rb") as handle:  # the data must be on disk before the manifest vouches for it
             os.fsync(handle.fileno())
@@ -340,7 +340,7 @@ def checkpoint_problem(checkpoint: Path, expect_ema: bool) -> str | None:
     missing = [name for name in required if not (checkpoint / name).is_file()]
     if missing:
         return f"{missing[0]} is missing"
-    for path in sorted(checkpoint.iterdir()):
+    for path in sorted(p for p in checkpoint.iterdir() if not p.name.startswith(".")):
         problem = _load_problem(path)
         if problem:
             return f"{path.name} {problem}"
@@ -364,7 +364,11 @@ def _manifest_problem(checkpoint: Path) -> str | None:
     files = manifest.get("files") if isinstance(manifest, dict) else None
     if not isinstance(files, dict) or manifest.get("format") != MANIFEST_FORMAT:
         return f"{MANIFEST_FILE} is not a format-{MANIFEST_FORMAT} manifest"
-    present = {p.name: p for p in checkpoint.iterdir() if p.name != MANIFEST_FILE}
+    # Hidden files are the file system's or a file browser's (.DS_Store, NFS's .nfsXXXX), never
+    # the engine's and never read by accelerate: they do not make a checkpoint damaged.
+    present = {
+        p.name: p for p in checkpoint.iterdir() if p.name != MANIFEST_FILE and not p.name.startswith(".")
+    }
     for name, path in sorted(present.items()):
         if name not in files:
             return f"{name} is not in the manifest"

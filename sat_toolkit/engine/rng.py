@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,7 @@ def _problem(state: Any) -> str | None:
         isinstance(python, dict)
         and isinstance(python.get("version"), int)
         and isinstance(python.get("internal"), list)
+        and len(python["internal"]) == 625  # Mersenne Twister: 624 words and the position
         and all(isinstance(v, int) for v in python["internal"])
         and (python.get("gauss") is None or isinstance(python.get("gauss"), float))
     ):
@@ -75,8 +77,10 @@ def _problem(state: Any) -> str | None:
         isinstance(numpy_state, dict)
         and isinstance(numpy_state.get("name"), str)
         and isinstance(numpy_state.get("keys"), list)
+        and len(numpy_state["keys"]) == 624
         and all(isinstance(v, int) and 0 <= v < 2**32 for v in numpy_state["keys"])
         and isinstance(numpy_state.get("position"), int)
+        and 0 <= numpy_state["position"] <= 624
         and isinstance(numpy_state.get("has_gauss"), int)
         and isinstance(numpy_state.get("cached_gaussian"), (int, float))
     ):
@@ -98,10 +102,12 @@ def rng_state_problem(path: Path) -> str | None:
 
 
 def load_rng_state(directory: Path, process_index: int) -> bool:
-    """Restore this process's generators from ``directory``; False when it holds none for it.
+    """Restore this process's generators from ``directory``; False when it could not.
 
-    A checkpoint written by fewer processes has no state for the extra ranks; they keep
-    their seeded generators (the engine reseeds every micro-batch from its position).
+    A checkpoint written by fewer processes has no state for the extra ranks, and a state
+    another torch build or GPU count cannot take is skipped with a warning: the engine
+    reseeds torch every micro-batch from the run's position, so only Python's and NumPy's
+    generators (data augmentation) would differ, which is no reason to refuse a resume.
     """
     path = rng_file(directory, process_index)
     if not path.is_file():
@@ -110,19 +116,24 @@ def load_rng_state(directory: Path, process_index: int) -> bool:
     if problem:
         raise SatError(f"{path}: {problem}; delete this checkpoint to resume from the one before it")
     state = json.loads(path.read_text(encoding="utf-8"))
-    python = state["python"]
-    random.setstate((python["version"], tuple(python["internal"]), python["gauss"]))
-    numpy_state = state["numpy"]
-    np.random.set_state(
-        (
-            numpy_state["name"],
-            np.array(numpy_state["keys"], dtype=np.uint32),
-            numpy_state["position"],
-            numpy_state["has_gauss"],
-            float(numpy_state["cached_gaussian"]),
+    python, numpy_state = state["python"], state["numpy"]
+    try:
+        random.setstate((python["version"], tuple(python["internal"]), python["gauss"]))
+        np.random.set_state(
+            (
+                numpy_state["name"],
+                np.array(numpy_state["keys"], dtype=np.uint32),
+                numpy_state["position"],
+                numpy_state["has_gauss"],
+                float(numpy_state["cached_gaussian"]),
+            )
         )
-    )
-    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
+        torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+        if state["cuda"] and torch.cuda.is_available():
+            visible = state["cuda"][: torch.cuda.device_count()]
+            torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in visible])
+    except (ValueError, TypeError, RuntimeError, IndexError) as error:
+        first = (str(error).splitlines() or [type(error).__name__])[0][:120]
+        print(f"warning: {path}: random generator state not restored ({first})", file=sys.stderr, flush=True)
+        return False
     return True

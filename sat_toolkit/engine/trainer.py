@@ -24,13 +24,14 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, broadcast, set_seed
 from torch import nn
 
 from sat_toolkit.engine.checkpoint import (
     TrainState,
     checkpoint_problem,
     checkpoint_root,
+    checkpoint_step,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
@@ -47,6 +48,7 @@ from sat_toolkit.engine.window import DivergenceError, DivergenceGuard, Training
 from sat_toolkit.errors import SatError
 from sat_toolkit.export import save_model
 from sat_toolkit.recipe import Recipe, check_run_dir, save_resolved_recipe
+from sat_toolkit.recipe.rundir import hold_run_lock
 
 METRICS_FILE = "metrics.json"
 MODEL_FILE = "model.safetensors"
@@ -87,23 +89,32 @@ def train(
     accelerator = _make_accelerator(recipe, run_dir)
     run = _TrainingRun(recipe, accelerator, run_dir)
     # Nothing is written before this point, so a bad image file leaves no run directory
-    # behind; it would otherwise surface in a loader worker, after recipe.toml exists.
-    check_files(run.train_loader.dataset)
-    check_files(run.test_set)
-    if resume or resuming:  # restore() also says so when --resume finds nothing to resume
-        run.restore()
-        if run.is_finished():
-            accelerator.print(f"{run_dir} is already finished ({run.state.global_step} steps); nothing to do")
-            return RunSummary(run_dir, json.loads((run_dir / METRICS_FILE).read_text(encoding="utf-8")))
-    if accelerator.is_main_process:
-        save_resolved_recipe(recipe, run_dir)
-    if recipe.logging.tensorboard:
-        accelerator.init_trackers("train", config=flatten_hparams(recipe.to_dict()))
-    completed = run.train(show_progress, stop_after_steps)
-    if not completed:
-        accelerator.end_training()
-        return RunSummary(run_dir, {"stopped_at_step": run.state.global_step})
-    return run.finish(show_progress)
+    # behind; it would otherwise surface in a loader worker, after recipe.toml exists. A
+    # resumed run's files passed this at its start (ImageNet's headers take about a minute).
+    if not resuming:
+        check_files(run.train_loader.dataset)
+        check_files(run.test_set)
+    lock = hold_run_lock(run_dir)  # from here a second launch into run_dir sees this run in progress
+    try:
+        if resume or resuming:  # restore() also says so when --resume finds nothing to resume
+            run.restore()
+            if run.is_finished():
+                accelerator.print(
+                    f"{run_dir} is already finished ({run.state.global_step} steps); nothing to do"
+                )
+                return RunSummary(run_dir, json.loads((run_dir / METRICS_FILE).read_text(encoding="utf-8")))
+        if accelerator.is_main_process:
+            save_resolved_recipe(recipe, run_dir)
+        if recipe.logging.tensorboard:
+            accelerator.init_trackers("train", config=flatten_hparams(recipe.to_dict()))
+        completed = run.train(show_progress, stop_after_steps)
+        if not completed:
+            accelerator.end_training()
+            return RunSummary(run_dir, {"stopped_at_step": run.state.global_step})
+        return run.finish(show_progress)
+    finally:
+        if lock is not None:
+            lock.close()
 
 
 def _make_accelerator(recipe: Recipe, run_dir: Path) -> Accelerator:
@@ -194,10 +205,17 @@ class _TrainingRun:
         # The checkpoint written before the latest window the divergence guard passed: what a
         # divergence names as good, and kept through pruning until a later window passes.
         self.trusted_checkpoint: Path | None = None
-        warmup = getattr(self.lr_schedule, "warmup_length", None)
-        self.divergence_guard = DivergenceGuard(
-            recipe.train.divergence_factor, warmup(self.total_steps) if callable(warmup) else 0
-        )
+        # The early level is measured once both the lr warm-up and an eps ramp are over: while
+        # eps grows, a healthy adversarial loss rises with it.
+        settling = [
+            length(self.total_steps)
+            for length in (
+                getattr(self.lr_schedule, "warmup_length", None),
+                getattr(self.eps_schedule, "ramp_length", None),
+            )
+            if callable(length)
+        ]
+        self.divergence_guard = DivergenceGuard(recipe.train.divergence_factor, max(settling, default=0))
         self.window = TrainingWindow()
         self.started = time.perf_counter()
 
@@ -222,24 +240,42 @@ class _TrainingRun:
         if not checkpoints:
             self._warn(f"--resume: no checkpoint in {root}; starting from step 0")
             return
+        ordered = list(reversed(checkpoints))
         damaged: list[tuple[Path, str]] = []
-        for checkpoint in reversed(checkpoints):
-            problem = checkpoint_problem(checkpoint, expect_ema=self.ema is not None)
-            if problem is None:
-                try:
-                    self.state = load_checkpoint(accelerator, checkpoint, self.ema)
-                    break
-                except Exception as error:  # intact files that do not fit this run (another model)
-                    detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
-                    problem = f"does not load into this recipe's run ({detail})"
-            damaged.append((checkpoint, problem))
-        else:
-            newest, why = damaged[0]
-            older = f" (and the {len(damaged) - 1} older ones are damaged too)" if len(damaged) > 1 else ""
-            raise SatError(
-                f"--resume: no intact checkpoint in {root}: {newest.name}: {why}{older}; delete {root} "
-                "to train from step 0, or start afresh in a new run.output_dir"
+        start = 0
+        while True:
+            # The main process vets (hashes, test-loads) and every rank loads what it chose:
+            # ranks that judged alone could resume from different checkpoints.
+            found = -1
+            if accelerator.is_main_process:
+                for index in range(start, len(ordered)):
+                    problem = checkpoint_problem(ordered[index], expect_ema=self.ema is not None)
+                    if problem is None:
+                        found = index
+                        break
+                    damaged.append((ordered[index], problem))
+            choice = torch.tensor([found], device=accelerator.device)
+            found = int(broadcast(choice, from_process=0).item()) if accelerator.num_processes > 1 else found
+            if found < 0:
+                newest, why = damaged[0] if damaged else (ordered[0], "damaged (see the main process)")
+                more = len(ordered) - 1
+                older = f" (and the {more} older ones are damaged too)" if more > 0 else ""
+                raise SatError(
+                    f"--resume: no intact checkpoint in {root}: {newest.name}: {why}{older}; delete {root} "
+                    "to train from step 0, or start afresh in a new run.output_dir"
+                )
+            checkpoint, failure = ordered[found], ""
+            try:
+                self.state = load_checkpoint(accelerator, checkpoint, self.ema)
+            except Exception as error:  # intact files that do not fit this run (another model)
+                failure = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+            failed = torch.tensor([1.0 if failure else 0.0], device=accelerator.device)
+            if float(accelerator.reduce(failed, reduction="sum")) == 0.0:
+                break
+            damaged.append(
+                (checkpoint, f"does not load into this recipe's run ({failure or 'on another process'})")
             )
+            start = found + 1
         accelerator.wait_for_everyone()  # every rank has read the damaged ones before they move
         for bad, why in damaged:
             aside = set_aside(bad) if accelerator.is_main_process else bad
@@ -249,6 +285,12 @@ class _TrainingRun:
             )
         accelerator.wait_for_everyone()
         self.last_checkpoint = self.trusted_checkpoint = checkpoint
+        warned_at = self.state.divergence_warned_at
+        if warned_at:
+            # The run had diverged before this checkpoint: the one to name (and keep) is still
+            # the newest from before the warning, which pruning protected.
+            before = [c for c in list_checkpoints(self.run_dir) if checkpoint_step(c) <= warned_at]
+            self.trusted_checkpoint = before[-1] if before else None
         accelerator.print(f"resumed from {checkpoint} (step {self.state.global_step}/{self.total_steps})")
 
     def _warn(self, message: str) -> None:

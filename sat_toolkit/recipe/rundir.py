@@ -14,9 +14,14 @@ from __future__ import annotations
 
 import os
 import tempfile
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; the run lock is skipped
+    fcntl = None  # type: ignore[assignment]
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from sat_toolkit import __version__
 from sat_toolkit.errors import SatError
@@ -34,6 +39,9 @@ RUN_IRRELEVANT_KEYS: tuple[str, ...] = (
     "train.log_every_steps",
     "data.num_workers",
     "run.output_dir",
+    # Monitoring only: a resume may switch the divergence guard (its own error suggests it).
+    "train.divergence",
+    "train.divergence_factor",
 )
 
 
@@ -103,6 +111,58 @@ def check_writable(run_dir: str | Path) -> None:
         ) from None
 
 
+LOCK_FILE = ".lock"
+
+
+def _lock_file(run_dir: Path, create: bool) -> IO[str] | None:
+    path = run_dir / LOCK_FILE
+    if not create and not path.is_file():
+        return None
+    if create:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    return open(path, "a+", encoding="utf-8")  # noqa: SIM115 (held open while the run lives)
+
+
+def hold_run_lock(run_dir: str | Path) -> IO[str] | None:
+    """Lock ``run_dir`` for this run (until the handle closes or the process ends).
+
+    A second launch into the same directory then sees a run in progress instead of a
+    "failed start" it may reuse. Only the launch's main process holds it; where the file
+    system has no ``flock`` the lock is skipped.
+    """
+    if fcntl is None or os.environ.get("RANK", "0") != "0":
+        return None
+    handle = _lock_file(Path(run_dir), create=True)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise SatError(_in_progress(Path(run_dir))) from None
+    return handle
+
+
+def _in_progress(run_dir: Path) -> str:
+    return (
+        f"{run_dir}: another sat-toolkit run is working in it (it holds {run_dir / LOCK_FILE}); "
+        "wait for it to finish, or pick another run.output_dir"
+    )
+
+
+def _locked_by_another(run_dir: Path) -> bool:
+    if fcntl is None or os.environ.get("RANK", "0") != "0":
+        return False
+    handle = _lock_file(run_dir, create=False)
+    if handle is None:
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
+
+
 def is_failed_start(run_dir: str | Path) -> bool:
     """Whether ``run_dir`` holds no checkpoint and no results: nothing a rerun could lose."""
     run_dir = Path(run_dir)
@@ -128,8 +188,10 @@ def check_run_dir(run_dir: str | Path, recipe: Recipe, resume: bool) -> bool:
     check_writable(run_dir)
     if not run_dir.exists():
         return False
-    if not any(run_dir.iterdir()):
-        return False
+    if _locked_by_another(run_dir):  # a live run, perhaps before its first checkpoint
+        raise SatError(_in_progress(run_dir))
+    if not any(not p.name.startswith(".") for p in run_dir.iterdir()):
+        return False  # hidden entries: another rank's write probe, the run lock
     saved_path = run_dir / RECIPE_FILE
     if not saved_path.is_file():
         raise SatError(
