@@ -278,7 +278,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("corrupt image", ["run", "imagefolder_corrupt.toml"], "imf/train/a/2.png is not a readable image"),
     ("image tree layout", ["run", "imagefolder_no_split.toml"], "expected the layout"),
     # -- eval: options and model files ---------------------------------------------------------
-    ("eval --eps 2", ["eval", "good.safetensors", "--eps", "2"], "--eps 2: must be <= 1 under linf"),
+    ("eval --eps 2", ["eval", "good.safetensors", "--eps", "2"], "--eps 2 is larger than any linf"),
     ("eval --eps 1/0", ["eval", "good.safetensors", "--eps", "1/0"], "--eps '1/0'"),
     ("eval --eps -1", ["eval", "good.safetensors", "--eps", "-0.5"], "--eps must be >= 0"),
     ("eval --output dir", ["eval", "good.safetensors", "--output", "reports"], "is a directory"),

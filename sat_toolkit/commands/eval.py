@@ -109,7 +109,7 @@ def eval_command(
     from sat_toolkit.data import create_dataset
     from sat_toolkit.devices import resolve_device
     from sat_toolkit.engine.evaluation import fixed_test_subset
-    from sat_toolkit.evaluation.evaluate import evaluate
+    from sat_toolkit.evaluation.evaluate import check_budget, evaluate
     from sat_toolkit.evaluation.suites import resolve_suite
     from sat_toolkit.evaluation.sweep import parse_eps_list, plot_sweep
 
@@ -141,7 +141,7 @@ def eval_command(
         loaded = _load_foreign_model(model_path, arch, source.info(), num_classes, mean, std)
     eps, norm = _threat_model(loaded.train_attack, eps_text, norm)
     if eps_text is not None:
-        _check_eps_limit(eps, norm, tuple(source.info().input_shape))  # before the announcement
+        check_budget(eps, norm, tuple(source.info().input_shape), "--eps")  # before the announcement
     x, y = fixed_test_subset(source.load("test"), samples, seed)
     path = _output_path(output, loaded.file, "eval", suite, attacks, norm, eps, len(y), seed)
     check_writable(path)  # before the evaluation, which can take hours: its results are never lost
@@ -293,18 +293,6 @@ def _parse_eps(text: str) -> float:
     if value < 0:
         raise SatError(f"--eps must be >= 0, got {text}")
     return value
-
-
-def _check_eps_limit(eps: float, norm: str, input_shape: tuple[int, ...]) -> None:
-    """--eps above the largest perturbation the norm allows is a unit mistake (8 meant as 8/255)."""
-    from sat_toolkit.recipe.plugin_params import eps_limit
-
-    limit = eps_limit(norm, input_shape)
-    if limit is not None and eps > limit:
-        hint = f"; did you mean {eps:g}/255?" if norm == "linf" else ""
-        raise SatError(
-            f"--eps {eps:g}: must be <= {limit:g} under {norm} (budgets are in [0, 1] pixel space){hint}"
-        )
 
 
 def check_writable(output: Path, option: str = "--output") -> None:

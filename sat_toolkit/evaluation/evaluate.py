@@ -164,14 +164,19 @@ def _check_inputs(x: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y.long()
 
 
-def _check_budget(eps: float, norm: str, input_dim: int) -> None:
-    """An eps no attack could use meaningfully is a unit mistake (8 meant as 8/255)."""
-    largest = 1.0 if norm == "linf" else math.sqrt(input_dim)
-    if eps > largest:
+def check_budget(eps: float, norm: str, input_shape: tuple[int, ...], name: str = "eps") -> None:
+    """Refuse an eps beyond any perturbation of a [0, 1] image: a unit mistake (8 meant as 8/255).
+
+    The bound is :func:`~sat_toolkit.recipe.plugin_params.eps_limit`, the one recipes use.
+    """
+    from sat_toolkit.recipe.plugin_params import eps_limit
+
+    limit = eps_limit(norm, input_shape)
+    if limit is not None and eps > limit:
         hint = f"; did you mean {eps:g}/255?" if norm == "linf" and eps <= 255 else ""
         raise SatError(
-            f"eps {eps:g} is larger than any {norm} perturbation of an image in [0, 1] "
-            f"(at most {largest:.4g}){hint}"
+            f"{name} {eps:g} is larger than any {norm} perturbation (at most {limit:.4g}: "
+            f"images lie in [0, 1]){hint}"
         )
 
 
@@ -254,7 +259,7 @@ def evaluate(
     suite = None if suite == "none" else suite
     sweep_values = parse_eps_list(sweep) if isinstance(sweep, str) else list(sweep or [])
     x, y = _check_inputs(x, y)
-    _check_budget(budget, norm, x[0].numel())
+    check_budget(budget, norm, tuple(x.shape[1:]))
     if device is not None:
         model.to(resolve_device(device))
     target = model_device(model)

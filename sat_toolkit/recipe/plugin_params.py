@@ -28,6 +28,7 @@ from sat_toolkit.errors import SatError
 from sat_toolkit.recipe.coerce import Invalid, coerce, is_known, toml_type
 from sat_toolkit.recipe.errors import Problems, join
 from sat_toolkit.recipe.numbers import is_fraction, parse_number
+from sat_toolkit.recipe.schema import MAX_SEED  # one bound for every seed
 
 ENGINE_SUPPLIED: dict[str, frozenset[str]] = {
     "model": frozenset(
@@ -39,8 +40,6 @@ ENGINE_SUPPLIED: dict[str, frozenset[str]] = {
     "schedule": frozenset(),
 }
 
-#: numpy (and so accelerate's ``set_seed``) takes seeds below 2**32 only.
-MAX_SEED = 2**32 - 1
 
 # Ranges for well-known parameter names, checked whatever plugin declares them. The upper
 # bounds on counts are far beyond any published protocol (APGD's longest runs are a few
@@ -117,7 +116,9 @@ def _check_eps(
     if limit is None or eps <= limit:
         return
     if norm == "linf":
-        hint = f'budgets are in [0, 1] pixel space: for {eps:g}/255 write eps = "{eps:g}/255"'
+        hint = "budgets are in [0, 1] pixel space" + (
+            f': for {eps:g}/255 write eps = "{eps:g}/255"' if eps <= 255 else ""
+        )
     else:
         shape = "x".join(str(n) for n in input_shape or ())
         hint = f"no two {shape} images in [0, 1] are farther apart under {norm}"

@@ -14,6 +14,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+#: numpy (and so accelerate's ``set_seed``) takes seeds below 2**32 only.
+MAX_SEED = 2**32 - 1
+
 
 def setting(default: Any = dataclasses.MISSING, doc: str = "", **bounds: float) -> Any:
     """A dataclass field with its help text and numeric bounds in the metadata."""
@@ -52,7 +55,7 @@ class RunConfig:
     name: str = setting("sat", "run name; also names the default output directory")
     seed: int = setting(
         0, "seed for model init, data order and the training attack's randomness (< 2**32, numpy's limit)",
-        ge=0, le=2**32 - 1,
+        ge=0, le=MAX_SEED,
     )  # fmt: skip
     output_dir: str = setting("", "where checkpoints, logs and the resolved recipe go; default runs/<name>")
     deterministic: bool = setting(False, "ask PyTorch for deterministic kernels (slower)")
@@ -91,7 +94,7 @@ class EvalConfig:
 
     samples: int = setting(1000, "test samples to attack (0 = the whole test set)", ge=0)
     seed: int = setting(
-        0, "seed for the sample choice and the attacks' randomness (< 2**32)", ge=0, le=2**32 - 1
+        0, "seed for the sample choice and the attacks' randomness (< 2**32)", ge=0, le=MAX_SEED
     )
     attacks: dict[str, PluginSpec] = field(default_factory=dict, metadata={"doc": "label -> attack"})
 
