@@ -143,7 +143,7 @@ def eval_command(
     if eps_text is not None:
         check_budget(eps, norm, tuple(source.info().input_shape), "--eps")  # before the announcement
     x, y = fixed_test_subset(source.load("test"), samples, seed)
-    path = _output_path(output, loaded.file, "eval", suite, attacks, norm, eps, len(y), seed)
+    path = _output_path(output, loaded.file, suite, attacks, norm, eps, len(y), seed)
     check_writable(path)  # before the evaluation, which can take hours: its results are never lost
     click.echo(
         f"evaluating {loaded.file} on {len(y)} test images, {norm} eps {eps:.6g}, on {device}", err=True
@@ -309,7 +309,6 @@ def check_writable(output: Path, option: str = "--output") -> None:
 def _output_path(
     output: Path | None,
     model_file: Path,
-    kind: str,
     suite: str,
     attacks: tuple[str, ...],
     norm: str,
@@ -326,7 +325,7 @@ def _output_path(
     # files in one folder never share a report.
     stem = "" if model_file.name == "model.safetensors" else model_file.name.replace(".", "_") + "-"
     what = "+".join([suite, *(parse_attack_option(text)[0] for text in attacks)])
-    return model_file.parent / f"{kind}-{stem}{what}-{norm}-eps{eps:.4g}-n{n}-seed{seed}.json"
+    return model_file.parent / f"eval-{stem}{what}-{norm}-eps{eps:.4g}-n{n}-seed{seed}.json"
 
 
 def _progress_printer() -> Any:
