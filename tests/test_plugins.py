@@ -70,17 +70,45 @@ def test_third_party_plugin_is_discovered_with_distribution_and_version(fake_dis
     assert (record.distribution, record.version, record.status) == ("wobble-acts", "2.5", "ok")
 
 
-def test_duplicate_names_are_an_error_naming_both_distributions(fake_distribution) -> None:
+def test_a_plugin_taking_a_builtin_name_is_shadowed_and_reached_by_its_qualified_name(
+    fake_distribution,
+) -> None:
+    """No package can take a built-in's name away: the bare name keeps meaning the built-in."""
     fake_distribution("silu-one", SILU_CLAIMER)
-    with pytest.warns(PluginWarning, match="silu"):
+    with pytest.warns(PluginWarning) as caught:
+        host = get_plugin_host()
+    assert [str(w.message) for w in caught] == [
+        "activation 'silu' from 'silu-one' has the name of a built-in, which keeps it; "
+        "use this one as 'silu-one:silu'"
+    ]
+    assert host.get("activation", "silu").__module__ == "sat_toolkit.activations.builtin"
+    assert host.get("activation", "silu-one:silu").__name__ == "MySiLU"
+    assert host.get("activation", "Silu_One:silu").__name__ == "MySiLU"  # PEP 503 names
+    builtin = host.get("activation", "smooth-adversarial-training:silu")
+    assert builtin is host.get("activation", "silu")
+    statuses = {r.distribution: r.status for r in host.records("activation") if r.name == "silu"}
+    assert statuses == {"smooth-adversarial-training": "ok", "silu-one": "shadowed"}
+    assert "silu" in host.names("activation") and "silu-one:silu" in host.names("activation")
+
+
+def test_two_third_party_plugins_of_one_name_conflict_and_both_stay_usable(fake_distribution) -> None:
+    fake_distribution("wobble-one", GOOD_PLUGIN)
+    fake_distribution("wobble-two", GOOD_PLUGIN.replace("x * 2", "x * 3"))
+    with pytest.warns(PluginWarning, match="'wobble-one:wobble' or 'wobble-two:wobble'"):
         host = get_plugin_host()
     with pytest.raises(PluginConflictError) as info:
-        host.get("activation", "silu")
-    assert "'smooth-adversarial-training'" in str(info.value) and "'silu-one'" in str(info.value)
-    statuses = {r.distribution: r.status for r in host.records("activation") if r.name == "silu"}
-    assert statuses == {"smooth-adversarial-training": "conflict", "silu-one": "conflict"}
-    # Other names keep working.
-    assert host.get("activation", "gelu").name == "gelu"
+        host.get("activation", "wobble")
+    assert str(info.value) == (
+        "activation 'wobble' is registered by both 'wobble-one' and 'wobble-two'; name the one you mean: "
+        "'wobble-one:wobble' or 'wobble-two:wobble' (or uninstall one, or block it with "
+        "SAT_TOOLKIT_DISABLE_PLUGINS=<distribution>)"
+    )
+    import torch
+
+    x = torch.ones(2)
+    assert host.get("activation", "wobble-one:wobble")()(x).tolist() == [2.0, 2.0]
+    assert host.get("activation", "wobble-two:wobble")()(x).tolist() == [3.0, 3.0]
+    assert host.get("activation", "gelu").name == "gelu"  # other names keep working
 
 
 def test_plugin_raising_on_import_is_reported_not_fatal(fake_distribution) -> None:

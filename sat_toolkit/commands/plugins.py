@@ -7,7 +7,7 @@ import json
 import click
 
 from sat_toolkit.commands.table import format_table
-from sat_toolkit.plugins import DISABLE_ENV_VAR, PluginKind, get_plugin_host
+from sat_toolkit.plugins import DISABLE_ENV_VAR, PluginKind, PluginRecord, get_plugin_host
 
 
 @click.command("plugins")
@@ -27,6 +27,7 @@ def plugins_command(kind: str | None, as_json: bool) -> None:
                     {
                         "kind": r.kind,
                         "name": r.name,
+                        "qualified_name": r.qualified_name if r.kind != "*" else None,
                         "distribution": r.distribution,
                         "version": r.version,
                         "entry_point": r.entry_point,
@@ -39,10 +40,16 @@ def plugins_command(kind: str | None, as_json: bool) -> None:
             )
         )
         return
-    rows = [
-        (r.kind, r.name, r.distribution, r.version, r.status + (f" ({r.error})" if r.error else ""))
-        for r in records
-    ]
+    rows = [(r.kind, r.name, r.distribution, r.version, _status(r)) for r in records]
     click.echo(format_table(("kind", "name", "distribution", "version", "status"), rows))
-    if any(r.status != "ok" for r in records):
+    if any(r.status in ("shadowed", "conflict") for r in records):
+        click.echo("\na shadowed or conflicting plugin is used by its qualified name: <distribution>:<name>")
+    if any(r.status in ("failed", "conflict") for r in records):
         click.echo(f"\nblock a plugin with {DISABLE_ENV_VAR}=<name>[,<name>...] ('*' blocks all external)")
+
+
+def _status(record: PluginRecord) -> str:
+    """The status column: why a plugin is not ``ok``, and for a shadowed one how to reach it."""
+    if record.status in ("shadowed", "conflict"):
+        return f"{record.status} ({record.error}; use '{record.qualified_name}')"
+    return record.status + (f" ({record.error})" if record.error else "")

@@ -1,10 +1,18 @@
 """The plugin host: discovers plugins through entry points and answers lookups.
 
 Discovery is deliberately fault-tolerant. A plugin that raises on import or in its
-registration hook is recorded as failed (and warned about) instead of breaking the CLI or
-the other plugins; only a lookup that needs it fails, naming it. Two distributions that
-claim the same name for the same kind are both marked as conflicting, and looking the name
-up is an error naming both, so a broken environment is explained rather than guessed at.
+registration hook, or a class that breaks its kind's contract
+(:mod:`sat_toolkit.plugins.contracts`), is recorded as failed (and warned about, once)
+instead of breaking the CLI or the other plugins; only a lookup of it fails, naming why.
+
+Names follow one policy, so no package can break a built-in and every hint works:
+
+* built-in plugins keep their names;
+* a third-party plugin that registers a built-in's name is ``shadowed``: the bare name
+  still means the built-in, the plugin is reached by its qualified name
+  ``<distribution>:<name>``;
+* two third-party plugins with one name are both ``conflict``: the bare name is an error
+  that names both qualified names, each of which works.
 """
 
 from __future__ import annotations
@@ -12,17 +20,20 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib.metadata as importlib_metadata
+import inspect
 import os
 import re
 import threading
 import warnings
 from collections.abc import Iterable
+from types import ModuleType
 from typing import Any
 
 import pluggy
 
 from sat_toolkit.errors import PluginConflictError, PluginLoadError, UnknownPluginError
 from sat_toolkit.plugins import specs
+from sat_toolkit.plugins.contracts import NAME_PATTERN, contract_problems, describe_violation
 from sat_toolkit.plugins.specs import PluginKind
 
 ENTRY_POINT_GROUP = "sat_toolkit"
@@ -30,7 +41,11 @@ DISABLE_ENV_VAR = "SAT_TOOLKIT_DISABLE_PLUGINS"
 # The distribution (pyproject's project name) that ships the built-in plugins; not
 # "sat-toolkit", which on PyPI is an unrelated project.
 BUILTIN_DISTRIBUTION = "smooth-adversarial-training"
-_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
+HOOK_NAMES = tuple(kind.hook_name for kind in PluginKind)
+# pluggy marks an implementation with an attribute named after the project.
+_HOOKIMPL_MARKER = f"{specs.PROJECT_NAME}_impl"
+#: Statuses of plugins that can be looked up (``shadowed`` and ``conflict`` by qualified name only).
+USABLE = ("ok", "shadowed", "conflict")
 
 
 class PluginWarning(UserWarning):
@@ -46,14 +61,29 @@ class PluginRecord:
     distribution: str
     version: str
     entry_point: str
-    status: str  # "ok" | "failed" | "blocked" | "conflict"
+    status: str  # "ok" | "shadowed" | "conflict" | "failed" | "blocked"
     obj: Any = None
     error: str | None = None
+
+    @property
+    def qualified_name(self) -> str:
+        """``<distribution>:<name>``: names this plugin whatever else shares its name."""
+        return f"{normalise_distribution(self.distribution)}:{self.name}"
+
+    @property
+    def builtin(self) -> bool:
+        return normalise_distribution(self.distribution) == BUILTIN_DISTRIBUTION
 
 
 def normalise_distribution(name: str) -> str:
     """PEP 503 normalisation, so ``Sat_Extra`` and ``sat-extra`` name one package."""
     return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def split_qualified(name: str) -> tuple[str | None, str]:
+    """``"my-acts:silu"`` -> ``("my-acts", "silu")``; ``"silu"`` -> ``(None, "silu")``."""
+    distribution, sep, bare = name.rpartition(":")
+    return (normalise_distribution(distribution), bare) if sep else (None, name)
 
 
 def blocked_plugin_names(value: str | None = None) -> set[str]:
@@ -72,6 +102,20 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
+# Each distinct plugin warning is printed once per process: the host is loaded by more
+# than one code path, and a user needs to read a problem once, not once per lookup.
+_warned: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+def _warn_once(message: str) -> None:
+    with _warned_lock:
+        if message in _warned:
+            return
+        _warned.add(message)
+    warnings.warn(message, PluginWarning, stacklevel=4)
+
+
 @dataclasses.dataclass
 class _Source:
     """Where a plugin module came from."""
@@ -83,6 +127,25 @@ class _Source:
     @property
     def external(self) -> bool:
         return normalise_distribution(self.distribution) != BUILTIN_DISTRIBUTION
+
+    @property
+    def label(self) -> str:
+        return f"plugin '{self.entry_point}' from '{self.distribution}'"
+
+
+def _row(
+    source: _Source, kind: PluginKind, name: str, status: str, obj: Any = None, error: str | None = None
+) -> PluginRecord:
+    return PluginRecord(
+        kind=kind.value,
+        name=name,
+        distribution=source.distribution,
+        version=source.version,
+        entry_point=source.entry_point,
+        status=status,
+        obj=obj,
+        error=error,
+    )
 
 
 class PluginHost:
@@ -99,6 +162,8 @@ class PluginHost:
         self._pm.add_hookspecs(specs)
         self._records: list[PluginRecord] = []
         self._module_failures: list[PluginRecord] = []
+        # kind -> bare name -> every record of that name (a dict per kind: lookups are lookups).
+        self._index: dict[str, dict[str, list[PluginRecord]]] = {}
         self._loaded = False
         self._lock = threading.Lock()
 
@@ -154,28 +219,60 @@ class PluginHost:
                 except Exception as exc:  # a broken third-party plugin must not break us
                     error = _describe(exc)
                     self._module_failures.append(self._module_record(source, "failed", error))
-                    self._warn(f"plugin '{ep.name}' from '{source.distribution}' failed to load: {error}")
+                    _warn_once(f"{source.label} failed to load: {error}")
                     continue
+                self._check_hook_names(module, source)
                 sources[plugin_id] = source
             for kind in PluginKind:
                 self._collect(kind, sources)
-            self._mark_conflicts()
+            self._apply_name_policy()
             self._warn_unmatched_blocks(external)
             self._loaded = True
             return self
+
+    @staticmethod
+    def _check_hook_names(module: ModuleType, source: _Source) -> None:
+        """Warn about a module that implements no hook: a misspelt name or a missing ``@hookimpl``.
+
+        pluggy ignores both silently, so the plugin would add nothing and say nothing.
+        """
+        functions = {
+            name: value
+            for name, value in vars(module).items()
+            if name.startswith("sat_") and inspect.isfunction(value)
+        }
+        implemented = [n for n, f in functions.items() if n in HOOK_NAMES and hasattr(f, _HOOKIMPL_MARKER)]
+        for name, function in sorted(functions.items()):
+            if name in HOOK_NAMES and not hasattr(function, _HOOKIMPL_MARKER):
+                _warn_once(
+                    f"{source.label}: {name}() is not decorated with @hookimpl "
+                    "(from sat_toolkit.plugins import hookimpl), so it is never called"
+                )
+            elif name not in HOOK_NAMES:
+                close = difflib.get_close_matches(name, HOOK_NAMES, n=1, cutoff=0.6)
+                hint = f"did you mean '{close[0]}'?" if close else "hooks: " + ", ".join(HOOK_NAMES)
+                _warn_once(f"{source.label}: {name}() is not a sat-toolkit hook; {hint}")
+        if not implemented and not functions:
+            _warn_once(
+                f"{source.label} implements no sat-toolkit hook, so it adds nothing; "
+                "define one of " + ", ".join(f"{n}()" for n in HOOK_NAMES) + " with @hookimpl"
+            )
 
     def _warn_unmatched_blocks(self, external: set[str]) -> None:
         """A name in the block list that matches nothing is a typo that blocks nothing: say so."""
         installed = {normalise_distribution(name) for name in external}
         for name in sorted(self._blocked - installed - {"*", "all"}):
             close = difflib.get_close_matches(name, sorted(installed), n=1, cutoff=0.5)
-            if name == BUILTIN_DISTRIBUTION:
-                why = "built-in plugins cannot be blocked"
+            if name in (BUILTIN_DISTRIBUTION, "sat-toolkit"):
+                why = (
+                    "built-in plugins cannot be blocked; a third-party plugin sharing a built-in's "
+                    "name is used only by its qualified name <distribution>:<name>"
+                )
             elif close:
                 why = f"did you mean '{close[0]}'?"
             else:
                 why = "installed: " + ", ".join(sorted(installed)) if installed else "none is installed"
-            self._warn(f"{DISABLE_ENV_VAR}: '{name}' matches no external plugin, so it blocks nothing; {why}")
+            _warn_once(f"{DISABLE_ENV_VAR}: '{name}' matches no external plugin, so it blocks nothing; {why}")
 
     @staticmethod
     def _module_record(source: _Source, status: str, error: str | None) -> PluginRecord:
@@ -189,75 +286,74 @@ class PluginHost:
             error=error,
         )
 
-    @staticmethod
-    def _warn(message: str) -> None:
-        warnings.warn(message, PluginWarning, stacklevel=3)
-
     def _collect(self, kind: PluginKind, sources: dict[str, _Source]) -> None:
         hook = getattr(self._pm.hook, kind.hook_name)
         for impl in hook.get_hookimpls():
             source = sources[impl.plugin_name]
+
+            def record(name: str, status: str, obj: Any = None, error: str | None = None) -> None:
+                self._records.append(_row(source, kind, name, status, obj, error))  # noqa: B023
+
             try:
                 classes = impl.function()
-                rows = list(self._validate(kind, classes))
+                if classes is None:
+                    classes = []
+                if not isinstance(classes, (list, tuple)):
+                    raise TypeError(
+                        f"{kind.hook_name}() must return a list of classes, got {type(classes).__name__}"
+                    )
             except Exception as exc:
                 error = _describe(exc)
-                self._records.append(
-                    PluginRecord(
-                        kind=kind.value,
-                        name=f"({source.entry_point})",
-                        distribution=source.distribution,
-                        version=source.version,
-                        entry_point=source.entry_point,
-                        status="failed",
-                        error=error,
-                    )
-                )
-                self._warn(
-                    f"plugin '{source.entry_point}' from '{source.distribution}' failed to "
-                    f"register its {kind.value}s: {error}"
-                )
+                record(f"({source.entry_point})", "failed", error=error)
+                _warn_once(f"{source.label} failed to register its {kind.value}s: {error}")
                 continue
-            for name, obj in rows:
-                self._records.append(
-                    PluginRecord(
-                        kind=kind.value,
-                        name=name,
-                        distribution=source.distribution,
-                        version=source.version,
-                        entry_point=source.entry_point,
-                        status="ok",
-                        obj=obj,
-                    )
-                )
+            for cls in classes:
+                problems = contract_problems(kind, cls)
+                if not problems:
+                    record(cls.name, "ok", obj=cls)
+                    continue
+                name = getattr(cls, "name", None)
+                valid = isinstance(name, str) and NAME_PATTERN.match(name)
+                shown = name if valid else f"({source.entry_point})"
+                error = describe_violation(kind, cls, problems)
+                record(shown, "failed", error=error)
+                _warn_once(f"{source.label}: {error}")
 
-    @staticmethod
-    def _validate(kind: PluginKind, classes: Any) -> Iterable[tuple[str, Any]]:
-        if classes is None:
-            return []
-        if not isinstance(classes, (list, tuple)):
-            raise TypeError(f"{kind.hook_name}() must return a list of classes, got {type(classes).__name__}")
-        rows = []
-        for obj in classes:
-            name = getattr(obj, "name", None)
-            if not isinstance(name, str) or not _NAME_PATTERN.match(name):
-                raise TypeError(f"{obj!r} needs a class attribute 'name' in lower snake case (got {name!r})")
-            rows.append((name, obj))
-        return rows
-
-    def _mark_conflicts(self) -> None:
-        by_key: dict[tuple[str, str], list[int]] = {}
+    def _apply_name_policy(self) -> None:
+        """Built-ins keep their names; third parties sharing a name are shadowed or in conflict."""
+        self._index = {}
         for index, record in enumerate(self._records):
-            if record.status == "ok":
-                by_key.setdefault((record.kind, record.name), []).append(index)
-        for (kind, name), indices in by_key.items():
-            if len(indices) < 2:
+            if record.status != "ok":
                 continue
-            owners = " and ".join(f"'{self._records[i].distribution}'" for i in indices)
-            error = f"{kind} '{name}' is registered by both {owners}"
-            for i in indices:
+            same = [
+                i
+                for i, other in enumerate(self._records)
+                if other.status in USABLE and (other.kind, other.name) == (record.kind, record.name)
+            ]
+            if len(same) < 2 or same[0] != index:
+                continue
+            rows = [self._records[i] for i in same]
+            builtins = [r for r in rows if r.builtin]
+            if len(builtins) == 1:
+                for i in same:
+                    row = self._records[i]
+                    if not row.builtin:
+                        self._records[i] = dataclasses.replace(
+                            row, status="shadowed", error=f"the built-in {row.kind} keeps '{row.name}'"
+                        )
+                        _warn_once(
+                            f"{row.kind} '{row.name}' from '{row.distribution}' has the name of a built-in, "
+                            f"which keeps it; use this one as '{row.qualified_name}'"
+                        )
+                continue
+            picks = " or ".join(f"'{r.qualified_name}'" for r in rows if not r.builtin)
+            owners = " and ".join(f"'{r.distribution}'" for r in rows)
+            error = f"{record.kind} '{record.name}' is registered by both {owners}"
+            for i in same:
                 self._records[i] = dataclasses.replace(self._records[i], status="conflict", error=error)
-            self._warn(error + f"; uninstall one or block it with {DISABLE_ENV_VAR}")
+            _warn_once(f"{error}; name the one you mean: {picks}")
+        for record in self._records:
+            self._index.setdefault(record.kind, {}).setdefault(record.name, []).append(record)
 
     # -- lookups ---------------------------------------------------------------------------
     def records(self, kind: PluginKind | str | None = None) -> list[PluginRecord]:
@@ -270,39 +366,64 @@ class PluginHost:
         return sorted(rows, key=lambda r: (r.kind, r.name, r.distribution))
 
     def names(self, kind: PluginKind | str) -> list[str]:
-        """Names that can be looked up for a kind (conflicting names included)."""
+        """Every name that looks a plugin of ``kind`` up: bare names, and qualified ones where shared."""
+        self.load()
         kind_value = PluginKind(kind).value
-        return sorted({r.name for r in self.records(kind) if r.kind == kind_value and r.obj is not None})
+        names = set()
+        for name, rows in self._index.get(kind_value, {}).items():
+            for row in rows:
+                if row.status == "ok":
+                    names.add(name)
+                elif row.status in ("shadowed", "conflict"):
+                    names.add(row.qualified_name)
+        return sorted(names)
 
-    def get(self, kind: PluginKind | str, name: str) -> Any:
-        """The plugin class registered as ``name`` for ``kind``, or a clear error."""
+    def record(self, kind: PluginKind | str, name: str) -> PluginRecord:
+        """The usable record ``name`` (bare or ``distribution:name``) looks up, or a clear error."""
+        self.load()
         kind_value = PluginKind(kind).value
-        matches = [r for r in self.records(kind) if r.kind == kind_value and r.name == name]
-        ok = [r for r in matches if r.status == "ok"]
-        if len(ok) == 1:
-            return ok[0].obj
-        conflicts = [r for r in matches if r.status == "conflict"]
-        if conflicts:
-            raise PluginConflictError(
-                f"{conflicts[0].error}; uninstall one of them or block one with "
-                f"{DISABLE_ENV_VAR}=<distribution>"
-            )
+        distribution, bare = split_qualified(name)
+        rows = self._index.get(kind_value, {}).get(bare, [])
+        if distribution is not None:
+            rows = [r for r in rows if normalise_distribution(r.distribution) == distribution]
+            usable = [r for r in rows if r.status in USABLE]
+            if len(usable) == 1:
+                return usable[0]
+        else:
+            usable = [r for r in rows if r.status == "ok"]
+            if len(usable) == 1:
+                return usable[0]
+            conflicts = [r for r in rows if r.status == "conflict"]
+            if conflicts:
+                picks = " or ".join(f"'{r.qualified_name}'" for r in conflicts)
+                raise PluginConflictError(
+                    f"{conflicts[0].error}; name the one you mean: {picks} "
+                    f"(or uninstall one, or block it with {DISABLE_ENV_VAR}=<distribution>)"
+                )
+        failed = [r for r in rows if r.status == "failed"]
+        if failed:
+            raise PluginLoadError(f"{kind_value} '{name}' cannot be used: {failed[0].error}")
         raise self._unknown(kind_value, name)
 
+    def get(self, kind: PluginKind | str, name: str) -> Any:
+        """The plugin class registered as ``name`` (bare or ``distribution:name``) for ``kind``."""
+        return self.record(kind, name).obj
+
     def _unknown(self, kind: str, name: str) -> Exception:
-        failed = [r for r in self.records(kind) if r.status == "failed" and r.kind in (kind, "*")]
-        if failed:
-            culprits = "; ".join(
-                f"plugin '{r.entry_point}' from '{r.distribution}' failed ({r.error})" for r in failed
-            )
-            return PluginLoadError(
-                f"unknown {kind} '{name}'; it may come from a plugin that failed to load: {culprits}"
-            )
         known = self.names(kind)
         close = difflib.get_close_matches(name, known, n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         known_text = ", ".join(known) if known else "none (is sat-toolkit installed? pip install -e .)"
-        return UnknownPluginError(f"unknown {kind} '{name}'.{hint} Known {kind}s: {known_text}")
+        message = f"unknown {kind} '{name}'.{hint} Known {kind}s: {known_text}"
+        failed = [r for r in self.records(kind) if r.status == "failed" and r.kind in (kind, "*")]
+        if not failed:
+            return UnknownPluginError(message)
+        # A failed plugin may be the one that would have provided the name: say which, but
+        # keep the suggestion (a typo is still the likelier explanation).
+        culprits = "; ".join(
+            f"plugin '{r.entry_point}' from '{r.distribution}' failed ({r.error})" for r in failed
+        )
+        return PluginLoadError(f"{message}. It may come from a plugin that failed to load: {culprits}")
 
 
 _host: PluginHost | None = None
@@ -323,3 +444,5 @@ def reset_plugin_host() -> None:
     global _host
     with _host_lock:
         _host = None
+    with _warned_lock:
+        _warned.clear()  # a new load may warn again
