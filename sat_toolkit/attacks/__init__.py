@@ -8,7 +8,8 @@ Conventions shared by every attack (see :mod:`sat_toolkit.attacks.base`):
   inside both exactly;
 * an attack never changes the model (:func:`preserve_model_state`), runs its passes
   inside :func:`~sat_toolkit.phase.attack_phase`, and never computes parameter gradients;
-* ``attack.perturb(model, x, y, *, eps=None) -> AttackResult``.
+* ``attack.perturb(model, x, y, *, eps=None) -> AttackResult`` (or just the tensor of
+  examples); :func:`checked_result` refuses anything else, or examples outside the ball.
 
 The parts live in registries a plugin can extend: ``LOSSES``, ``STEP_RULES``, ``INITS``,
 ``PROJECTIONS`` and ``TARGETS``.
@@ -16,6 +17,7 @@ The parts live in registries a plugin can extend: ``LOSSES``, ``STEP_RULES``, ``
 
 from sat_toolkit.attacks.apgd import APGD, APGDCE, APGDDLR, APGDT, apgd_checkpoints
 from sat_toolkit.attacks.base import DEFAULT_EPS, Attack
+from sat_toolkit.attacks.checked import checked_result
 from sat_toolkit.attacks.ensemble import Ensemble
 from sat_toolkit.attacks.factory import attack_names, create_attack, resolve_attack
 from sat_toolkit.attacks.gradient import PRECISIONS, LossGradient, Precision
@@ -63,6 +65,7 @@ __all__ = [
     "Square",
     "apgd_checkpoints",
     "attack_names",
+    "checked_result",
     "create_attack",
     "p_selection",
     "parse_fraction",

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from sat_toolkit.attacks.base import DEFAULT_EPS, Attack, Model, per_sample
+from sat_toolkit.attacks.checked import checked_result
 from sat_toolkit.attacks.gradient import predict
 from sat_toolkit.attacks.result import AttackResult
 from sat_toolkit.errors import SatError
@@ -79,7 +80,12 @@ class Ensemble(Attack):
             index = (~success).nonzero().squeeze(1) if self.only_robust and independent else everyone
             if index.numel() == 0:
                 break
-            result = member.perturb(model, x[index], y[index], eps=eps)
+            # A member may be a plugin: its examples join the ensemble's, so they are checked.
+            member_x = x[index]
+            norm = getattr(member, "norm", None) or self.norm
+            result = checked_result(
+                member.name, member.perturb(model, member_x, y[index], eps=eps), member_x, eps, norm
+            )
             fooled = predict(model, result.x_adv, self._precision).argmax(1) != y[index]
             newly = fooled & ~success[index]
             x_out[index] = torch.where(per_sample(newly, result.x_adv), result.x_adv, x_out[index])

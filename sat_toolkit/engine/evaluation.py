@@ -106,6 +106,61 @@ def final_evaluation(
     return result
 
 
+#: Training images each external evaluation attack is tried on before the first step.
+PREFLIGHT_SAMPLES = 2
+
+
+def _builtin_classes() -> set[type]:
+    """The attack classes the toolkit's own distribution registers."""
+    from sat_toolkit.plugins import get_plugin_host
+    from sat_toolkit.plugins.manager import BUILTIN_DISTRIBUTION, normalise_distribution
+
+    records = get_plugin_host().records("attack")
+    return {r.obj for r in records if normalise_distribution(r.distribution) == BUILTIN_DISTRIBUTION}
+
+
+def _is_external(attack: Any, builtin: set[type]) -> bool:
+    """Whether a plugin wrote ``attack``: its class, or a member of it (an ensemble's)."""
+    members = getattr(attack, "members", None) or ()
+    return type(attack) not in builtin or any(_is_external(m, builtin) for m in members)
+
+
+def preflight_evaluation(recipe: Recipe, model: nn.Module, train_set: Any, device: torch.device) -> None:
+    """Try every plugin-provided evaluation attack once on a couple of training images.
+
+    Evaluation attacks run only after the last epoch, so a broken plugin attack would
+    otherwise be found after hours of training. Built-in attacks are trusted (their
+    tests cover them); each external one attacks :data:`PREFLIGHT_SAMPLES` images of the
+    freshly built model and its result gets the final evaluation's check, so a wrong
+    result is a one-line error in seconds. The RNG is restored, so training draws the
+    same numbers with or without it.
+    """
+    from sat_toolkit.evaluation.robust import run_checked
+    from sat_toolkit.evaluation.suites import build_attacks
+    from sat_toolkit.phase import true_gradients
+
+    specs = {label: spec.to_dict() for label, spec in recipe.attack.eval.attacks.items()}
+    if not specs:
+        return
+    builtin = _builtin_classes()
+    attacks = build_attacks(specs, seed=recipe.attack.eval.seed)
+    external = {label: attack for label, attack in attacks.items() if _is_external(attack, builtin)}
+    if not external:
+        return
+    x, y = take_samples(train_set, torch.arange(min(PREFLIGHT_SAMPLES, len(train_set))))
+    x, y = x.to(device), y.to(device)
+    norm = recipe.attack.threat_model.get("norm")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            for label, attack in external.items():
+                with true_gradients():
+                    run_checked(label, attack, model, x, y, norm=norm)
+    finally:
+        model.train(was_training)
+
+
 def evaluation_scalars(evaluation: dict[str, Any]) -> dict[str, float]:
     scalars = {"eval/clean_accuracy": evaluation["clean_accuracy"]}
     if evaluation.get("robust_accuracy") is not None:

@@ -27,6 +27,8 @@ from accelerate.state import AcceleratorState
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, broadcast, set_seed
 from torch import nn
 
+from sat_toolkit.attacks.checked import as_attack_result, checked_result
+from sat_toolkit.attacks.result import AttackResult
 from sat_toolkit.engine.checkpoint import (
     TrainState,
     checkpoint_problem,
@@ -39,7 +41,7 @@ from sat_toolkit.engine.checkpoint import (
     set_aside,
 )
 from sat_toolkit.engine.ema import WeightEMA
-from sat_toolkit.engine.evaluation import evaluation_scalars, final_evaluation, validate
+from sat_toolkit.engine.evaluation import evaluation_scalars, final_evaluation, preflight_evaluation, validate
 from sat_toolkit.engine.loader import training_loader
 from sat_toolkit.engine.logging import flatten_hparams, progress_bar
 from sat_toolkit.engine.memory import keep_freed_memory
@@ -94,6 +96,8 @@ def train(
     if not resuming:
         check_files(run.train_loader.dataset)
         check_files(run.test_set)
+    # Seconds here instead of a traceback after the last epoch (nothing is written yet).
+    preflight_evaluation(recipe, run.unwrapped, run.train_loader.dataset, accelerator.device)
     lock = hold_run_lock(run_dir)  # from here a second launch into run_dir sees this run in progress
     try:
         if resume or resuming:  # restore() also says so when --resume finds nothing to resume
@@ -196,6 +200,8 @@ class _TrainingRun:
         self.eps_schedule = recipe.schedule.eps.build()
         self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
         self.train_attack = recipe.attack.train.build()
+        # Its first result is checked (type, shape, eps-ball); each check costs a host-device sync.
+        self.attack_checked = False
 
         self.state = TrainState()
         self.ema = WeightEMA(self.unwrapped, recipe.optimizer.ema) if recipe.optimizer.ema != "off" else None
@@ -348,7 +354,7 @@ class _TrainingRun:
         torch.manual_seed(_step_seed(recipe.run.seed, state.batches_seen, accelerator))
         lr = self._set_lr(state.global_step)
         eps = self._eps(state.global_step)
-        result = self.train_attack.perturb(self.unwrapped, x, y, eps=eps)
+        result = self._attack_result(self.train_attack.perturb(self.unwrapped, x, y, eps=eps), x, eps)
         with accelerator.accumulate(self.model):
             logits = self.model(result.x_adv)
             loss = F.cross_entropy(logits, y, label_smoothing=recipe.optimizer.label_smoothing)
@@ -379,6 +385,23 @@ class _TrainingRun:
         if every and state.global_step % every == 0:
             self._checkpoint()
         return True
+
+    def _attack_result(self, result: object, x: torch.Tensor, eps: float | None) -> AttackResult:
+        """The training attack's result as an AttackResult; the run's first one is checked.
+
+        A plugin attack that returns the wrong thing fails in its first step with one line;
+        later steps are not checked, since every check waits for the device.
+        """
+        label = self.recipe.attack.train.name
+        if self.attack_checked:
+            return as_attack_result(label, result, 0.0 if eps is None else eps)
+        budget = eps if eps is not None else getattr(self.train_attack, "eps", None)
+        if not isinstance(budget, (int, float)):
+            budget = math.inf  # an attack without a budget: only type, shape and [0, 1] are checked
+        norm = getattr(self.train_attack, "norm", None) or self.recipe.attack.threat_model.get("norm", "linf")
+        checked = checked_result(label, result, x, float(budget), norm)
+        self.attack_checked = True
+        return checked
 
     def _set_lr(self, step: int) -> float:
         for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):

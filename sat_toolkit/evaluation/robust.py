@@ -25,13 +25,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from sat_toolkit.attacks.checked import as_attack_result, checked_result
 from sat_toolkit.attacks.result import AttackResult
 from sat_toolkit.errors import SatError
 from sat_toolkit.phase import Phase, true_gradients
-
-#: Slack for float round-off when checking an attack's eps-ball (the attacks themselves
-#: project exactly; this only keeps the check from failing on the norm's own rounding).
-_BALL_SLACK = 1e-6
 
 #: Appended to an attack's label for its second run with the model's surrogate gradient.
 SURROGATE_SUFFIX = "/surrogate_grad"
@@ -107,20 +104,6 @@ def _attack_settings(attack: Any) -> dict[str, Any]:
     return {"name": getattr(attack, "name", type(attack).__name__), **settings}
 
 
-def _check_bounds(name: str, x: torch.Tensor, x_adv: torch.Tensor, eps: float, norm: str) -> None:
-    if x_adv.shape != x.shape:
-        raise SatError(f"attack '{name}' returned shape {tuple(x_adv.shape)} for inputs {tuple(x.shape)}")
-    if not torch.isfinite(x_adv).all() or x_adv.min() < 0 or x_adv.max() > 1:
-        raise SatError(f"attack '{name}' returned examples outside [0, 1]; its results are not trustworthy")
-    delta = (x_adv - x).flatten(1)
-    size = delta.abs().amax(1) if norm == "linf" else delta.norm(dim=1)
-    if (size > eps + _BALL_SLACK).any():
-        raise SatError(
-            f"attack '{name}' left the {norm} eps-ball (max {float(size.max()):.6g} > eps {eps:.6g}); "
-            "its results are not trustworthy"
-        )
-
-
 def has_attacker_surrogate(model: nn.Module) -> bool:
     """True when some layer back-propagates a surrogate gradient to attacks (a SAT gradient study)."""
     return any(
@@ -140,6 +123,27 @@ def _budget(result: AttackResult, eps: float | None, attack: Any, label: str) ->
     if isinstance(own, (int, float)):
         return float(own)
     raise SatError(f"attack '{label}' reports no eps; give it an eps attribute or pass eps to the evaluation")
+
+
+def run_checked(
+    label: str,
+    attack: Any,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float | None = None,
+    norm: str | None = None,
+) -> AttackResult:
+    """``attack.perturb`` on one batch, its result checked (:func:`checked_result`): trust no attack.
+
+    ``eps`` overrides the attack's own budget; ``norm`` is the ball for an attack that does
+    not say (``.norm``). The pre-flight of a run's evaluation attacks calls this too, so it
+    refuses exactly what the final evaluation would.
+    """
+    result = as_attack_result(label, attack.perturb(model, x, y, eps=eps), 0.0 if eps is None else eps)
+    used_eps = _budget(result, eps, attack, label)
+    return checked_result(label, result, x, used_eps, getattr(attack, "norm", None) or norm or "linf")
 
 
 @torch.no_grad()
@@ -197,13 +201,7 @@ def evaluate_robustness(
                 index = attackable[start : start + batch_size]
                 xb, yb = x[index], y[index]
                 with gradients():
-                    result = attack.perturb(model, xb, yb, eps=eps)
-                if isinstance(result, torch.Tensor):  # a plugin may hand back just the examples
-                    result = AttackResult(x_adv=result)
-                used_eps = _budget(result, eps, attack, label)
-                _check_bounds(
-                    label, xb, result.x_adv, used_eps, getattr(attack, "norm", None) or norm or "linf"
-                )
+                    result = run_checked(label, attack, model, xb, yb, eps=eps, norm=norm)
                 robust[index] = _predict(model, result.x_adv, batch_size) == yb
                 if examples is not None:
                     examples[index.cpu()] = result.x_adv.detach().cpu().to(examples.dtype)
