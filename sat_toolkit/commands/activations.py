@@ -27,7 +27,9 @@ def activations_command(plot_path: Path | None, only: tuple[str, ...]) -> None:
     """List the installed activations; with --plot, draw their values and gradients.
 
     --only NAME keeps just the named activations, with or without --plot; a name that is
-    not installed is an error (exit code 2), never an empty table.
+    not installed is an error (exit code 2), never an empty table. --plot draws every
+    activation it can and names each one it skipped, and why (a required parameter, an
+    error when drawn); with --only, one that cannot be drawn is an error.
     """
     host = get_plugin_host()
     records = [r for r in host.records(PluginKind.ACTIVATION) if r.kind == "activation"]
@@ -49,6 +51,9 @@ def activations_command(plot_path: Path | None, only: tuple[str, ...]) -> None:
     if plot_path is not None:
         from sat_toolkit.activations.plot import plot_activations
 
+        # Named with --only: each must be drawn. Otherwise one that cannot be is skipped, said why.
         names = list(only) or [r.name for r in records if r.status == "ok"]
-        written = plot_activations(names, plot_path)
-        click.echo(f"\nwrote {written}")
+        plot = plot_activations(names, plot_path, strict=bool(only))
+        for name, why in plot.skipped.items():
+            click.echo(f"skipped '{name}': {why}", err=True)
+        click.echo(f"\nwrote {plot.path} ({len(plot.drawn)} activations)")
