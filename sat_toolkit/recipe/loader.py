@@ -19,9 +19,12 @@ def load_recipe(
     """A validated, resolved recipe from a TOML file path or an already parsed dict.
 
     ``overrides`` are ``"key.path=value"`` strings (the CLI's ``--set``), applied before
-    validation. Every problem is reported at once in a :class:`RecipeError` (a
-    ``SatError``: exit code 2 on the command line). ``host`` is the plugin host to
-    resolve names against (default: the process-wide one).
+    validation; one that switches a table to another plugin (``schedule.lr.name=...``)
+    drops the file's parameters the new plugin does not take, warning an
+    :class:`~sat_toolkit.recipe.overrides.OverrideNote` for each. Every problem is
+    reported at once in a :class:`RecipeError` (a ``SatError``: exit code 2 on the
+    command line). ``host`` is the plugin host to resolve names against (default: the
+    process-wide one).
     """
     if isinstance(source, Mapping):
         return _resolve(source, overrides, host, None)
@@ -34,7 +37,8 @@ def recipe_from_toml(text: str, overrides: Iterable[str] = (), *, host: Any = No
 
 
 def _resolve(raw: Mapping[str, Any], overrides: Iterable[str], host: Any, source: str | None) -> Recipe:
-    raw, applied = apply_overrides(raw, overrides)
+    # Switching a plugin by --set drops the old one's parameters, each with an OverrideNote.
+    raw, applied = apply_overrides(raw, overrides, host=host)
     try:
         return resolve(raw, host=host, source=source)
     except RecipeError as exc:

@@ -5,20 +5,53 @@ The value is read as a TOML value when it parses as one (``3``, ``1e-3``, ``true
 string otherwise, so ``--set activation=gelu`` and ``--set attack.train.eps=8/255`` need
 no shell-quoted TOML. Because validation runs afterwards, an override of a key that does
 not exist is reported like any unknown key, with the closest valid one.
+
+Switching a plugin (``--set schedule.lr.name=one_cycle``) would otherwise keep the old
+plugin's parameters from the file and then refuse them (``warmup_fraction: unknown
+parameter``): the user asked for another plugin, not for its predecessor's settings.
+Those the new plugin does not take are dropped, each with a one-line :class:`OverrideNote`.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import inspect
 import re
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from sat_toolkit.errors import SatError
+from sat_toolkit.plugins import PluginWarning
 from sat_toolkit.recipe.coerce import toml_type
 from sat_toolkit.recipe.errors import Problem, RecipeError
-from sat_toolkit.recipe.toml_io import TOMLDecodeError, tomllib
+from sat_toolkit.recipe.schema import DataConfig
+from sat_toolkit.recipe.toml_io import TOMLDecodeError, _value, tomllib
 
 _KEY_PART = re.compile(r"^[A-Za-z0-9_-]+$")
+
+#: Recipe tables that name a plugin, by key path, and the plugin kind each names.
+PLUGIN_TABLES: dict[tuple[str, ...], str] = {
+    ("model",): "model",
+    ("activation",): "activation",
+    ("data",): "dataset",
+    ("attack", "train"): "attack",
+    ("schedule", "lr"): "schedule",
+    ("schedule", "eps"): "schedule",
+}
+#: Keys of a plugin table that belong to its section, not to the plugin: never dropped.
+_SECTION_KEYS: dict[str, frozenset[str]] = {
+    "dataset": frozenset(f.name for f in dataclasses.fields(DataConfig) if f.name not in ("name", "params")),
+}
+_EVAL_SETTINGS = ("samples", "seed", "attacks")
+
+
+class OverrideNote(PluginWarning):
+    """``--set TABLE.name=other`` dropped a parameter from the file that the new plugin does not take.
+
+    A :class:`~sat_toolkit.plugins.PluginWarning`, so the command line prints it as one line.
+    """
 
 
 def parse_value(text: str) -> Any:
@@ -38,16 +71,22 @@ def parse_override(item: str) -> tuple[tuple[str, ...], Any]:
     return parts, parse_value(value)
 
 
-def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> tuple[dict[str, Any], list[str]]:
+def apply_overrides(
+    raw: Mapping[str, Any], overrides: Iterable[str], *, host: Any = None
+) -> tuple[dict[str, Any], list[str]]:
     """A deep copy of ``raw`` with every override applied, and the dotted keys they set.
 
     Missing tables on the way are created. A plain name on the way is promoted to a
     table (``activation = "smoothrelu"`` plus ``--set activation.alpha=5`` gives
-    ``{name = "smoothrelu", alpha = 5}``); any other non-table is an error.
+    ``{name = "smoothrelu", alpha = 5}``); any other non-table is an error. An override
+    that switches a plugin table to another plugin drops the table's parameters from the
+    file that the new plugin does not take (:func:`drop_stale_parameters`; ``host`` is the
+    plugin host to look it up in, default the process-wide one).
     """
     result: dict[str, Any] = copy.deepcopy(dict(raw))
     problems: list[Problem] = []
     applied: list[str] = []
+    renames: list[tuple[str, tuple[str, ...]]] = []
     for item in overrides:
         parts, value = parse_override(item)
         table: dict[str, Any] = result
@@ -65,9 +104,102 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> tuple[d
         else:
             table[parts[-1]] = value
             applied.append(".".join(parts))
+            if parts[-1] == "name":
+                renames.append((item.strip(), parts[:-1]))
     if problems:
         raise RecipeError(problems)
+    drop_stale_parameters(raw, result, renames, applied, host)
     return result, applied
+
+
+def plugin_table_kind(path: tuple[str, ...]) -> str | None:
+    """The plugin kind the table at ``path`` names (``("schedule", "lr")`` -> ``"schedule"``), if any."""
+    if path in PLUGIN_TABLES:
+        return PLUGIN_TABLES[path]
+    if len(path) == 3 and path[:2] == ("attack", "eval") and path[2] not in _EVAL_SETTINGS:
+        return "attack"
+    return None
+
+
+def drop_stale_parameters(
+    raw: Mapping[str, Any],
+    result: dict[str, Any],
+    renames: Iterable[tuple[str, tuple[str, ...]]],
+    applied: Iterable[str],
+    host: Any = None,
+) -> None:
+    """Drop the file's parameters that a plugin table's new plugin does not take.
+
+    ``renames`` are ``(override, table path)`` for every ``--set TABLE.name=...``; the last
+    one per table decides. Kept: keys another override set, keys of the section itself
+    (``data.batch_size``), and everything when the new plugin cannot be looked up (the
+    validation then reports its name) or takes ``**kwargs``. Each dropped key is one
+    :class:`OverrideNote`.
+    """
+    applied = list(applied)
+    last = {path: item for item, path in renames}  # the last override of a table's name decides
+    for path, item in last.items():
+        kind = plugin_table_kind(path)
+        if kind is None:
+            continue
+        before, after = _table_at(raw, path), _table_at(result, path)
+        if not isinstance(before, Mapping) or not isinstance(after, dict):
+            continue
+        new = after.get("name")
+        if not isinstance(new, str) or new == before.get("name"):
+            continue
+        accepted = _accepted_parameters(kind, new, host)
+        if accepted is None:
+            continue
+        keep = accepted | _SECTION_KEYS.get(kind, frozenset()) | {"name"}
+        for key in [k for k in after if k in before and k not in keep]:
+            dotted = ".".join((*path, key))
+            if _set_by_override(dotted, applied):
+                continue
+            value = after.pop(key)
+            warnings.warn(
+                f"--set {item}: dropped {dotted} = {_shown(value)} ({kind} '{new}' has no such parameter)",
+                OverrideNote,
+                stacklevel=3,
+            )
+
+
+def _table_at(data: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    """The value at ``path`` inside nested tables, or None where the path leaves them."""
+    value: Any = data
+    for part in path:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _accepted_parameters(kind: str, name: str, host: Any) -> frozenset[str] | None:
+    """The keyword parameters of plugin ``name``; None when unknown or open (``**kwargs``)."""
+    from sat_toolkit.plugins import get_plugin_host
+    from sat_toolkit.plugins.instantiate import constructor_parameters
+
+    try:
+        parameters = constructor_parameters((host or get_plugin_host()).get(kind, name))
+    except (SatError, TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return None
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return frozenset(key for key, p in parameters.items() if p.kind in named)
+
+
+def _set_by_override(dotted: str, applied: Iterable[str]) -> bool:
+    """Whether an override set this key, something inside it, or a table holding it."""
+    return any(a == dotted or a.startswith(dotted + ".") or dotted.startswith(a + ".") for a in applied)
+
+
+def _shown(value: Any) -> str:
+    """A value as the recipe writes it (``0.05``, ``"4/255"``, ``[30, 60]``)."""
+    try:
+        return _value(value)
+    except TypeError:  # a TOML date or time
+        return str(value)
 
 
 def mark_override_problems(problems: Iterable[Problem], applied: Iterable[str]) -> list[Problem]:
