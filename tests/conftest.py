@@ -1,12 +1,9 @@
-"""Shared fixtures: offline settings and a factory for fake plugin distributions."""
+"""Shared fixtures: offline settings, thread pinning, fake plugin distributions (sat_toolkit.testing)."""
 
 from __future__ import annotations
 
 import os
-import sys
-import textwrap
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -41,33 +38,5 @@ def fresh_plugin_host(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     reset_plugin_host()
 
 
-FakeDistribution = Callable[..., Path]
-
-
-@pytest.fixture
-def fake_distribution(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_plugin_host: None
-) -> FakeDistribution:
-    """Install a throw-away distribution with a real ``sat_toolkit`` entry point.
-
-    It writes ``<name>-<version>.dist-info/`` (METADATA + entry_points.txt) and the plugin
-    module into a directory on ``sys.path``: exactly what pip leaves behind, so discovery
-    goes through ``importlib.metadata`` like it does for a real install.
-    """
-    site = tmp_path / "site"
-    site.mkdir()
-    monkeypatch.syspath_prepend(str(site))
-
-    def make(
-        dist_name: str, module_source: str, version: str = "1.0", entry_point: str | None = None
-    ) -> Path:
-        module = dist_name.replace("-", "_") + "_plugin"
-        (site / f"{module}.py").write_text(textwrap.dedent(module_source))
-        info = site / f"{dist_name.replace('-', '_')}-{version}.dist-info"
-        info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist_name}\nVersion: {version}\n")
-        (info / "entry_points.txt").write_text(f"[sat_toolkit]\n{entry_point or dist_name} = {module}\n")
-        sys.modules.pop(module, None)
-        return info
-
-    return make
+# The fixture plugin packages use too, so the core tests its error paths with the same tool.
+from sat_toolkit.testing import fake_distribution  # noqa: E402, F401
