@@ -4,7 +4,8 @@
 safetensors metadata, the model's ``sat_config`` (architecture, activation and dataset
 shape; see :mod:`sat_toolkit.models.config`). Loading rebuilds the architecture from that
 config, never from code paths that could drift, and refuses a file whose weights do not
-fit the rebuilt model.
+fit the rebuilt model. Saving records which package provided each plugin the rebuild
+needs (``sat_config["plugins"]``), so a file shared without its plugin names what to install.
 """
 
 from __future__ import annotations
@@ -22,9 +23,17 @@ MODEL_FILE = "model.safetensors"
 
 
 def save_model(model: nn.Module, sat_config: dict[str, Any], path: str | Path) -> Path:
-    """Write ``model``'s weights and ``sat_config`` to ``path`` atomically."""
+    """Write ``model``'s weights and ``sat_config`` to ``path`` atomically.
+
+    ``sat_config["plugins"]`` is (re)computed here, from the installed plugins that the
+    config's model and activation name, so every saved model carries it; the caller's
+    dict is not changed.
+    """
     from safetensors.torch import save_file
 
+    from sat_toolkit.plugins.provenance import sat_config_plugins
+
+    sat_config = {**sat_config, "plugins": sat_config_plugins(sat_config)}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {key: value.detach().contiguous().cpu() for key, value in model.state_dict().items()}

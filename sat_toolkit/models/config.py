@@ -8,10 +8,14 @@ Format (plain dicts, lists, strings and numbers: JSON/TOML/``torch.save`` friend
         "activation": "silu",            # or {"name": "smoothrelu", "alpha": 20.0}, as given
         "data_info": {"num_classes": 10, "channels": 1, "image_size": [28, 28],
                       "mean": [0.286], "std": [0.353], "class_names": [...] or None},
+        "plugins": [{"kind": "activation", "name": "silu",        # added when the model is saved
+                     "distribution": "smooth-adversarial-training", "version": "0.1.0"}, ...],
     }
 
 ``rebuild_model(config)`` builds the same architecture (fresh weights); load the
-checkpoint's ``state_dict`` into it, normalisation buffers included.
+checkpoint's ``state_dict`` into it, normalisation buffers included. ``plugins`` (see
+:mod:`sat_toolkit.plugins.provenance`) is optional, as older files lack it: it only turns
+a missing plugin into the package to install.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from torch import nn
 
 from sat_toolkit.activations.factory import ActivationSpec
 from sat_toolkit.data.info import DatasetInfo
-from sat_toolkit.errors import SatError
+from sat_toolkit.errors import PluginLoadError, SatError, UnknownPluginError
 
 SAT_CONFIG_VERSION = 1
 
@@ -62,5 +66,18 @@ def rebuild_model(config: Mapping[str, Any]) -> nn.Module:
         raise SatError(
             f"sat_config version {version} is not supported (this toolkit reads {SAT_CONFIG_VERSION})"
         )
-    builder = create_model_builder(config["model"])
-    return builder.build(DatasetInfo.from_dict(config["data_info"]), config["activation"])
+    try:
+        builder = create_model_builder(config["model"])
+        return builder.build(DatasetInfo.from_dict(config["data_info"]), config["activation"])
+    except (UnknownPluginError, PluginLoadError):
+        missing = _missing_plugin(config)
+        if missing is None:
+            raise
+        raise SatError(f"the model {missing}") from None
+
+
+def _missing_plugin(config: Mapping[str, Any]) -> str | None:
+    """What to install for a recorded plugin this environment lacks (None: nothing recorded is)."""
+    from sat_toolkit.plugins.provenance import missing_plugin_message
+
+    return missing_plugin_message(config.get("plugins"))
