@@ -164,6 +164,7 @@ def eval_command(
 
     result: dict[str, Any] = {"model": str(loaded.file), **loaded.description, "dataset": dataset_spec}
     result.update(evaluation.to_dict())
+    result["plugins"] = _with_dataset(result["plugins"], dataset_spec)
     if evaluation.sweep:
         plot_path = path.with_name(path.stem + "-sweep.png")
         plot_sweep(
@@ -187,6 +188,13 @@ def eval_command(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
     click.echo(f"report: {path}")
+
+
+def _with_dataset(plugins: list[dict[str, Any]], dataset_spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The evaluation's plugins plus the dataset plugin the test images came from."""
+    from sat_toolkit.plugins.provenance import describe_plugins, merge_plugins
+
+    return merge_plugins(plugins, describe_plugins([("dataset", dataset_spec["name"])]))
 
 
 def _load_sat_model(model_path: Path) -> _LoadedModel:

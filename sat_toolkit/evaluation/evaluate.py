@@ -37,6 +37,10 @@ class Evaluation:
         checks: the gradient-masking checks (empty unless asked for).
         x_adv: per sample, the worst-case adversarial example (the first that fools the
             model, else the last attack's; the clean image for misclassified samples), CPU.
+        plugins: where each plugin used came from (``{"kind", "name", "distribution",
+            "version"}``; distribution None for an attack object no package registers):
+            the attacks, the Square check's when checks ran, and the model's when it
+            carries a ``sat_config``. A result is reproducible only with the same packages.
     """
 
     report: RobustnessReport
@@ -50,6 +54,7 @@ class Evaluation:
     attack_settings: dict[str, dict[str, Any]]
     sweep: dict[float, dict[str, Any]] | None
     seconds: float
+    plugins: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     @property
     def clean_accuracy(self) -> float:
@@ -91,6 +96,7 @@ class Evaluation:
         if self.checks:
             result["checks"] = [check.to_dict() for check in self.checks]
         result["seconds"] = round(self.seconds, 2)
+        result["plugins"] = [dict(entry) for entry in self.plugins]
         result["environment"] = {
             "torch": torch.__version__,
             "python": platform.python_version(),
@@ -298,4 +304,18 @@ def evaluate(
         attack_settings={label: outcome.settings for label, outcome in report.attacks.items()},
         sweep=curve,
         seconds=time.perf_counter() - started,
+        plugins=_plugins_used(model, objects, checks),
     )
+
+
+def _plugins_used(model: nn.Module, attacks: Mapping[str, Any], checks: bool) -> list[dict[str, Any]]:
+    """Provenance of the attacks (from their classes), the Square check's and the model's plugins."""
+    from sat_toolkit.plugins.provenance import attack_refs, describe_plugins, sat_config_plugin_refs
+
+    refs = [ref for attack in attacks.values() for ref in attack_refs(attack)]
+    if checks:
+        refs.append(("attack", "square"))  # what run_checks builds for its gradient-free check
+    config = getattr(model, "sat_config", None)
+    if isinstance(config, Mapping):
+        refs += sat_config_plugin_refs(config)
+    return describe_plugins(refs)

@@ -1,0 +1,222 @@
+"""Plugin provenance: runs, model files and eval reports say which package provided each plugin.
+
+A fake third-party distribution provides the activation a tiny digits run nests inside the
+built-in ``relu_smooth_grad``; after it is "uninstalled", loading the model names the
+package and version to install.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import sat_toolkit
+from sat_toolkit.cli import cli
+from sat_toolkit.data import DatasetInfo, create_dataset
+from sat_toolkit.errors import SatError, UnknownPluginError
+from sat_toolkit.export import read_sat_config, save_model
+from sat_toolkit.models import create_model
+from sat_toolkit.models.config import rebuild_model
+from sat_toolkit.plugins import reset_plugin_host
+from sat_toolkit.plugins.provenance import run_plugins
+from sat_toolkit.recipe import load_recipe
+
+FAKE = "sat-extra-activations"
+FAKE_VERSION = "0.1.0"
+FAKE_MODULE = "sat_extra_activations_plugin"  # what the fake_distribution fixture names it
+BUILTIN = "smooth-adversarial-training"
+BUILTIN_VERSION = importlib.metadata.version(BUILTIN)
+
+MISH_PLUGIN = """
+import torch
+from torch import nn
+from sat_toolkit.plugins import hookimpl
+
+class Mish(nn.Module):
+    name = "mish"
+    description = "x * tanh(softplus(x))"
+    smooth = True
+    def forward(self, x):
+        return x * torch.tanh(nn.functional.softplus(x))
+
+@hookimpl
+def sat_register_activations():
+    return [Mish]
+"""
+
+MISSING = (
+    f"the model needs activation 'mish' from the package {FAKE} {FAKE_VERSION}, which is not installed: "
+    f"pip install '{FAKE}>={FAKE_VERSION}'"
+)
+
+
+def entry(kind: str, name: str, distribution: str | None = BUILTIN, version: str | None = None) -> dict:
+    if version is None and distribution == BUILTIN:
+        version = BUILTIN_VERSION
+    return {"kind": kind, "name": name, "distribution": distribution, "version": version}
+
+
+MODEL_PLUGINS = [
+    entry("activation", "mish", FAKE, FAKE_VERSION),
+    entry("activation", "relu_smooth_grad"),
+    entry("model", "small_cnn"),
+]
+
+
+def tiny_recipe(output_dir: Path) -> dict[str, Any]:
+    """One epoch of 10 steps on 320 digits with the fake activation nested in a built-in."""
+    return {
+        "run": {"name": "provenance", "seed": 0, "output_dir": str(output_dir)},
+        "data": {"name": "digits", "batch_size": 32, "eval_batch_size": 128, "limit_train": 320},
+        "model": {"name": "small_cnn", "width": 8, "depth": 2, "convs_per_stage": 1},
+        "activation": {"name": "relu_smooth_grad", "smooth": "mish", "smooth_params": {}},
+        "attack": {
+            "train": {"name": "pgd", "eps": 0.1, "steps": 1, "rel_step_size": 1.0},
+            "eval": {"samples": 32, "seed": 0, "fgsm": {"name": "fgsm"}},
+        },
+        "optimizer": {"name": "adamw", "lr": 0.01, "weight_decay": 0.0},
+        "schedule": {"lr": {"name": "cosine"}},
+        "train": {"epochs": 1, "validate_every_epochs": 0},
+        "checkpoint": {"every_steps": 0},
+        "logging": {"tensorboard": False},
+    }
+
+
+def uninstall(dist_info: Path) -> None:
+    """What ``pip uninstall`` leaves: no metadata, no module, a host that forgot the plugin."""
+    for path in dist_info.iterdir():
+        path.unlink()
+    dist_info.rmdir()
+    (dist_info.parent / f"{FAKE_MODULE}.py").unlink()
+    sys.modules.pop(FAKE_MODULE, None)
+    importlib.invalidate_caches()
+    reset_plugin_host()
+
+
+@pytest.fixture
+def trained_run(fake_distribution: Any, tmp_path: Path) -> tuple[Path, Path]:
+    """A finished run using the fake activation, and the fake's dist-info (to uninstall it)."""
+    dist_info = fake_distribution(FAKE, MISH_PLUGIN, version=FAKE_VERSION)
+    run_dir = tmp_path / "run"
+    sat_toolkit.run(tiny_recipe(run_dir), show_progress=False)
+    return run_dir, dist_info
+
+
+def test_run_model_file_and_eval_report_name_each_plugins_package(trained_run: tuple[Path, Path]) -> None:
+    run_dir, _ = trained_run
+    recipe = load_recipe(tiny_recipe(run_dir))
+    assert run_plugins(recipe) == [
+        entry("activation", "mish", FAKE, FAKE_VERSION),
+        entry("activation", "relu_smooth_grad"),
+        entry("attack", "fgsm"),
+        entry("attack", "pgd"),
+        entry("dataset", "digits"),
+        entry("model", "small_cnn"),
+        entry("schedule", "constant"),
+        entry("schedule", "cosine"),
+    ]
+    assert read_sat_config(run_dir / "model.safetensors")["plugins"] == MODEL_PLUGINS
+    assert sat_toolkit.load_model(run_dir).sat_config["plugins"] == MODEL_PLUGINS
+
+    report_file = run_dir / "report.json"
+    args = ["eval", str(run_dir), "--suite", "none", "--attack", "pgd:steps=2", "--no-checks"]
+    result = CliRunner().invoke(cli, [*args, "--samples", "16", "--output", str(report_file)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(report_file.read_text())
+    assert report["plugins"] == [
+        *MODEL_PLUGINS[:2],
+        entry("attack", "pgd"),
+        entry("dataset", "digits"),
+        entry("model", "small_cnn"),
+    ]
+
+
+@pytest.mark.xfail(strict=True, reason="Trainer.finish() does not write metrics['plugins'] yet")
+def test_metrics_json_names_each_plugins_package(trained_run: tuple[Path, Path]) -> None:
+    run_dir, _ = trained_run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["plugins"] == run_plugins(load_recipe(tiny_recipe(run_dir)))
+
+
+def test_a_model_whose_plugin_is_uninstalled_names_the_package_to_install(
+    trained_run: tuple[Path, Path],
+) -> None:
+    run_dir, dist_info = trained_run
+    uninstall(dist_info)
+    model_file = run_dir / "model.safetensors"
+    with pytest.raises(SatError) as info:
+        sat_toolkit.load_model(run_dir)
+    assert info.value.message == f"{model_file}: {MISSING}"
+    result = CliRunner().invoke(cli, ["eval", str(run_dir), "--suite", "none", "--attack", "fgsm"])
+    assert result.exit_code == 2
+    assert result.output == f"Error: {model_file}: {MISSING}\n"
+
+
+def _small_model_config(activation: str = "silu") -> dict[str, Any]:
+    info = create_dataset({"name": "digits"}).info()
+    return create_model({"name": "small_cnn", "width": 4, "depth": 1}, info, activation).sat_config
+
+
+def test_a_missing_builtin_says_to_upgrade_the_toolkit(fresh_plugin_host: None) -> None:
+    config = {
+        **_small_model_config(),
+        "activation": "zigzag",
+        "plugins": [entry("activation", "zigzag", BUILTIN, "99.0")],
+    }
+    with pytest.raises(SatError) as info:
+        rebuild_model(config)
+    assert info.value.message == (
+        f"the model needs activation 'zigzag', built into {BUILTIN} 99.0; the installed {BUILTIN_VERSION} "
+        f"lacks it: pip install --upgrade '{BUILTIN}>=99.0'"
+    )
+
+
+def test_an_older_file_without_provenance_keeps_the_unknown_name_error(fresh_plugin_host: None) -> None:
+    config = {**_small_model_config(), "activation": "zigzag"}
+    assert "plugins" not in config
+    with pytest.raises(UnknownPluginError, match="^unknown activation 'zigzag'"):
+        rebuild_model(config)
+
+
+def test_saved_provenance_leaves_the_callers_config_alone_and_the_bytes_stable(
+    fresh_plugin_host: None, tmp_path: Path
+) -> None:
+    config = _small_model_config("gelu")
+    torch.manual_seed(0)
+    model = create_model(config["model"], DatasetInfo.from_dict(config["data_info"]), "gelu")
+    first, second = save_model(model, config, tmp_path / "a.safetensors"), tmp_path / "b.safetensors"
+    save_model(model, dict(reversed(list(config.items()))), second)
+    assert "plugins" not in config
+    assert first.read_bytes() == second.read_bytes()
+    assert read_sat_config(first)["plugins"] == [entry("activation", "gelu"), entry("model", "small_cnn")]
+
+
+class _Identity:
+    """An attack object no package registers: it returns the clean images."""
+
+    name = "identity"
+
+    def perturb(self, model: Any, x: torch.Tensor, y: torch.Tensor, *, eps: float | None = None) -> Any:
+        return x.clone()
+
+
+def test_the_report_lists_an_unregistered_attack_without_a_package(fresh_plugin_host: None) -> None:
+    from sat_toolkit.engine.evaluation import fixed_test_subset
+
+    source = create_dataset({"name": "digits"})
+    x, y = fixed_test_subset(source.load("test"), 8, 0)
+    model = create_model({"name": "small_cnn", "width": 4, "depth": 1}, source.info(), "elu")
+    evaluation = sat_toolkit.evaluate(model, x, y, eps=0.1, suite=None, attacks={"mine": _Identity()})
+    assert evaluation.to_dict()["plugins"] == [
+        entry("activation", "elu"),
+        entry("attack", "identity", None, None),
+        entry("model", "small_cnn"),
+    ]
