@@ -354,6 +354,7 @@ def test_a_disabled_plugin_the_recipe_needs_is_one_line(
 
         class Wobble(nn.SiLU):
             name = "wobble"
+            smooth = True
             def __init__(self, inplace: bool = False) -> None:
                 super().__init__()
 
