@@ -374,3 +374,39 @@ def test_blocking_the_builtins_says_it_cannot_and_what_to_do_instead(fresh_plugi
         "only by its qualified name <distribution>:<name>"
     ]
     assert host.get("activation", "silu").name == "silu"
+
+
+def test_a_model_chosen_by_qualified_name_is_rebuilt_as_that_plugin(fake_distribution) -> None:
+    """The sat_config of a shadowing model names it qualified, so loading does not swap in the built-in."""
+    fake_distribution(
+        "my-models",
+        """
+        from sat_toolkit.models.small_cnn import SmallCNN
+        from sat_toolkit.plugins import hookimpl
+
+        class WideCNN(SmallCNN):
+            name = "small_cnn"
+
+            def build(self, info, activation):
+                model = super().build(info, activation)
+                model.made_by = "my-models"
+                return model
+
+        @hookimpl
+        def sat_register_models():
+            return [WideCNN]
+        """,
+    )
+    from sat_toolkit.data.info import DatasetInfo
+    from sat_toolkit.models.config import rebuild_model
+    from sat_toolkit.models.factory import create_model
+
+    with pytest.warns(PluginWarning, match="use this one as 'my-models:small_cnn'"):
+        get_plugin_host()
+    info = DatasetInfo(num_classes=10, channels=1, image_size=(8, 8), mean=(0.5,), std=(0.5,))
+    model = create_model({"name": "my-models:small_cnn", "width": 8}, info, "silu")
+    assert model.sat_config["model"]["name"] == "my-models:small_cnn"
+    assert create_model({"name": "small_cnn", "width": 8}, info, "silu").sat_config["model"]["name"] == (
+        "small_cnn"
+    )
+    assert getattr(rebuild_model(model.sat_config), "made_by", None) == "my-models"
