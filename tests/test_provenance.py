@@ -25,7 +25,7 @@ from sat_toolkit.errors import SatError, UnknownPluginError
 from sat_toolkit.export import read_sat_config, save_model
 from sat_toolkit.models import create_model
 from sat_toolkit.models.config import rebuild_model
-from sat_toolkit.plugins import reset_plugin_host
+from sat_toolkit.plugins import PluginWarning, reset_plugin_host
 from sat_toolkit.plugins.provenance import run_plugins
 from sat_toolkit.recipe import load_recipe
 
@@ -219,4 +219,19 @@ def test_the_report_lists_an_unregistered_attack_without_a_package(fresh_plugin_
         entry("activation", "elu"),
         entry("attack", "identity", None, None),
         entry("model", "small_cnn"),
+    ]
+
+
+def test_a_name_now_provided_by_another_package_is_rebuilt_with_a_warning(
+    trained_run: tuple[Path, Path], fake_distribution: Any
+) -> None:
+    """The original package is gone and another one provides 'mish': the model says so when loaded."""
+    run_dir, dist_info = trained_run
+    uninstall(dist_info)
+    fake_distribution("other-mish", MISH_PLUGIN, version="3.0")
+    with pytest.warns(PluginWarning) as caught:
+        sat_toolkit.load_model(run_dir)
+    assert [str(w.message) for w in caught] == [
+        f"the model was saved with activation 'mish' from {FAKE} {FAKE_VERSION}; it is rebuilt with "
+        f"'mish' from other-mish 3.0 (install {FAKE} to get the original)"
     ]

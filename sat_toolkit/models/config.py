@@ -68,12 +68,44 @@ def rebuild_model(config: Mapping[str, Any]) -> nn.Module:
         )
     try:
         builder = create_model_builder(config["model"])
-        return builder.build(DatasetInfo.from_dict(config["data_info"]), config["activation"])
+        model = builder.build(DatasetInfo.from_dict(config["data_info"]), config["activation"])
     except (UnknownPluginError, PluginLoadError):
         missing = _missing_plugin(config)
         if missing is None:
             raise
         raise SatError(f"the model {missing}") from None
+    _warn_about_other_providers(config)
+    return model
+
+
+def _warn_about_other_providers(config: Mapping[str, Any]) -> None:
+    """Say so when a recorded plugin's name now comes from another package.
+
+    The rebuilt model then runs someone else's code under the same name (the original
+    package was uninstalled and another one provides the name), which is worth one line.
+    """
+    import warnings
+
+    from sat_toolkit.plugins import PluginWarning
+    from sat_toolkit.plugins.provenance import sat_config_plugins
+
+    recorded = config.get("plugins")
+    if not isinstance(recorded, list):
+        return
+    now = {(e["kind"], e["name"]): e for e in sat_config_plugins(config)}
+    for entry in recorded:
+        if not isinstance(entry, Mapping):
+            continue
+        current = now.get((entry.get("kind"), entry.get("name")))
+        if current is None or current["distribution"] in (None, entry.get("distribution")):
+            continue
+        warnings.warn(
+            f"the model was saved with {entry['kind']} '{entry['name']}' from {entry.get('distribution')} "
+            f"{entry.get('version')}; it is rebuilt with '{entry['name']}' from {current['distribution']} "
+            f"{current['version']} (install {entry.get('distribution')} to get the original)",
+            PluginWarning,
+            stacklevel=2,
+        )
 
 
 def _missing_plugin(config: Mapping[str, Any]) -> str | None:
