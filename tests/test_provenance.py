@@ -139,7 +139,6 @@ def test_run_model_file_and_eval_report_name_each_plugins_package(trained_run: t
     ]
 
 
-@pytest.mark.xfail(strict=True, reason="Trainer.finish() does not write metrics['plugins'] yet")
 def test_metrics_json_names_each_plugins_package(trained_run: tuple[Path, Path]) -> None:
     run_dir, _ = trained_run
     metrics = json.loads((run_dir / "metrics.json").read_text())

@@ -49,6 +49,7 @@ from sat_toolkit.engine.optim import build_optimizer
 from sat_toolkit.engine.window import DivergenceError, DivergenceGuard, TrainingWindow
 from sat_toolkit.errors import SatError
 from sat_toolkit.export import save_model
+from sat_toolkit.plugins.provenance import run_plugins
 from sat_toolkit.recipe import Recipe, check_run_dir, save_resolved_recipe
 from sat_toolkit.recipe.rundir import hold_run_lock
 
@@ -494,6 +495,8 @@ class _TrainingRun:
             "rank_weight_fingerprints": fingerprints.tolist(),
             "device": str(accelerator.device),
             "validation": self.history,
+            # Which package (and version) provided each plugin, so a shared run can be redone.
+            "plugins": run_plugins(recipe),
         }
         if accelerator.is_main_process:
             save_model(final_model, self.sat_config, self.run_dir / MODEL_FILE)
