@@ -39,8 +39,22 @@ class FakeDigits:
     def __init__(self, path: str | None = None, limit_train: int | None = None, seed: int = 0) -> None:
         pass
 
+    # The dataset contract's methods; validation never calls them.
+    def info(self) -> None:
+        raise AssertionError("validation must not load data")
 
-class FakePGD:
+    def load(self, split: str) -> None:
+        raise AssertionError("validation must not load data")
+
+
+class _FakeAttack:
+    """The attack contract's method; validation never attacks."""
+
+    def perturb(self, model: Any, x: Any, y: Any, *, eps: Any = None) -> None:
+        raise AssertionError("validation must not attack")
+
+
+class FakePGD(_FakeAttack):
     name = "pgd"
 
     def __init__(
@@ -54,7 +68,7 @@ class FakePGD:
         pass
 
 
-class FakeAPGD:
+class FakeAPGD(_FakeAttack):
     """Checks a range in its constructor, as the real attacks do; validation builds attacks."""
 
     name = "apgd_ce"
@@ -64,7 +78,7 @@ class FakeAPGD:
             raise SatError(f"attack parameter 'n_restarts' must be at most 100, got {n_restarts}")
 
 
-class FakeSquare:
+class FakeSquare(_FakeAttack):
     """Takes **kwargs and checks them itself: the hook replaces the signature check."""
 
     name = "square"
@@ -83,6 +97,9 @@ class FakeSmallCNN:
 
     def __init__(self, num_classes: int, width: int = 32, dropout: float = 0.0) -> None:
         pass
+
+    def build(self, info: Any, activation: Any) -> None:
+        raise AssertionError("validation must not build models")
 
 
 @pytest.fixture
