@@ -321,37 +321,33 @@ class PluginHost:
 
     def _apply_name_policy(self) -> None:
         """Built-ins keep their names; third parties sharing a name are shadowed or in conflict."""
-        self._index = {}
+        groups: dict[tuple[str, str], list[int]] = {}
         for index, record in enumerate(self._records):
-            if record.status != "ok":
-                continue
-            same = [
-                i
-                for i, other in enumerate(self._records)
-                if other.status in USABLE and (other.kind, other.name) == (record.kind, record.name)
-            ]
-            if len(same) < 2 or same[0] != index:
+            if record.status == "ok":
+                groups.setdefault((record.kind, record.name), []).append(index)
+        for (kind, name), same in groups.items():
+            if len(same) < 2:
                 continue
             rows = [self._records[i] for i in same]
-            builtins = [r for r in rows if r.builtin]
-            if len(builtins) == 1:
-                for i in same:
-                    row = self._records[i]
-                    if not row.builtin:
-                        self._records[i] = dataclasses.replace(
-                            row, status="shadowed", error=f"the built-in {row.kind} keeps '{row.name}'"
-                        )
-                        _warn_once(
-                            f"{row.kind} '{row.name}' from '{row.distribution}' has the name of a built-in, "
-                            f"which keeps it; use this one as '{row.qualified_name}'"
-                        )
+            if sum(r.builtin for r in rows) == 1:
+                for i, row in zip(same, rows, strict=True):
+                    if row.builtin:
+                        continue
+                    self._records[i] = dataclasses.replace(
+                        row, status="shadowed", error=f"the built-in {kind} keeps '{name}'"
+                    )
+                    _warn_once(
+                        f"{kind} '{name}' from '{row.distribution}' has the name of a built-in, "
+                        f"which keeps it; use this one as '{row.qualified_name}'"
+                    )
                 continue
             picks = " or ".join(f"'{r.qualified_name}'" for r in rows if not r.builtin)
             owners = " and ".join(f"'{r.distribution}'" for r in rows)
-            error = f"{record.kind} '{record.name}' is registered by both {owners}"
-            for i in same:
-                self._records[i] = dataclasses.replace(self._records[i], status="conflict", error=error)
+            error = f"{kind} '{name}' is registered by both {owners}"
+            for i, row in zip(same, rows, strict=True):
+                self._records[i] = dataclasses.replace(row, status="conflict", error=error)
             _warn_once(f"{error}; name the one you mean: {picks}")
+        self._index = {}
         for record in self._records:
             self._index.setdefault(record.kind, {}).setdefault(record.name, []).append(record)
 
