@@ -24,7 +24,7 @@ from sat_toolkit.plugins import PluginWarning
 def _show_plugin_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """Plugin problems are one readable line on stderr, not a warnings-module dump."""
     if issubclass(category, PluginWarning):
-        click.echo(f"warning: {message}", err=True)
+        click.echo(f"{category.label}: {message}", err=True)
     else:
         _default_showwarning(message, category, filename, lineno, file, line)
 

@@ -36,7 +36,7 @@ def test_the_command_line_prints_one_note_line_and_validates() -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout == "ok\n"
-    assert result.stderr.splitlines() == [f"warning: {ONE_CYCLE_NOTE}"]
+    assert result.stderr.splitlines() == [f"note: {ONE_CYCLE_NOTE}"]
 
 
 def test_recipe_validate_drops_and_notes_each_key_once() -> None:

@@ -227,6 +227,24 @@ def test_contract_accepts_static_and_keyword_variants() -> None:
     ]
 
 
+def test_the_attack_contract_asks_for_the_defaults_recipe_validation_asks_for() -> None:
+    """An eps without a default used to pass discovery and then fail validation of the recipe."""
+
+    class NoDefaultEps:
+        name = "no_default_eps"
+
+        def __init__(self, *, eps: float, steps: int = 1) -> None:
+            self.eps, self.steps = eps, steps
+
+        def perturb(self, model, x, y, *, eps=None):
+            return x
+
+    assert contract_problems("attack", NoDefaultEps) == [
+        "constructor parameter 'eps' has no default; an attack is built from its name alone in "
+        "evaluation suites, so give every parameter a default"
+    ]
+
+
 def test_a_recipe_naming_a_broken_attack_is_refused_before_anything_runs(
     fake_distribution, tmp_path: Path
 ) -> None:

@@ -44,8 +44,6 @@ from typing import Any
 from sat_toolkit.plugins.specs import PluginKind
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
-#: Constructor parameters the toolkit itself supplies to an attack (so they need no default).
-ATTACK_SUPPLIED = frozenset({"eps", "norm", "seed"})
 SCHEDULE_TARGETS = ("lr", "eps")
 _EMPTY = inspect.Parameter.empty
 
@@ -113,7 +111,6 @@ def _constructor_problems(kind: PluginKind, cls: type) -> list[str]:
             for p in signature.parameters.values()
             if p.default is _EMPTY
             and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-            and p.name not in ATTACK_SUPPLIED
         ]
         if required:
             problems.append(

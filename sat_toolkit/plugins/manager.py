@@ -51,6 +51,9 @@ USABLE = ("ok", "shadowed", "conflict")
 class PluginWarning(UserWarning):
     """A plugin failed to load or conflicts with another; the rest keep working."""
 
+    #: How the command line labels the line it prints (``warning: ...``).
+    label = "warning"
+
 
 @dataclasses.dataclass(frozen=True)
 class PluginRecord:

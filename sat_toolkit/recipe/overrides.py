@@ -50,8 +50,11 @@ _EVAL_SETTINGS = ("samples", "seed", "attacks")
 class OverrideNote(PluginWarning):
     """``--set TABLE.name=other`` dropped a parameter from the file that the new plugin does not take.
 
-    A :class:`~sat_toolkit.plugins.PluginWarning`, so the command line prints it as one line.
+    A :class:`~sat_toolkit.plugins.PluginWarning`, so the command line prints it as one line,
+    labelled ``note:``: the user asked for the switch, nothing is wrong.
     """
+
+    label = "note"
 
 
 def parse_value(text: str) -> Any:
