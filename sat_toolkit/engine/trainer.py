@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, broadcast, set_seed
@@ -49,6 +48,7 @@ from sat_toolkit.engine.optim import build_optimizer
 from sat_toolkit.engine.window import DivergenceError, DivergenceGuard, TrainingWindow
 from sat_toolkit.errors import SatError
 from sat_toolkit.export import save_model
+from sat_toolkit.objectives import build_objective
 from sat_toolkit.plugins.provenance import run_plugins
 from sat_toolkit.recipe import Recipe, check_run_dir, save_resolved_recipe
 from sat_toolkit.recipe.rundir import hold_run_lock
@@ -201,6 +201,7 @@ class _TrainingRun:
         self.eps_schedule = recipe.schedule.eps.build()
         self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
         self.train_attack = recipe.attack.train.build()
+        self.objective = build_objective(recipe)
         # Its first result is checked (type, shape, eps-ball); each check costs a host-device sync.
         self.attack_checked = False
 
@@ -355,10 +356,12 @@ class _TrainingRun:
         torch.manual_seed(_step_seed(recipe.run.seed, state.batches_seen, accelerator))
         lr = self._set_lr(state.global_step)
         eps = self._eps(state.global_step)
-        result = self._attack_result(self.train_attack.perturb(self.unwrapped, x, y, eps=eps), x, eps)
+        inner = self.objective.adversarial_examples(self.unwrapped, x, y, self.train_attack, eps)
+        x_adv = None if inner is None else self._attack_result(inner, x, eps).x_adv
         with accelerator.accumulate(self.model):
-            logits = self.model(result.x_adv)
-            loss = F.cross_entropy(logits, y, label_smoothing=recipe.optimizer.label_smoothing)
+            smoothing = recipe.optimizer.label_smoothing
+            outer = self.objective.loss(self.model, x, x_adv, y, label_smoothing=smoothing)
+            loss, logits = outer.loss, outer.logits
             total_loss = accelerator.reduce(loss.detach(), reduction="mean")
             if not torch.isfinite(total_loss):
                 last = self._last_good()

@@ -27,6 +27,10 @@ model
     ``build(info, activation)``.
 dataset
     ``info()`` and ``load(split)``.
+objective
+    ``adversarial_examples(model, x, y, attack, eps)`` (the attacker's phase) and
+    ``loss(model, x, x_adv, y, *, label_smoothing=0.0)`` (the optimiser's); every
+    constructor parameter has a default; ``uses_attack`` a bool if given.
 
 Subclasses of the toolkit's bases (``Attack``, ``Schedule``, ``ModelBuilder``,
 ``DatasetSource``) must also implement what the base leaves open (``_perturb``,
@@ -46,6 +50,11 @@ from sat_toolkit.plugins.specs import PluginKind
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 SCHEDULE_TARGETS = ("lr", "eps")
 _EMPTY = inspect.Parameter.empty
+#: Why a kind's constructor parameters all need defaults.
+_BUILT_BY_NAME = {
+    PluginKind.ATTACK: "an attack is built from its name alone in evaluation suites",
+    PluginKind.OBJECTIVE: "an objective is built from its name alone (--set objective=NAME)",
+}
 
 
 def contract_problems(kind: PluginKind | str, cls: Any) -> list[str]:
@@ -105,7 +114,7 @@ def _constructor_problems(kind: PluginKind, cls: type) -> list[str]:
             )
         elif param.kind is inspect.Parameter.VAR_POSITIONAL:
             problems.append(f"constructor takes *{param.name}; recipes pass keywords only")
-    if kind is PluginKind.ATTACK:
+    if kind in (PluginKind.ATTACK, PluginKind.OBJECTIVE):
         required = [
             p.name
             for p in signature.parameters.values()
@@ -114,8 +123,8 @@ def _constructor_problems(kind: PluginKind, cls: type) -> list[str]:
         ]
         if required:
             problems.append(
-                f"constructor parameter '{required[0]}' has no default; an attack is built from its "
-                "name alone in evaluation suites, so give every parameter a default"
+                f"constructor parameter '{required[0]}' has no default; {_BUILT_BY_NAME[kind]}, "
+                "so give every parameter a default"
             )
     return problems
 
@@ -217,10 +226,23 @@ def _dataset(cls: type) -> list[str]:
     return _needs(cls, "info", 0, (), "info()") + _needs(cls, "load", 1, (), "load(split)")
 
 
+def _objective(cls: type) -> list[str]:
+    problems = _needs(
+        cls, "loss", 4, ("label_smoothing",), "loss(model, x, x_adv, y, *, label_smoothing=0.0)"
+    )
+    problems += _needs(
+        cls, "adversarial_examples", 5, (), "adversarial_examples(model, x, y, attack, eps)"
+    )
+    if not isinstance(getattr(cls, "uses_attack", True), bool):
+        problems.append("'uses_attack' must be True or False (False: the objective never calls the attack)")
+    return problems
+
+
 _KIND_CHECKS: dict[PluginKind, Callable[[type], list[str]]] = {
     PluginKind.ACTIVATION: _activation,
     PluginKind.ATTACK: _attack,
     PluginKind.SCHEDULE: _schedule,
     PluginKind.MODEL: _model,
     PluginKind.DATASET: _dataset,
+    PluginKind.OBJECTIVE: _objective,
 }

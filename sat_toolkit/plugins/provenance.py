@@ -86,7 +86,7 @@ def recipe_plugin_refs(recipe: Any) -> list[PluginRef]:
 
     Dataset, model, activation (with the activations it nests), the training attack, the
     per-epoch validation attack (built-in PGD, when validation is on), every evaluation
-    attack (with an ensemble's members) and the lr and eps schedules.
+    attack (with an ensemble's members), the lr and eps schedules and the objective.
     """
     refs: list[PluginRef] = [(recipe.data.plugin.kind, recipe.data.plugin.name)]
     refs += [(recipe.model.kind, recipe.model.name)]
@@ -97,6 +97,7 @@ def recipe_plugin_refs(recipe: Any) -> list[PluginRef]:
     for spec in recipe.attack.eval.attacks.values():
         refs += attack_refs(spec.to_dict())
     refs += [(spec.kind, spec.name) for spec in (recipe.schedule.lr, recipe.schedule.eps)]
+    refs.append((recipe.objective.kind, recipe.objective.name))
     return refs
 
 

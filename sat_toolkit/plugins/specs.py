@@ -26,6 +26,7 @@ class PluginKind(str, enum.Enum):
     MODEL = "model"
     SCHEDULE = "schedule"
     DATASET = "dataset"
+    OBJECTIVE = "objective"
 
     @property
     def hook_name(self) -> str:
@@ -55,3 +56,8 @@ def sat_register_schedules() -> list[type]:
 @hookspec
 def sat_register_datasets() -> list[type]:
     """Dataset sources that yield images in [0, 1] and integer labels."""
+
+
+@hookspec
+def sat_register_objectives() -> list[type]:
+    """Training objectives: the inner maximisation and the outer loss of one step (PGD-AT, TRADES, ...)."""

@@ -35,6 +35,7 @@ _KEY_PART = re.compile(r"^[A-Za-z0-9_-]+$")
 PLUGIN_TABLES: dict[tuple[str, ...], str] = {
     ("model",): "model",
     ("activation",): "activation",
+    ("objective",): "objective",
     ("data",): "dataset",
     ("attack", "train"): "attack",
     ("schedule", "lr"): "schedule",

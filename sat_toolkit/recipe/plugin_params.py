@@ -38,6 +38,7 @@ ENGINE_SUPPLIED: dict[str, frozenset[str]] = {
     "dataset": frozenset(),
     "activation": frozenset(),
     "schedule": frozenset(),
+    "objective": frozenset(),
 }
 
 
@@ -62,7 +63,7 @@ PARAM_BOUNDS: dict[str, dict[str, dict[str, float]]] = {
 # Constructing these is cheap (no data, no weights) and runs their own range checks, which
 # know more than a signature does (an attack's valid norms and losses, a schedule's order
 # of milestones). Models and datasets are never built here.
-_BUILD_TO_VALIDATE = frozenset({"activation", "schedule", "attack"})
+_BUILD_TO_VALIDATE = frozenset({"activation", "schedule", "attack", "objective"})
 
 
 def check_bounds(value: Any, bounds: Mapping[str, float]) -> str | None:

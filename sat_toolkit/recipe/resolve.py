@@ -32,6 +32,7 @@ from sat_toolkit.recipe.schema import (
 )
 
 DEFAULT_ACTIVATION = "silu"  # the paper's best smooth activation
+DEFAULT_OBJECTIVE = "pgd_at"  # the paper's objective: cross-entropy on the attack's examples
 
 
 def resolve(raw: Mapping[str, Any], *, host: Any = None, source: str | None = None) -> Recipe:
@@ -51,7 +52,8 @@ def resolve(raw: Mapping[str, Any], *, host: Any = None, source: str | None = No
         "run": resolver.run(raw.get("run")),
         "data": resolver.data(raw.get("data")),
         "model": resolver.plugin_section("model", raw.get("model"), "model"),
-        "activation": resolver.activation(raw.get("activation", DEFAULT_ACTIVATION)),
+        "activation": resolver.named("activation", raw.get("activation", DEFAULT_ACTIVATION), "activation"),
+        "objective": resolver.named("objective", raw.get("objective", DEFAULT_OBJECTIVE), "objective"),
         "attack": resolver.attack(raw.get("attack")),
         "optimizer": resolver.plain(OptimizerConfig, raw.get("optimizer"), "optimizer"),
         "train": resolver.plain(TrainConfig, raw.get("train"), "train"),
@@ -70,12 +72,25 @@ def _cross_checks(parts: dict[str, Any], problems: Problems) -> None:
     optimizer = parts["optimizer"]
     if optimizer is not None and optimizer.name == "sgd" and optimizer.nesterov and optimizer.momentum == 0:
         problems.add("optimizer.nesterov", "needs momentum > 0 (set nesterov = false or a momentum)")
-    attack, schedule = parts["attack"], parts["schedule"]
+    attack, schedule, objective = parts["attack"], parts["schedule"], parts["objective"]
+    if attack is not None and objective is not None:
+        problem = _objective_attack_problem(objective, attack)
+        if problem:
+            problems.add("objective.name", problem)
     if attack is not None and schedule is not None and attack.eps is None and schedule.eps.name != "constant":
         problems.add(
             "schedule.eps",
             f"attack '{attack.train.name}' has no eps parameter for schedule '{schedule.eps.name}' to ramp",
         )
+
+
+def _objective_attack_problem(objective: PluginSpec, attack: AttackConfig) -> str | None:
+    """An objective that needs more of the training attack than it has (TRADES borrows PGD's steps)."""
+    try:
+        check = getattr(objective.plugin_class(), "attack_problem", None)
+        return check(attack.train.plugin_class()) if callable(check) else None
+    except Exception:  # a lookup problem is reported by the section's own check
+        return None
 
 
 def _input_shape(host: Any, spec: PluginSpec) -> tuple[int, ...] | None:
@@ -190,13 +205,14 @@ class _Resolver:
         self.input_shape = _input_shape(self.host, spec)
         return DataConfig(name=spec.name, params=spec.params, **checked)
 
-    def activation(self, value: Any) -> PluginSpec | None:
+    def named(self, kind: str, value: Any, path: str) -> PluginSpec | None:
+        """A plugin section that may also be written as just its name (``activation = "silu"``)."""
         if isinstance(value, str):
             value = {"name": value}
         if not isinstance(value, Mapping):
-            self.problems.add("activation", f"must be a name or a table with 'name', got {toml_type(value)}")
+            self.problems.add(path, f"must be a name or a table with 'name', got {toml_type(value)}")
             return None
-        return self.plugin("activation", value, "activation")
+        return self.plugin(kind, value, path)
 
     def attack(self, value: Any) -> AttackConfig | None:
         raw = self.table(value, "attack", required=True)

@@ -235,8 +235,10 @@ class Recipe:
     """A whole run, validated and resolved: every default filled in, fractions as floats.
 
     ``activation`` is written ``activation = "silu"`` or ``[activation]`` with ``name``
-    and parameters; it defaults to ``"silu"``, the paper's best. ``[attack.train]``,
-    ``[data]`` and ``[model]`` are required; every other section has defaults.
+    and parameters; it defaults to ``"silu"``, the paper's best. ``objective`` is written
+    the same way and defaults to ``"pgd_at"`` (SAT's cross-entropy on the attack's
+    examples). ``[attack.train]``, ``[data]`` and ``[model]`` are required; every other
+    section has defaults.
     """
 
     run: RunConfig
@@ -244,6 +246,7 @@ class Recipe:
     model: PluginSpec
     activation: PluginSpec
     attack: AttackConfig
+    objective: PluginSpec = field(default_factory=lambda: PluginSpec("objective", "pgd_at"))
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -258,6 +261,7 @@ class Recipe:
             "model": self.model.to_dict(),
             "activation": self.activation.to_dict(),
             "attack": self.attack.to_dict(),
+            "objective": self.objective.to_dict(),
             "optimizer": _plain(self.optimizer),
             "schedule": self.schedule.to_dict(),
             "train": _plain(self.train),
@@ -290,6 +294,7 @@ SECTIONS: dict[str, type] = {
     "model": PluginSpec,
     "activation": PluginSpec,
     "attack": AttackConfig,
+    "objective": PluginSpec,
     "optimizer": OptimizerConfig,
     "schedule": ScheduleConfig,
     "train": TrainConfig,

@@ -1,0 +1,75 @@
+"""The objective plugin contract: what adversarial training minimises, in two phases.
+
+An adversarial-training step is a min-max problem. The *attacker* phase solves the inner
+maximisation (it crafts ``x_adv``), the *optimiser* phase computes the outer loss that the
+weights descend. SAT's gradient study needs the two kept apart (a surrogate activation
+reads the phase), so an objective says which work belongs to which phase by putting it in
+one of two methods:
+
+* :meth:`Objective.adversarial_examples` runs as the attacker, on the *unwrapped* model;
+  it returns an :class:`~sat_toolkit.attacks.result.AttackResult` (or ``None`` for an
+  objective without an attack). The default asks the recipe's training attack.
+* :meth:`Objective.loss` runs as the optimiser, on the *prepared* model (under DDP every
+  forward that the gradient flows through must go through it, or ranks desynchronise);
+  it returns the scalar loss and the logits the training metrics report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from sat_toolkit.attacks.result import AttackResult
+
+
+@dataclasses.dataclass
+class ObjectiveLoss:
+    """The outer loss of one micro-batch.
+
+    Attributes:
+        loss: the scalar the optimiser's backward runs on.
+        logits: the logits the training window reports accuracy from (on ``x_adv`` for an
+            adversarial objective, on ``x`` for standard training), detached by the caller.
+    """
+
+    loss: torch.Tensor
+    logits: torch.Tensor
+
+
+class Objective(ABC):
+    """Base class of training objectives (plugins may subclass it or follow the contract).
+
+    Constructors take keyword parameters only (``[objective]`` in a recipe, besides
+    ``name``), each with a default.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    #: False for an objective that never calls the training attack (standard training).
+    uses_attack: ClassVar[bool] = True
+
+    def adversarial_examples(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Any, eps: float | None
+    ) -> AttackResult | None:
+        """The inner maximisation: ``attack.perturb`` (which enters the attack phase itself)."""
+        return attack.perturb(model, x, y, eps=eps)
+
+    @abstractmethod
+    def loss(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        x_adv: torch.Tensor | None,
+        y: torch.Tensor,
+        *,
+        label_smoothing: float = 0.0,
+    ) -> ObjectiveLoss:
+        """The outer loss, computed through ``model`` (the prepared one) in the train phase."""
+
+    def __repr__(self) -> str:
+        params = {k: v for k, v in vars(self).items() if not k.startswith("_")}
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in params.items())})"
