@@ -8,8 +8,8 @@ without copying the core's test suite. Two tools make that possible:
   entry point, so discovery goes through ``importlib.metadata`` exactly as after
   ``pip install``: the way to test what users see (``ok``, ``failed``, ``shadowed``, ...).
 * ``check_activation`` / ``check_attack`` / ``check_schedule`` / ``check_model`` /
-  ``check_dataset`` (or :func:`check_conformance`) build the class and exercise it the way
-  the toolkit will: first the static contract that discovery enforces
+  ``check_dataset`` / ``check_objective`` (or :func:`check_conformance`) build the class
+  and exercise it the way the toolkit will: first the static contract that discovery enforces
   (:func:`sat_toolkit.plugins.contracts.contract_problems`), then behaviour, which only a
   run can show (an attack that leaves the eps-ball or the model in train mode, a schedule
   that keeps state). Each raises one ``AssertionError`` listing every problem found, so a
@@ -49,6 +49,7 @@ __all__ = [
     "check_conformance",
     "check_dataset",
     "check_model",
+    "check_objective",
     "check_schedule",
     "conformance_problems",
     "fake_distribution",
@@ -194,6 +195,19 @@ def check_attack(cls: Any, *, eps: float = CHECK_EPS, **params: Any) -> None:
     untouched; without, two runs from the same ``torch.manual_seed`` agree.
     """
     check_conformance(PluginKind.ATTACK, cls, eps=eps, **params)
+
+
+def check_objective(cls: Any, **params: Any) -> None:
+    """A training objective, on the tiny seeded model with the built-in PGD-2 as the training attack.
+
+    Checked: ``adversarial_examples`` returns None, an ``AttackResult`` or a tensor of
+    detached examples inside [0, 1] and the attack's eps-ball; it leaves the model's
+    state as it found it and runs every forward pass inside ``attack_phase()``; ``loss``
+    returns an object with a finite scalar ``loss`` that backpropagates into the model's
+    parameters and ``logits`` of shape [B, classes], computed outside ``attack_phase()``
+    (the optimiser's phase); two runs after the same ``torch.manual_seed`` agree.
+    """
+    check_conformance(PluginKind.OBJECTIVE, cls, **params)
 
 
 def check_schedule(cls: Any, **params: Any) -> None:
@@ -843,10 +857,86 @@ def _item_problems(dataset: Any, index: int, info: Any, where: str) -> list[str]
     return problems
 
 
+# -- objective -------------------------------------------------------------------------------
+def _objective_problems(cls: type, params: Mapping[str, Any]) -> list[str]:
+    problems: list[str] = []
+    objective = _build(cls, params, problems)
+    if objective is None:
+        return problems
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        first, problems = _objective_step(objective, problems)
+        if first is None or problems:
+            return problems
+        torch.manual_seed(0)
+        second, problems = _objective_step(objective, problems)
+    if second is not None and not torch.equal(first, second):
+        problems.append(
+            "two steps after the same torch.manual_seed gave different losses; the training loop "
+            "reseeds torch before every batch and relies on each step being reproducible"
+        )
+    return problems
+
+
+def _objective_step(objective: Any, problems: list[str]) -> tuple[torch.Tensor | None, list[str]]:
+    """One attacker phase and one optimiser phase on the tiny model; (the loss, problems)."""
+    from sat_toolkit.attacks import PGD
+
+    attack = PGD(eps=CHECK_EPS, steps=2, random_start_fraction=1.0)
+    x, y = _attack_batch()
+    model = _tiny_model()
+    before = _model_state(model)
+    call = f"adversarial_examples(model, x, y, attack, eps={CHECK_EPS:g})"
+    try:
+        result = objective.adversarial_examples(model, x, y, attack, CHECK_EPS)
+    except Exception as exc:
+        return None, [*problems, f"{call} raised {_describe(exc)}"]
+    x_adv = None
+    if result is not None:
+        x_adv, found = _examples_problems(result, x, CHECK_EPS, "linf", call)
+        problems = problems + [p.replace("perturb", "adversarial_examples") for p in found]
+    problems = problems + [
+        p.replace("perturb", "adversarial_examples") for p in _state_problems(model, before)
+    ]
+    if problems:
+        return None, problems
+    probe = model[3]
+    probe.seen.clear()
+    try:
+        outcome = objective.loss(model, x, x_adv, y, label_smoothing=0.0)
+    except Exception as exc:
+        return None, [*problems, f"loss(model, x, x_adv, y, label_smoothing=0.0) raised {_describe(exc)}"]
+    loss, logits = getattr(outcome, "loss", None), getattr(outcome, "logits", None)
+    if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+        what = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+        return None, [
+            *problems,
+            f"loss(...) must return sat_toolkit.objectives.ObjectiveLoss(loss=<scalar tensor>, logits=...); "
+            f"its loss is {what}",
+        ]
+    if not isinstance(logits, torch.Tensor) or logits.shape != (len(x), _CLASSES):
+        what = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        problems.append(f"loss(...).logits must be the model's logits [{len(x)}, {_CLASSES}], got {what}")
+    if not torch.isfinite(loss):
+        problems.append(f"loss(...) is not finite ({float(loss)}) on a healthy model")
+    if "attack" in probe.seen:
+        problems.append(
+            "loss(...) ran a forward pass inside attack_phase(); the outer loss belongs to the optimiser "
+            "(do the inner maximisation in adversarial_examples)"
+        )
+    if not loss.requires_grad:
+        return None, [*problems, "loss(...) has no gradient; compute it from model(...) without detaching"]
+    loss.backward()
+    if all(p.grad is None or not p.grad.any() for p in model.parameters() if p.requires_grad):
+        problems.append("loss(...) does not reach the model's parameters; compute it from model(...)")
+    return loss.detach(), problems
+
+
 _BEHAVIOUR: dict[PluginKind, Callable[[type, Mapping[str, Any]], list[str]]] = {
     PluginKind.ACTIVATION: _activation_problems,
     PluginKind.ATTACK: _attack_problems,
     PluginKind.SCHEDULE: _schedule_problems,
     PluginKind.MODEL: _model_problems,
     PluginKind.DATASET: _dataset_problems,
+    PluginKind.OBJECTIVE: _objective_problems,
 }

@@ -104,7 +104,7 @@ def test_every_builtin_passes_its_kinds_check(kind: str, name: str, tmp_path: Pa
 
 def test_every_kind_has_builtins_under_test() -> None:
     kinds = {param.values[0] for param in BUILTINS}
-    assert kinds == {"activation", "attack", "schedule", "model", "dataset"}
+    assert kinds == {"activation", "attack", "schedule", "model", "dataset", "objective"}
 
 
 # -- activations -----------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Each kind's minimal example is the ```python block right after an ``<!-- example: KIND -->``
 comment. It is installed as a package of its own (``sat_toolkit.testing.install_fake_distribution``)
-and must be discovered ``ok``, pass its kind's conformance check, and (all five together)
+and must be discovered ``ok``, pass its kind's conformance check, and (all six together)
 validate and train in a recipe. So the documentation cannot drift from the toolkit.
 """
 
@@ -34,6 +34,7 @@ NAMES = {
     "schedule": "exponential",
     "model": "tiny_mlp",
     "dataset": "stripes",
+    "objective": "mixed_ce",
 }
 
 
@@ -50,7 +51,7 @@ def install(fake_distribution: Any, kind: str) -> None:
 
 
 def test_contributing_has_one_example_per_kind() -> None:
-    assert list(examples()) == ["activation", "attack", "schedule", "model", "dataset"]
+    assert list(examples()) == ["activation", "attack", "schedule", "model", "dataset", "objective"]
     assert set(examples()) == {kind.value for kind in PluginKind}
 
 
@@ -99,6 +100,10 @@ samples = 64
 [attack.eval.noise]
 name = "noise_fgsm"
 
+[objective]
+name = "mixed_ce"
+clean_weight = 0.3
+
 [optimizer]
 name = "sgd"
 lr = 0.1
@@ -132,6 +137,8 @@ def test_examples_validate_and_train_together_in_a_recipe(fake_distribution: Any
 
     sat_toolkit.run(recipe, show_progress=False)
     metrics = json.loads((run_dir / "metrics.json").read_text())
+    used = {(e["kind"], e["name"]): e["distribution"] for e in metrics["plugins"]}
+    assert all(used[(kind, name)] == f"contributing-{kind}" for kind, name in NAMES.items())
     assert (metrics["steps"], metrics["epochs"]) == (8, 2)  # 128 stripes / 32 per batch, 2 epochs
     attack = metrics["evaluation"]["attacks"]["noise"]
     assert {k: attack["settings"][k] for k in ("name", "eps", "step", "seed")} == {

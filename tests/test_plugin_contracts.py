@@ -354,7 +354,7 @@ def test_each_plugin_warning_prints_once_per_command(fake_distribution, tmp_path
             """,
             "plugin 'typo' from 'typo' implements no sat-toolkit hook, so it adds nothing; define one of "
             "sat_register_activations(), sat_register_attacks(), sat_register_models(), "
-            "sat_register_schedules(), sat_register_datasets() with @hookimpl",
+            "sat_register_schedules(), sat_register_datasets(), sat_register_objectives() with @hookimpl",
         ),
     ],
     ids=["misspelt", "no-hookimpl", "no-hook"],

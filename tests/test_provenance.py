@@ -120,6 +120,7 @@ def test_run_model_file_and_eval_report_name_each_plugins_package(trained_run: t
         entry("attack", "pgd"),
         entry("dataset", "digits"),
         entry("model", "small_cnn"),
+        entry("objective", "pgd_at"),
         entry("schedule", "constant"),
         entry("schedule", "cosine"),
     ]

@@ -104,7 +104,7 @@ class FakeSmallCNN:
 
 @pytest.fixture
 def fake_plugins(monkeypatch: pytest.MonkeyPatch) -> PluginHost:
-    """The process-wide plugin host, holding the real activations/schedules and the fakes above."""
+    """The process-wide plugin host: the real activations, schedules and objectives, and the fakes above."""
     module = types.ModuleType("sat_test_fake_plugins")
     module.sat_register_attacks = hookimpl(lambda: [FakePGD, FakeAPGD, FakeSquare])
     module.sat_register_models = hookimpl(lambda: [FakeSmallCNN])
@@ -113,7 +113,7 @@ def fake_plugins(monkeypatch: pytest.MonkeyPatch) -> PluginHost:
     builtin = [
         ep
         for ep in importlib_metadata.entry_points(group="sat_toolkit")
-        if ep.name in ("builtin-activations", "builtin-schedules")
+        if ep.name in ("builtin-activations", "builtin-schedules", "builtin-objectives")
     ]
     fake = importlib_metadata.EntryPoint(name="fake", value=module.__name__, group="sat_toolkit")
     host = PluginHost(entry_points=[*builtin, fake], blocked=set()).load()
