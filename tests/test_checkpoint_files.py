@@ -36,9 +36,11 @@ from sat_toolkit.engine.trainer import train
 from sat_toolkit.errors import SatError
 from sat_toolkit.recipe import load_recipe
 
-# accelerate's own files (model weights, optimiser) and ours (RNG state as JSON); nothing else.
+# accelerate's own files (model weights, optimiser, lr scheduler) and ours (RNG state as JSON);
+# nothing else.
 CHECKPOINT_FILES = {
-    "model.safetensors", "optimizer.bin", "rng_state_0.json", EMA_FILE, TRAIN_STATE_FILE, MANIFEST_FILE
+    "model.safetensors", "optimizer.bin", "scheduler.bin", "rng_state_0.json", EMA_FILE, TRAIN_STATE_FILE,
+    MANIFEST_FILE,
 }  # fmt: skip
 
 
@@ -65,9 +67,13 @@ def test_no_checkpoint_file_is_a_pickle_of_ours(reference: Path) -> None:
         names = {p.name for p in checkpoint.iterdir()}
         assert names == CHECKPOINT_FILES, checkpoint
         assert not list(checkpoint.glob("custom_checkpoint_*"))
-        # accelerate's one torch file loads as accelerate loads it, weights_only=True, so it
+        # accelerate's torch files load as accelerate loads them, weights_only=True, so they
         # cannot run code; the RNG state accelerate would pickle is JSON...
         accelerate_load(checkpoint / "optimizer.bin")
+        scheduler = accelerate_load(checkpoint / "scheduler.bin")
+        # ...the lr scheduler's is its position (no pickled schedule function)...
+        assert scheduler["last_epoch"] == int(checkpoint.name.removeprefix("step-"))
+        assert scheduler["lr_lambdas"] == [None]
         assert rng_state_problem(checkpoint / "rng_state_0.json") is None
         # ...and ours are plain data.
         assert (

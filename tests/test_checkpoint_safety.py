@@ -33,7 +33,6 @@ from sat_toolkit.recipe import load_recipe
 EXTRA_NAMES = (
     "custom_checkpoint_0.pkl",  # registered objects: torch.load(weights_only=False) in accelerate
     "pytorch_model.bin",  # the model, when model.safetensors is absent
-    "scheduler.bin",
     "sampler.bin",
     "dl_state_dict.bin",
     "scaler.pt",
@@ -128,7 +127,7 @@ def _planted_cases() -> list[tuple[str, bool]]:
     (an attacker can recompute hashes: the loads must still refuse).
     """
     real = ["ema.safetensors", MANIFEST_FILE, "model.safetensors", "optimizer.bin", "rng_state_0.json",
-            "train_state.json"]  # fmt: skip
+            "scheduler.bin", "train_state.json"]  # fmt: skip
     cases = [(name, False) for name in (*real, *EXTRA_NAMES)]
     cases += [(name, True) for name in (*real, *EXTRA_NAMES) if name != MANIFEST_FILE]
     return cases

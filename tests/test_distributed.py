@@ -215,3 +215,19 @@ def test_the_readmes_distributed_command_runs_to_completion(tmp_path: Path) -> N
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and len(metrics["validation"]) == 1
     assert metrics["evaluation"]["samples"] == 100
+
+
+def test_trades_two_forwards_through_ddp_before_one_backward_keep_the_ranks_in_sync(tmp_path: Path) -> None:
+    """TRADES runs the prepared (DDP) model on x and on x_adv, then backpropagates once: under
+    gloo both ranks must still average the same gradients and end with the same weights.
+    """
+    run_dir = tmp_path / "trades"
+    recipe_file = _recipe_file(
+        tmp_path, run_dir, objective={"name": "trades"}, train={"epochs": 1}, attack={"eval": {"samples": 20}}
+    )
+    _launch(recipe_file, tmp_path / "probe")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["steps"] == 10
+    rows = metrics["rank_weight_fingerprints"]
+    assert len(rows) == 2 and rows[0] == rows[1]
+    assert 'name = "trades"' in (run_dir / "recipe.toml").read_text()

@@ -5,12 +5,13 @@ complete, so a run killed mid-write never leaves a half checkpoint that ``--resu
 pick up. Checkpoints are named by global optimiser step (``step-00001234``); the newest
 complete one wins.
 
-Accelerate writes the model (safetensors) and the optimiser (a torch file it reads back with
-``weights_only=True``). Everything else is written as data only: ``train_state.json``,
-``ema.safetensors`` and each process's ``rng_state_N.json`` (which replaces accelerate's
-pickled ``random_states_N.pkl``; :mod:`sat_toolkit.engine.rng`). Registered objects would be
-read with ``torch.load(weights_only=False)``, so a crafted checkpoint could run code on
-``--resume``; nothing is registered.
+Accelerate writes the model (safetensors), the optimiser and the lr scheduler (torch files
+it reads back with ``weights_only=True``; the scheduler's holds only its step and rates).
+Everything else is written as data only: ``train_state.json``, ``ema.safetensors`` and
+each process's ``rng_state_N.json`` (which replaces accelerate's pickled
+``random_states_N.pkl``; :mod:`sat_toolkit.engine.rng`). Registered objects (accelerate's
+``custom_checkpoint_N.pkl``) would be read with ``torch.load(weights_only=False)``, so a
+crafted checkpoint could run code on ``--resume``; nothing is registered that way.
 
 Three more guarantees, because a checkpoint is only worth resuming from if it is intact
 and finite:
@@ -57,8 +58,10 @@ MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = 1
 MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.bin"
-# Files every checkpoint of this engine holds (one model, one optimiser, rank 0's RNG state).
-REQUIRED_FILES = (MODEL_FILE, OPTIMIZER_FILE, "rng_state_0.json", TRAIN_STATE_FILE)
+SCHEDULER_FILE = "scheduler.bin"
+# Files every checkpoint of this engine holds (one model, one optimiser, one lr scheduler,
+# rank 0's RNG state).
+REQUIRED_FILES = (MODEL_FILE, OPTIMIZER_FILE, SCHEDULER_FILE, "rng_state_0.json", TRAIN_STATE_FILE)
 DAMAGED_PREFIX = "damaged-"
 _NAME = re.compile(r"^step-(\d{8})$")
 _COUNTERS = ("epoch", "step_in_epoch", "global_step", "batches_seen", "divergence_warned_at")

@@ -1,12 +1,19 @@
-"""Adversarial training with Hugging Face accelerate, following its canonical loop.
+"""Adversarial training with Hugging Face accelerate, read top to bottom in :func:`train`.
 
-Per batch, the training attack crafts examples on the *unwrapped* model (inside the
-attack phase, BatchNorm as the attack's ``bn_mode`` says); the training forward and
-backward then go through the *prepared* model, so under DDP every rank's gradients are
+:func:`train` holds the whole loop, ``for epoch: for batch:``, and calls one small function
+per concern: build the run's parts, restore, one adversarial step through the objective,
+what follows an optimiser step, the end of an epoch, the finish.
+
+Per batch, the objective crafts examples on the *unwrapped* model (inside the attack
+phase, BatchNorm as the attack's ``bn_mode`` says); the training forward and backward
+then go through the *prepared* model, so under DDP every rank's gradients are
 synchronised (a training forward through the unwrapped model would silently
-desynchronise them). Everything that decides what happens next (weights, optimiser,
-EMA, RNG, the position inside the epoch) is checkpointed, so ``--resume`` after a crash
-continues as if the run had never stopped.
+desynchronise them). Everything that decides what happens next (weights, optimiser, lr
+scheduler, EMA, RNG, the position inside the epoch) is checkpointed, so ``--resume``
+after a crash continues as if the run had never stopped.
+
+Nothing in a step waits for the device: the metrics window and the non-finite-loss flag
+stay on it until a log window or a checkpoint asks for a number.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, broadcast, set_seed
 from torch import nn
+from tqdm.auto import tqdm
 
 from sat_toolkit.attacks.checked import as_attack_result, checked_result
 from sat_toolkit.attacks.result import AttackResult
@@ -45,13 +53,15 @@ from sat_toolkit.engine.loader import training_loader
 from sat_toolkit.engine.logging import flatten_hparams, progress_bar
 from sat_toolkit.engine.memory import keep_freed_memory
 from sat_toolkit.engine.optim import build_optimizer
+from sat_toolkit.engine.overfitting import OverfittingError, first_collapse, judge
 from sat_toolkit.engine.window import DivergenceError, DivergenceGuard, TrainingWindow
 from sat_toolkit.errors import SatError
 from sat_toolkit.export import save_model
-from sat_toolkit.objectives import build_objective
+from sat_toolkit.objectives import Objective, build_objective
 from sat_toolkit.plugins.provenance import run_plugins
 from sat_toolkit.recipe import Recipe, check_run_dir, save_resolved_recipe
 from sat_toolkit.recipe.rundir import hold_run_lock
+from sat_toolkit.schedules import lambda_lr
 
 METRICS_FILE = "metrics.json"
 MODEL_FILE = "model.safetensors"
@@ -90,7 +100,7 @@ def train(
     run_dir = Path(recipe.run.output_dir)
     resuming = check_run_dir(run_dir, recipe, resume=resume)  # also: can the run write there?
     accelerator = _make_accelerator(recipe, run_dir)
-    run = _TrainingRun(recipe, accelerator, run_dir)
+    run = build_run(recipe, accelerator, run_dir)
     # Nothing is written before this point, so a bad image file leaves no run directory
     # behind; it would otherwise surface in a loader worker, after recipe.toml exists. A
     # resumed run's files passed this at its start (ImageNet's headers take about a minute).
@@ -102,8 +112,8 @@ def train(
     lock = hold_run_lock(run_dir)  # from here a second launch into run_dir sees this run in progress
     try:
         if resume or resuming:  # restore() also says so when --resume finds nothing to resume
-            run.restore()
-            if run.is_finished():
+            restore(run)
+            if _is_finished(run):
                 accelerator.print(
                     f"{run_dir} is already finished ({run.state.global_step} steps); nothing to do"
                 )
@@ -112,11 +122,29 @@ def train(
             save_resolved_recipe(recipe, run_dir)
         if recipe.logging.tensorboard:
             accelerator.init_trackers("train", config=flatten_hparams(recipe.to_dict()))
-        completed = run.train(show_progress, stop_after_steps)
-        if not completed:
-            accelerator.end_training()
-            return RunSummary(run_dir, {"stopped_at_step": run.state.global_step})
-        return run.finish(show_progress)
+
+        state = run.state
+        bar = progress_bar(
+            run.total_steps, state.global_step, enabled=show_progress and accelerator.is_local_main_process
+        )
+        run.started = time.perf_counter()
+        steps_this_process = 0
+        with bar:
+            while state.epoch < run.epochs and state.global_step < run.total_steps:
+                run.train_loader.set_epoch(state.epoch)
+                run.model.train()
+                for x, y in _remaining_batches(run):
+                    if not adversarial_step(run, x, y):
+                        continue  # accumulating: no optimiser step yet
+                    after_optimizer_step(run, bar, x, y)
+                    steps_this_process += 1
+                    if stop_after_steps is not None and steps_this_process >= stop_after_steps:
+                        accelerator.end_training()  # as if killed: no end of epoch, no evaluation
+                        return RunSummary(run_dir, {"stopped_at_step": state.global_step})
+                    if state.global_step >= run.total_steps:
+                        break
+                end_epoch(run, bar)
+        return finish(run, show_progress)
     finally:
         if lock is not None:
             lock.close()
@@ -147,370 +175,450 @@ def _make_accelerator(recipe: Recipe, run_dir: Path) -> Accelerator:
     return accelerator
 
 
-class _TrainingRun:
-    """One run's prepared pieces and its position, so each phase is a method, not a closure.
+@dataclasses.dataclass(eq=False)
+class TrainingRun:
+    """One run's prepared parts and its position: what every step of :func:`train` reads.
 
-    Building it seeds every RNG, builds data, model and optimiser, hands them to
-    accelerate and registers everything a checkpoint must hold.
+    Built by :func:`build_run`; ``state`` is what a checkpoint's train state holds (the
+    weights, optimiser, scheduler and RNG go through accelerate, the EMA as safetensors).
     """
 
-    def __init__(self, recipe: Recipe, accelerator: Accelerator, run_dir: Path) -> None:
-        self.recipe = recipe
-        self.accelerator = accelerator
-        self.run_dir = run_dir
-        set_seed(recipe.run.seed, deterministic=recipe.run.deterministic)
-        if accelerator.device.type == "cpu":
-            keep_freed_memory()
-
-        from sat_toolkit.models import create_model
-
-        source, train_set, self.test_set = _build_data(recipe)
-        model = create_model(recipe.model.to_dict(), source.info(), recipe.activation.to_dict())
-        # What `sat-toolkit eval` needs besides the architecture: where the data came from and
-        # the threat model the run was trained for.
-        self.sat_config = {
-            **model.sat_config,
-            "dataset": recipe.data.plugin.to_dict(),
-            "train_attack": recipe.attack.train.to_dict(),
-        }
-        optimizer = build_optimizer(
-            model,
-            recipe.optimizer.name,
-            lr=recipe.optimizer.lr,
-            weight_decay=recipe.optimizer.weight_decay,
-            momentum=recipe.optimizer.momentum,
-            nesterov=recipe.optimizer.nesterov,
-            betas=tuple(recipe.optimizer.betas),
-            exclude_norm_and_bias_from_weight_decay=recipe.optimizer.exclude_norm_and_bias_from_weight_decay,
-        )
-        train_loader = training_loader(train_set, recipe.data.batch_size, recipe.data.num_workers)
-        if recipe.train.sync_batchnorm and accelerator.num_processes > 1:
-            if accelerator.device.type == "cpu":
-                raise SatError(
-                    "train.sync_batchnorm: PyTorch's SyncBatchNorm runs on GPUs only; "
-                    "set it to false for a multi-process CPU run (--set train.sync_batchnorm=false)"
-                )
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        self.model, self.optimizer, self.train_loader = accelerator.prepare(model, optimizer, train_loader)
-        self.unwrapped = accelerator.unwrap_model(self.model)
-
-        self.steps_per_epoch = _steps_per_epoch(len(self.train_loader), recipe.optimizer.grad_accumulation)
-        self.total_steps = recipe.train.total_steps(self.steps_per_epoch)
-        self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
-        self.lr_schedule = recipe.schedule.lr.build()
-        self.eps_schedule = recipe.schedule.eps.build()
-        self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
-        self.train_attack = recipe.attack.train.build()
-        self.objective = build_objective(recipe)
-        # Its first result is checked (type, shape, eps-ball); each check costs a host-device sync.
-        self.attack_checked = False
-
-        self.state = TrainState()
-        self.ema = WeightEMA(self.unwrapped, recipe.optimizer.ema) if recipe.optimizer.ema != "off" else None
-        # Not registered with accelerate, which would pickle them: save_checkpoint writes
-        # train_state.json and ema.safetensors itself.
-        self.last_checkpoint: Path | None = latest_checkpoint(run_dir)
-        # The checkpoint written before the latest window the divergence guard passed: what a
-        # divergence names as good, and kept through pruning until a later window passes.
-        self.trusted_checkpoint: Path | None = None
-        # The early level is measured once both the lr warm-up and an eps ramp are over: while
-        # eps grows, a healthy adversarial loss rises with it.
-        settling = [
-            length(self.total_steps)
-            for length in (
-                getattr(self.lr_schedule, "warmup_length", None),
-                getattr(self.eps_schedule, "ramp_length", None),
-            )
-            if callable(length)
-        ]
-        self.divergence_guard = DivergenceGuard(recipe.train.divergence_factor, max(settling, default=0))
-        self.window = TrainingWindow()
-        self.started = time.perf_counter()
+    recipe: Recipe
+    accelerator: Accelerator
+    run_dir: Path
+    model: nn.Module  # prepared (DDP under several processes): the training forward goes through it
+    unwrapped: nn.Module  # the same weights, unwrapped: the attack runs on it
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: Any  # accelerate's wrapper around a LambdaLR over the recipe's lr schedule
+    train_loader: Any
+    test_set: Any
+    objective: Objective
+    train_attack: Any
+    eps_schedule: Any
+    ema: WeightEMA | None
+    sat_config: dict[str, Any]  # what `sat-toolkit eval` needs besides the architecture
+    total_steps: int
+    epochs: int
+    divergence_guard: DivergenceGuard
+    state: TrainState = dataclasses.field(default_factory=TrainState)
+    window: TrainingWindow = dataclasses.field(default_factory=TrainingWindow)
+    # Its first result is checked (type, shape, eps-ball); each check costs a host-device sync.
+    attack_checked: bool = False
+    last_checkpoint: Path | None = None
+    # The checkpoint written before the latest window the divergence guard passed: what a
+    # divergence names as good, and kept through pruning until a later window passes.
+    trusted_checkpoint: Path | None = None
+    started: float = dataclasses.field(default_factory=time.perf_counter)
 
     @property
     def history(self) -> list[dict[str, Any]]:
         """The validations so far; part of the train state, so a resumed run still reports them all."""
         return self.state.history
 
-    # -- resuming ---------------------------------------------------------------------------
-    def restore(self) -> None:
-        """Load the newest intact checkpoint: weights, optimiser, EMA, RNG, position, history.
 
-        Each checkpoint, newest first, is checked (manifest, then every file loads as data)
-        and loaded; a damaged one is set aside as ``damaged-step-...`` with a one-line warning
-        and the next older one is tried. When none is intact the resume is refused (exit 2,
-        nothing written): starting over silently would throw away a run the user may be able
-        to repair, and deleting the checkpoints to start afresh is one command.
-        """
-        accelerator = self.accelerator
-        root = checkpoint_root(self.run_dir)
-        checkpoints = list_checkpoints(self.run_dir)
-        if not checkpoints:
-            self._warn(f"--resume: no checkpoint in {root}; starting from step 0")
-            return
-        ordered = list(reversed(checkpoints))
-        damaged: list[tuple[Path, str]] = []
-        start = 0
-        while True:
-            # The main process vets (hashes, test-loads) and every rank loads what it chose:
-            # ranks that judged alone could resume from different checkpoints.
-            found = -1
-            if accelerator.is_main_process:
-                for index in range(start, len(ordered)):
-                    problem = checkpoint_problem(ordered[index], expect_ema=self.ema is not None)
-                    if problem is None:
-                        found = index
-                        break
-                    damaged.append((ordered[index], problem))
-            choice = torch.tensor([found], device=accelerator.device)
-            found = int(broadcast(choice, from_process=0).item()) if accelerator.num_processes > 1 else found
-            if found < 0:
-                newest, why = damaged[0] if damaged else (ordered[0], "damaged (see the main process)")
-                more = len(ordered) - 1
-                older = f" (and the {more} older ones are damaged too)" if more > 0 else ""
-                raise SatError(
-                    f"--resume: no intact checkpoint in {root}: {newest.name}: {why}{older}; delete {root} "
-                    "to train from step 0, or start afresh in a new run.output_dir"
-                )
-            checkpoint, failure = ordered[found], ""
-            try:
-                self.state = load_checkpoint(accelerator, checkpoint, self.ema)
-            except Exception as error:  # intact files that do not fit this run (another model)
-                failure = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
-            failed = torch.tensor([1.0 if failure else 0.0], device=accelerator.device)
-            if float(accelerator.reduce(failed, reduction="sum")) == 0.0:
-                break
-            damaged.append(
-                (checkpoint, f"does not load into this recipe's run ({failure or 'on another process'})")
+# -- build the run's parts -------------------------------------------------------------------
+def build_run(recipe: Recipe, accelerator: Accelerator, run_dir: Path) -> TrainingRun:
+    """Seed every RNG, build data, model, optimiser and lr scheduler, and hand them to accelerate."""
+    from sat_toolkit.models import create_model
+
+    set_seed(recipe.run.seed, deterministic=recipe.run.deterministic)
+    if accelerator.device.type == "cpu":
+        keep_freed_memory()
+    source, train_set, test_set = _build_data(recipe)
+    model = create_model(recipe.model.to_dict(), source.info(), recipe.activation.to_dict())
+    sat_config = {
+        **model.sat_config,
+        "dataset": recipe.data.plugin.to_dict(),
+        "train_attack": recipe.attack.train.to_dict(),
+    }
+    optimizer = build_optimizer(
+        model,
+        recipe.optimizer.name,
+        lr=recipe.optimizer.lr,
+        weight_decay=recipe.optimizer.weight_decay,
+        momentum=recipe.optimizer.momentum,
+        nesterov=recipe.optimizer.nesterov,
+        betas=tuple(recipe.optimizer.betas),
+        exclude_norm_and_bias_from_weight_decay=recipe.optimizer.exclude_norm_and_bias_from_weight_decay,
+    )
+    train_loader = training_loader(train_set, recipe.data.batch_size, recipe.data.num_workers)
+    if recipe.train.sync_batchnorm and accelerator.num_processes > 1:
+        if accelerator.device.type == "cpu":
+            raise SatError(
+                "train.sync_batchnorm: PyTorch's SyncBatchNorm runs on GPUs only; "
+                "set it to false for a multi-process CPU run (--set train.sync_batchnorm=false)"
             )
-            start = found + 1
-        accelerator.wait_for_everyone()  # every rank has read the damaged ones before they move
-        for bad, why in damaged:
-            aside = set_aside(bad) if accelerator.is_main_process else bad
-            self._warn(
-                f"checkpoint {bad} is damaged ({why}); kept as {aside.name}, resuming from "
-                f"{checkpoint.name}, the newest intact one"
-            )
-        accelerator.wait_for_everyone()
-        self.last_checkpoint = self.trusted_checkpoint = checkpoint
-        warned_at = self.state.divergence_warned_at
-        if warned_at:
-            # The run had diverged before this checkpoint: the one to name (and keep) is still
-            # the newest from before the warning, which pruning protected.
-            before = [c for c in list_checkpoints(self.run_dir) if checkpoint_step(c) <= warned_at]
-            self.trusted_checkpoint = before[-1] if before else None
-        accelerator.print(f"resumed from {checkpoint} (step {self.state.global_step}/{self.total_steps})")
-
-    def _warn(self, message: str) -> None:
-        """One line on stderr, from the main process only (every rank reaches the same verdict)."""
-        if self.accelerator.is_main_process:
-            print(f"warning: {message}", file=sys.stderr, flush=True)
-
-    def _last_good(self) -> Path | None:
-        """The checkpoint to name as good: the last one before the loss diverged, else the newest.
-
-        Every checkpoint on disk is finite (save_checkpoint refuses a non-finite state).
-        """
-        return self.trusted_checkpoint if self.state.divergence_warned_at else self.last_checkpoint
-
-    def is_finished(self) -> bool:
-        return self.state.global_step >= self.total_steps and (self.run_dir / METRICS_FILE).is_file()
-
-    # -- the loop -----------------------------------------------------------------------------
-    def train(self, show_progress: bool, stop_after_steps: int | None) -> bool:
-        """Train to the recipe's length; False when ``stop_after_steps`` cut it short."""
-        accelerator, state = self.accelerator, self.state
-        self.bar = progress_bar(
-            self.total_steps, state.global_step, enabled=show_progress and accelerator.is_local_main_process
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    steps_per_epoch = _steps_per_epoch(len(train_loader), recipe.optimizer.grad_accumulation)
+    total_steps = recipe.train.total_steps(steps_per_epoch)
+    lr_schedule, eps_schedule = recipe.schedule.lr.build(), recipe.schedule.eps.build()
+    # Stepped once per optimiser step; accelerate checkpoints it (scheduler.bin, its step only).
+    lr_scheduler = lambda_lr(optimizer, lr_schedule, total_steps)
+    model, optimizer, train_loader, lr_scheduler = accelerator.prepare(
+        model, optimizer, train_loader, lr_scheduler
+    )
+    unwrapped = accelerator.unwrap_model(model)
+    # The early loss level is measured once both the lr warm-up and an eps ramp are over:
+    # while eps grows, a healthy adversarial loss rises with it.
+    settling = [
+        length(total_steps)
+        for length in (
+            getattr(lr_schedule, "warmup_length", None),
+            getattr(eps_schedule, "ramp_length", None),
         )
-        self.started = time.perf_counter()
-        steps_this_process = 0
-        try:
-            while state.epoch < self.epochs and state.global_step < self.total_steps:
-                self.train_loader.set_epoch(state.epoch)
-                batches = (
-                    accelerator.skip_first_batches(self.train_loader, state.step_in_epoch)
-                    if state.step_in_epoch
-                    else self.train_loader
-                )
-                self.model.train()
-                for x, y in batches:
-                    if not self._micro_batch(x, y):
-                        continue  # accumulating: no optimiser step yet
-                    steps_this_process += 1
-                    if stop_after_steps is not None and steps_this_process >= stop_after_steps:
-                        return False
-                    if state.global_step >= self.total_steps:
-                        break
-                self._end_epoch()
-            return True
-        finally:
-            self.bar.close()
+        if callable(length)
+    ]
+    ema = WeightEMA(unwrapped, recipe.optimizer.ema) if recipe.optimizer.ema != "off" else None
+    return TrainingRun(
+        recipe=recipe, accelerator=accelerator, run_dir=run_dir, model=model, unwrapped=unwrapped,
+        optimizer=optimizer, lr_scheduler=lr_scheduler, train_loader=train_loader, test_set=test_set,
+        objective=build_objective(recipe), train_attack=recipe.attack.train.build(),
+        eps_schedule=eps_schedule, ema=ema, sat_config=sat_config, total_steps=total_steps,
+        epochs=math.ceil(total_steps / steps_per_epoch),
+        divergence_guard=DivergenceGuard(recipe.train.divergence_factor, max(settling, default=0)),
+        last_checkpoint=latest_checkpoint(run_dir),
+    )  # fmt: skip
 
-    def _micro_batch(self, x: torch.Tensor, y: torch.Tensor) -> bool:
-        """Attack, forward, backward and (at the end of an accumulation) step; True after a step."""
-        recipe, accelerator, state = self.recipe, self.accelerator, self.state
-        # Randomness per micro-batch is a pure function of (seed, position, rank): a resumed
-        # run draws the same random starts and dropout masks whatever consumed the global
-        # RNG in between (a new data-loader iterator draws from it, for one).
-        torch.manual_seed(_step_seed(recipe.run.seed, state.batches_seen, accelerator))
-        lr = self._set_lr(state.global_step)
-        eps = self._eps(state.global_step)
-        inner = self.objective.adversarial_examples(self.unwrapped, x, y, self.train_attack, eps)
-        x_adv = None if inner is None else self._attack_result(inner, x, eps).x_adv
-        with accelerator.accumulate(self.model):
-            smoothing = recipe.optimizer.label_smoothing
-            outer = self.objective.loss(self.model, x, x_adv, y, label_smoothing=smoothing)
-            loss, logits = outer.loss, outer.logits
-            total_loss = accelerator.reduce(loss.detach(), reduction="mean")
-            if not torch.isfinite(total_loss):
-                last = self._last_good()
-                kept = f"the last good checkpoint is {last}" if last else "no checkpoint"
-                raise NonFiniteLossError(
-                    f"training stopped at step {state.global_step}: the loss is {float(total_loss)} "
-                    f"({kept}); lower optimizer.lr, or check the data and the attack's eps"
-                )
-            accelerator.backward(loss)
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-        state.batches_seen += 1
-        state.step_in_epoch += 1
-        self.window.add(loss.detach(), logits.detach(), y)
-        if not accelerator.sync_gradients:
-            return False
-        state.global_step += 1
-        state.last_loss = float(total_loss)
-        if self.ema is not None:
-            self.ema.update(self.unwrapped, state.global_step)
-        self.bar.update(1)
-        if state.global_step % recipe.train.log_every_steps == 0 or state.global_step == self.total_steps:
-            self._log_window(x, y, lr, eps)
-        every = recipe.checkpoint.every_steps
-        if every and state.global_step % every == 0:
-            self._checkpoint()
-        return True
 
-    def _attack_result(self, result: object, x: torch.Tensor, eps: float | None) -> AttackResult:
-        """The training attack's result as an AttackResult; the run's first one is checked.
+# -- restore ---------------------------------------------------------------------------------
+def restore(run: TrainingRun) -> None:
+    """Load the newest intact checkpoint: weights, optimiser, scheduler, EMA, RNG, position, history.
 
-        A plugin attack that returns the wrong thing fails in its first step with one line;
-        later steps are not checked, since every check waits for the device.
-        """
-        label = self.recipe.attack.train.name
-        if self.attack_checked:
-            return as_attack_result(label, result, 0.0 if eps is None else eps)
-        budget = eps if eps is not None else getattr(self.train_attack, "eps", None)
-        if not isinstance(budget, (int, float)):
-            budget = math.inf  # an attack without a budget: only type, shape and [0, 1] are checked
-        norm = getattr(self.train_attack, "norm", None) or self.recipe.attack.threat_model.get("norm", "linf")
-        checked = checked_result(label, result, x, float(budget), norm)
-        self.attack_checked = True
-        return checked
-
-    def _set_lr(self, step: int) -> float:
-        for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
-            group["lr"] = self.lr_schedule.value(step, self.total_steps, base)
-        return self.optimizer.param_groups[0]["lr"]
-
-    def _eps(self, step: int) -> float | None:
-        base = self.recipe.attack.eps
-        return None if base is None else self.eps_schedule.value(step, self.total_steps, base)
-
-    def _log_window(self, x: torch.Tensor, y: torch.Tensor, lr: float, eps: float | None) -> None:
-        scalars = self.window.flush(self.accelerator, self.unwrapped, x, y)
-        scalars.update({"lr": lr, "eps": eps if eps is not None else 0.0})
-        self.bar.set_postfix(loss=f"{scalars['loss']:.3f}", adv_acc=f"{scalars['adv_accuracy']:.2f}")
-        if self.recipe.logging.tensorboard:
-            self.accelerator.log({f"train/{k}": v for k, v in scalars.items()}, step=self.state.global_step)
-        self._guard_divergence(scalars["loss"])
-
-    def _guard_divergence(self, loss: float) -> None:
-        """Warn once, or stop, when the window's loss has risen far above its early level."""
-        state, mode = self.state, self.recipe.train.divergence
-        if mode == "off" or state.divergence_warned_at:
-            return
-        verdict, problem = self.divergence_guard.check(
-            state.loss_reference, state.global_step, loss, self.window.num_classes
-        )
-        if verdict == "ok":  # only a judged window vouches for the checkpoints written before it
-            self.trusted_checkpoint = self.last_checkpoint
-        if verdict != "diverged":
-            return
-        good = self.trusted_checkpoint
-        named = f"the last good checkpoint is {good}" if good else "no checkpoint was written before it"
-        if mode == "stop":
-            raise DivergenceError(
-                f"training stopped at step {state.global_step}: {problem}; {named}; lower optimizer.lr "
-                '(or set train.divergence = "warn" to train on)'
-            )
-        state.divergence_warned_at = state.global_step
-        self._warn(
-            f"step {state.global_step}: {problem}: the run has diverged; {named}; lower optimizer.lr "
-            '(train.divergence = "stop" stops here)'
-        )
-
-    def _checkpoint(self) -> None:
-        """Save a checkpoint of a finite state (else stop naming the last good one); every rank calls it."""
-        guarded = self.recipe.train.divergence != "off"
-        self.last_checkpoint = save_checkpoint(
-            self.accelerator, self.run_dir, self.state, self.recipe.checkpoint.keep_last, self.ema,
-            model=self.unwrapped, optimizer=self.optimizer,
-            protect=self.trusted_checkpoint if guarded else None, last_good=self._last_good(),
-        )  # fmt: skip
-
-    def _end_epoch(self) -> None:
-        """Checkpoint at every epoch boundary; validate every ``validate_every_epochs``."""
-        state = self.state
-        state.epoch += 1
-        state.step_in_epoch = 0
-        k = self.recipe.train.validate_every_epochs
-        if k and state.epoch % k == 0 and state.epoch < self.epochs:
-            validation = validate(self.recipe, self.unwrapped, self.test_set, self.accelerator)
-            self.history.append({"epoch": state.epoch, "step": state.global_step, **validation})
-            if self.accelerator.is_main_process:  # every rank holds the gathered numbers; say them once
-                self.bar.write(
-                    f"epoch {state.epoch}: clean {validation['clean_accuracy']:.3f}, "
-                    f"PGD-10 {validation['robust_accuracy']:.3f} on {validation['samples']} test images"
-                )
-            if self.recipe.logging.tensorboard:
-                self.accelerator.log({f"val/{k}": v for k, v in validation.items()}, step=state.global_step)
-        # After the validation, so this checkpoint's train state holds it: a resume from here
-        # does not validate this epoch again.
-        self._checkpoint()
-
-    # -- the end ------------------------------------------------------------------------------
-    def finish(self, show_progress: bool) -> RunSummary:
-        """Export the (EMA) model, run the recipe's evaluation, write metrics.json."""
-        accelerator, recipe = self.accelerator, self.recipe
-        final_model = self.ema.module if self.ema is not None else self.unwrapped
-        fingerprints = accelerator.gather(_fingerprint(self.unwrapped).to(accelerator.device)).view(-1, 3)
-        metrics: dict[str, Any] = {
-            "steps": self.state.global_step,
-            "epochs": self.state.epoch,
-            "final_train_loss": self.state.last_loss,
-            "train_seconds_this_process": round(time.perf_counter() - self.started, 2),
-            "world_size": accelerator.num_processes,
-            "per_device_batch_size": recipe.data.batch_size,
-            "global_batch_size": recipe.data.batch_size
-            * accelerator.num_processes
-            * recipe.optimizer.grad_accumulation,
-            # Identical rows prove every rank ended with the same weights (DDP kept them in sync).
-            "rank_weight_fingerprints": fingerprints.tolist(),
-            "device": str(accelerator.device),
-            "validation": self.history,
-            # Which package (and version) provided each plugin, so a shared run can be redone.
-            "plugins": run_plugins(recipe),
-        }
+    Each checkpoint, newest first, is checked (manifest, then every file loads as data)
+    and loaded; a damaged one is set aside as ``damaged-step-...`` with a one-line warning
+    and the next older one is tried. When none is intact the resume is refused (exit 2,
+    nothing written): starting over silently would throw away a run the user may be able
+    to repair, and deleting the checkpoints to start afresh is one command.
+    """
+    accelerator = run.accelerator
+    root = checkpoint_root(run.run_dir)
+    checkpoints = list_checkpoints(run.run_dir)
+    if not checkpoints:
+        _warn(run, f"--resume: no checkpoint in {root}; starting from step 0")
+        return
+    ordered = list(reversed(checkpoints))
+    damaged: list[tuple[Path, str]] = []
+    start = 0
+    while True:
+        # The main process vets (hashes, test-loads) and every rank loads what it chose:
+        # ranks that judged alone could resume from different checkpoints.
+        found = -1
         if accelerator.is_main_process:
-            save_model(final_model, self.sat_config, self.run_dir / MODEL_FILE)
-            evaluation = final_evaluation(recipe, final_model, self.test_set, accelerator, show_progress)
-            metrics["evaluation"] = evaluation
-            if recipe.logging.tensorboard:
-                accelerator.log(evaluation_scalars(evaluation), step=self.state.global_step)
-            _write_json(self.run_dir / METRICS_FILE, metrics)
-        accelerator.wait_for_everyone()
-        accelerator.end_training()
-        return RunSummary(self.run_dir, metrics)
+            for index in range(start, len(ordered)):
+                problem = checkpoint_problem(ordered[index], expect_ema=run.ema is not None)
+                if problem is None:
+                    found = index
+                    break
+                damaged.append((ordered[index], problem))
+        choice = torch.tensor([found], device=accelerator.device)
+        found = int(broadcast(choice, from_process=0).item()) if accelerator.num_processes > 1 else found
+        if found < 0:
+            newest, why = damaged[0] if damaged else (ordered[0], "damaged (see the main process)")
+            more = len(ordered) - 1
+            older = f" (and the {more} older ones are damaged too)" if more > 0 else ""
+            raise SatError(
+                f"--resume: no intact checkpoint in {root}: {newest.name}: {why}{older}; delete {root} "
+                "to train from step 0, or start afresh in a new run.output_dir"
+            )
+        checkpoint, failure = ordered[found], ""
+        try:
+            run.state = load_checkpoint(accelerator, checkpoint, run.ema)
+        except Exception as error:  # intact files that do not fit this run (another model)
+            failure = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+        failed = torch.tensor([1.0 if failure else 0.0], device=accelerator.device)
+        if float(accelerator.reduce(failed, reduction="sum")) == 0.0:
+            break
+        damaged.append(
+            (checkpoint, f"does not load into this recipe's run ({failure or 'on another process'})")
+        )
+        start = found + 1
+    accelerator.wait_for_everyone()  # every rank has read the damaged ones before they move
+    for bad, why in damaged:
+        aside = set_aside(bad) if accelerator.is_main_process else bad
+        _warn(
+            run,
+            f"checkpoint {bad} is damaged ({why}); kept as {aside.name}, resuming from "
+            f"{checkpoint.name}, the newest intact one",
+        )
+    accelerator.wait_for_everyone()
+    run.last_checkpoint = run.trusted_checkpoint = checkpoint
+    warned_at = run.state.divergence_warned_at
+    if warned_at:
+        # The run had diverged before this checkpoint: the one to name (and keep) is still
+        # the newest from before the warning, which pruning protected.
+        before = [c for c in list_checkpoints(run.run_dir) if checkpoint_step(c) <= warned_at]
+        run.trusted_checkpoint = before[-1] if before else None
+    accelerator.print(f"resumed from {checkpoint} (step {run.state.global_step}/{run.total_steps})")
+
+
+def _is_finished(run: TrainingRun) -> bool:
+    return run.state.global_step >= run.total_steps and (run.run_dir / METRICS_FILE).is_file()
+
+
+def _remaining_batches(run: TrainingRun) -> Any:
+    """This epoch's batches from the current position (a resumed run skips those already seen)."""
+    skip = run.state.step_in_epoch
+    return run.accelerator.skip_first_batches(run.train_loader, skip) if skip else run.train_loader
+
+
+# -- one adversarial step through the objective ------------------------------------------------
+def adversarial_step(run: TrainingRun, x: torch.Tensor, y: torch.Tensor) -> bool:
+    """Attack, forward, backward and (at the end of an accumulation) step; True after a step."""
+    accelerator, state = run.accelerator, run.state
+    # Randomness per micro-batch is a pure function of (seed, position, rank): a resumed
+    # run draws the same random starts and dropout masks whatever consumed the global
+    # RNG in between (a new data-loader iterator draws from it, for one).
+    torch.manual_seed(_step_seed(run.recipe.run.seed, state.batches_seen, accelerator))
+    eps = _eps(run, state.global_step)
+    inner = run.objective.adversarial_examples(run.unwrapped, x, y, run.train_attack, eps)
+    x_adv = None if inner is None else _attack_result(run, inner, x, eps).x_adv
+    with accelerator.accumulate(run.model):
+        outer = run.objective.loss(
+            run.model, x, x_adv, y, label_smoothing=run.recipe.optimizer.label_smoothing
+        )
+        accelerator.backward(outer.loss)
+        run.optimizer.step()
+        run.optimizer.zero_grad(set_to_none=True)
+    state.batches_seen += 1
+    state.step_in_epoch += 1
+    run.window.add(outer.loss, outer.logits, y, state.global_step + 1)
+    return accelerator.sync_gradients
+
+
+def _attack_result(run: TrainingRun, result: object, x: torch.Tensor, eps: float | None) -> AttackResult:
+    """The training attack's result as an AttackResult; the run's first one is checked.
+
+    A plugin attack that returns the wrong thing fails in its first step with one line;
+    later steps are not checked, since every check waits for the device.
+    """
+    label = run.recipe.attack.train.name
+    if run.attack_checked:
+        return as_attack_result(label, result, 0.0 if eps is None else eps)
+    budget = eps if eps is not None else getattr(run.train_attack, "eps", None)
+    if not isinstance(budget, (int, float)):
+        budget = math.inf  # an attack without a budget: only type, shape and [0, 1] are checked
+    norm = getattr(run.train_attack, "norm", None) or run.recipe.attack.threat_model.get("norm", "linf")
+    checked = checked_result(label, result, x, float(budget), norm)
+    run.attack_checked = True
+    return checked
+
+
+def _eps(run: TrainingRun, step: int) -> float | None:
+    base = run.recipe.attack.eps
+    return None if base is None else run.eps_schedule.value(step, run.total_steps, base)
+
+
+# -- what follows an optimiser step ------------------------------------------------------------
+def after_optimizer_step(run: TrainingRun, bar: tqdm, x: torch.Tensor, y: torch.Tensor) -> None:
+    """Advance the schedule and the EMA; log and check at log steps; checkpoint when due."""
+    recipe, state = run.recipe, run.state
+    lr, eps = run.lr_scheduler.get_last_lr()[0], _eps(run, state.global_step)  # what this step used
+    state.global_step += 1
+    run.lr_scheduler.step()
+    if run.ema is not None:
+        run.ema.update(run.unwrapped, state.global_step)
+    bar.update(1)
+    if state.global_step % recipe.train.log_every_steps == 0 or state.global_step == run.total_steps:
+        log_window(run, bar, x, y, lr, eps)
+    every = recipe.checkpoint.every_steps
+    if every and state.global_step % every == 0:
+        checkpoint(run)
+
+
+def log_window(
+    run: TrainingRun, bar: tqdm, x: torch.Tensor, y: torch.Tensor, lr: float, eps: float | None
+) -> None:
+    """The window's metrics (one sync): a non-finite loss stops here, a diverging one is judged."""
+    check_loss(run)
+    scalars = run.window.flush(run.accelerator, run.unwrapped, x, y)
+    scalars.update({"lr": lr, "eps": eps if eps is not None else 0.0})
+    bar.set_postfix(loss=f"{scalars['loss']:.3f}", adv_acc=f"{scalars['adv_accuracy']:.2f}")
+    if run.recipe.logging.tensorboard:
+        run.accelerator.log({f"train/{k}": v for k, v in scalars.items()}, step=run.state.global_step)
+    guard_divergence(run, scalars["loss"])
+
+
+def check_loss(run: TrainingRun) -> None:
+    """Stop, naming the last good checkpoint, if any loss since the start was NaN or inf.
+
+    Called at every log window and before every checkpoint (where the run waits for the
+    device anyway), so no checkpoint is ever written after a non-finite loss. Also records
+    the last step's loss (averaged over the processes) in the train state.
+    """
+    found = run.window.check_loss(run.accelerator)
+    run.state.last_loss = found.last_loss
+    if found.bad_step is None:
+        return
+    last = _last_good(run)
+    kept = f"the last good checkpoint is {last}" if last else "no checkpoint"
+    raise NonFiniteLossError(
+        f"training stopped at step {run.state.global_step}: the loss is {found.bad_loss} since step "
+        f"{found.bad_step} ({kept}); lower optimizer.lr, or check the data and the attack's eps"
+    )
+
+
+def guard_divergence(run: TrainingRun, loss: float) -> None:
+    """Warn once, or stop, when the window's loss has risen far above its early level."""
+    state, mode = run.state, run.recipe.train.divergence
+    if mode == "off" or state.divergence_warned_at:
+        return
+    verdict, problem = run.divergence_guard.check(
+        state.loss_reference, state.global_step, loss, run.window.num_classes
+    )
+    if verdict == "ok":  # only a judged window vouches for the checkpoints written before it
+        run.trusted_checkpoint = run.last_checkpoint
+    if verdict != "diverged":
+        return
+    good = run.trusted_checkpoint
+    named = f"the last good checkpoint is {good}" if good else "no checkpoint was written before it"
+    if mode == "stop":
+        raise DivergenceError(
+            f"training stopped at step {state.global_step}: {problem}; {named}; lower optimizer.lr "
+            '(or set train.divergence = "warn" to train on)'
+        )
+    state.divergence_warned_at = state.global_step
+    _warn(
+        run,
+        f"step {state.global_step}: {problem}: the run has diverged; {named}; lower optimizer.lr "
+        '(train.divergence = "stop" stops here)',
+    )
+
+
+def checkpoint(run: TrainingRun) -> None:
+    """Save a checkpoint of a finite state (else stop naming the last good one); every rank calls it."""
+    check_loss(run)
+    guarded = run.recipe.train.divergence != "off"
+    run.last_checkpoint = save_checkpoint(
+        run.accelerator, run.run_dir, run.state, run.recipe.checkpoint.keep_last, run.ema,
+        model=run.unwrapped, optimizer=run.optimizer,
+        protect=run.trusted_checkpoint if guarded else None, last_good=_last_good(run),
+    )  # fmt: skip
+
+
+def _last_good(run: TrainingRun) -> Path | None:
+    """The checkpoint to name as good: the last one before the loss diverged, else the newest.
+
+    Every checkpoint on disk is finite (save_checkpoint refuses a non-finite state).
+    """
+    return run.trusted_checkpoint if run.state.divergence_warned_at else run.last_checkpoint
+
+
+def _warn(run: TrainingRun, message: str) -> None:
+    """One line on stderr, from the main process only (every rank reaches the same verdict)."""
+    if run.accelerator.is_main_process:
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+# -- end of epoch ----------------------------------------------------------------------------
+def end_epoch(run: TrainingRun, bar: tqdm) -> None:
+    """Checkpoint at every epoch boundary; validate every ``validate_every_epochs``."""
+    state, accelerator = run.state, run.accelerator
+    state.epoch += 1
+    state.step_in_epoch = 0
+    k = run.recipe.train.validate_every_epochs
+    if k and state.epoch % k == 0 and state.epoch < run.epochs:
+        validation = validate(run.recipe, run.unwrapped, run.test_set, accelerator)
+        run.history.append({"epoch": state.epoch, "step": state.global_step, **validation})
+        if accelerator.is_main_process:  # every rank holds the gathered numbers; say them once
+            bar.write(
+                f"epoch {state.epoch}: clean {validation['clean_accuracy']:.3f}, "
+                f"PGD-10 {validation['robust_accuracy']:.3f}, FGSM {validation['fgsm_accuracy']:.3f} "
+                f"on {validation['samples']} test images"
+            )
+        if run.recipe.logging.tensorboard:
+            accelerator.log({f"val/{k}": v for k, v in validation.items()}, step=state.global_step)
+        guard_overfitting(run)
+    # After the validation, so this checkpoint's train state holds it: a resume from here
+    # does not validate this epoch again.
+    checkpoint(run)
+
+
+def guard_overfitting(run: TrainingRun) -> None:
+    """Judge the latest validation for catastrophic overfitting; warn once, or stop.
+
+    The verdict goes into the validation record (``"overfitting"``), so the train state
+    and ``metrics.json`` keep it. Stopping writes ``metrics.json`` with the verdict and no
+    evaluation, before the collapsed weights are checkpointed.
+    """
+    mode = run.recipe.train.overfitting
+    if mode == "off":
+        return
+    collapse = judge(run.history)
+    run.history[-1]["overfitting"] = collapse is not None
+    if collapse is None:
+        return
+    earlier = [entry["step"] for entry in run.history[:-1]]
+    before = [c for c in list_checkpoints(run.run_dir) if earlier and checkpoint_step(c) <= max(earlier)]
+    named = (
+        f"the last checkpoint before it is {before[-1]}" if before else "no checkpoint was written before it"
+    )
+    fix = "single-step training needs a random start and a step of at most 1.25 eps, or use 2+ PGD steps"
+    if mode == "stop":
+        if run.accelerator.is_main_process:
+            _write_json(run.run_dir / METRICS_FILE, _stopped_metrics(run, collapse.to_dict()))
+        run.accelerator.wait_for_everyone()
+        raise OverfittingError(
+            f"training stopped at step {run.state.global_step}: {collapse.describe()}; {named}; {fix} "
+            '(or set train.overfitting = "warn" to train on)'
+        )
+    if sum(bool(entry.get("overfitting")) for entry in run.history) == 1:  # warn once
+        _warn(run, f'{collapse.describe()}; {named}; {fix} (train.overfitting = "stop" stops here)')
+
+
+def _overfitting_record(run: TrainingRun) -> dict[str, Any] | None:
+    """``metrics.json``'s ``"overfitting"``: the first collapse in the history, or null."""
+    if run.recipe.train.overfitting == "off":
+        return None
+    collapse = first_collapse(run.history)
+    return None if collapse is None else collapse.to_dict()
+
+
+def _stopped_metrics(run: TrainingRun, overfitting: dict[str, Any]) -> dict[str, Any]:
+    """What a run the overfitting guard stopped reports: where it stopped, why, its validations."""
+    return {
+        "steps": run.state.global_step,
+        "epochs": run.state.epoch,
+        "stopped_at_step": run.state.global_step,
+        "overfitting": overfitting,
+        "validation": run.history,
+    }
+
+
+# -- finish ----------------------------------------------------------------------------------
+def finish(run: TrainingRun, show_progress: bool) -> RunSummary:
+    """Export the (EMA) model, run the recipe's evaluation, write metrics.json."""
+    accelerator, recipe, state = run.accelerator, run.recipe, run.state
+    final_model = run.ema.module if run.ema is not None else run.unwrapped
+    fingerprints = accelerator.gather(_fingerprint(run.unwrapped).to(accelerator.device)).view(-1, 3)
+    metrics: dict[str, Any] = {
+        "steps": state.global_step,
+        "epochs": state.epoch,
+        "final_train_loss": state.last_loss,
+        "train_seconds_this_process": round(time.perf_counter() - run.started, 2),
+        "world_size": accelerator.num_processes,
+        "per_device_batch_size": recipe.data.batch_size,
+        "global_batch_size": recipe.data.batch_size
+        * accelerator.num_processes
+        * recipe.optimizer.grad_accumulation,
+        # Identical rows prove every rank ended with the same weights (DDP kept them in sync).
+        "rank_weight_fingerprints": fingerprints.tolist(),
+        "device": str(accelerator.device),
+        "validation": run.history,
+        # The first catastrophic-overfitting collapse the guard saw, or null.
+        "overfitting": _overfitting_record(run),
+        # Which package (and version) provided each plugin, so a shared run can be redone.
+        "plugins": run_plugins(recipe),
+    }
+    if accelerator.is_main_process:
+        save_model(final_model, run.sat_config, run.run_dir / MODEL_FILE)
+        evaluation = final_evaluation(recipe, final_model, run.test_set, accelerator, show_progress)
+        metrics["evaluation"] = evaluation
+        if recipe.logging.tensorboard:
+            accelerator.log(evaluation_scalars(evaluation), step=state.global_step)
+        _write_json(run.run_dir / METRICS_FILE, metrics)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return RunSummary(run.run_dir, metrics)
 
 
 def _build_data(recipe: Recipe) -> tuple[Any, Any, Any]:

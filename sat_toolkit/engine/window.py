@@ -1,9 +1,10 @@
-"""Training metrics between two log points, reduced over all processes when logged, and the
-divergence guard that reads them.
+"""Training metrics between two log points, kept on the device and reduced over all
+processes when logged, and the divergence guard that reads them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -14,48 +15,95 @@ from torch import nn
 from sat_toolkit.errors import SatError
 
 
+@dataclasses.dataclass(frozen=True)
+class LossCheck:
+    """What :meth:`TrainingWindow.check_loss` found, agreed over all processes."""
+
+    last_loss: float  # the last micro-batch's loss, averaged over the processes
+    bad_step: int | None  # the optimiser step of the first non-finite loss, or None
+    bad_loss: float  # that loss (NaN or inf); NaN when there was none
+
+
 class TrainingWindow:
-    """Running training metrics between two log points (cheap: no extra forward passes)."""
+    """Running training metrics between two log points (cheap: no extra forward passes).
+
+    :meth:`add` runs once per micro-batch and only queues a few tiny device operations, so
+    the training loop never waits for the device between log points; :meth:`flush` and
+    :meth:`check_loss` are where numbers come back to the host, one transfer each. A
+    non-finite loss is remembered on the device (the first one, and its step) until
+    :meth:`check_loss` looks, which the trainer does at every log window and before every
+    checkpoint: late enough to cost nothing, early enough that no checkpoint follows it.
+    """
 
     def __init__(self) -> None:
-        self.loss_sum = 0.0
-        self.attack_loss_sum = 0.0
-        self.correct = 0
-        self.count = 0
+        self._sums: torch.Tensor | None = None  # loss, attack loss, correct (summed over samples)
+        self.count = 0  # samples, known on the host
         self.num_classes = 0  # known from the first batch's logits
+        self._bad: torch.Tensor | None = None  # a non-finite loss was seen
+        self._bad_loss: torch.Tensor | None = None
+        self._bad_step: torch.Tensor | None = None
+        self._last_loss: torch.Tensor | None = None
 
-    def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
-        self.loss_sum += float(loss) * len(y)
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, step: int) -> None:
+        """Record one micro-batch of optimiser step ``step``; never synchronises."""
+        loss = loss.detach().double()
+        count = len(y)
         # The attacker's objective (plain cross-entropy) at the adversarial examples, as the
         # training model scores them; differs from the loss only by label smoothing.
-        self.attack_loss_sum += float(F.cross_entropy(logits.float(), y)) * len(y)
-        self.correct += int((logits.argmax(1) == y).sum())
-        self.count += len(y)
+        attack_loss = F.cross_entropy(logits.detach().float(), y).double()
+        correct = (logits.detach().argmax(1) == y).sum().double()
+        row = torch.stack([loss * count, attack_loss * count, correct])
+        if self._sums is None:
+            self._sums = torch.zeros_like(row)
+        if self._bad is None:
+            self._bad = torch.zeros((), dtype=torch.bool, device=loss.device)
+            self._bad_loss = torch.full((), math.nan, dtype=torch.float64, device=loss.device)
+            self._bad_step = torch.zeros((), dtype=torch.float64, device=loss.device)
+        self._sums += row
+        self.count += count
         self.num_classes = logits.shape[-1]
+        first = ~torch.isfinite(loss) & ~self._bad
+        self._bad_loss = torch.where(first, loss, self._bad_loss)
+        self._bad_step = torch.where(first, float(step), self._bad_step)
+        self._bad |= first
+        self._last_loss = loss
+
+    def check_loss(self, accelerator: Accelerator) -> LossCheck:
+        """The last loss and the first non-finite one, over all processes; every process calls it."""
+        device = accelerator.device
+        if self._bad is None:
+            mine = torch.tensor([math.nan, 0.0, math.nan, 0.0], dtype=torch.float64, device=device)
+        else:
+            mine = torch.stack([self._last_loss, self._bad.double(), self._bad_loss, self._bad_step])
+        rows = accelerator.gather(mine.to(device).unsqueeze(0)).view(-1, 4).tolist()
+        last = sum(row[0] for row in rows) / len(rows)
+        bad = [row for row in rows if row[1]]
+        if not bad:
+            return LossCheck(last, None, math.nan)
+        first = min(bad, key=lambda row: row[3])
+        return LossCheck(last, int(first[3]), first[2])
 
     def flush(
         self, accelerator: Accelerator, model: nn.Module, x: torch.Tensor, y: torch.Tensor
     ) -> dict[str, float]:
         """Averages since the last flush (over all processes), plus clean accuracy on this batch."""
-        totals = torch.tensor(
-            [self.loss_sum, self.attack_loss_sum, self.correct, self.count],
-            device=accelerator.device,
-            dtype=torch.float64,
-        )
-        totals = accelerator.reduce(totals, reduction="sum")
         was_training = model.training
         model.eval()
         with torch.no_grad():
-            clean = (model(x).argmax(1) == y).float().mean()
+            clean = (model(x).argmax(1) == y).double().mean()
         model.train(was_training)
-        clean = accelerator.reduce(clean, reduction="mean")
-        self.loss_sum, self.attack_loss_sum, self.correct, self.count = 0.0, 0.0, 0, 0
-        count = max(float(totals[3]), 1.0)
+        device = accelerator.device
+        sums = self._sums if self._sums is not None else torch.zeros(3, dtype=torch.float64, device=device)
+        count = torch.tensor([float(self.count)], dtype=torch.float64, device=device)
+        totals = torch.cat([sums.to(device), count, clean.to(device).view(1)])
+        loss_sum, attack_loss_sum, correct, count, clean_sum = accelerator.reduce(totals, "sum").tolist()
+        self._sums, self.count = None, 0
+        count = max(count, 1.0)
         return {
-            "loss": float(totals[0]) / count,
-            "attack_loss": float(totals[1]) / count,
-            "adv_accuracy": float(totals[2]) / count,
-            "clean_accuracy": float(clean),
+            "loss": loss_sum / count,
+            "attack_loss": attack_loss_sum / count,
+            "adv_accuracy": correct / count,
+            "clean_accuracy": clean_sum / accelerator.num_processes,
         }
 
 

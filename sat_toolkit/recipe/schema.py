@@ -209,6 +209,13 @@ class TrainConfig:
         10.0, "how many times its early level the training loss may reach before it counts as diverged",
         gt=1.0, le=1e6,
     )  # fmt: skip
+    overfitting: Literal["warn", "stop", "off"] = setting(
+        "warn",
+        "catastrophic overfitting of single-step (FGSM / PGD-1) training, judged at each validation: PGD-10 "
+        "accuracy falls to 0.3 x its best so far (and by 0.05 or more) while FGSM accuracy stays at 0.8 x "
+        "its best or above (Wong et al. 2020; see engine/overfitting.py): 'warn' once, 'stop' with an error "
+        "naming the last checkpoint from before it, or 'off'; recorded in metrics.json either way",
+    )
 
     def total_steps(self, steps_per_epoch: int) -> int:
         """Optimiser steps in the run: ``steps`` if set, else ``epochs * steps_per_epoch``."""
