@@ -84,6 +84,23 @@ def test_dry_run_keeps_shape_and_swaps_only_the_data() -> None:
     assert dry["train"]["steps"] == 2 and dry["run"]["output_dir"] == "/tmp/x"
 
 
+def test_dry_run_looks_at_the_real_dataset_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its shape comes from one ``info()`` of the recipe's dataset (a plugin may read files for it)."""
+    import sat_toolkit.data
+
+    built = []
+    real = sat_toolkit.data.create_dataset
+
+    def counting(spec: Any) -> Any:
+        built.append(spec["name"])
+        return real(spec)
+
+    monkeypatch.setattr(sat_toolkit.data, "create_dataset", counting)
+    dry = dry_run_recipe(read_file(RECIPES[0].parent / "quickstart.toml"), output_dir="/tmp/x")
+    assert built == ["digits"]
+    assert (dry["data"]["num_classes"], dry["data"]["image_size"], dry["data"]["channels"]) == (10, 8, 1)
+
+
 def test_missing_imagenet_path_is_named_with_the_fix() -> None:
     result = CliRunner().invoke(cli, ["recipe", "validate", str(RECIPES[0].parent / "resnet50_sat.toml")])
     assert result.exit_code == 2

@@ -56,7 +56,9 @@ def dry_run_recipe(raw: Mapping[str, Any], image_size: int | None = None, *, out
     data = dict(recipe.get("data") or {})
     if "name" not in data:
         raise SatError("data.name: missing; a dry run keeps everything but the data, so the recipe needs it")
-    size = image_size or data.get("image_size") or _known_image_size(data)
+    # One look at the real dataset (a plugin may read an index or a header to answer it).
+    info = _source_info(data)
+    size = image_size or data.get("image_size") or (int(info.image_size[0]) if info is not None else 224)
     batch = int(data.get("batch_size", 128))
     optimizer = dict(recipe.get("optimizer") or {})
     # Two optimiser steps, but at most two micro-batches each: accumulation is exercised
@@ -66,9 +68,9 @@ def dry_run_recipe(raw: Mapping[str, Any], image_size: int | None = None, *, out
     recipe["optimizer"] = optimizer
     recipe["data"] = {
         "name": "synthetic",
-        "num_classes": int(data.get("num_classes", _known_num_classes(data))),
+        "num_classes": int(data.get("num_classes", _DEFAULT_CLASSES if info is None else info.num_classes)),
         "image_size": int(size),
-        "channels": int(data.get("channels", _known_channels(data))),
+        "channels": int(data.get("channels", info.channels if info is not None else 3)),
         "train_size": batch * accumulation * DRY_RUN_STEPS,
         "test_size": DRY_RUN_EVAL_SAMPLES,
         "batch_size": batch,
@@ -106,21 +108,6 @@ def _source_info(data: Mapping[str, Any]) -> Any | None:
         return create_dataset(keys).info()
     except Exception:  # absent data is the point of a dry run
         return None
-
-
-def _known_image_size(data: Mapping[str, Any]) -> int:
-    info = _source_info(data)
-    return int(info.image_size[0]) if info is not None else 224
-
-
-def _known_num_classes(data: Mapping[str, Any]) -> int:
-    info = _source_info(data)
-    return int(info.num_classes) if info is not None else _DEFAULT_CLASSES
-
-
-def _known_channels(data: Mapping[str, Any]) -> int:
-    info = _source_info(data)
-    return int(info.channels) if info is not None else 3
 
 
 def _read_raw(source: str | Path | Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:

@@ -38,33 +38,45 @@ def _process_share(count: int, accelerator: Accelerator) -> tuple[int, int, int]
 
 
 def validate(recipe: Recipe, model: nn.Module, test_set: Any, accelerator: Accelerator) -> dict[str, Any]:
-    """Cheap robust validation: clean accuracy and PGD-10 on a fixed test subset.
+    """Cheap robust validation: clean, PGD-10 and FGSM accuracy on a fixed test subset.
 
-    PGD-10 attacks under the training attack's threat model (its norm and eps). Each
-    process attacks a contiguous share of the subset; the per-sample outcomes are
+    Both attacks use the training attack's threat model (its norm and eps). FGSM is there
+    for the catastrophic-overfitting guard (:mod:`sat_toolkit.engine.overfitting`): a
+    single-step-trained model that collapses stays robust to FGSM while PGD breaks it.
+    Each process attacks a contiguous share of the subset; the per-sample outcomes are
     gathered and the padding of uneven shares dropped, so every sample counts once.
     """
     from sat_toolkit.attacks import create_attack
     from sat_toolkit.evaluation import evaluate_robustness
+    from sat_toolkit.evaluation.robust import SURROGATE_SUFFIX
 
     x_all, y_all = fixed_test_subset(test_set, recipe.train.validate_samples, recipe.attack.eval.seed)
     threat = recipe.attack.threat_model
     attacks = {}
     if "eps" in threat:
         attacks["pgd10"] = create_attack({"name": "pgd", "steps": 10, "rel_step_size": 0.25, **threat})
+        attacks["fgsm"] = create_attack({"name": "fgsm", **threat})
     start, stop, share = _process_share(len(y_all), accelerator)
-    # -1 marks padding rows; a real row holds (clean correct, robust) as 0/1.
-    outcome = torch.full((share, 2), -1.0, device=accelerator.device)
+    # -1 marks padding rows; a real row holds (clean correct, PGD-10 robust, FGSM robust) as 0/1.
+    outcome = torch.full((share, 3), -1.0, device=accelerator.device)
     if stop > start:
         x, y = x_all[start:stop].to(accelerator.device), y_all[start:stop].to(accelerator.device)
         report = evaluate_robustness(model, x, y, attacks, batch_size=recipe.data.eval_batch_size)
-        outcome[: stop - start] = torch.stack([report.clean_correct, report.worst_case], dim=1).float()
+        columns = [report.clean_correct]
+        for name in attacks:  # an attack's worst case over the true and a surrogate gradient
+            robust = report.clean_correct.clone()
+            for label, attacked in report.attacks.items():
+                if label in (name, name + SURROGATE_SUFFIX):
+                    robust &= attacked.robust
+            columns.append(robust)
+        outcome[: stop - start, : len(columns)] = torch.stack(columns, dim=1).float()
     gathered = accelerator.gather(outcome)
     gathered = gathered[gathered[:, 0] >= 0]
     return {
         "samples": int(gathered.shape[0]),
         "clean_accuracy": float(gathered[:, 0].mean()),
         "robust_accuracy": float(gathered[:, 1].mean()) if attacks else math.nan,
+        "fgsm_accuracy": float(gathered[:, 2].mean()) if attacks else math.nan,
         "norm": threat.get("norm", "linf"),
         "eps": threat.get("eps", math.nan),
     }
@@ -88,14 +100,9 @@ def final_evaluation(
     torch.manual_seed(seed)
     specs = {label: spec.to_dict() for label, spec in recipe.attack.eval.attacks.items()}
     attacks = build_attacks(specs, seed=seed)
-    bar = progress_bar(
-        len(attacks), 0, enabled=show_progress and bool(attacks), unit="attack", desc="evaluating"
-    )
-    report = evaluate_robustness(
-        model, x, y, attacks, batch_size=recipe.data.eval_batch_size, progress=lambda *_: None
-    )
-    bar.update(len(attacks))
-    bar.close()
+    with _AttackProgress(enabled=show_progress and bool(attacks)) as progress:
+        batch = recipe.data.eval_batch_size
+        report = evaluate_robustness(model, x, y, attacks, batch_size=batch, progress=progress)
     result = report.to_dict()
     lines = [f"clean accuracy {report.clean_accuracy:.4f} on {len(y)} test images"]
     for label, outcome in report.attacks.items():
@@ -104,6 +111,31 @@ def final_evaluation(
         lines.append(f"  {'worst case':<12} robust accuracy {report.robust_accuracy:.4f}")
     accelerator.print("\n".join(lines))
     return result
+
+
+class _AttackProgress:
+    """One progress bar that follows the evaluation: per attack, the images attacked so far.
+
+    Fed by :func:`~sat_toolkit.evaluation.evaluate_robustness` after every batch, so the bar
+    (and its ETA) moves as the attacks do; a new attack restarts it under its own label.
+    """
+
+    def __init__(self, *, enabled: bool) -> None:
+        self.bar = progress_bar(0, 0, enabled=enabled, unit="image", desc="evaluating")
+        self.label: str | None = None
+
+    def __call__(self, label: str, done: int, total: int) -> None:
+        if label != self.label:
+            self.label = label
+            self.bar.reset(total=total)
+            self.bar.set_description(f"evaluating {label}")
+        self.bar.update(done - self.bar.n)
+
+    def __enter__(self) -> _AttackProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
 
 
 #: Training images each external evaluation attack is tried on before the first step.
