@@ -27,6 +27,7 @@ from sat_toolkit.activations.surgery import (
 from sat_toolkit.data.info import DatasetInfo
 from sat_toolkit.errors import SatError
 from sat_toolkit.models.base import ModelBuilder
+from sat_toolkit.models.init_from import load_initial_weights
 from sat_toolkit.models.normalize import NormalizedModel
 from sat_toolkit.models.pinning import check_pin, pin_build
 
@@ -47,6 +48,11 @@ class TimmModel(ModelBuilder):
         timm_version, num_params: what a checkpoint was built with (recorded in
             ``sat_config`` by every build); a rebuild that counts a different number of
             parameters is refused (:mod:`sat_toolkit.models.pinning`).
+        init_from: a local ``.safetensors`` file to start from instead of random weights
+            (fine-tuning; :mod:`sat_toolkit.models.init_from`). Not part of the rebuilt
+            model's config: the trained weights replace it.
+        init_head: also load the classifier from ``init_from``; false keeps a new,
+            randomly initialised head (another number of classes).
         **timm_kwargs: passed on, e.g. ``drop_rate = 0.2`` or ``img_size = 32`` for ViTs.
     """
 
@@ -59,6 +65,8 @@ class TimmModel(ModelBuilder):
         pretrained: bool = False,
         timm_version: str | None = None,
         num_params: int | None = None,
+        init_from: str | None = None,
+        init_head: bool = True,
         **timm_kwargs: Any,
     ) -> None:
         import timm
@@ -85,6 +93,8 @@ class TimmModel(ModelBuilder):
         self.timm_kwargs = dict(timm_kwargs)
         self.expected_timm_version = timm_version
         self.num_params = check_pin(self.name, num_params)
+        self.init_from = init_from
+        self.init_head = init_head
 
     def params(self) -> dict[str, Any]:
         return {"architecture": self.architecture, **self.timm_kwargs}
@@ -103,6 +113,8 @@ class TimmModel(ModelBuilder):
             ) from None
         report.functional_checked = True
         body.surgery_report = report
+        if self.init_from is not None:
+            load_initial_weights(body, self.init_from, head=self.init_head)
         return body
 
     def _create(self, info: DatasetInfo, activation: ActivationSpec) -> tuple[nn.Module, SurgeryReport]:

@@ -60,6 +60,12 @@ PARAM_BOUNDS: dict[str, dict[str, dict[str, float]]] = {
     "dataset": {"limit_train": {"ge": 1}, "limit_test": {"ge": 1}},
 }
 
+# Parameters that name a local file or directory, checked to exist before anything is built.
+_LOCAL_PATHS: dict[str, dict[str, tuple[str, str]]] = {
+    "dataset": {"path": ("the data", "DIR")},
+    "model": {"init_from": ("a .safetensors weights file", "FILE")},
+}
+
 # Constructing these is cheap (no data, no weights) and runs their own range checks, which
 # know more than a signature does (an attack's valid norms and losses, a schedule's order
 # of milestones). Models and datasets are never built here.
@@ -241,13 +247,13 @@ def check_plugin(
             problems.add(join(path, key), message)
     if kind == "attack" and not any(p.path == join(path, "eps") for p in problems[before:]):
         _check_eps(resolved, signature, input_shape, path, problems)
-    if kind == "dataset" and isinstance(resolved.get("path"), str):
-        data_path = Path(resolved["path"]).expanduser()
-        if not data_path.exists():
+    for key, (what, placeholder) in _LOCAL_PATHS.get(kind, {}).items():
+        value = resolved.get(key)
+        if isinstance(value, str) and not Path(value).expanduser().exists():
             problems.add(
-                join(path, "path"),
-                f"no such file or directory: '{resolved['path']}' "
-                f"(point it at the data: --set {join(path, 'path')}=DIR)",
+                join(path, key),
+                f"no such file or directory: '{value}' "
+                f"(point it at {what}: --set {join(path, key)}={placeholder})",
             )
 
     if signature is not None:
