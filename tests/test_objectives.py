@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sat_toolkit.attacks import PGD
+from sat_toolkit.export import read_sat_config
 from sat_toolkit.objectives import BUILTIN_OBJECTIVES, MART, PGDAT, TRADES, Objective, ObjectiveLoss, Standard
 from sat_toolkit.phase import current_phase
 from sat_toolkit.plugins.contracts import contract_problems
@@ -368,6 +369,7 @@ def test_a_digits_run_finishes_with_each_objective(
         {k: e[k] for k in ("kind", "name")} for e in metrics["plugins"]
     ]
     assert f'name = "{name}"' in (tmp_path / "recipe.toml").read_text(encoding="utf-8")
+    assert read_sat_config(tmp_path / "model.safetensors")["objective"]["name"] == name
     # PGD-AT and MART ask the training attack every step; TRADES runs its own KL ascent;
     # standard training attacks nothing.
     assert calls["train_attack"] == {"pgd_at": 4, "mart": 4, "trades": 0, "standard": 0}[name]

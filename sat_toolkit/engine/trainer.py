@@ -230,6 +230,7 @@ def build_run(recipe: Recipe, accelerator: Accelerator, run_dir: Path) -> Traini
         **model.sat_config,
         "dataset": recipe.data.plugin.to_dict(),
         "train_attack": recipe.attack.train.to_dict(),
+        "objective": recipe.objective.to_dict(),  # how it was trained, for whoever evaluates it
     }
     optimizer = build_optimizer(
         model,
