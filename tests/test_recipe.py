@@ -73,9 +73,9 @@ class FakeAPGD(_FakeAttack):
 
     name = "apgd_ce"
 
-    def __init__(self, eps: float = 8 / 255, steps: int = 100, n_restarts: int = 1) -> None:
-        if n_restarts > 100:
-            raise SatError(f"attack parameter 'n_restarts' must be at most 100, got {n_restarts}")
+    def __init__(self, eps: float = 8 / 255, steps: int = 100, restarts: int = 1) -> None:
+        if restarts > 100:
+            raise SatError(f"attack parameter 'restarts' must be at most 100, got {restarts}")
 
 
 class FakeSquare(_FakeAttack):
@@ -95,7 +95,7 @@ class FakeSquare(_FakeAttack):
 class FakeSmallCNN:
     name = "small_cnn"
 
-    def __init__(self, num_classes: int, width: int = 32, dropout: float = 0.0) -> None:
+    def __init__(self, width: int = 32, dropout: float = 0.0) -> None:
         pass
 
     def build(self, info: Any, activation: Any) -> None:
@@ -168,7 +168,7 @@ def test_minimal_recipe_is_resolved_with_every_default(fake_plugins: PluginHost)
     )
     assert recipe.attack.eps == 4 / 255
     assert recipe.activation == PluginSpec("activation", "silu", {})
-    # Constructor defaults are written out; engine-supplied ones (num_classes) and None are not.
+    # Constructor defaults are written out; None defaults are not (TOML has no null).
     assert recipe.model.params == {"width": 32, "dropout": 0.0}
     assert recipe.data.params == {"seed": 0}  # None defaults (path, limit_train) are left out
     assert recipe.schedule.lr.name == recipe.schedule.eps.name == "constant"
@@ -194,7 +194,7 @@ def test_plugin_sections_build_their_plugin(fake_plugins: PluginHost) -> None:
     activation = recipe.activation.build()
     assert activation.hparams() == {"alpha": 5.0, "learnable": False}
     assert recipe.schedule.lr.build().value(0, 10, 0.1) == pytest.approx(0.1)
-    assert isinstance(recipe.model.build(num_classes=10), FakeSmallCNN)
+    assert isinstance(recipe.model.build(), FakeSmallCNN)
 
 
 # -- validation: one kind of problem at a time ---------------------------------------------------
@@ -263,9 +263,9 @@ def test_plugin_range_checks_run_on_construction_for_cheap_plugins(fake_plugins:
 
 def test_attack_constructor_checks_are_filed_under_the_key_they_name(fake_plugins: PluginHost) -> None:
     raw = base_recipe()
-    raw["attack"]["eval"] = {"a": {"name": "apgd_ce", "n_restarts": 1000}}
+    raw["attack"]["eval"] = {"a": {"name": "apgd_ce", "restarts": 1000}}
     assert problems_of(raw) == [
-        "attack.eval.a.n_restarts: attack parameter 'n_restarts' must be at most 100, got 1000"
+        "attack.eval.a.restarts: attack parameter 'restarts' must be at most 100, got 1000"
     ]
 
 
@@ -362,11 +362,11 @@ def test_eval_attacks_as_tables_and_array_inherit_the_training_eps(fake_plugins:
 
 def test_bad_eval_entries(fake_plugins: PluginHost) -> None:
     raw = base_recipe()
-    raw["attack"]["eval"] = {"sampels": 10, "attacks": [3], "x": {"name": "apgd_ce", "n_restarts": 0}}
+    raw["attack"]["eval"] = {"sampels": 10, "attacks": [3], "x": {"name": "apgd_ce", "restarts": 0}}
     assert problems_of(raw) == [
         "attack.eval.sampels: unknown key; did you mean 'samples'?",
         "attack.eval.attacks[0]: must be an attack name or a table with 'name', got integer 3",
-        "attack.eval.x.n_restarts: must be >= 1, got 0",
+        "attack.eval.x.restarts: must be >= 1, got 0",
     ]
 
 

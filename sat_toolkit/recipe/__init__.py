@@ -5,7 +5,7 @@ Typical use by the training engine::
     recipe = load_recipe("recipes/quickstart.toml", overrides=["optimizer.lr=0.05"])
     resuming = check_run_dir(recipe.run.output_dir, recipe, resume=args.resume)
     save_resolved_recipe(recipe, recipe.run.output_dir)
-    model = recipe.model.build(num_classes=..., act_layer=ActivationFactory(recipe.activation.to_dict()))
+    model = create_model(recipe.model.to_dict(), dataset_info, recipe.activation.to_dict())
 """
 
 from sat_toolkit.recipe.errors import Problem, RecipeError

@@ -5,14 +5,14 @@ against the constructor's signature: unknown names (with the closest valid one),
 required ones, and types where the constructor is annotated. A plugin class that knows
 better defines ``validate_params(params) -> None`` (raising ``ValueError``/``SatError``)
 and is then trusted instead of the signature. Nothing is instantiated except activations,
-schedules and attacks, which are cheap and check their own ranges on construction;
-models and datasets (weights, downloads) never are.
+schedules, attacks and objectives, which are cheap and check their own ranges on
+construction; models and datasets (weights, downloads) never are.
 
-Parameters the training engine fills in itself (a model's ``num_classes`` or
-``act_layer``, an attack's ``model``) are listed in :data:`ENGINE_SUPPLIED`: they are not
-demanded from the recipe and their defaults are not written into it (the engine passes
-them to :meth:`PluginSpec.build`). Defaults of ``None`` are not written either (TOML has
-no null); leaving the key out keeps meaning "the plugin's default".
+What the engine decides itself (a model's classes and activation, an attack's model)
+reaches plugins through their methods (``build(info, activation)``, ``perturb(model,
+...)``), never through constructor parameters, so every constructor parameter is the
+recipe's. Defaults of ``None`` are not written into the resolved recipe (TOML has no
+null); leaving the key out keeps meaning "the plugin's default".
 """
 
 from __future__ import annotations
@@ -30,18 +30,6 @@ from sat_toolkit.recipe.errors import Problems, join
 from sat_toolkit.recipe.numbers import is_fraction, parse_number
 from sat_toolkit.recipe.schema import MAX_SEED  # one bound for every seed
 
-ENGINE_SUPPLIED: dict[str, frozenset[str]] = {
-    "model": frozenset(
-        {"num_classes", "in_channels", "input_size", "image_size", "activation", "act_layer", "mean", "std"}
-    ),
-    "attack": frozenset({"model", "device"}),
-    "dataset": frozenset(),
-    "activation": frozenset(),
-    "schedule": frozenset(),
-    "objective": frozenset(),
-}
-
-
 # Ranges for well-known parameter names, checked whatever plugin declares them. The upper
 # bounds on counts are far beyond any published protocol (APGD's longest runs are a few
 # thousand steps): a larger value is a typo that would otherwise run for days. eps has a
@@ -52,8 +40,6 @@ PARAM_BOUNDS: dict[str, dict[str, dict[str, float]]] = {
         "step_size": {"ge": 0},
         "steps": {"ge": 1, "le": 100_000},
         "restarts": {"ge": 1, "le": 10_000},
-        "n_restarts": {"ge": 1, "le": 10_000},
-        "n_queries": {"ge": 1, "le": 10_000_000},
         "random_start_fraction": {"ge": 0, "le": 1},
         "seed": {"ge": 0, "le": MAX_SEED},
     },
@@ -298,9 +284,8 @@ def _check_signature(
             if key not in signature:
                 valid = [*signature, *reserved]
                 problems.unknown(path, key, valid, what=f"parameter of {kind} '{name}'")
-    supplied = ENGINE_SUPPLIED.get(kind, frozenset())
     for key, param in signature.items():
-        if param.default is inspect.Parameter.empty and key not in params and key not in supplied:
+        if param.default is inspect.Parameter.empty and key not in params:
             problems.add(join(path, key), f"required by {kind} '{name}' (no default)")
 
 
@@ -308,9 +293,8 @@ def _fill_defaults(
     kind: str, resolved: dict[str, Any], signature: Mapping[str, inspect.Parameter], hints: Mapping[str, Any]
 ) -> None:
     """Write every TOML-representable default into the resolved recipe (explicit > implicit)."""
-    supplied = ENGINE_SUPPLIED.get(kind, frozenset())
     for key, param in signature.items():
-        if key in resolved or key in supplied or not _toml_default(param.default):
+        if key in resolved or not _toml_default(param.default):
             continue
         hint = hints.get(key, Any)
         try:
@@ -334,4 +318,4 @@ def _installed(host: Any, kind: str) -> str:
     return "installed: " + ", ".join(names) if names else "none installed"
 
 
-__all__ = ["ENGINE_SUPPLIED", "MAX_SEED", "PARAM_BOUNDS", "check_bounds", "check_plugin", "eps_limit"]
+__all__ = ["MAX_SEED", "PARAM_BOUNDS", "check_bounds", "check_plugin", "eps_limit"]

@@ -44,7 +44,7 @@ class PluginSpec:
         return get_plugin_host().get(self.kind, self.name)
 
     def build(self, **extra: Any) -> Any:
-        """Instantiate the plugin; ``extra`` are the values the engine supplies (e.g. ``num_classes``)."""
+        """Instantiate the plugin; ``extra`` overrides or adds constructor parameters (tests, the API)."""
         return self.plugin_class()(**{**self.params, **extra})
 
 
