@@ -20,10 +20,11 @@ then, and the saving is what makes AutoAttack affordable).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
-from sat_toolkit.attacks.base import DEFAULT_EPS, Attack, Model, per_sample, take_better
+from sat_toolkit.attacks.base import Attack, Model, per_sample, take_better
 from sat_toolkit.attacks.gradient import LossGradient, predict
 from sat_toolkit.attacks.inits import INITS
 from sat_toolkit.attacks.losses import check_classes, resolve_loss
@@ -75,24 +76,17 @@ class APGD(Attack):
     def __init__(
         self,
         *,
-        eps: float | str = DEFAULT_EPS,
         steps: int = 100,
         restarts: int = 1,
-        norm: str = "linf",
         loss: str | None = None,
         rho: float | str = 0.75,
         momentum: float | str = 0.75,
         initial_step: float | str = 2.0,
         init: str = "uniform",
         step_rule: str | None = None,
-        bn_mode: str = "eval",
-        precision: str = "fp32",
-        loss_scale: float | str = 1024.0,
-        seed: int | None = None,
+        **threat: Any,
     ) -> None:
-        super().__init__(
-            eps=eps, norm=norm, bn_mode=bn_mode, precision=precision, loss_scale=loss_scale, seed=seed
-        )
+        super().__init__(**threat)
         self.steps = parse_int(steps, "steps")
         self.restarts = parse_int(restarts, "restarts")
         if loss is None:
@@ -111,7 +105,7 @@ class APGD(Attack):
         self._init = INITS.get(init)
         self.step_rule = step_rule
         self._step_rule = STEP_RULES.get(
-            step_rule if step_rule is not None else DEFAULT_STEP_RULE.get(norm, "sign")
+            step_rule if step_rule is not None else DEFAULT_STEP_RULE.get(self.norm, "sign")
         )
         self._checkpoints = frozenset(apgd_checkpoints(self.steps))
 
@@ -280,29 +274,8 @@ class APGDT(APGD):
     targeted = True
     default_loss = "dlr_targeted"
 
-    def __init__(
-        self,
-        *,
-        eps: float | str = DEFAULT_EPS,
-        steps: int = 100,
-        restarts: int = 1,
-        n_target_classes: int = 9,
-        norm: str = "linf",
-        loss: str | None = None,
-        rho: float | str = 0.75,
-        momentum: float | str = 0.75,
-        initial_step: float | str = 2.0,
-        init: str = "uniform",
-        bn_mode: str = "eval",
-        precision: str = "fp32",
-        loss_scale: float | str = 1024.0,
-        seed: int | None = None,
-    ) -> None:
-        super().__init__(
-            eps=eps, steps=steps, restarts=restarts, norm=norm, loss=loss, rho=rho, momentum=momentum,
-            initial_step=initial_step, init=init, bn_mode=bn_mode, precision=precision, loss_scale=loss_scale,
-            seed=seed,
-        )  # fmt: skip
+    def __init__(self, *, n_target_classes: int = 9, **params: Any) -> None:
+        super().__init__(**params)
         self.n_target_classes = parse_int(n_target_classes, "n_target_classes")
 
     def _target_sets(self, clean_logits: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor | None]:

@@ -16,6 +16,7 @@ activations know the backward passes serve the attacker). Subclasses implement
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -38,6 +39,49 @@ DEFAULT_EPS = "4/255"
 Model = nn.Module | Callable[[torch.Tensor], torch.Tensor]
 
 
+@dataclasses.dataclass(frozen=True)
+class ThreatModel:
+    """What every attack shares: the budget, and how the attacker's passes are computed.
+
+    Attributes:
+        eps: the perturbation budget in [0, 1] pixel space.
+        norm: the ball's norm, a name in ``PROJECTIONS`` (``"linf"``, ``"l2"``, ...).
+        bn_mode: BatchNorm during the attack (see :mod:`sat_toolkit.attacks.state`).
+        precision: the attacker's forward passes: ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+        loss_scale: the fp16 loss scale (ignored otherwise).
+        seed: the attack's own random generator's seed; None uses torch's global one.
+    """
+
+    eps: float
+    norm: str = "linf"
+    bn_mode: str = "eval"
+    precision: str = "fp32"
+    loss_scale: float = 1024.0
+    seed: int | None = None
+
+    @classmethod
+    def parse(
+        cls,
+        *,
+        eps: float | str = DEFAULT_EPS,
+        norm: str = "linf",
+        bn_mode: str = "eval",
+        precision: str = "fp32",
+        loss_scale: float | str = 1024.0,
+        seed: int | None = None,
+    ) -> ThreatModel:
+        """Validated values from what a recipe or caller wrote (``"4/255"`` style allowed)."""
+        PROJECTIONS.get(norm)  # an unknown norm names the registered ones
+        return cls(
+            eps=parse_fraction(eps, "eps"),
+            norm=norm,
+            bn_mode=parse_choice(bn_mode, "bn_mode", BN_MODES),
+            precision=parse_choice(precision, "precision", PRECISIONS),
+            loss_scale=parse_fraction(loss_scale, "loss_scale", allow_zero=False),
+            seed=None if seed is None else parse_int(seed, "seed", minimum=0),
+        )
+
+
 class Attack(ABC):
     """Base class of the toolkit's attacks (plugins may subclass it or just follow the contract).
 
@@ -56,6 +100,8 @@ class Attack(ABC):
     description: ClassVar[str] = ""
     #: The norms the attack supports; None means any registered projection.
     supported_norms: ClassVar[tuple[str, ...] | None] = None
+    #: Parent parameters a subclass fixes and does not offer (FGSM: ``steps``).
+    pinned: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -67,19 +113,96 @@ class Attack(ABC):
         loss_scale: float | str = 1024.0,
         seed: int | None = None,
     ) -> None:
-        self.eps = parse_fraction(eps, "eps")
-        self.projection_cls: type[Projection] = PROJECTIONS.get(norm)
+        self.threat = ThreatModel.parse(
+            eps=eps, norm=norm, bn_mode=bn_mode, precision=precision, loss_scale=loss_scale, seed=seed
+        )
         if self.supported_norms is not None and norm not in self.supported_norms:
             raise SatError(
                 f"attack '{self.name}' supports norm {', '.join(self.supported_norms)}; got {norm!r}"
             )
-        self.norm = norm
-        self.bn_mode = parse_choice(bn_mode, "bn_mode", BN_MODES)
-        self.precision = parse_choice(precision, "precision", PRECISIONS)
-        self.loss_scale = parse_fraction(loss_scale, "loss_scale", allow_zero=False)
-        self.seed = None if seed is None else parse_int(seed, "seed", minimum=0)
+        self.projection_cls: type[Projection] = PROJECTIONS.get(self.threat.norm)
         self._precision = Precision(self.precision, self.loss_scale)
         self._generators: dict[torch.device, torch.Generator] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Give a subclass whose ``__init__`` takes ``**threat`` its full, flat signature.
+
+        A subclass declares only its own parameters and passes the rest on
+        (``def __init__(self, *, steps=10, **threat)``); recipe validation, ``hparams()``
+        and ``plugins --show`` read ``inspect.signature(cls)``, which then lists its own
+        parameters after those it passes on (the parent's, minus ``pinned``). A
+        subclass with an explicit ``__init__`` keeps exactly that signature.
+        """
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return  # the parent's __init__, and so its signature
+        own = list(inspect.signature(init).parameters.values())[1:]  # after self
+        passes_on = any(p.kind is p.VAR_KEYWORD for p in own)
+        params = [p.replace(kind=p.KEYWORD_ONLY) for p in own if p.kind is not p.VAR_KEYWORD]
+        if passes_on:  # the parent's first (the threat model leads), then the subclass's own
+            taken = {p.name for p in params} | set(cls.pinned)
+            parent = inspect.signature(cls.__mro__[1])
+            params = [p for p in parent.parameters.values() if p.name not in taken] + params
+        cls.__signature__ = inspect.Signature(params)
+
+    # -- the threat model ------------------------------------------------------------------
+    # Properties over ``self.threat``, the one place these live. Setting one (a plugin that
+    # assigns ``self.eps`` itself) replaces the threat model with a validated copy.
+    def _set_threat(self, **change: Any) -> None:
+        current = getattr(self, "threat", None)
+        base = dataclasses.asdict(current) if current is not None else {}
+        self.threat = ThreatModel.parse(**{**base, **change})
+        self.projection_cls = PROJECTIONS.get(self.threat.norm)
+        self._precision = Precision(self.threat.precision, self.threat.loss_scale)
+
+    @property
+    def eps(self) -> float:
+        return self.threat.eps
+
+    @eps.setter
+    def eps(self, value: float) -> None:
+        self._set_threat(eps=value)
+
+    @property
+    def norm(self) -> str:
+        return self.threat.norm
+
+    @norm.setter
+    def norm(self, value: str) -> None:
+        self._set_threat(norm=value)
+
+    @property
+    def bn_mode(self) -> str:
+        return self.threat.bn_mode
+
+    @bn_mode.setter
+    def bn_mode(self, value: str) -> None:
+        self._set_threat(bn_mode=value)
+
+    @property
+    def precision(self) -> str:
+        return self.threat.precision
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        self._set_threat(precision=value)
+
+    @property
+    def loss_scale(self) -> float:
+        return self.threat.loss_scale
+
+    @loss_scale.setter
+    def loss_scale(self, value: float) -> None:
+        self._set_threat(loss_scale=value)
+
+    @property
+    def seed(self) -> int | None:
+        return self.threat.seed
+
+    @seed.setter
+    def seed(self, value: int | None) -> None:
+        self._set_threat(seed=value)
 
     # -- the contract ----------------------------------------------------------------------
     def perturb(
@@ -151,7 +274,7 @@ class Attack(ABC):
 
     def hparams(self) -> dict[str, Any]:
         """The keyword parameters that rebuild this attack (for logs and checkpoints)."""
-        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        names = list(inspect.signature(type(self)).parameters)
         return {p: getattr(self, p) for p in names if hasattr(self, p)}
 
     def __repr__(self) -> str:

@@ -10,9 +10,11 @@ one extra forward per restart, outside the loop.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-from sat_toolkit.attacks.base import DEFAULT_EPS, Attack, Model, per_sample, take_better
+from sat_toolkit.attacks.base import Attack, Model, per_sample, take_better
 from sat_toolkit.attacks.gradient import LossGradient, predict
 from sat_toolkit.attacks.inits import INITS, init_for_fraction
 from sat_toolkit.attacks.losses import check_classes, resolve_loss
@@ -53,11 +55,9 @@ class PGD(Attack):
     def __init__(
         self,
         *,
-        eps: float | str = DEFAULT_EPS,
         steps: int = 10,
         step_size: float | str | None = None,
         rel_step_size: float | str | None = None,
-        norm: str = "linf",
         loss: str = "ce",
         target: str | None = None,
         random_start_fraction: float | str = 0.0,
@@ -65,14 +65,9 @@ class PGD(Attack):
         step_rule: str | None = None,
         restarts: int = 1,
         evaluate: bool = False,
-        bn_mode: str = "eval",
-        precision: str = "fp32",
-        loss_scale: float | str = 1024.0,
-        seed: int | None = None,
+        **threat: Any,
     ) -> None:
-        super().__init__(
-            eps=eps, norm=norm, bn_mode=bn_mode, precision=precision, loss_scale=loss_scale, seed=seed
-        )
+        super().__init__(**threat)
         self.steps = parse_int(steps, "steps")
         self.step_size = (
             None if step_size is None else parse_fraction(step_size, "step_size", allow_zero=False)
@@ -92,7 +87,7 @@ class PGD(Attack):
         self._init = INITS.get(init if init is not None else init_for_fraction(self.random_start_fraction))
         self.step_rule = step_rule
         self._step_rule = STEP_RULES.get(
-            step_rule if step_rule is not None else DEFAULT_STEP_RULE.get(norm, "sign")
+            step_rule if step_rule is not None else DEFAULT_STEP_RULE.get(self.norm, "sign")
         )
         self.restarts = parse_int(restarts, "restarts")
         if not isinstance(evaluate, bool):
@@ -170,36 +165,9 @@ class FGSM(PGD):
     name = "fgsm"
     description = "fast gradient sign method: one gradient step of size eps"
 
-    def __init__(
-        self,
-        *,
-        eps: float | str = DEFAULT_EPS,
-        step_size: float | str | None = None,
-        rel_step_size: float | str | None = None,
-        norm: str = "linf",
-        loss: str = "ce",
-        target: str | None = None,
-        random_start_fraction: float | str = 0.0,
-        init: str | None = None,
-        evaluate: bool = False,
-        bn_mode: str = "eval",
-        precision: str = "fp32",
-        loss_scale: float | str = 1024.0,
-        seed: int | None = None,
-    ) -> None:
-        super().__init__(
-            eps=eps,
-            steps=1,
-            step_size=step_size,
-            rel_step_size=rel_step_size,
-            norm=norm,
-            loss=loss,
-            target=target,
-            random_start_fraction=random_start_fraction,
-            init=init,
-            evaluate=evaluate,
-            bn_mode=bn_mode,
-            precision=precision,
-            loss_scale=loss_scale,
-            seed=seed,
-        )
+    pinned = ("steps",)
+
+    def __init__(self, **params: Any) -> None:
+        if "steps" in params:
+            raise SatError("attack 'fgsm' takes exactly one step; for more use 'pgd' with steps = N")
+        super().__init__(steps=1, **params)

@@ -141,11 +141,26 @@ def _parameters(cls: type) -> tuple[dict[str, inspect.Parameter] | None, bool, d
         if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     }
     var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
-    try:
-        hints = typing.get_type_hints(cls.__init__)
-    except Exception:  # an annotation that does not resolve only costs us the type check
-        hints = {}
-    return params, var_kw, hints
+    return params, var_kw, _type_hints(cls)
+
+
+def _type_hints(cls: type) -> dict[str, Any]:
+    """Every constructor annotation, resolved: the class's own over its bases'.
+
+    A subclass may declare only its own parameters and pass the rest on (``**threat``, see
+    ``Attack.__init_subclass__``); those keep their annotations in the base that declares them.
+    """
+    hints: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        init = klass.__dict__.get("__init__")
+        if init is None or klass is object:
+            continue
+        try:
+            hints.update(typing.get_type_hints(init))
+        except Exception:  # an annotation that does not resolve only costs us the type check
+            continue
+    hints.pop("return", None)
+    return hints
 
 
 def _message_path(path: str, params: Iterable[str], name: str, message: str) -> tuple[str, str]:
