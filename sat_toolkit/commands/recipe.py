@@ -51,3 +51,15 @@ def validate_command(recipe_path: Path, overrides: tuple[str, ...]) -> None:
     """
     load_recipe(recipe_path, overrides)
     click.echo("ok")
+
+
+@recipe_command.command("reference")
+def reference_command() -> None:
+    """Print the recipe reference (every key and built-in plugin parameter) as Markdown.
+
+    docs/reference.md is this output: regenerate it with
+    `sat-toolkit recipe reference > docs/reference.md`.
+    """
+    from sat_toolkit.commands.reference import recipe_reference
+
+    click.echo(recipe_reference(), nl=False)
