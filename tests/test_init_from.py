@@ -151,3 +151,20 @@ def test_a_file_lacking_tensors_says_which(tmp_path: Path) -> None:
         SatError, match=r"it lacks 'layer4.0.conv1.weight' \(1 of the model's \d+ tensors missing\)"
     ):
         build(tmp_path / "part.safetensors")
+
+
+def test_a_safetensors_header_that_starts_like_a_pickle_still_loads(tmp_path: Path) -> None:
+    """A safetensors file opens with its header's length: its first byte may be 0x80, pickle's mark."""
+    torch.manual_seed(7)
+    state = {
+        k: v.contiguous()
+        for k, v in timm.create_model(ARCH, pretrained=False, num_classes=10, in_chans=1).state_dict().items()
+    }
+    path = tmp_path / "w.safetensors"
+    for pad in range(0, 2048, 8):  # the header is padded to 8 bytes: try lengths until one fits
+        save_file(state, str(path), metadata={"pad": "x" * pad})
+        if path.read_bytes()[:1] == b"\x80":
+            break
+    assert path.read_bytes()[:1] == b"\x80"
+    body = build(path).body.state_dict()
+    assert all(torch.equal(body[k], state[k]) for k in state)

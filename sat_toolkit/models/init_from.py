@@ -31,18 +31,30 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     file = Path(path).expanduser()
     if not file.is_file():
         raise SatError(f"{KEY}: no such file: '{path}' (point it at a .safetensors weights file)")
-    with file.open("rb") as handle:
-        head = handle.read(8)
-    if head[:2] == b"PK" or head[:1] == b"\x80":
-        raise SatError(
-            f"{KEY}: '{path}' is a pickled torch file, which could run code when read; convert it once "
-            "with safetensors.torch.save_file(torch.load(path, weights_only=True), 'weights.safetensors')"
-        )
     try:
         return load_file(str(file), device="cpu")
     except Exception as exc:  # safetensors' own error types for truncated or foreign files
+        if _looks_pickled(file):
+            raise SatError(
+                f"{KEY}: '{path}' is a pickled torch file, which could run code when read; convert it "
+                "once with safetensors.torch.save_file(torch.load(path, weights_only=True), "
+                "'weights.safetensors')"
+            ) from None
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         raise SatError(f"{KEY}: '{path}' is not a readable safetensors file ({first})") from None
+
+
+def _looks_pickled(file: Path) -> bool:
+    """torch.save's zip archive or a bare pickle (protocol 2+), judged from the first bytes only.
+
+    Asked only after safetensors refused the file: a safetensors header length can start
+    with the same bytes.
+    """
+    with file.open("rb") as handle:
+        head = handle.read(4)
+    return head == b"PK\x03\x04" or (
+        head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")
+    )
 
 
 def classifier_prefixes(body: nn.Module) -> tuple[str, ...]:
