@@ -246,11 +246,23 @@ def _names(names: list[str]) -> str:
 
 
 def _build(cls: type, params: Mapping[str, Any], problems: list[str]) -> Any:
-    """``cls(**params)``, or None with the exception recorded as a problem."""
+    """``cls(**params)`` from values its declared schema accepts, or None with the problem recorded.
+
+    The values go through :func:`sat_toolkit.params.check` first, as a recipe's do, so a
+    check sees what the run would build (``"4/255"`` as a float) and a value the schema
+    refuses is reported as such, not as whatever the constructor does with it.
+    """
+    from sat_toolkit.params import check
+
+    shown = ", ".join(f"{k}={v!r}" for k, v in params.items())
+    typed, refused = check(cls, params)
+    if refused:
+        reasons = "; ".join(message if key is None else f"{key} {message}" for key, message in refused)
+        problems.append(f"{cls.__name__}({shown}) is refused by its declared parameters: {reasons}")
+        return None
     try:
-        return cls(**params)
+        return cls(**typed)
     except Exception as exc:
-        shown = ", ".join(f"{k}={v!r}" for k, v in params.items())
         problems.append(f"{cls.__name__}({shown}) raised {_describe(exc)}")
         return None
 
@@ -815,9 +827,13 @@ def _dataset_problems(cls: type, params: Mapping[str, Any]) -> list[str]:
     for split in ("train", "test"):
         try:
             dataset = source.load(split)
+        except Exception as exc:
+            problems.append(f"load({split!r}) raised {_describe(exc)}")
+            continue
+        try:
             size = len(dataset)
         except Exception as exc:
-            problems.append(f"load({split!r}) raised {_describe(exc)} (or has no len())")
+            problems.append(f"load({split!r}) returned a dataset without len(): {_describe(exc)}")
             continue
         if size == 0:
             problems.append(f"load({split!r}) is empty")

@@ -135,7 +135,7 @@ def test_parametric_softplus_is_finite_and_relu_like_for_large_inputs() -> None:
     ("spec", "message"),
     [
         ({"name": "smoothrelu", "alpha": -1}, "alpha must be > 0"),
-        ({"name": "gelu", "approximate": "fast"}, "approximate must be 'none' or 'tanh'"),
+        ({"name": "gelu", "approximate": "fast"}, "approximate must be one of 'none', 'tanh', got string"),
         ({"name": "silu", "alpha": 1}, "activation 'silu' has no parameter 'alpha'"),
         ({"name": "elu", "alpah": 1}, "no parameter 'alpah'; valid parameters: alpha"),
         ({"alpha": 1}, "needs a 'name' key"),

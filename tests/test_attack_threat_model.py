@@ -16,8 +16,8 @@ from sat_toolkit.errors import SatError
 THREAT = ["eps", "norm", "bn_mode", "precision", "loss_scale", "seed"]
 
 
-def test_the_threat_model_is_parsed_once_and_shared() -> None:
-    attack = PGD(eps="8/255", norm="l2", precision="bf16", seed=3, steps=5)
+def test_the_threat_model_is_shared_and_built_from_typed_values() -> None:
+    attack = PGD(eps=8 / 255, norm="l2", precision="bf16", seed=3, steps=5)
     assert attack.threat == ThreatModel(eps=8 / 255, norm="l2", bn_mode="eval", precision="bf16", seed=3)
     assert (attack.eps, attack.norm, attack.precision, attack.seed) == (8 / 255, "l2", "bf16", 3)
     assert attack.projection_cls.norm == "l2" and attack._step_rule is STEP_RULES.get("l2")
@@ -65,18 +65,26 @@ class Jittered(PGD):
 def test_a_plugin_subclass_declares_one_parameter_and_gets_the_rest() -> None:
     params = inspect.signature(Jittered).parameters
     assert list(params)[-1] == "jitter" and set(THREAT) | {"steps", "restarts"} <= set(params)
-    attack = Jittered(eps="4/255", steps=2, jitter=0.1)
+    attack = Jittered(eps=4 / 255, steps=2, jitter=0.1)
     assert attack.eps == 4 / 255 and attack.steps == 2
     x, y = torch.rand(2, 1, 4, 4), torch.tensor([0, 1])
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2))
     assert (attack.perturb(model, x, y).x_adv - x).abs().max() <= 4 / 255
 
 
-def test_setting_a_threat_attribute_revalidates_it() -> None:
+def test_setting_a_threat_attribute_updates_the_one_threat_model() -> None:
     attack = PGD(eps=0.1)
-    attack.eps = "2/255"
-    assert attack.threat.eps == 2 / 255
+    attack.eps = 2 / 255
+    assert attack.threat.eps == 2 / 255 and attack.eps == 2 / 255
     attack.norm = "l2"
-    assert attack.projection_cls.norm == "l2"
-    with pytest.raises(SatError, match="eps"):
-        attack.eps = -1.0
+    assert attack.threat.norm == "l2" and attack.projection_cls.norm == "l2"
+
+
+def test_the_threat_model_schema_is_declared_once_on_the_base() -> None:
+    from sat_toolkit.params import check, declared
+
+    for cls in (PGD, FGSM, APGDT, Jittered):
+        assert declared(cls).params["eps"].param.bounds() == {"ge": 0}
+    assert check(Jittered, {"eps": "4/255", "jitter": 1})[0] == {"eps": 4 / 255, "jitter": 1.0}
+    assert check(FGSM, {"norm": "l3"})[1][0][0] == "norm"
+    assert check(FGSM, {"seed": -1})[1] == [("seed", "must be >= 0, got -1")]

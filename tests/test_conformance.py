@@ -181,11 +181,32 @@ def test_activation_check_reports_the_static_contract_first() -> None:
     ]
 
 
-def test_activation_check_names_a_constructor_that_refuses_its_params() -> None:
+def test_activation_check_names_a_value_its_schema_refuses() -> None:
     from sat_toolkit.activations import ParametricSoftplus
 
-    with pytest.raises(AssertionError, match=r"ParametricSoftplus\(alpha=-1\.0\) raised ValueError: "):
+    with pytest.raises(
+        AssertionError,
+        match=r"ParametricSoftplus\(alpha=-1\.0\) is refused by its declared parameters: alpha must be > 0",
+    ):
         check_activation(ParametricSoftplus, alpha=-1.0)
+
+
+def test_activation_check_names_a_constructor_that_raises() -> None:
+    class Refuses(nn.Module):
+        name = "refuses"
+        description = "checks in __init__, as an older plugin might"
+        smooth = True
+
+        def __init__(self, alpha: float = 1.0) -> None:
+            super().__init__()
+            if alpha < 0:
+                raise ValueError(f"alpha must be >= 0, got {alpha}")
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x
+
+    with pytest.raises(AssertionError, match=r"Refuses\(alpha=-1\.0\) raised ValueError: alpha must be >= 0"):
+        check_activation(Refuses, alpha=-1.0)
 
 
 # -- attacks ---------------------------------------------------------------------------------

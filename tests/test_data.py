@@ -328,9 +328,15 @@ def test_dataset_limits_are_validated_and_applied() -> None:
     assert torch.equal(small.load("train").images, full.images[:100])
     assert len(small.load("test")) == 10
     assert len(Digits(limit_train=10_000).load("train")) == 1438
-    for bad in (0, -3, "100", 1.5, True):
-        with pytest.raises(SatError, match=r"dataset 'digits': limit_train must be a positive integer"):
-            Digits(limit_train=bad)  # type: ignore[arg-type]
+    from sat_toolkit.data import create_dataset
+
+    refused = [(0, "must be >= 1, got 0"), (-3, "must be >= 1, got -3"), ("100", ": expected an integer")]
+    for bad, why in refused:
+        with pytest.raises(SatError, match=rf"dataset 'digits': limit_train ?{why}"):
+            create_dataset({"name": "digits", "limit_train": bad})
+    for bad in (1.5, True):
+        with pytest.raises(SatError, match=r"dataset 'digits': limit_train: expected an integer"):
+            create_dataset({"name": "digits", "limit_train": bad})
     with pytest.raises(SatError, match=r"unknown split 'validation'; use one of train, test"):
         Digits().load("validation")
 

@@ -20,7 +20,7 @@ from sat_toolkit.activations.surgery import find_functional_activations, replace
 from sat_toolkit.data.info import DatasetInfo
 from sat_toolkit.errors import SatError
 from sat_toolkit.models import create_model, create_model_builder, rebuild_model
-from sat_toolkit.models.efficientnet import SCALING, EfficientNet
+from sat_toolkit.models.efficientnet import SCALING
 from sat_toolkit.models.pinning import count_parameters
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -179,12 +179,12 @@ def test_rebuild_with_a_different_count_fails() -> None:
 
 def test_bad_parameters_are_one_line_errors() -> None:
     with pytest.raises(SatError, match="unknown variant 'b9'"):
-        EfficientNet(variant="b9")
+        create_model_builder({"name": "efficientnet", "variant": "b9"})
     with pytest.raises(SatError, match="model 'efficientnet' builds it"):
         create_model_builder({"name": "efficientnet_l1", "variant": "b0"})
-    with pytest.raises(SatError, match="dropout"):
-        EfficientNet(dropout=1.5)
-    with pytest.raises(SatError, match="width_multiplier"):
-        EfficientNet(width_multiplier=0)
+    with pytest.raises(SatError, match=r"dropout must be < 1, got 1\.5"):
+        create_model_builder({"name": "efficientnet", "dropout": 1.5})
+    with pytest.raises(SatError, match=r"width_multiplier must be > 0, got 0\.0"):
+        create_model_builder({"name": "efficientnet", "width_multiplier": 0})
     with pytest.raises(SatError, match="no parameter 'pretrained'"):
         create_model_builder({"name": "efficientnet", "pretrained": True})

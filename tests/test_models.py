@@ -243,14 +243,14 @@ def test_timm_input_mismatch_is_a_clear_error() -> None:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ({"name": "small_cnn", "width": 0}, "model 'small_cnn': width must be a positive integer, got 0"),
-        ({"name": "small_cnn", "width": -8}, "model 'small_cnn': width must be a positive integer, got -8"),
-        ({"name": "small_cnn", "width": 2.5}, "model 'small_cnn': width must be a positive integer, got 2.5"),
-        ({"name": "small_cnn", "depth": 0}, "model 'small_cnn': depth must be a positive integer"),
-        ({"name": "small_cnn", "dropout": 1.0}, r"model 'small_cnn': dropout must be a number in \[0, 1\)"),
+        ({"name": "small_cnn", "width": 0}, "model 'small_cnn': width must be >= 1, got 0"),
+        ({"name": "small_cnn", "width": -8}, "model 'small_cnn': width must be >= 1, got -8"),
+        ({"name": "small_cnn", "width": 2.5}, "model 'small_cnn': width: expected an integer, got float 2.5"),
+        ({"name": "small_cnn", "depth": 0}, "model 'small_cnn': depth must be >= 1, got 0"),
+        ({"name": "small_cnn", "dropout": 1.0}, r"model 'small_cnn': dropout must be < 1, got 1\.0"),
         (
             {"name": "preact_resnet18", "width": 0},
-            "model 'preact_resnet18': width must be a positive integer",
+            "model 'preact_resnet18': width must be >= 1, got 0",
         ),
         (
             {"name": "small_cnn", "widht": 8},

@@ -282,7 +282,7 @@ def test_set_objective_switches_it_and_its_parameters_are_validated() -> None:
         RecipeError, match=r"objective.bta: unknown parameter of objective 'trades'; did you mean 'beta'"
     ):
         load_recipe(QUICKSTART, ["objective=trades", "objective.bta=1"])
-    with pytest.raises(RecipeError, match=r"objective.beta: must be a number >= 0"):
+    with pytest.raises(RecipeError, match=r"objective.beta: must be >= 0, got -1.0"):
         load_recipe(QUICKSTART, ["objective=mart", "objective.beta=-1"])
     with pytest.raises(
         RecipeError, match=r"objective.name: unknown objective 'trade'. Did you mean 'trades'"

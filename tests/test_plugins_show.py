@@ -61,7 +61,7 @@ def test_an_attacks_parameters_with_bounds_and_inherited_docs() -> None:
         "name": "steps", "type": "int", "default": "10", "bounds": ">= 1, <= 100000",
         "doc": "number of gradient steps (>= 1)",
     }  # fmt: skip
-    assert rows["eps"]["default"] == "'4/255'" and rows["eps"]["bounds"] == ">= 0"
+    assert rows["eps"]["default"] == "4/255" and rows["eps"]["bounds"] == ">= 0"
     # PGD's docstring says "see Attack" for the shared ones: the base class's entry is shown.
     assert rows["bn_mode"]["doc"].startswith("BatchNorm during the attack")
     assert rows["seed"]["bounds"] == ">= 0, <= 4294967295"

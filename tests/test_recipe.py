@@ -11,13 +11,14 @@ import importlib.metadata as importlib_metadata
 import sys
 import types
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pytest
 from click.testing import CliRunner
 
 from sat_toolkit.commands.recipe import recipe_command
 from sat_toolkit.errors import SatError
+from sat_toolkit.params import Param
 from sat_toolkit.plugins import PluginHost, hookimpl, manager
 from sat_toolkit.recipe import (
     PluginSpec,
@@ -36,7 +37,9 @@ from sat_toolkit.recipe.overrides import parse_value
 class FakeDigits:
     name = "digits"
 
-    def __init__(self, path: str | None = None, limit_train: int | None = None, seed: int = 0) -> None:
+    def __init__(
+        self, path: str | None = None, limit_train: Annotated[int | None, Param(ge=1)] = None, seed: int = 0
+    ) -> None:
         pass
 
     # The dataset contract's methods; validation never calls them.
@@ -59,35 +62,39 @@ class FakePGD(_FakeAttack):
 
     def __init__(
         self,
-        eps: float = 8 / 255,
-        steps: int = 10,
-        step_size: float = 2 / 255,
-        random_start_fraction: float = 1.0,
+        eps: Annotated[float, Param(ge=0)] = 8 / 255,
+        steps: Annotated[int, Param(ge=1)] = 10,
+        step_size: Annotated[float, Param(ge=0)] = 2 / 255,
+        random_start_fraction: Annotated[float, Param(ge=0, le=1)] = 1.0,
         bn_mode: Literal["eval", "train"] = "eval",
     ) -> None:
-        pass
+        raise AssertionError("validation must not build attacks")
 
 
 class FakeAPGD(_FakeAttack):
-    """Checks a range in its constructor, as the real attacks do; validation builds attacks."""
+    """Declares its ranges, as the real attacks do; validation never builds it."""
 
     name = "apgd_ce"
 
-    def __init__(self, eps: float = 8 / 255, steps: int = 100, restarts: int = 1) -> None:
-        if restarts > 100:
-            raise SatError(f"attack parameter 'restarts' must be at most 100, got {restarts}")
+    def __init__(
+        self,
+        eps: Annotated[float, Param(ge=0)] = 8 / 255,
+        steps: int = 100,
+        restarts: Annotated[int, Param(ge=1, le=100)] = 1,
+    ) -> None:
+        raise AssertionError("validation must not build attacks")
 
 
 class FakeSquare(_FakeAttack):
-    """Takes **kwargs and checks them itself: the hook replaces the signature check."""
+    """Takes **kwargs and checks them in ``check_params``, which sees every value."""
 
     name = "square"
 
     def __init__(self, **params: Any) -> None:
-        pass
+        raise AssertionError("validation must not build attacks")
 
-    @staticmethod
-    def validate_params(params: dict[str, Any]) -> None:
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> None:
         if params.get("n_queries", 1) > 10_000:
             raise ValueError("n_queries above 10000 would take hours")
 
@@ -251,7 +258,7 @@ def test_out_of_range_values(fake_plugins: PluginHost) -> None:
     ]
 
 
-def test_plugin_range_checks_run_on_construction_for_cheap_plugins(fake_plugins: PluginHost) -> None:
+def test_built_in_plugins_declared_ranges_and_constraints_are_checked(fake_plugins: PluginHost) -> None:
     raw = base_recipe()
     raw["activation"] = {"name": "smoothrelu", "alpha": -1}
     raw["schedule"] = {"lr": {"name": "multistep", "milestones": [0.6, 0.3]}}
@@ -261,12 +268,10 @@ def test_plugin_range_checks_run_on_construction_for_cheap_plugins(fake_plugins:
     ]
 
 
-def test_attack_constructor_checks_are_filed_under_the_key_they_name(fake_plugins: PluginHost) -> None:
+def test_a_declared_range_is_filed_under_its_key_without_building(fake_plugins: PluginHost) -> None:
     raw = base_recipe()
     raw["attack"]["eval"] = {"a": {"name": "apgd_ce", "restarts": 1000}}
-    assert problems_of(raw) == [
-        "attack.eval.a.restarts: attack parameter 'restarts' must be at most 100, got 1000"
-    ]
+    assert problems_of(raw) == ["attack.eval.a.restarts: must be <= 100, got 1000"]
 
 
 def test_unknown_plugin_names_get_the_closest_name(fake_plugins: PluginHost) -> None:
@@ -302,13 +307,13 @@ def test_missing_data_path(fake_plugins: PluginHost, tmp_path: Path) -> None:
     assert load_recipe(raw).data.params["path"] == str(tmp_path / "nowhere.npz")
 
 
-def test_validate_params_hook_replaces_the_signature_check(fake_plugins: PluginHost) -> None:
+def test_check_params_sees_every_typed_value_of_a_kwargs_plugin(fake_plugins: PluginHost) -> None:
     raw = base_recipe()
     raw["attack"]["eval"] = {"sq": {"name": "square", "n_queries": 5000, "p_init": "1/10"}}
     recipe = load_recipe(raw)
     assert recipe.attack.eval.attacks["sq"].params == {"n_queries": 5000, "p_init": 0.1}
     raw["attack"]["eval"]["sq"]["n_queries"] = 50_000
-    assert problems_of(raw) == ["attack.eval.sq: n_queries above 10000 would take hours"]
+    assert problems_of(raw) == ["attack.eval.sq.n_queries: above 10000 would take hours"]
 
 
 def test_schedule_must_fit_its_slot(fake_plugins: PluginHost) -> None:

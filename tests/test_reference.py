@@ -27,7 +27,7 @@ def test_the_reference_holds_every_key_and_plugin_parameter_from_their_declarati
         f'| `overfitting` | `"warn" \\| "stop" \\| "off"` | `\'warn\'` |  | {overfitting.metadata["doc"]} |'
         in text
     )
-    assert "| `beta` | `float` | `6.0` |  | the weight of the robustness term" in text  # trades
+    assert "| `beta` | `float` | `6.0` | >= 0 | the weight of the robustness term" in text  # trades
     assert "| `steps` | `int` | `10` | >= 1, <= 100000 | number of gradient steps (>= 1) |" in text  # pgd
     for name in ("pgd_at", "trades", "mart", "standard", "small_cnn", "digits", "cosine", "silu"):
         assert f"#### `{name}`" in text

@@ -133,25 +133,34 @@ def test_linear_ramp_for_epsilon() -> None:
 
 
 @pytest.mark.parametrize(
-    ("build", "message"),
+    ("cls", "params", "problem"),
     [
-        (lambda: StepSchedule(gamma=0.0), "gamma must be > 0"),
-        (lambda: StepSchedule(period=1.5), "period must be <= 1"),
-        (lambda: MultiStepSchedule(milestones=[0.6, 0.3]), "strictly increasing"),
-        (lambda: MultiStepSchedule(milestones=[]), "non-empty"),
-        (lambda: MultiStepSchedule(milestones=[1.2]), "milestones must be < 1"),
-        (lambda: CosineSchedule(floor=-1.0), "floor must be >= 0"),
-        (lambda: CosineSchedule(warmup_fraction=1.0), "warmup_fraction must be < 1"),
-        (lambda: ConstantSchedule(warmup_steps=True), "warmup_steps must be an integer"),
-        (lambda: ConstantSchedule(warmup_steps=-1), "warmup_steps must be >= 0"),
-        (lambda: OneCycleSchedule(pct_start=0.0), "pct_start must be > 0"),
-        (lambda: LinearRampSchedule(start=2.0), "start must be <= 1"),
-        (lambda: CosineSchedule(floor=float("nan")), "floor must be finite"),
+        (StepSchedule, {"gamma": 0.0}, ("gamma", "must be > 0, got 0.0")),
+        (StepSchedule, {"period": 1.5}, ("period", "must be <= 1, got 1.5")),
+        (
+            MultiStepSchedule,
+            {"milestones": [0.6, 0.3]},
+            ("milestones", "must be strictly increasing, got [0.6, 0.3]"),
+        ),
+        (
+            MultiStepSchedule,
+            {"milestones": []},
+            ("milestones", "must be a non-empty list of fractions, got []"),
+        ),
+        (MultiStepSchedule, {"milestones": [1.2]}, ("milestones", "each item must be < 1, got 1.2")),
+        (CosineSchedule, {"floor": -1.0}, ("floor", "must be >= 0, got -1.0")),
+        (CosineSchedule, {"warmup_fraction": 1.0}, ("warmup_fraction", "must be < 1, got 1.0")),
+        (ConstantSchedule, {"warmup_steps": True}, ("warmup_steps", "expected an integer, got boolean true")),
+        (ConstantSchedule, {"warmup_steps": -1}, ("warmup_steps", "must be >= 0, got -1")),
+        (OneCycleSchedule, {"pct_start": 0.0}, ("pct_start", "must be > 0, got 0.0")),
+        (LinearRampSchedule, {"start": 2.0}, ("start", "must be <= 1, got 2.0")),
+        (CosineSchedule, {"floor": float("nan")}, ("floor", "must be a finite number, got nan")),
     ],
 )
-def test_bad_parameters_are_refused_with_the_parameter_name(build, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        build()
+def test_bad_parameters_are_refused_by_the_declared_schema(cls: type, params: dict, problem: tuple) -> None:
+    from sat_toolkit.params import check
+
+    assert check(cls, params)[1] == [problem]
 
 
 def test_value_checks_its_arguments() -> None:

@@ -7,12 +7,17 @@ entry point (``sat_toolkit.builtin.activations``), just as a third-party package
 from __future__ import annotations
 
 import math
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from sat_toolkit.activations.base import Activation
+from sat_toolkit.params import Param
+
+#: A positive ``alpha`` (a sharpness, or CELU's scale): 0 or less has no meaning.
+Sharpness = Annotated[float, Param(gt=0)]
 
 
 class ReLU(Activation):
@@ -42,10 +47,8 @@ class ParametricSoftplus(Activation):
     name = "parametric_softplus"
     description = "(1/a) log(1 + e^(a x)), a = alpha (default 10)"
 
-    def __init__(self, alpha: float = 10.0) -> None:
+    def __init__(self, alpha: Sharpness = 10.0) -> None:
         super().__init__()
-        if not alpha > 0:
-            raise ValueError(f"parametric_softplus: alpha must be > 0, got {alpha}")
         self.alpha = float(alpha)
 
     def hparams(self) -> dict[str, object]:
@@ -72,10 +75,8 @@ class GELU(Activation):
     name = "gelu"
     description = "x * Phi(x); approximate = 'none' (exact) or 'tanh'"
 
-    def __init__(self, approximate: str = "none") -> None:
+    def __init__(self, approximate: Literal["none", "tanh"] = "none") -> None:
         super().__init__()
-        if approximate not in ("none", "tanh"):
-            raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
         self.approximate = approximate
 
     def hparams(self) -> dict[str, object]:
@@ -108,10 +109,8 @@ class CELU(Activation):
     name = "celu"
     description = "max(0, x) + min(0, alpha (e^(x/alpha) - 1))"
 
-    def __init__(self, alpha: float = 1.0) -> None:
+    def __init__(self, alpha: Sharpness = 1.0) -> None:
         super().__init__()
-        if not alpha > 0:
-            raise ValueError(f"celu: alpha must be > 0, got {alpha}")
         self.alpha = float(alpha)
 
     def hparams(self) -> dict[str, object]:
@@ -131,10 +130,8 @@ class SmoothReLU(Activation):
     name = "smoothrelu"
     description = "x - log(1 + a x)/a for x >= 0 else 0; a = alpha, learnable optional"
 
-    def __init__(self, alpha: float = 20.0, learnable: bool = False) -> None:
+    def __init__(self, alpha: Sharpness = 20.0, learnable: bool = False) -> None:
         super().__init__()
-        if not alpha > 0:
-            raise ValueError(f"smoothrelu: alpha must be > 0, got {alpha}")
         self.learnable = bool(learnable)
         self._alpha_init = float(alpha)
         if self.learnable:

@@ -8,7 +8,12 @@ from typing import Any
 from torch import nn
 
 from sat_toolkit.plugins import PluginKind, get_plugin_host
-from sat_toolkit.plugins.instantiate import instantiate_plugin, split_plugin_spec
+from sat_toolkit.plugins.instantiate import (
+    checked_parameters,
+    construct,
+    instantiate_plugin,
+    split_plugin_spec,
+)
 
 ActivationSpec = str | Mapping[str, Any]
 
@@ -38,11 +43,13 @@ class ActivationFactory:
 
     def __init__(self, spec: ActivationSpec) -> None:
         self.name, self.params = split_spec(spec)
-        # Built once up front: a bad spec fails here, and surgery compares against it.
-        self.prototype = create_activation(self.name, **self.params)
+        # Checked once here (a bad spec fails now); every layer's instance is then built
+        # from the typed values. The prototype is what surgery compares against.
+        self._cls, self._typed = checked_parameters(PluginKind.ACTIVATION, spec)
+        self.prototype = construct(PluginKind.ACTIVATION, self._cls, self._typed)
 
     def __call__(self, inplace: bool = False, **_ignored: Any) -> nn.Module:
-        return create_activation(self.name, **self.params)
+        return self._cls(**self._typed)
 
     @property
     def layer(self) -> type[nn.Module]:
@@ -53,7 +60,7 @@ class ActivationFactory:
         ``hparams()`` still see the registered activation.
         """
         base = type(self.prototype)
-        params = dict(self.params)
+        params = dict(self._typed)
 
         def __init__(module: nn.Module, inplace: bool = False, **_ignored: Any) -> None:  # noqa: N807
             base.__init__(module, **params)

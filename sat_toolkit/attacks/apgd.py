@@ -20,20 +20,29 @@ then, and the saving is what makes AutoAttack affordable).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 
-from sat_toolkit.attacks.base import Attack, Model, per_sample, take_better
+from sat_toolkit.attacks.base import (
+    Attack,
+    Model,
+    Positive,
+    Probability,
+    Restarts,
+    Steps,
+    per_sample,
+    take_better,
+)
 from sat_toolkit.attacks.gradient import LossGradient, predict
 from sat_toolkit.attacks.inits import INITS
-from sat_toolkit.attacks.losses import check_classes, resolve_loss
-from sat_toolkit.attacks.params import parse_fraction, parse_int, parse_probability
+from sat_toolkit.attacks.losses import LOSSES, check_classes, resolve_loss
 from sat_toolkit.attacks.projections import Projection
 from sat_toolkit.attacks.result import AttackResult
 from sat_toolkit.attacks.steps import DEFAULT_STEP_RULE, STEP_RULES
 from sat_toolkit.attacks.targets import top_other_classes
 from sat_toolkit.errors import SatError
+from sat_toolkit.params import Param
 
 
 def apgd_checkpoints(steps: int) -> list[int]:
@@ -76,31 +85,24 @@ class APGD(Attack):
     def __init__(
         self,
         *,
-        steps: int = 100,
-        restarts: int = 1,
-        loss: str | None = None,
-        rho: float | str = 0.75,
-        momentum: float | str = 0.75,
-        initial_step: float | str = 2.0,
-        init: str = "uniform",
-        step_rule: str | None = None,
+        steps: Steps = 100,
+        restarts: Restarts = 1,
+        loss: Annotated[str | None, Param(one_of=LOSSES)] = None,
+        rho: Probability = 0.75,
+        momentum: Probability = 0.75,
+        initial_step: Positive = 2.0,
+        init: Annotated[str, Param(one_of=INITS)] = "uniform",
+        step_rule: Annotated[str | None, Param(one_of=STEP_RULES)] = None,
         **threat: Any,
     ) -> None:
         super().__init__(**threat)
-        self.steps = parse_int(steps, "steps")
-        self.restarts = parse_int(restarts, "restarts")
-        if loss is None:
-            loss = self.default_loss
-        elif self.loss_is_fixed and loss != self.default_loss:
-            raise SatError(
-                f"attack '{self.name}' always uses loss '{self.default_loss}'; "
-                f"for loss '{loss}' use attack 'apgd' with loss = '{loss}'"
-            )
-        self.loss = loss
-        self._loss = resolve_loss(loss, targeted=self.targeted)
-        self.rho = parse_probability(rho, "rho")
-        self.momentum = parse_probability(momentum, "momentum")
-        self.initial_step = parse_fraction(initial_step, "initial_step", allow_zero=False)
+        self.steps = steps
+        self.restarts = restarts
+        self.loss = self.default_loss if loss is None else loss
+        self._loss = resolve_loss(self.loss, targeted=self.targeted)
+        self.rho = rho
+        self.momentum = momentum
+        self.initial_step = initial_step
         self.init = init
         self._init = INITS.get(init)
         self.step_rule = step_rule
@@ -108,6 +110,19 @@ class APGD(Attack):
             step_rule if step_rule is not None else DEFAULT_STEP_RULE.get(self.norm, "sign")
         )
         self._checkpoints = frozenset(apgd_checkpoints(self.steps))
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> None:
+        super().check_params(params)
+        loss = params.get("loss")
+        if loss is None:
+            return
+        if cls.loss_is_fixed and loss != cls.default_loss:
+            raise SatError(
+                f"attack '{cls.name}' always uses loss '{cls.default_loss}'; "
+                f"for loss '{loss}' use attack 'apgd' with loss = '{loss}'"
+            )
+        resolve_loss(loss, targeted=cls.targeted)
 
     # -- the outer loop: targets x restarts, keeping each sample's worst case ---------------
     def _target_sets(self, clean_logits: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor | None]:
@@ -274,9 +289,9 @@ class APGDT(APGD):
     targeted = True
     default_loss = "dlr_targeted"
 
-    def __init__(self, *, n_target_classes: int = 9, **params: Any) -> None:
+    def __init__(self, *, n_target_classes: Annotated[int, Param(ge=1)] = 9, **params: Any) -> None:
         super().__init__(**params)
-        self.n_target_classes = parse_int(n_target_classes, "n_target_classes")
+        self.n_target_classes = n_target_classes
 
     def _target_sets(self, clean_logits: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor | None]:
         count = min(self.n_target_classes, clean_logits.shape[1] - 1)

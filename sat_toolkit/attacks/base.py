@@ -1,8 +1,9 @@
 """The attack plugin contract and what every attack shares.
 
 An attack plugin is a class with a registry ``name``, a one-line ``description``, a
-constructor taking keyword parameters only (so ``{name = "pgd", eps = "4/255"}`` in a
-recipe maps onto ``PGD(eps="4/255")``) and a method
+constructor taking keyword parameters only, declared with their types and bounds (so
+``{name = "pgd", eps = "4/255"}`` in a recipe is checked against the schema and becomes
+``PGD(eps=0.0157)``; see :mod:`sat_toolkit.params`) and a method
 
     perturb(model, x, y, *, eps=None) -> AttackResult
 
@@ -20,23 +21,40 @@ import dataclasses
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import torch
 from torch import nn
 
-from sat_toolkit.attacks.gradient import PRECISIONS, Precision
-from sat_toolkit.attacks.params import parse_choice, parse_fraction, parse_int
+from sat_toolkit.attacks.gradient import Precision, PrecisionName
 from sat_toolkit.attacks.projections import PROJECTIONS, Projection
 from sat_toolkit.attacks.result import AttackResult
-from sat_toolkit.attacks.state import BN_MODES, preserve_model_state
+from sat_toolkit.attacks.state import BnMode, preserve_model_state
 from sat_toolkit.errors import SatError
+from sat_toolkit.params import MAX_SEED, Param
 from sat_toolkit.phase import attack_phase
 
 #: SAT's ImageNet budget (L-infinity, [0, 1] pixel space).
-DEFAULT_EPS = "4/255"
+DEFAULT_EPS = 4 / 255
 
 Model = nn.Module | Callable[[torch.Tensor], torch.Tensor]
+
+# The threat model's schema, declared once: ``Attack.__init__`` takes these, and every
+# attack that passes ``**threat`` on inherits them.
+Eps = Annotated[float, Param(ge=0, doc='the perturbation budget in [0, 1] pixel space ("4/255" allowed)')]
+Norm = Annotated[str, Param(one_of=PROJECTIONS, doc="the ball's norm")]
+Seed = Annotated[
+    int | None,
+    Param(ge=0, le=MAX_SEED, doc="seeds the attack's own generator; unset uses torch's global one"),
+]
+LossScale = Annotated[float, Param(gt=0, doc="the fp16 loss scale (ignored otherwise)")]
+
+# Shapes many attacks share. The upper bounds are far beyond any published protocol
+# (APGD's longest runs are a few thousand steps): more is a typo that would run for days.
+Steps = Annotated[int, Param(ge=1, le=100_000)]
+Restarts = Annotated[int, Param(ge=1, le=10_000)]
+Probability = Annotated[float, Param(ge=0, le=1)]
+Positive = Annotated[float, Param(gt=0)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,34 +77,16 @@ class ThreatModel:
     loss_scale: float = 1024.0
     seed: int | None = None
 
-    @classmethod
-    def parse(
-        cls,
-        *,
-        eps: float | str = DEFAULT_EPS,
-        norm: str = "linf",
-        bn_mode: str = "eval",
-        precision: str = "fp32",
-        loss_scale: float | str = 1024.0,
-        seed: int | None = None,
-    ) -> ThreatModel:
-        """Validated values from what a recipe or caller wrote (``"4/255"`` style allowed)."""
-        PROJECTIONS.get(norm)  # an unknown norm names the registered ones
-        return cls(
-            eps=parse_fraction(eps, "eps"),
-            norm=norm,
-            bn_mode=parse_choice(bn_mode, "bn_mode", BN_MODES),
-            precision=parse_choice(precision, "precision", PRECISIONS),
-            loss_scale=parse_fraction(loss_scale, "loss_scale", allow_zero=False),
-            seed=None if seed is None else parse_int(seed, "seed", minimum=0),
-        )
-
 
 class Attack(ABC):
     """Base class of the toolkit's attacks (plugins may subclass it or just follow the contract).
 
+    The constructor receives typed values that recipe validation (or
+    ``create_attack``) already checked against the declared schema; it does not check
+    them again.
+
     Args:
-        eps: the perturbation budget in [0, 1] pixel space; ``"4/255"`` style allowed.
+        eps: the perturbation budget in [0, 1] pixel space.
         norm: ``"linf"``, ``"l2"`` or any norm registered in ``PROJECTIONS``.
         bn_mode: BatchNorm during the attack: ``"eval"`` (official SAT), ``"train"`` or
             ``"train_frozen"``; see :mod:`sat_toolkit.attacks.state`.
@@ -106,23 +106,25 @@ class Attack(ABC):
     def __init__(
         self,
         *,
-        eps: float | str = DEFAULT_EPS,
-        norm: str = "linf",
-        bn_mode: str = "eval",
-        precision: str = "fp32",
-        loss_scale: float | str = 1024.0,
-        seed: int | None = None,
+        eps: Eps = DEFAULT_EPS,
+        norm: Norm = "linf",
+        bn_mode: BnMode = "eval",
+        precision: PrecisionName = "fp32",
+        loss_scale: LossScale = 1024.0,
+        seed: Seed = None,
     ) -> None:
-        self.threat = ThreatModel.parse(
-            eps=eps, norm=norm, bn_mode=bn_mode, precision=precision, loss_scale=loss_scale, seed=seed
-        )
-        if self.supported_norms is not None and norm not in self.supported_norms:
-            raise SatError(
-                f"attack '{self.name}' supports norm {', '.join(self.supported_norms)}; got {norm!r}"
-            )
-        self.projection_cls: type[Projection] = PROJECTIONS.get(self.threat.norm)
-        self._precision = Precision(self.precision, self.loss_scale)
+        self.threat = ThreatModel(eps, norm, bn_mode, precision, loss_scale, seed)
+        self.projection_cls: type[Projection] = PROJECTIONS.get(norm)
+        self._precision = Precision(precision, loss_scale)
         self._generators: dict[torch.device, torch.Generator] = {}
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> None:
+        """Constraints between parameters, on typed values (see :mod:`sat_toolkit.params`)."""
+        norm = params.get("norm", "linf")
+        if cls.supported_norms is not None and norm not in cls.supported_norms:
+            supported = ", ".join(cls.supported_norms)
+            raise SatError(f"attack '{cls.name}' supports norm {supported}; got {norm!r}")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Give a subclass whose ``__init__`` takes ``**threat`` its full, flat signature.
@@ -148,11 +150,10 @@ class Attack(ABC):
 
     # -- the threat model ------------------------------------------------------------------
     # Properties over ``self.threat``, the one place these live. Setting one (a plugin that
-    # assigns ``self.eps`` itself) replaces the threat model with a validated copy.
+    # assigns ``self.eps`` itself) replaces the threat model with an updated copy.
     def _set_threat(self, **change: Any) -> None:
         current = getattr(self, "threat", None)
-        base = dataclasses.asdict(current) if current is not None else {}
-        self.threat = ThreatModel.parse(**{**base, **change})
+        self.threat = dataclasses.replace(current, **change) if current is not None else ThreatModel(**change)
         self.projection_cls = PROJECTIONS.get(self.threat.norm)
         self._precision = Precision(self.threat.precision, self.threat.loss_scale)
 
@@ -206,14 +207,14 @@ class Attack(ABC):
 
     # -- the contract ----------------------------------------------------------------------
     def perturb(
-        self, model: Model, x: torch.Tensor, y: torch.Tensor, *, eps: float | str | None = None
+        self, model: Model, x: torch.Tensor, y: torch.Tensor, *, eps: float | None = None
     ) -> AttackResult:
         """Adversarial examples for ``(x, y)``; ``eps`` overrides the budget for this call only.
 
         ``x`` holds images in [0, 1] (normalisation belongs inside the model); ``y`` the
         integer labels. The model's state is exactly the same afterwards.
         """
-        budget = self.eps if eps is None else parse_fraction(eps, "eps")
+        budget = self.eps if eps is None else float(eps)
         x, y = self._check_batch(x, y)
         if x.shape[0] == 0:
             return AttackResult(x_adv=x.clone(), eps=budget)
@@ -231,7 +232,7 @@ class Attack(ABC):
         return result
 
     def __call__(
-        self, model: Model, x: torch.Tensor, y: torch.Tensor, *, eps: float | str | None = None
+        self, model: Model, x: torch.Tensor, y: torch.Tensor, *, eps: float | None = None
     ) -> torch.Tensor:
         """Just the adversarial examples."""
         return self.perturb(model, x, y, eps=eps).x_adv

@@ -42,30 +42,39 @@ class Ensemble(Attack):
     name = "ensemble"
     description = "per-sample worst case over several attacks (AutoAttack-style)"
 
+    pinned = ("loss_scale",)  # each member keeps its own
+
     def __init__(
-        self,
-        *,
-        attacks: Sequence[AttackSpec] = DEFAULT_MEMBERS,
-        eps: float | str = DEFAULT_EPS,
-        norm: str = "linf",
-        only_robust: bool = True,
-        bn_mode: str = "eval",
-        precision: str = "fp32",
-        seed: int | None = None,
+        self, *, attacks: Sequence[AttackSpec] = DEFAULT_MEMBERS, only_robust: bool = True, **threat: Any
     ) -> None:
-        super().__init__(eps=eps, norm=norm, bn_mode=bn_mode, precision=precision, seed=seed)
+        super().__init__(**threat)
         from sat_toolkit.attacks.factory import create_attack  # the factory imports the plugin host
 
-        if isinstance(attacks, (str, Mapping)) or not isinstance(attacks, Sequence) or not attacks:
-            raise SatError("attack 'ensemble' needs a non-empty list of member attacks in 'attacks'")
-        shared = {"eps": eps, "norm": norm, "bn_mode": bn_mode, "precision": precision, "seed": seed}
+        shared = self._shared(threat)
         self.members: list[Attack] = [
             spec if isinstance(spec, Attack) else create_attack(spec, defaults=shared) for spec in attacks
         ]
         self.attacks = [{"name": m.name, **m.hparams()} for m in self.members]  # rebuildable
-        if not isinstance(only_robust, bool):
-            raise SatError(f"attack parameter 'only_robust' must be true or false, got {only_robust!r}")
         self.only_robust = only_robust
+
+    @staticmethod
+    def _shared(threat: Mapping[str, Any]) -> dict[str, Any]:
+        """What members inherit unless they set it: the ensemble's threat model."""
+        return {"eps": DEFAULT_EPS, **{k: v for k, v in threat.items() if k != "loss_scale"}}
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> None:
+        """Each member's parameters, checked as its own recipe table would be."""
+        super().check_params(params)
+        from sat_toolkit.plugins.instantiate import checked_parameters
+
+        attacks = params.get("attacks", DEFAULT_MEMBERS)
+        if isinstance(attacks, (str, Mapping)) or not isinstance(attacks, Sequence) or not attacks:
+            raise SatError("attack 'ensemble' needs a non-empty list of member attacks in 'attacks'")
+        shared = cls._shared({k: v for k, v in params.items() if k not in ("attacks", "only_robust")})
+        for spec in attacks:
+            if not isinstance(spec, Attack):
+                checked_parameters("attack", spec, defaults=shared)
 
     def _perturb(self, model: Model, x: torch.Tensor, y: torch.Tensor, eps: float) -> AttackResult:
         batch = x.shape[0]

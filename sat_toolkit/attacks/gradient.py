@@ -19,14 +19,18 @@ The loss is always evaluated on float32 logits. Gradients are taken with
 from __future__ import annotations
 
 import contextlib
+import typing
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 from torch import nn
 
 from sat_toolkit.attacks.losses import Loss
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+#: The attacker's forward-pass precision.
+PrecisionName = Literal["fp32", "bf16", "fp16"]
+PRECISIONS: tuple[str, ...] = typing.get_args(PrecisionName)
 _AUTOCAST_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 

@@ -1,9 +1,9 @@
-"""Parsing of attack parameters as they come from TOML recipes.
+"""Budgets written the way papers write them (``"4/255"``), for the Python API and the CLI.
 
-Recipes write budgets the way papers do (``eps = "4/255"``), so every pixel-space
-quantity goes through :func:`parse_fraction`. A mistake becomes a one-line
-:class:`~sat_toolkit.errors.SatError` naming the parameter, never a traceback deep
-inside an attack loop.
+Attack *constructors* never parse: recipe validation and ``create_attack`` hand them
+floats already checked against their declared schema (:mod:`sat_toolkit.params`). What is
+left is :func:`parse_fraction` for functions that take a budget directly from a user,
+such as :func:`sat_toolkit.evaluation.evaluate` and ``sat-toolkit eval --eps``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import numbers
 import re
-from collections.abc import Iterable
 
 from sat_toolkit.errors import SatError
 
@@ -53,26 +52,3 @@ def parse_fraction(
     if maximum is not None and number > maximum:
         raise SatError(f"attack parameter '{name}' must be at most {maximum}, got {value!r}")
     return number
-
-
-def parse_int(value: object, name: str, *, minimum: int = 1) -> int:
-    """An integer of at least ``minimum`` (booleans and floats such as 2.5 are refused)."""
-    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-    if not ok and isinstance(value, float) and value.is_integer():
-        value, ok = int(value), True
-    if not ok or int(value) < minimum:  # type: ignore[arg-type]
-        raise SatError(f"attack parameter '{name}': expected an integer >= {minimum}, got {value!r}")
-    return int(value)  # type: ignore[arg-type]
-
-
-def parse_probability(value: object, name: str) -> float:
-    """A number in [0, 1] (fractions such as ``"4/5"`` allowed)."""
-    return parse_fraction(value, name, maximum=1.0)
-
-
-def parse_choice(value: object, name: str, choices: Iterable[str]) -> str:
-    """One of a fixed set of strings."""
-    options = tuple(choices)
-    if not isinstance(value, str) or value not in options:
-        raise SatError(f"attack parameter '{name}' must be one of {', '.join(options)}; got {value!r}")
-    return value

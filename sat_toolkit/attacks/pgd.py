@@ -10,19 +10,28 @@ one extra forward per restart, outside the loop.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 
-from sat_toolkit.attacks.base import Attack, Model, per_sample, take_better
+from sat_toolkit.attacks.base import (
+    Attack,
+    Model,
+    Positive,
+    Probability,
+    Restarts,
+    Steps,
+    per_sample,
+    take_better,
+)
 from sat_toolkit.attacks.gradient import LossGradient, predict
 from sat_toolkit.attacks.inits import INITS, init_for_fraction
-from sat_toolkit.attacks.losses import check_classes, resolve_loss
-from sat_toolkit.attacks.params import parse_fraction, parse_int, parse_probability
+from sat_toolkit.attacks.losses import LOSSES, check_classes, resolve_loss
 from sat_toolkit.attacks.result import AttackResult
 from sat_toolkit.attacks.steps import DEFAULT_STEP_RULE, STEP_RULES
 from sat_toolkit.attacks.targets import TARGETS
 from sat_toolkit.errors import SatError
+from sat_toolkit.params import Param
 
 
 class PGD(Attack):
@@ -55,44 +64,39 @@ class PGD(Attack):
     def __init__(
         self,
         *,
-        steps: int = 10,
-        step_size: float | str | None = None,
-        rel_step_size: float | str | None = None,
-        loss: str = "ce",
-        target: str | None = None,
-        random_start_fraction: float | str = 0.0,
-        init: str | None = None,
-        step_rule: str | None = None,
-        restarts: int = 1,
+        steps: Steps = 10,
+        step_size: Positive | None = None,
+        rel_step_size: Positive | None = None,
+        loss: Annotated[str, Param(one_of=LOSSES)] = "ce",
+        target: Annotated[str | None, Param(one_of=TARGETS)] = None,
+        random_start_fraction: Probability = 0.0,
+        init: Annotated[str | None, Param(one_of=INITS)] = None,
+        step_rule: Annotated[str | None, Param(one_of=STEP_RULES)] = None,
+        restarts: Restarts = 1,
         evaluate: bool = False,
         **threat: Any,
     ) -> None:
         super().__init__(**threat)
-        self.steps = parse_int(steps, "steps")
-        self.step_size = (
-            None if step_size is None else parse_fraction(step_size, "step_size", allow_zero=False)
-        )
-        self.rel_step_size = (
-            None
-            if rel_step_size is None
-            else parse_fraction(rel_step_size, "rel_step_size", allow_zero=False)
-        )
+        self.steps = steps
+        self.step_size = step_size
+        self.rel_step_size = rel_step_size
         self.target = target
-        if target is not None:
-            TARGETS.get(target)
         self.loss = loss
         self._loss = resolve_loss(loss, targeted=target is not None)
-        self.random_start_fraction = parse_probability(random_start_fraction, "random_start_fraction")
+        self.random_start_fraction = random_start_fraction
         self.init = init
         self._init = INITS.get(init if init is not None else init_for_fraction(self.random_start_fraction))
         self.step_rule = step_rule
         self._step_rule = STEP_RULES.get(
             step_rule if step_rule is not None else DEFAULT_STEP_RULE.get(self.norm, "sign")
         )
-        self.restarts = parse_int(restarts, "restarts")
-        if not isinstance(evaluate, bool):
-            raise SatError(f"attack parameter 'evaluate' must be true or false, got {evaluate!r}")
+        self.restarts = restarts
         self.evaluate = evaluate
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> None:
+        super().check_params(params)
+        resolve_loss(params.get("loss", "ce"), targeted=params.get("target") is not None)
 
     def resolved_step_size(self, eps: float) -> float:
         """The step size for budget ``eps``."""

@@ -18,16 +18,17 @@ BatchNorm in eval mode; with batch statistics the whole batch is always evaluate
 from __future__ import annotations
 
 import math
+from typing import Annotated, Any
 
 import torch
 
-from sat_toolkit.attacks.base import DEFAULT_EPS, Attack, Model, per_sample, take_better
+from sat_toolkit.attacks.base import Attack, Model, Probability, Restarts, per_sample, take_better
 from sat_toolkit.attacks.gradient import predict
-from sat_toolkit.attacks.losses import resolve_loss
-from sat_toolkit.attacks.params import parse_int, parse_probability
+from sat_toolkit.attacks.losses import LOSSES, resolve_loss
 from sat_toolkit.attacks.projections import LinfProjection
 from sat_toolkit.attacks.result import AttackResult
 from sat_toolkit.errors import SatError
+from sat_toolkit.params import Param
 
 _SCHEDULE = (
     (10, 1),
@@ -66,26 +67,28 @@ class Square(Attack):
     name = "square"
     description = "Square attack: gradient-free random search with square updates (L-inf)"
     supported_norms = ("linf",)
+    pinned = ("loss_scale",)  # no backward pass, so nothing to scale
 
     def __init__(
         self,
         *,
-        eps: float | str = DEFAULT_EPS,
-        queries: int = 5000,
-        p_init: float | str = 0.8,
-        restarts: int = 1,
-        loss: str = "margin",
-        norm: str = "linf",
-        bn_mode: str = "eval",
-        precision: str = "fp32",
-        seed: int | None = None,
+        queries: Annotated[int, Param(ge=1, le=1_000_000)] = 5000,
+        p_init: Probability = 0.8,
+        restarts: Restarts = 1,
+        loss: Annotated[str, Param(one_of=LOSSES)] = "margin",
+        **threat: Any,
     ) -> None:
-        super().__init__(eps=eps, norm=norm, bn_mode=bn_mode, precision=precision, seed=seed)
-        self.queries = parse_int(queries, "queries")
-        self.p_init = parse_probability(p_init, "p_init")
-        self.restarts = parse_int(restarts, "restarts")
+        super().__init__(**threat)
+        self.queries = queries
+        self.p_init = p_init
+        self.restarts = restarts
         self.loss = loss
         self._loss = resolve_loss(loss, targeted=False)
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> None:
+        super().check_params(params)
+        resolve_loss(params.get("loss", "margin"), targeted=False)
 
     def _signs(
         self, shape: tuple[int, ...], device: torch.device, generator: torch.Generator | None

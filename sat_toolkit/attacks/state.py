@@ -27,13 +27,17 @@ attacker is a weaker, irreproducible one.
 from __future__ import annotations
 
 import contextlib
+import typing
 from collections.abc import Iterator
+from typing import Literal
 
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 
-BN_MODES = ("eval", "train", "train_frozen")
+#: How BatchNorm behaves while the attack runs; see the module docstring.
+BnMode = Literal["eval", "train", "train_frozen"]
+BN_MODES: tuple[str, ...] = typing.get_args(BnMode)
 
 
 def _norm_layers(model: nn.Module) -> list[_NormBase]:

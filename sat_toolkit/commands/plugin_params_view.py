@@ -1,11 +1,10 @@
 """What ``sat-toolkit plugins --show NAME`` prints: a plugin's parameters, one row each.
 
-Read from the places a plugin already declares them, so nothing is written twice: the
-constructor's signature (name, annotation, default), the range checks recipe validation
-applies to well-known names (:data:`sat_toolkit.recipe.plugin_params.PARAM_BOUNDS`), and
-the first sentence of each parameter's entry in the ``Args:`` section of the class
-docstring (or of a base class's, for parameters it inherits, such as an attack's
-``bn_mode``).
+Read from the schema the constructor declares (:func:`sat_toolkit.params.declared`: name,
+type, default, ``Param`` bounds and doc), the same one recipe validation checks, so nothing
+is written twice. A parameter without a ``Param(doc=...)`` shows the first sentence of its
+entry in the ``Args:`` section of the class docstring (or of a base class's, for
+parameters it inherits, such as an attack's ``bn_mode``).
 """
 
 from __future__ import annotations
@@ -13,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import re
+import types
+import typing
 from typing import Any
 
 _ARG_LINE = re.compile(r"^(\s*)([A-Za-z_*][\w, *]*):\s*(.*)$")
@@ -34,37 +35,50 @@ class ParameterRow:
 
 def parameter_rows(kind: str, cls: type) -> list[ParameterRow]:
     """Every keyword parameter of ``cls``'s constructor (``**kwargs`` last, as one row)."""
-    from sat_toolkit.recipe.plugin_params import PARAM_BOUNDS
+    from sat_toolkit.params import declared
 
-    try:
-        signature = inspect.signature(cls)
-    except (TypeError, ValueError):
+    schema = declared(cls)
+    if schema is None:
         return []
     docs = _documented(cls)
-    bounds = PARAM_BOUNDS.get(kind, {})
     rows = []
-    for name, param in signature.parameters.items():
-        if param.kind is param.VAR_POSITIONAL:
-            continue
-        shown = f"**{name}" if param.kind is param.VAR_KEYWORD else name
-        annotation = "" if param.annotation is param.empty else _type_text(param.annotation)
-        if param.kind is param.VAR_KEYWORD:
-            default = ""
-        else:
-            default = "(required)" if param.default is param.empty else repr(param.default)
-        rows.append(
-            ParameterRow(shown, annotation, default, _bounds_text(bounds.get(name, {})), docs.get(name, ""))
-        )
+    for name, spec in schema.params.items():
+        default = "(required)" if spec.required else default_text(spec.default)
+        bounds = spec.param.bounds_text()
+        names = spec.param.names()
+        if names is not None:
+            bounds = ", ".join(filter(None, [bounds, "one of " + ", ".join(names)]))
+        doc = spec.param.doc or docs.get(name, "")
+        rows.append(ParameterRow(name, type_name(spec.hint), default, bounds, doc))
+    if schema.takes_kwargs:
+        rows.append(ParameterRow(f"**{schema.kwargs}", "", "", "", ""))
     return rows
 
 
-def _type_text(annotation: Any) -> str:
-    return annotation if isinstance(annotation, str) else getattr(annotation, "__name__", repr(annotation))
+def default_text(value: Any) -> str:
+    """A default as a recipe would write it: ``4/255`` for SAT's budget, else its ``repr``."""
+    if isinstance(value, float) and 0 < value < 1:
+        multiple = round(value * 255)
+        if multiple and abs(value - multiple / 255) < 1e-12 and len(repr(value)) > 8:
+            return f"{multiple}/255"
+    return repr(value)
 
 
-def _bounds_text(bounds: dict[str, float]) -> str:
-    signs = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
-    return ", ".join(f"{signs[k]} {int(v) if float(v).is_integer() else f'{v:g}'}" for k, v in bounds.items())
+def type_name(hint: Any) -> str:
+    """``int``, ``"sgd" | "adamw"``, ``float | None``, ``tuple[float, ...]``; empty when unannotated."""
+    if hint is Any:
+        return ""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:
+        return " | ".join(f'"{a}"' if isinstance(a, str) else repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(type_name(a) for a in args)
+    if hint is type(None):
+        return "None"
+    if args:
+        inner = ", ".join("..." if a is Ellipsis else type_name(a) for a in args)
+        return f"{getattr(origin, '__name__', str(origin))}[{inner}]"
+    return getattr(hint, "__name__", str(hint))
 
 
 def _documented(cls: type) -> dict[str, str]:

@@ -13,7 +13,7 @@ import dataclasses
 import typing
 from typing import Any
 
-from sat_toolkit.commands.plugin_params_view import parameter_rows
+from sat_toolkit.commands.plugin_params_view import parameter_rows, type_name
 
 #: The recipe tables that are plain settings, in the order a recipe usually has them.
 PLAIN_SECTIONS = ("run", "data", "attack.eval", "optimizer", "train", "checkpoint", "logging")
@@ -64,7 +64,7 @@ def _section_rows(section: str) -> list[tuple[str, ...]]:
             continue
         bounds = {k: v for k, v in field.metadata.items() if k in ("ge", "gt", "le", "lt")}
         doc = field.metadata.get("doc", "")
-        rows.append((field.name, _type_name(hints[field.name]), _default(field), _bounds(bounds), doc))
+        rows.append((field.name, type_name(hints[field.name]), _default(field), _bounds(bounds), doc))
     return rows
 
 
@@ -73,18 +73,6 @@ def _builtin(kind: str) -> list[tuple[str, type]]:
 
     host = get_plugin_host()
     return [(r.name, r.obj) for r in host.records(kind) if r.builtin and r.status == "ok"]
-
-
-def _type_name(hint: Any) -> str:
-    """``int``, ``"sgd" | "adamw"``, ``float | "off"``, ``tuple[float, float]``."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is typing.Literal:
-        return " | ".join(f'"{a}"' if isinstance(a, str) else repr(a) for a in args)
-    if origin is typing.Union:
-        return " | ".join(_type_name(a) for a in args)
-    if args:
-        return f"{origin.__name__}[{', '.join(_type_name(a) for a in args)}]"
-    return getattr(hint, "__name__", str(hint))
 
 
 def _default(field: dataclasses.Field[Any]) -> str:

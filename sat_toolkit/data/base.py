@@ -16,24 +16,20 @@ requirement.
 from __future__ import annotations
 
 import abc
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import datasets
 
 from sat_toolkit.data.info import DatasetInfo
 from sat_toolkit.data.tensor_dataset import TensorImageDataset
 from sat_toolkit.errors import SatError
+from sat_toolkit.params import Param
 
 SPLITS = ("train", "test")
 
 
-def check_limit(dataset: str, key: str, value: Any) -> int | None:
-    """``None`` or a positive int; anything else is a one-line error naming ``key``."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise SatError(f"dataset '{dataset}': {key} must be a positive integer (or left out), got {value!r}")
-    return value
+#: ``limit_train`` / ``limit_test``: keep only the first N examples of a split (quick runs).
+Limit = Annotated[int | None, Param(ge=1)]
 
 
 class DatasetSource(abc.ABC):
@@ -52,9 +48,9 @@ class DatasetSource(abc.ABC):
     #: (which builds no dataset) to bound an L2 eps by the largest possible perturbation.
     input_shape: ClassVar[tuple[int, int, int] | None] = None
 
-    def __init__(self, limit_train: int | None = None, limit_test: int | None = None) -> None:
-        self.limit_train = check_limit(self.name, "limit_train", limit_train)
-        self.limit_test = check_limit(self.name, "limit_test", limit_test)
+    def __init__(self, limit_train: Limit = None, limit_test: Limit = None) -> None:
+        self.limit_train = limit_train
+        self.limit_test = limit_test
         self._cache: dict[str, TensorImageDataset] = {}
 
     @abc.abstractmethod

@@ -20,7 +20,7 @@ from typing import Any
 import datasets
 import numpy as np
 
-from sat_toolkit.data.base import DatasetSource
+from sat_toolkit.data.base import DatasetSource, Limit
 from sat_toolkit.data.idx import IdxFormatError, read_idx
 from sat_toolkit.data.info import DatasetInfo
 from sat_toolkit.data.store import build_store
@@ -139,8 +139,8 @@ class FashionMNIST(DatasetSource):
         self,
         path: str | os.PathLike[str] | None = None,
         hub: bool = True,
-        limit_train: int | None = None,
-        limit_test: int | None = None,
+        limit_train: Limit = None,
+        limit_test: Limit = None,
     ) -> None:
         super().__init__(limit_train=limit_train, limit_test=limit_test)
         self.path = None if path is None or str(path) == "" else Path(path).expanduser()

@@ -29,7 +29,7 @@ import datasets
 import numpy as np
 from PIL import Image
 
-from sat_toolkit.data.base import SPLITS, check_limit
+from sat_toolkit.data.base import SPLITS, Limit
 from sat_toolkit.data.fashion_mnist import hub_offline
 from sat_toolkit.data.imagefolder import seeded_subset
 from sat_toolkit.data.info import DatasetInfo
@@ -121,8 +121,8 @@ class HubImages:
         color_jitter: float = COLOR_JITTER,
         lighting: float = LIGHTING_STD,
         revision: str | None = None,
-        limit_train: int | None = None,
-        limit_test: int | None = None,
+        limit_train: Limit = None,
+        limit_test: Limit = None,
     ) -> None:
         if (id is None) == (path is None):
             raise SatError(
@@ -140,8 +140,8 @@ class HubImages:
             self.name, color_jitter, lighting, self.channels
         )
         self.revision = revision
-        self.limit_train = check_limit(self.name, "limit_train", limit_train)
-        self.limit_test = check_limit(self.name, "limit_test", limit_test)
+        self.limit_train = limit_train
+        self.limit_test = limit_test
         self._local: datasets.DatasetDict | None = None
         self._tables: dict[str, datasets.Dataset] = {}
         self._cache: dict[str, HubSplit] = {}

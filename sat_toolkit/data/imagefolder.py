@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sat_toolkit.data.base import SPLITS, check_limit
+from sat_toolkit.data.base import SPLITS, Limit
 from sat_toolkit.data.info import DatasetInfo
 from sat_toolkit.data.transforms import (
     COLOR_JITTER,
@@ -176,8 +176,8 @@ class ImageFolder:
         color_jitter: float = COLOR_JITTER,
         lighting: float = LIGHTING_STD,
         classes: Sequence[str] | None = None,
-        limit_train: int | None = None,
-        limit_test: int | None = None,
+        limit_train: Limit = None,
+        limit_test: Limit = None,
     ) -> None:
         self.path = Path(path).expanduser()
         self.image_size = check_image_size(self.name, image_size)
@@ -193,8 +193,8 @@ class ImageFolder:
         if classes is not None and (isinstance(classes, str) or len(set(classes)) != len(classes)):
             raise SatError("dataset 'imagefolder': classes must be a list of distinct folder names")
         self.classes = None if classes is None else [str(c) for c in classes]
-        self.limit_train = check_limit(self.name, "limit_train", limit_train)
-        self.limit_test = check_limit(self.name, "limit_test", limit_test)
+        self.limit_train = limit_train
+        self.limit_test = limit_test
         if not self.path.is_dir():
             raise SatError(
                 f"dataset 'imagefolder': path '{self.path}' is not a folder; expected the layout {LAYOUT} "

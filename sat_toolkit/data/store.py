@@ -34,8 +34,13 @@ def build_store(
     images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], split: str
 ) -> datasets.Dataset:
     """A ``datasets.Dataset`` holding ``images`` (uint8, N x C x H x W) and ``labels`` (N)."""
+    if not isinstance(images, np.ndarray) or not isinstance(labels, np.ndarray):
+        raise ValueError(
+            f"images and labels must be numpy arrays, got {type(images).__name__} and "
+            f"{type(labels).__name__} (a torch tensor: pass tensor.numpy())"
+        )
     if images.dtype != np.uint8 or images.ndim != 4:
-        raise ValueError(f"images must be uint8 N x C x H x W, got {images.dtype} {images.shape}")
+        raise ValueError(f"images must be a uint8 array N x C x H x W, got {images.dtype} {images.shape}")
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
     _, channels, height, width = images.shape

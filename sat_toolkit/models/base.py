@@ -16,29 +16,22 @@ from keyword parameters only (architecture hyper-parameters such as ``width``), 
 from __future__ import annotations
 
 import abc
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from torch import nn
 
 from sat_toolkit.activations.factory import ActivationFactory, ActivationSpec
 from sat_toolkit.data.info import DatasetInfo
-from sat_toolkit.errors import SatError
 from sat_toolkit.models.config import make_sat_config
 from sat_toolkit.models.normalize import Normalize, NormalizedModel
+from sat_toolkit.params import Param
 
-
-def positive_int(model: str, key: str, value: Any) -> int:
-    """``value`` if it is an int >= 1, else a one-line error naming ``model`` and ``key``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise SatError(f"model '{model}': {key} must be a positive integer, got {value!r}")
-    return value
-
-
-def dropout_rate(model: str, key: str, value: Any) -> float:
-    """``value`` as a float in [0, 1), else a one-line error naming ``model`` and ``key``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise SatError(f"model '{model}': {key} must be a number in [0, 1), got {value!r}")
-    return float(value)
+#: Widths, depths, resolutions: a count of at least one.
+PositiveInt = Annotated[int, Param(ge=1)]
+#: A multiplier of a width or depth.
+PositiveFloat = Annotated[float, Param(gt=0)]
+#: A dropout or drop-path probability: 1 would drop everything.
+DropRate = Annotated[float, Param(ge=0, lt=1)]
 
 
 class ModelBuilder(abc.ABC):

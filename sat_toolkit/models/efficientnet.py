@@ -33,7 +33,7 @@ from sat_toolkit.activations.factory import ActivationFactory, ActivationSpec
 from sat_toolkit.activations.surgery import replace_activations
 from sat_toolkit.data.info import DatasetInfo
 from sat_toolkit.errors import SatError
-from sat_toolkit.models.base import ModelBuilder, dropout_rate
+from sat_toolkit.models.base import DropRate, ModelBuilder, PositiveFloat, PositiveInt
 from sat_toolkit.models.normalize import NormalizedModel
 from sat_toolkit.models.pinning import check_pin, pin_build, timm_version
 from sat_toolkit.models.timm_model import ActivationSurgeryWarning
@@ -59,12 +59,6 @@ DROP_PATH_RATE = 0.2
 #: BatchNorm epsilon of the TF reference (and the official SAT code); PyTorch's is 1e-5.
 TF_BN_EPS = 1e-3
 TIMM_GENERATOR = "timm.models.efficientnet._gen_efficientnet"
-
-
-def _positive_float(model: str, key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise SatError(f"model '{model}': {key} must be a positive number, got {value!r}")
-    return float(value)
 
 
 class EfficientNet(ModelBuilder):
@@ -94,41 +88,35 @@ class EfficientNet(ModelBuilder):
     #: The variant built when the recipe names none.
     default_variant: ClassVar[str] = "b0"
 
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> None:
+        """A variant this class builds (the L1 plugin builds only ``l1``)."""
+        variant = params.get("variant")
+        if variant is not None and variant not in cls.variants:
+            hint = "; model 'efficientnet' builds it" if variant in SCALING else ""
+            known = ", ".join(cls.variants)
+            raise SatError(f"variant: unknown variant {variant!r}; use one of {known}{hint}")
+
     def __init__(
         self,
         variant: str | None = None,
-        width_multiplier: float | None = None,
-        depth_multiplier: float | None = None,
-        resolution: int | None = None,
-        dropout: float | None = None,
-        drop_path_rate: float = DROP_PATH_RATE,
+        width_multiplier: PositiveFloat | None = None,
+        depth_multiplier: PositiveFloat | None = None,
+        resolution: PositiveInt | None = None,
+        dropout: DropRate | None = None,
+        drop_path_rate: DropRate = DROP_PATH_RATE,
         tf_compatible: bool = False,
         timm_version: str | None = None,
         num_params: int | None = None,
     ) -> None:
         variant = self.default_variant if variant is None else variant
-        if variant not in self.variants:
-            hint = "; model 'efficientnet' builds it" if variant in SCALING else ""
-            raise SatError(
-                f"model '{self.name}': unknown variant {variant!r}; "
-                f"use one of {', '.join(self.variants)}{hint}"
-            )
         width, depth, size, drop = SCALING[variant]
         self.variant = variant
-        self.width_multiplier = _positive_float(
-            self.name, "width_multiplier", width if width_multiplier is None else width_multiplier
-        )
-        self.depth_multiplier = _positive_float(
-            self.name, "depth_multiplier", depth if depth_multiplier is None else depth_multiplier
-        )
-        resolution = size if resolution is None else resolution
-        if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
-            raise SatError(f"model '{self.name}': resolution must be a positive integer, got {resolution!r}")
-        self.resolution = resolution
-        self.dropout = dropout_rate(self.name, "dropout", drop if dropout is None else dropout)
-        self.drop_path_rate = dropout_rate(self.name, "drop_path_rate", drop_path_rate)
-        if not isinstance(tf_compatible, bool):
-            raise SatError(f"model '{self.name}': tf_compatible must be true or false, got {tf_compatible!r}")
+        self.width_multiplier = width if width_multiplier is None else width_multiplier
+        self.depth_multiplier = depth if depth_multiplier is None else depth_multiplier
+        self.resolution = size if resolution is None else resolution
+        self.dropout = drop if dropout is None else dropout
+        self.drop_path_rate = drop_path_rate
         self.tf_compatible = tf_compatible
         self.expected_timm_version = timm_version
         self.num_params = check_pin(self.name, num_params)

@@ -17,7 +17,7 @@ from torch import nn
 
 from sat_toolkit.activations.factory import ActivationSpec, create_activation
 from sat_toolkit.data.info import DatasetInfo
-from sat_toolkit.models.base import ModelBuilder, positive_int
+from sat_toolkit.models.base import ModelBuilder, PositiveInt
 
 BLOCKS_PER_STAGE = (2, 2, 2, 2)
 STAGE_STRIDES = (1, 2, 2, 2)
@@ -82,8 +82,8 @@ class PreActResNet18(ModelBuilder):
     name = "preact_resnet18"
     description = "PreAct ResNet-18 (He et al. 2016) with a 3x3 stem for small images; width multiplier"
 
-    def __init__(self, width: int = 64) -> None:
-        self.width = positive_int(self.name, "width", width)
+    def __init__(self, width: PositiveInt = 64) -> None:
+        self.width = width
 
     def params(self) -> dict[str, Any]:
         return {"width": self.width}

@@ -15,7 +15,7 @@ from torch import nn
 
 from sat_toolkit.activations.factory import ActivationSpec, create_activation
 from sat_toolkit.data.info import DatasetInfo
-from sat_toolkit.models.base import ModelBuilder, dropout_rate, positive_int
+from sat_toolkit.models.base import DropRate, ModelBuilder, PositiveInt
 
 
 class ConvBNAct(nn.Sequential):
@@ -74,12 +74,16 @@ class SmallCNN(ModelBuilder):
     description = "small conv-BN-act CNN with global pooling; for 8x8 digits and 28x28 Fashion-MNIST"
 
     def __init__(
-        self, width: int = 32, depth: int = 3, convs_per_stage: int = 2, dropout: float = 0.0
+        self,
+        width: PositiveInt = 32,
+        depth: PositiveInt = 3,
+        convs_per_stage: PositiveInt = 2,
+        dropout: DropRate = 0.0,
     ) -> None:
-        self.width = positive_int(self.name, "width", width)
-        self.depth = positive_int(self.name, "depth", depth)
-        self.convs_per_stage = positive_int(self.name, "convs_per_stage", convs_per_stage)
-        self.dropout = dropout_rate(self.name, "dropout", dropout)
+        self.width = width
+        self.depth = depth
+        self.convs_per_stage = convs_per_stage
+        self.dropout = dropout
 
     def params(self) -> dict[str, Any]:
         return {

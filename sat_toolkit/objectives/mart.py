@@ -10,6 +10,8 @@ which the paper shows matter most for robustness, get the strongest regulariser.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,6 +19,7 @@ from torch import nn
 from sat_toolkit.errors import SatError
 from sat_toolkit.objectives.base import Objective, ObjectiveLoss
 from sat_toolkit.objectives.losses import kl_per_sample
+from sat_toolkit.params import Param
 
 #: Keeps log(1 - p) finite when the strongest wrong class holds all the probability.
 _LOG_FLOOR = 1e-12
@@ -43,10 +46,8 @@ class MART(Objective):
     name = "mart"
     description = "MART: boosted CE(f(x'), y) + beta * KL(f(x) || f(x')) * (1 - p_y(x)) (Wang et al. 2020)"
 
-    def __init__(self, *, beta: float = 6.0) -> None:
-        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or beta < 0:
-            raise SatError(f"beta must be a number >= 0 (6.0 in the paper), got {beta!r}")
-        self.beta = float(beta)
+    def __init__(self, *, beta: Annotated[float, Param(ge=0)] = 6.0) -> None:
+        self.beta = beta
 
     def loss(
         self,

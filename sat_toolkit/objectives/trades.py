@@ -11,7 +11,7 @@ how strong the attacker is and ``--set attack.train.steps=10`` works as for PGD-
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +25,7 @@ from sat_toolkit.attacks.steps import DEFAULT_STEP_RULE, STEP_RULES
 from sat_toolkit.errors import SatError
 from sat_toolkit.objectives.base import Objective, ObjectiveLoss
 from sat_toolkit.objectives.losses import kl_per_sample
+from sat_toolkit.params import Param
 from sat_toolkit.phase import attack_phase
 
 #: The standard deviation of TRADES' random start, in [0, 1] pixel units.
@@ -52,10 +53,8 @@ class TRADES(Objective):
     name = "trades"
     description = "TRADES: CE(f(x), y) + beta * KL(f(x) || f(x')), x' from KL-PGD (Zhang et al. 2019)"
 
-    def __init__(self, *, beta: float = 6.0) -> None:
-        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or beta < 0:
-            raise SatError(f"beta must be a number >= 0 (6.0 in the paper), got {beta!r}")
-        self.beta = float(beta)
+    def __init__(self, *, beta: Annotated[float, Param(ge=0)] = 6.0) -> None:
+        self.beta = beta
 
     @staticmethod
     def attack_problem(attack_cls: type) -> str | None:

@@ -118,8 +118,7 @@ def _constructor_problems(kind: PluginKind, cls: type) -> list[str]:
         required = [
             p.name
             for p in signature.parameters.values()
-            if p.default is _EMPTY
-            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            if p.default is _EMPTY and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
         ]
         if required:
             problems.append(
@@ -230,9 +229,7 @@ def _objective(cls: type) -> list[str]:
     problems = _needs(
         cls, "loss", 4, ("label_smoothing",), "loss(model, x, x_adv, y, *, label_smoothing=0.0)"
     )
-    problems += _needs(
-        cls, "adversarial_examples", 5, (), "adversarial_examples(model, x, y, attack, eps)"
-    )
+    problems += _needs(cls, "adversarial_examples", 5, (), "adversarial_examples(model, x, y, attack, eps)")
     if not isinstance(getattr(cls, "uses_attack", True), bool):
         problems.append("'uses_attack' must be True or False (False: the objective never calls the attack)")
     return problems

@@ -7,11 +7,11 @@ from deep inside a constructor.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 from typing import Any
 
 from sat_toolkit.errors import SatError
+from sat_toolkit.params import check, declared
 from sat_toolkit.plugins.manager import get_plugin_host
 from sat_toolkit.plugins.specs import PluginKind
 
@@ -31,13 +31,47 @@ def split_plugin_spec(kind: str, spec: PluginSpec) -> tuple[str, dict[str, Any]]
     raise SatError(f"{kind} spec must be a name or a table with a 'name' key, got {spec!r}")
 
 
-def constructor_parameters(cls: type) -> dict[str, inspect.Parameter]:
-    """Keyword parameters of ``cls``; none for an ``nn.Module`` without its own ``__init__``."""
-    from torch import nn
+def checked_parameters(
+    kind: PluginKind | str,
+    spec: PluginSpec,
+    *,
+    defaults: Mapping[str, Any] | None = None,
+    **overrides: Any,
+) -> tuple[type, dict[str, Any]]:
+    """The class ``spec`` names and its parameters, typed and checked against its schema.
 
-    if isinstance(cls, type) and issubclass(cls, nn.Module) and cls.__init__ is nn.Module.__init__:
-        return {}
-    return dict(inspect.signature(cls).parameters)
+    The same check a recipe's values get (:func:`sat_toolkit.params.check`), so building
+    from Python refuses a value with the same words; nothing is built. ``overrides``
+    replace spec values; ``defaults`` fill in only parameters the spec leaves out and the
+    plugin accepts (an ensemble passes its eps to its members this way).
+    """
+    kind_value = PluginKind(kind).value
+    name, params = split_plugin_spec(kind_value, spec)
+    params.update(overrides)
+    cls = get_plugin_host().get(kind_value, name)
+    schema = declared(cls)
+    accepted = schema.params if schema is not None else {}
+    takes_kwargs = schema is None or schema.takes_kwargs
+    for key, value in (defaults or {}).items():
+        if key not in params and (key in accepted or takes_kwargs):
+            params[key] = value
+    unknown = [key for key in params if key not in accepted and not takes_kwargs]
+    if unknown:
+        valid = ", ".join(accepted) or "none"
+        raise SatError(f"{kind_value} '{name}' has no parameter '{unknown[0]}'; valid parameters: {valid}")
+    missing = [key for key, p in accepted.items() if p.required and key not in params]
+    if missing:
+        raise SatError(f"{kind_value} '{name}' needs the parameter '{missing[0]}'")
+    typed, problems = check(cls, params)
+    if problems:
+        key, message = problems[0]
+        prefix = f"{kind_value} '{name}'"
+        if key is not None:  # "eps must be >= 0, got -1", "width: expected an integer, got ..."
+            message = f"{prefix}: {key}{' ' if message.startswith('must') else ': '}{message}"
+        elif not message.startswith(prefix):
+            message = f"{prefix}: {message}"
+        raise SatError(message)
+    return cls, typed
 
 
 def instantiate_plugin(
@@ -47,36 +81,20 @@ def instantiate_plugin(
     defaults: Mapping[str, Any] | None = None,
     **overrides: Any,
 ) -> Any:
-    """Construct the plugin ``spec`` names, checking parameter names first.
+    """Construct the plugin ``spec`` names from parameters :func:`checked_parameters` passed."""
+    cls, typed = checked_parameters(kind, spec, defaults=defaults, **overrides)
+    return construct(kind, cls, typed)
 
-    ``overrides`` replace spec values; ``defaults`` fill in only parameters the spec leaves
-    out and the plugin accepts (an ensemble passes its eps to its members this way).
+
+def construct(kind: PluginKind | str, cls: type, typed: Mapping[str, Any]) -> Any:
+    """``cls(**typed)``; a constructor that still refuses its values gets one line, not a traceback.
+
+    That happens with a plugin that checks in ``__init__`` instead of declaring ``Param``
+    bounds: recipe validation cannot see such checks, so they surface when the run builds it.
     """
-    kind_value = PluginKind(kind).value
-    name, params = split_plugin_spec(kind_value, spec)
-    params.update(overrides)
-    cls = get_plugin_host().get(kind_value, name)
-    accepted = constructor_parameters(cls)
-    takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
-    for key, value in (defaults or {}).items():
-        if key not in params and (key in accepted or takes_kwargs):
-            params[key] = value
-    unknown = [key for key in params if key not in accepted and not takes_kwargs]
-    if unknown:
-        valid = ", ".join(k for k, p in accepted.items() if p.kind is not p.VAR_KEYWORD) or "none"
-        raise SatError(f"{kind_value} '{name}' has no parameter '{unknown[0]}'; valid parameters: {valid}")
-    missing = [
-        key
-        for key, p in accepted.items()
-        if p.default is inspect.Parameter.empty
-        and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
-        and key not in params
-    ]
-    if missing:
-        raise SatError(f"{kind_value} '{name}' needs the parameter '{missing[0]}'")
     try:
-        return cls(**params)
+        return cls(**typed)
     except SatError:
         raise
     except (TypeError, ValueError) as exc:
-        raise SatError(f"{kind_value} '{name}': {exc}") from None
+        raise SatError(f"{PluginKind(kind).value} '{getattr(cls, 'name', cls.__name__)}': {exc}") from None

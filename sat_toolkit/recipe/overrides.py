@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import inspect
 import re
 import warnings
 from collections.abc import Iterable, Mapping
@@ -180,17 +179,16 @@ def _table_at(data: Mapping[str, Any], path: tuple[str, ...]) -> Any:
 
 def _accepted_parameters(kind: str, name: str, host: Any) -> frozenset[str] | None:
     """The keyword parameters of plugin ``name``; None when unknown or open (``**kwargs``)."""
+    from sat_toolkit.params import declared
     from sat_toolkit.plugins import get_plugin_host
-    from sat_toolkit.plugins.instantiate import constructor_parameters
 
     try:
-        parameters = constructor_parameters((host or get_plugin_host()).get(kind, name))
-    except (SatError, TypeError, ValueError):
+        schema = declared((host or get_plugin_host()).get(kind, name))
+    except SatError:
         return None
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+    if schema is None or schema.takes_kwargs:
         return None
-    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return frozenset(key for key, p in parameters.items() if p.kind in named)
+    return frozenset(schema.params)
 
 
 def _set_by_override(dotted: str, applied: Iterable[str]) -> bool:

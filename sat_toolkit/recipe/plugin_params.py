@@ -1,12 +1,11 @@
-"""Validate a plugin section (``name`` + keyword parameters) without building heavy objects.
+"""Validate a plugin section (``name`` + keyword parameters) without building anything.
 
-The plugin class is looked up through the plugin host, and its parameters are checked
-against the constructor's signature: unknown names (with the closest valid one), missing
-required ones, and types where the constructor is annotated. A plugin class that knows
-better defines ``validate_params(params) -> None`` (raising ``ValueError``/``SatError``)
-and is then trusted instead of the signature. Nothing is instantiated except activations,
-schedules, attacks and objectives, which are cheap and check their own ranges on
-construction; models and datasets (weights, downloads) never are.
+The plugin class is looked up through the plugin host and its parameters are checked
+once, against the schema its constructor declares (:mod:`sat_toolkit.params`: the
+annotation's type, ``Param`` bounds and names, and the class's ``check_params`` for
+constraints between parameters): unknown names (with the closest valid one), missing
+required ones, types, ranges. No plugin is instantiated here: the engine later builds
+each one from the typed values this returns.
 
 What the engine decides itself (a model's classes and activation, an attack's model)
 reaches plugins through their methods (``build(info, activation)``, ``perturb(model,
@@ -17,34 +16,16 @@ null); leaving the key out keeps meaning "the plugin's default".
 
 from __future__ import annotations
 
-import inspect
 import math
-import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from sat_toolkit.errors import SatError
+from sat_toolkit.params import Schema, bounds_problem, check, declared
 from sat_toolkit.recipe.coerce import Invalid, coerce, is_known, toml_type
 from sat_toolkit.recipe.errors import Problems, join
-from sat_toolkit.recipe.numbers import is_fraction, parse_number
 from sat_toolkit.recipe.schema import MAX_SEED  # one bound for every seed
-
-# Ranges for well-known parameter names, checked whatever plugin declares them. The upper
-# bounds on counts are far beyond any published protocol (APGD's longest runs are a few
-# thousand steps): a larger value is a typo that would otherwise run for days. eps has a
-# norm-dependent upper bound, see :func:`eps_limit`.
-PARAM_BOUNDS: dict[str, dict[str, dict[str, float]]] = {
-    "attack": {
-        "eps": {"ge": 0},
-        "step_size": {"ge": 0},
-        "steps": {"ge": 1, "le": 100_000},
-        "restarts": {"ge": 1, "le": 10_000},
-        "random_start_fraction": {"ge": 0, "le": 1},
-        "seed": {"ge": 0, "le": MAX_SEED},
-    },
-    "dataset": {"limit_train": {"ge": 1}, "limit_test": {"ge": 1}},
-}
 
 # Parameters that name a local file or directory, checked to exist before anything is built.
 _LOCAL_PATHS: dict[str, dict[str, tuple[str, str]]] = {
@@ -52,28 +33,10 @@ _LOCAL_PATHS: dict[str, dict[str, tuple[str, str]]] = {
     "model": {"init_from": ("a .safetensors weights file", "FILE")},
 }
 
-# Constructing these is cheap (no data, no weights) and runs their own range checks, which
-# know more than a signature does (an attack's valid norms and losses, a schedule's order
-# of milestones). Models and datasets are never built here.
-_BUILD_TO_VALIDATE = frozenset({"activation", "schedule", "attack", "objective"})
-
 
 def check_bounds(value: Any, bounds: Mapping[str, float]) -> str | None:
     """``must be >= 0, got -0.1`` when a number falls outside ``bounds``; else ``None``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    tests = {
-        "ge": (">=", lambda b: value >= b),
-        "gt": (">", lambda b: value > b),
-        "le": ("<=", lambda b: value <= b),
-        "lt": ("<", lambda b: value < b),
-    }
-    for key, bound in bounds.items():
-        sign, holds = tests[key]
-        if not holds(bound):
-            shown = str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
-            return f"must be {sign} {shown}, got {value!r}"
-    return None
+    return bounds_problem(value, bounds)
 
 
 def eps_limit(norm: Any, input_shape: tuple[int, ...] | None) -> float | None:
@@ -93,18 +56,22 @@ def eps_limit(norm: Any, input_shape: tuple[int, ...] | None) -> float | None:
 
 def _check_eps(
     resolved: Mapping[str, Any],
-    signature: Mapping[str, inspect.Parameter] | None,
+    schema: Schema | None,
     input_shape: tuple[int, ...] | None,
     path: str,
     problems: Problems,
 ) -> None:
-    """Refuse an attack's eps above :func:`eps_limit` for the attack's norm."""
+    """Refuse an attack's eps above :func:`eps_limit` for the attack's norm.
+
+    The one check a schema cannot declare: the limit depends on the norm and, under L2, on
+    the dataset's image shape, which only the recipe as a whole knows.
+    """
     eps = resolved.get("eps")
     if isinstance(eps, bool) or not isinstance(eps, (int, float)):
         return
     norm = resolved.get("norm")
-    if norm is None and signature is not None and "norm" in signature:
-        norm = signature["norm"].default
+    if norm is None and schema is not None and "norm" in schema:
+        norm = schema.params["norm"].default
     limit = eps_limit(norm, input_shape)
     if limit is None or eps <= limit:
         return
@@ -118,69 +85,6 @@ def _check_eps(
     problems.add(join(path, "eps"), f"must be <= {limit:g} under {norm}, got {eps:g} ({hint})")
 
 
-def _toml_default(value: Any) -> bool:
-    """Whether a constructor default can be written into the resolved recipe."""
-    if isinstance(value, (bool, int, float, str)):
-        return True
-    if isinstance(value, (list, tuple)):
-        return all(_toml_default(v) for v in value)
-    if isinstance(value, Mapping):
-        return all(isinstance(k, str) and _toml_default(v) for k, v in value.items())
-    return False
-
-
-def _parameters(cls: type) -> tuple[dict[str, inspect.Parameter] | None, bool, dict[str, Any]]:
-    """(keyword parameters or None if uninspectable, takes **kwargs, type hints)."""
-    try:
-        signature = inspect.signature(cls)
-    except (TypeError, ValueError):
-        return None, True, {}
-    params = {
-        name: p
-        for name, p in signature.parameters.items()
-        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    }
-    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
-    return params, var_kw, _type_hints(cls)
-
-
-def _type_hints(cls: type) -> dict[str, Any]:
-    """Every constructor annotation, resolved: the class's own over its bases'.
-
-    A subclass may declare only its own parameters and pass the rest on (``**threat``, see
-    ``Attack.__init_subclass__``); those keep their annotations in the base that declares them.
-    """
-    hints: dict[str, Any] = {}
-    for klass in reversed(cls.__mro__):
-        init = klass.__dict__.get("__init__")
-        if init is None or klass is object:
-            continue
-        try:
-            hints.update(typing.get_type_hints(init))
-        except Exception:  # an annotation that does not resolve only costs us the type check
-            continue
-    hints.pop("return", None)
-    return hints
-
-
-def _message_path(path: str, params: Iterable[str], name: str, message: str) -> tuple[str, str]:
-    """Attribute a constructor's complaint to a key when it names one.
-
-    ``"alpha must be > 0"`` and ``"smoothrelu: alpha must be > 0"`` become
-    ``(path.alpha, "must be > 0")``; a message quoting exactly one parameter
-    (``"attack parameter 'norm' must be ..."``) is filed under ``path.norm`` as is.
-    """
-    params = list(params)
-    text = message.removeprefix(f"{name}: ")
-    first, _, rest = text.partition(" ")
-    if first in params and rest:
-        return join(path, first), rest
-    quoted = [key for key in params if f"'{key}'" in message]
-    if len(quoted) == 1:
-        return join(path, quoted[0]), message
-    return path, message
-
-
 def check_plugin(
     kind: str,
     raw_name: Any,
@@ -189,7 +93,7 @@ def check_plugin(
     problems: Problems,
     *,
     host: Any,
-    reserved: Iterable[str] = (),
+    reserved: Any = (),
     inherit: Mapping[str, Any] | None = None,
     input_shape: tuple[int, ...] | None = None,
 ) -> tuple[str, dict[str, Any]] | None:
@@ -213,41 +117,29 @@ def check_plugin(
         problems.add(join(path, "name"), exc.message)
         return None
 
-    signature, var_kw, hints = _parameters(cls)
-    resolved: dict[str, Any] = {}
-    for key, value in params.items():
-        hint = hints.get(key, Any)
-        try:
-            resolved[key] = coerce(value, hint)
-        except Invalid as exc:
-            problems.add(join(path, key), str(exc))
-    for key, value in (inherit or {}).items():
-        if signature is not None and key in signature and key not in params:
-            resolved[key] = value
+    schema = declared(cls)
+    values = dict(params)
+    if schema is not None:
+        if not schema.takes_kwargs:
+            for key in params:
+                if key not in schema:
+                    valid = [*schema, *reserved]
+                    problems.unknown(path, key, valid, what=f"parameter of {kind} '{raw_name}'")
+                    values.pop(key)
+        for key, value in (inherit or {}).items():
+            if key in schema and key not in params:
+                values[key] = value
+        for key, spec in schema.params.items():
+            if spec.required and key not in values:
+                problems.add(join(path, key), f"required by {kind} '{raw_name}' (no default)")
+    if len(problems) > before:
+        return None
 
-    hook = getattr(cls, "validate_params", None)
-    if callable(hook):
-        if len(problems) == before:
-            try:
-                hook(dict(resolved))
-            except SatError as exc:
-                problems.add(path, exc.message)
-            except Exception as exc:
-                problems.add(path, str(exc) or type(exc).__name__)
-    elif signature is not None:
-        _check_signature(kind, raw_name, resolved, signature, var_kw, path, problems, reserved)
-
-    for key, bounds in PARAM_BOUNDS.get(kind, {}).items():
-        value = resolved.get(key)
-        if key in params and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            if not any(p.path == join(path, key) for p in problems[before:]):
-                problems.add(join(path, key), f"expected a number, got {toml_type(value)}")
-            continue
-        message = check_bounds(value, bounds)
-        if message:
-            problems.add(join(path, key), message)
+    resolved, found = check(cls, values)
+    for key, message in found:
+        problems.add(path if key is None else join(path, key), message)
     if kind == "attack" and not any(p.path == join(path, "eps") for p in problems[before:]):
-        _check_eps(resolved, signature, input_shape, path, problems)
+        _check_eps(resolved, schema, input_shape, path, problems)
     for key, (what, placeholder) in _LOCAL_PATHS.get(kind, {}).items():
         value = resolved.get(key)
         if isinstance(value, str) and not Path(value).expanduser().exists():
@@ -256,67 +148,36 @@ def check_plugin(
                 f"no such file or directory: '{value}' "
                 f"(point it at {what}: --set {join(path, key)}={placeholder})",
             )
-
-    if signature is not None:
-        _fill_defaults(kind, resolved, signature, hints)
-        order = {key: index for index, key in enumerate(signature)}
-        resolved = dict(sorted(resolved.items(), key=lambda item: order.get(item[0], len(order))))
-    if len(problems) == before and kind in _BUILD_TO_VALIDATE and _complete(signature, resolved):
-        try:
-            cls(**resolved)
-        except SatError as exc:
-            problems.add(*_message_path(path, resolved, raw_name, exc.message))
-        except (ValueError, TypeError) as exc:
-            problems.add(*_message_path(path, resolved, raw_name, str(exc)))
-        except Exception as exc:  # a plugin bug still deserves one line naming the section
-            problems.add(path, f"{kind} '{raw_name}' failed to build: {type(exc).__name__}: {exc}")
     if len(problems) > before:
         return None
-    # Unresolved fraction strings (plugins that accept **kwargs) still become floats; each
-    # one already went through coerce, so a bad one ("4/0") is a problem reported above.
-    return raw_name, {k: parse_number(v) if is_fraction(v) else v for k, v in resolved.items()}
+    if schema is not None:
+        _fill_defaults(resolved, schema)
+        order = {key: index for index, key in enumerate(schema)}
+        resolved = dict(sorted(resolved.items(), key=lambda item: order.get(item[0], len(order))))
+    return raw_name, resolved
 
 
-def _complete(signature: Mapping[str, inspect.Parameter] | None, resolved: Mapping[str, Any]) -> bool:
-    """Whether every required parameter is known now (not left for the engine to supply)."""
-    if signature is None:
-        return True
-    return all(p.default is not inspect.Parameter.empty or key in resolved for key, p in signature.items())
+def _toml_default(value: Any) -> bool:
+    """Whether a constructor default can be written into the resolved recipe."""
+    if isinstance(value, (bool, int, float, str)):
+        return not isinstance(value, float) or math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return all(_toml_default(v) for v in value)
+    if isinstance(value, Mapping):
+        return all(isinstance(k, str) and _toml_default(v) for k, v in value.items())
+    return False
 
 
-def _check_signature(
-    kind: str,
-    name: str,
-    params: Mapping[str, Any],
-    signature: Mapping[str, inspect.Parameter],
-    var_kw: bool,
-    path: str,
-    problems: Problems,
-    reserved: Iterable[str],
-) -> None:
-    if not var_kw:
-        for key in params:
-            if key not in signature:
-                valid = [*signature, *reserved]
-                problems.unknown(path, key, valid, what=f"parameter of {kind} '{name}'")
-    for key, param in signature.items():
-        if param.default is inspect.Parameter.empty and key not in params:
-            problems.add(join(path, key), f"required by {kind} '{name}' (no default)")
-
-
-def _fill_defaults(
-    kind: str, resolved: dict[str, Any], signature: Mapping[str, inspect.Parameter], hints: Mapping[str, Any]
-) -> None:
+def _fill_defaults(resolved: dict[str, Any], schema: Schema) -> None:
     """Write every TOML-representable default into the resolved recipe (explicit > implicit)."""
-    for key, param in signature.items():
-        if key in resolved or not _toml_default(param.default):
+    for key, spec in schema.params.items():
+        if key in resolved or not _toml_default(spec.default):
             continue
-        hint = hints.get(key, Any)
         try:
             # The same conversion a value read back from TOML gets, so round trips are exact.
-            resolved[key] = coerce(param.default, hint) if is_known(hint) else _lists(param.default)
+            resolved[key] = coerce(spec.default, spec.hint) if is_known(spec.hint) else _lists(spec.default)
         except Invalid:
-            resolved[key] = _lists(param.default)
+            resolved[key] = _lists(spec.default)
 
 
 def _lists(value: Any) -> Any:
@@ -333,4 +194,4 @@ def _installed(host: Any, kind: str) -> str:
     return "installed: " + ", ".join(names) if names else "none installed"
 
 
-__all__ = ["MAX_SEED", "PARAM_BOUNDS", "check_bounds", "check_plugin", "eps_limit"]
+__all__ = ["MAX_SEED", "check_bounds", "check_plugin", "eps_limit"]

@@ -14,8 +14,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-#: numpy (and so accelerate's ``set_seed``) takes seeds below 2**32 only.
-MAX_SEED = 2**32 - 1
+from sat_toolkit.params import MAX_SEED
 
 
 def setting(default: Any = dataclasses.MISSING, doc: str = "", **bounds: float) -> Any:
@@ -44,8 +43,15 @@ class PluginSpec:
         return get_plugin_host().get(self.kind, self.name)
 
     def build(self, **extra: Any) -> Any:
-        """Instantiate the plugin; ``extra`` overrides or adds constructor parameters (tests, the API)."""
-        return self.plugin_class()(**{**self.params, **extra})
+        """Instantiate the plugin; ``extra`` overrides or adds constructor parameters (tests, the API).
+
+        The parameters were checked against the plugin's schema when the recipe was read. A
+        plugin that still refuses them in its constructor (one that checks there instead of
+        declaring ``Param`` bounds) gets one line naming the section, not a traceback.
+        """
+        from sat_toolkit.plugins.instantiate import construct
+
+        return construct(self.kind, self.plugin_class(), {**self.params, **extra})
 
 
 @dataclass(frozen=True)

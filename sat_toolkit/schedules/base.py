@@ -15,7 +15,9 @@ Conventions every schedule follows:
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import Annotated, ClassVar
+
+from sat_toolkit.params import Param
 
 
 def check_int(name: str, value: object, minimum: int) -> int:
@@ -27,31 +29,12 @@ def check_int(name: str, value: object, minimum: int) -> int:
     return value
 
 
-def check_float(
-    name: str,
-    value: object,
-    *,
-    ge: float | None = None,
-    gt: float | None = None,
-    le: float | None = None,
-    lt: float | None = None,
-) -> float:
-    """A finite number inside the given bounds, as a float."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    number = float(value)
-    if not math.isfinite(number):
-        raise ValueError(f"{name} must be finite, got {value}")
-    bounds = (
-        (ge, ">=", lambda b: number >= b),
-        (gt, ">", lambda b: number > b),
-        (le, "<=", lambda b: number <= b),
-        (lt, "<", lambda b: number < b),
-    )
-    for bound, sign, holds in bounds:
-        if bound is not None and not holds(bound):
-            raise ValueError(f"{name} must be {sign} {bound:g}, got {value}")
-    return number
+#: A length in optimiser steps; 0 means "use the fraction instead".
+StepCount = Annotated[int, Param(ge=0)]
+#: A share of the run, in [0, 1].
+RunFraction = Annotated[float, Param(ge=0, le=1)]
+#: The warm-up's share of the run: the run cannot be all warm-up.
+WarmupFraction = Annotated[float, Param(ge=0, lt=1)]
 
 
 def to_steps(fraction: float, total_steps: int) -> int:
@@ -114,9 +97,9 @@ class WarmupSchedule(Schedule):
     curve spans the whole run or only the steps after the warm-up.
     """
 
-    def __init__(self, warmup_steps: int = 0, warmup_fraction: float = 0.0) -> None:
-        self.warmup_steps = check_int("warmup_steps", warmup_steps, 0)
-        self.warmup_fraction = check_float("warmup_fraction", warmup_fraction, ge=0.0, lt=1.0)
+    def __init__(self, warmup_steps: StepCount = 0, warmup_fraction: WarmupFraction = 0.0) -> None:
+        self.warmup_steps = warmup_steps
+        self.warmup_fraction = warmup_fraction
 
     def warmup_length(self, total_steps: int) -> int:
         """Number of warm-up steps in a run of ``total_steps``."""

@@ -12,8 +12,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Annotated, Any
 
-from sat_toolkit.schedules.base import Schedule, WarmupSchedule, check_float, to_steps
+from sat_toolkit.params import Param
+from sat_toolkit.schedules.base import Schedule, StepCount, WarmupFraction, WarmupSchedule, to_steps
+
+#: A multiplier applied at each decay.
+Gamma = Annotated[float, Param(gt=0)]
 
 
 class ConstantSchedule(WarmupSchedule):
@@ -34,11 +39,15 @@ class StepSchedule(WarmupSchedule):
     targets = ("lr",)
 
     def __init__(
-        self, period: float = 0.3, gamma: float = 0.1, warmup_steps: int = 0, warmup_fraction: float = 0.0
+        self,
+        period: Annotated[float, Param(gt=0, le=1)] = 0.3,
+        gamma: Gamma = 0.1,
+        warmup_steps: StepCount = 0,
+        warmup_fraction: WarmupFraction = 0.0,
     ) -> None:
         super().__init__(warmup_steps=warmup_steps, warmup_fraction=warmup_fraction)
-        self.period = check_float("period", period, gt=0.0, le=1.0)
-        self.gamma = check_float("gamma", gamma, gt=0.0)
+        self.period = period
+        self.gamma = gamma
 
     def _after_warmup(self, step: int, total_steps: int, base: float, warmup: int) -> float:
         period_steps = max(1, to_steps(self.period, total_steps))
@@ -61,19 +70,23 @@ class MultiStepSchedule(WarmupSchedule):
 
     def __init__(
         self,
-        milestones: Sequence[float] = (0.5, 0.75),
-        gamma: float = 0.1,
-        warmup_steps: int = 0,
-        warmup_fraction: float = 0.0,
+        milestones: Annotated[Sequence[float], Param(gt=0, lt=1)] = (0.5, 0.75),
+        gamma: Gamma = 0.1,
+        warmup_steps: StepCount = 0,
+        warmup_fraction: WarmupFraction = 0.0,
     ) -> None:
         super().__init__(warmup_steps=warmup_steps, warmup_fraction=warmup_fraction)
-        if isinstance(milestones, (str, bytes)) or not isinstance(milestones, Sequence) or not milestones:
-            raise ValueError(f"milestones must be a non-empty list of fractions, got {milestones!r}")
-        values = [check_float("milestones", m, gt=0.0, lt=1.0) for m in milestones]
+        self.milestones = tuple(float(m) for m in milestones)
+        self.gamma = gamma
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> None:
+        """Milestones: at least one, each later than the one before."""
+        values = list(params.get("milestones", (0.5, 0.75)))
+        if not values:
+            raise ValueError("milestones must be a non-empty list of fractions, got []")
         if any(b <= a for a, b in zip(values[:-1], values[1:], strict=True)):
-            raise ValueError(f"milestones must be strictly increasing, got {list(milestones)}")
-        self.milestones = tuple(values)
-        self.gamma = check_float("gamma", gamma, gt=0.0)
+            raise ValueError(f"milestones must be strictly increasing, got {values}")
 
     def _after_warmup(self, step: int, total_steps: int, base: float, warmup: int) -> float:
         reached = sum(step >= to_steps(m, total_steps) for m in self.milestones)
@@ -96,9 +109,14 @@ class CosineSchedule(WarmupSchedule):
     description = "cosine decay from base to `floor` after the warm-up"
     targets = ("lr",)
 
-    def __init__(self, floor: float = 0.0, warmup_steps: int = 0, warmup_fraction: float = 0.0) -> None:
+    def __init__(
+        self,
+        floor: Annotated[float, Param(ge=0)] = 0.0,
+        warmup_steps: StepCount = 0,
+        warmup_fraction: WarmupFraction = 0.0,
+    ) -> None:
         super().__init__(warmup_steps=warmup_steps, warmup_fraction=warmup_fraction)
-        self.floor = check_float("floor", floor, ge=0.0)
+        self.floor = floor
 
     def _after_warmup(self, step: int, total_steps: int, base: float, warmup: int) -> float:
         t = min(1.0, (step - warmup) / max(1, total_steps - warmup))
@@ -122,11 +140,14 @@ class OneCycleSchedule(Schedule):
     targets = ("lr",)
 
     def __init__(
-        self, pct_start: float = 0.3, div_factor: float = 25.0, final_div_factor: float = 1e4
+        self,
+        pct_start: Annotated[float, Param(gt=0, lt=1)] = 0.3,
+        div_factor: Annotated[float, Param(ge=1)] = 25.0,
+        final_div_factor: Annotated[float, Param(ge=1)] = 1e4,
     ) -> None:
-        self.pct_start = check_float("pct_start", pct_start, gt=0.0, lt=1.0)
-        self.div_factor = check_float("div_factor", div_factor, ge=1.0)
-        self.final_div_factor = check_float("final_div_factor", final_div_factor, ge=1.0)
+        self.pct_start = pct_start
+        self.div_factor = div_factor
+        self.final_div_factor = final_div_factor
 
     def _value(self, step: int, total_steps: int, base: float) -> float:
         start = base / self.div_factor

@@ -7,7 +7,7 @@ constant schedule (:mod:`sat_toolkit.schedules.lr`) is the other epsilon schedul
 
 from __future__ import annotations
 
-from sat_toolkit.schedules.base import Schedule, check_float, check_int, steps_from
+from sat_toolkit.schedules.base import RunFraction, Schedule, StepCount, steps_from
 
 
 class LinearRampSchedule(Schedule):
@@ -23,10 +23,12 @@ class LinearRampSchedule(Schedule):
     name = "linear_ramp"
     description = "linear from start*base to base over the first ramp_fraction (or ramp_steps)"
 
-    def __init__(self, ramp_fraction: float = 0.2, ramp_steps: int = 0, start: float = 0.0) -> None:
-        self.ramp_fraction = check_float("ramp_fraction", ramp_fraction, ge=0.0, le=1.0)
-        self.ramp_steps = check_int("ramp_steps", ramp_steps, 0)
-        self.start = check_float("start", start, ge=0.0, le=1.0)
+    def __init__(
+        self, ramp_fraction: RunFraction = 0.2, ramp_steps: StepCount = 0, start: RunFraction = 0.0
+    ) -> None:
+        self.ramp_fraction = ramp_fraction
+        self.ramp_steps = ramp_steps
+        self.start = start
 
     def ramp_length(self, total_steps: int) -> int:
         """Number of steps until ``base`` is reached."""

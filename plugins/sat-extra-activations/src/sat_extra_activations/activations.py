@@ -7,12 +7,14 @@ only the class attributes ``name``, ``description`` and ``smooth`` are required.
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from sat_toolkit.activations import Activation
+from sat_toolkit.params import Param
 
 
 class Mish(Activation):
@@ -37,12 +39,13 @@ class PSSiLU(Activation):
     description = "x * (sigmoid(a x) - b) / (1 - b); a = alpha > 0, b = beta in [0, 1)"
     smooth = True
 
-    def __init__(self, alpha: float = 1.0, beta: float = 0.0, learnable: bool = False) -> None:
+    def __init__(
+        self,
+        alpha: Annotated[float, Param(gt=0)] = 1.0,
+        beta: Annotated[float, Param(ge=0, lt=1)] = 0.0,
+        learnable: bool = False,
+    ) -> None:
         super().__init__()
-        if not alpha > 0:
-            raise ValueError(f"pssilu: alpha must be > 0, got {alpha}")
-        if not 0 <= beta < 1:
-            raise ValueError(f"pssilu: beta must be in [0, 1), got {beta}")
         self._init = {"alpha": float(alpha), "beta": float(beta), "learnable": bool(learnable)}
         # alpha = exp(log_alpha) keeps it positive while learning.
         log_alpha = torch.tensor(math.log(alpha))

@@ -14,23 +14,24 @@ The attack draws no random numbers, so it never needs ``self.generator``.
 
 from __future__ import annotations
 
+from typing import Annotated, Any
+
 import torch
 
-from sat_toolkit.attacks import DEFAULT_EPS, Attack, AttackResult, LossGradient, resolve_loss
-from sat_toolkit.attacks.base import Model
-from sat_toolkit.attacks.params import parse_fraction, parse_int
+from sat_toolkit.attacks import Attack, AttackResult, LossGradient, resolve_loss
+from sat_toolkit.attacks.base import Model, Positive, Steps
+from sat_toolkit.params import Param
 
 
 class MIFGSM(Attack):
     """``g <- decay * g + grad / ||grad||_1``, then ``x <- proj(x + step_size * sign(g))``, ``steps`` times.
 
     Args:
-        eps: L-inf budget in [0, 1] pixel space (``"8/255"`` style allowed).
         steps: number of iterations (>= 1).
         decay: momentum factor mu (>= 0; the paper uses 1.0, 0 gives iterated FGSM).
         step_size: step per iteration; default ``eps / steps``, so the last iterate can
             just reach the border of the ball, as in the paper.
-        norm, bn_mode, precision, loss_scale, seed: see ``sat_toolkit.attacks.Attack``
+        eps, norm, bn_mode, precision, loss_scale, seed: see ``sat_toolkit.attacks.Attack``
             (only ``"linf"`` is supported; ``seed`` is accepted for uniformity and unused).
     """
 
@@ -41,24 +42,15 @@ class MIFGSM(Attack):
     def __init__(
         self,
         *,
-        eps: float | str = DEFAULT_EPS,
-        steps: int = 10,
-        decay: float | str = 1.0,
-        step_size: float | str | None = None,
-        norm: str = "linf",
-        bn_mode: str = "eval",
-        precision: str = "fp32",
-        loss_scale: float | str = 1024.0,
-        seed: int | None = None,
+        steps: Steps = 10,
+        decay: Annotated[float, Param(ge=0)] = 1.0,
+        step_size: Positive | None = None,
+        **threat: Any,
     ) -> None:
-        super().__init__(
-            eps=eps, norm=norm, bn_mode=bn_mode, precision=precision, loss_scale=loss_scale, seed=seed
-        )
-        self.steps = parse_int(steps, "steps")
-        self.decay = parse_fraction(decay, "decay")
-        self.step_size = (
-            None if step_size is None else parse_fraction(step_size, "step_size", allow_zero=False)
-        )
+        super().__init__(**threat)  # the threat model; values arrive typed and checked
+        self.steps = steps
+        self.decay = decay
+        self.step_size = step_size
         self._loss = resolve_loss("ce", targeted=False)
 
     def _perturb(self, model: Model, x: torch.Tensor, y: torch.Tensor, eps: float) -> AttackResult:

@@ -11,8 +11,14 @@ ends configurable.
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from sat_toolkit.params import Param
 from sat_toolkit.schedules import Schedule
-from sat_toolkit.schedules.base import check_float, to_steps
+from sat_toolkit.schedules.base import to_steps
+
+#: A value as a fraction of ``base``.
+OfBase = Annotated[float, Param(ge=0, le=1)]
 
 
 class Triangular(Schedule):
@@ -33,10 +39,10 @@ class Triangular(Schedule):
     description = "linear rise to base at `peak`, linear fall to end*base (Wong et al. 2020 fast AT)"
     targets = ("lr",)
 
-    def __init__(self, peak: float = 0.4, start: float = 0.0, end: float = 0.0) -> None:
-        self.peak = check_float("peak", peak, gt=0.0, lt=1.0)
-        self.start = check_float("start", start, ge=0.0, le=1.0)
-        self.end = check_float("end", end, ge=0.0, le=1.0)
+    def __init__(
+        self, peak: Annotated[float, Param(gt=0, lt=1)] = 0.4, start: OfBase = 0.0, end: OfBase = 0.0
+    ) -> None:
+        self.peak, self.start, self.end = peak, start, end
 
     def peak_step(self, total_steps: int) -> int:
         """The step that gets ``base``."""
