@@ -73,12 +73,18 @@ def test_worst_case_is_the_per_sample_and_of_all_attacks() -> None:
             return AttackResult(x_adv=x_adv.clamp(0, 1), eps=0.1)
 
     x = x + torch.arange(6).view(-1, 1, 1, 1) * 1e-3  # make every sample unique
-    report = evaluate_robustness(model, x, y, {"a": Flip({0, 3}), "b": Flip({3, 4})}, batch_size=4)
+    attacks = {"a": Flip({0, 3}), "b": Flip({3, 4})}
+    report = evaluate_robustness(model, x, y, attacks, batch_size=4, cascade=False)
     assert report.clean_accuracy == 1.0
     assert report.attacks["a"].robust.tolist() == [False, True, True, False, True, True]
     assert report.attacks["b"].robust.tolist() == [True, True, True, False, False, True]
     assert report.worst_case.tolist() == [False, True, True, False, False, True]
     assert report.robust_accuracy == pytest.approx(3 / 6)
+    # The cascade: b attacks only what a left robust, and reports the accuracy after both.
+    cascade = evaluate_robustness(model, x, y, attacks, batch_size=4)
+    assert [o.attacked for o in cascade.attacks.values()] == [6, 4]
+    assert cascade.attacks["b"].robust.tolist() == report.worst_case.tolist()
+    assert cascade.worst_case.tolist() == report.worst_case.tolist()
 
 
 def test_an_attack_leaving_the_eps_ball_is_refused() -> None:

@@ -61,7 +61,10 @@ def validate(recipe: Recipe, model: nn.Module, test_set: Any, accelerator: Accel
     outcome = torch.full((share, 3), -1.0, device=accelerator.device)
     if stop > start:
         x, y = x_all[start:stop].to(accelerator.device), y_all[start:stop].to(accelerator.device)
-        report = evaluate_robustness(model, x, y, attacks, batch_size=recipe.data.eval_batch_size)
+        # Each attack on every image: the overfitting guard compares PGD-10's number with FGSM's.
+        report = evaluate_robustness(
+            model, x, y, attacks, batch_size=recipe.data.eval_batch_size, cascade=False
+        )
         columns = [report.clean_correct]
         for name in attacks:  # an attack's worst case over the true and a surrogate gradient
             robust = report.clean_correct.clone()
@@ -102,7 +105,9 @@ def final_evaluation(
     attacks = build_attacks(specs, seed=seed)
     with _AttackProgress(enabled=show_progress and bool(attacks)) as progress:
         batch = recipe.data.eval_batch_size
-        report = evaluate_robustness(model, x, y, attacks, batch_size=batch, progress=progress)
+        report = evaluate_robustness(
+            model, x, y, attacks, batch_size=batch, progress=progress, cascade=recipe.attack.eval.cascade
+        )
     result = report.to_dict()
     lines = [f"clean accuracy {report.clean_accuracy:.4f} on {len(y)} test images"]
     for label, outcome in report.attacks.items():

@@ -89,6 +89,9 @@ class Evaluation:
             "suite": self.suite,
             "clean_acc": self.clean_accuracy,
             "robust_acc": self.robust_accuracy if self.report.attacks else None,
+            # True: each attack ran on the images every earlier one failed on, and its
+            # robust_accuracy is the one after it (AutoAttack's log); False: its own number.
+            "cascade": self.report.cascade,
             "attacks": self.report.to_dict()["attacks"],
         }
         if self.sweep is not None:
@@ -231,6 +234,7 @@ def evaluate(
     square_queries: int = 1000,
     return_examples: bool = True,
     per_attack_examples: bool = False,
+    cascade: bool = True,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> Evaluation:
     """Attack ``model`` on images ``x`` (in [0, 1]) with labels ``y``; see :class:`Evaluation`.
@@ -253,6 +257,10 @@ def evaluate(
         sweep: eps values for a robustness-vs-eps curve (or ``"1/255,2/255"``).
         return_examples: keep the worst-case examples (``x_adv``: one copy of ``x`` on the CPU);
             per_attack_examples: also each attack's (one copy per attack).
+        cascade: each attack attacks only the images every earlier one failed on, as
+            AutoAttack does: the same worst case in less time; an attack's number is then
+            the robust accuracy after it. False runs every attack on every clean-correct
+            image, for each attack's own number.
     """
     from sat_toolkit.attacks import parse_fraction
     from sat_toolkit.devices import describe, model_device, resolve_device
@@ -277,7 +285,7 @@ def evaluate(
     started = time.perf_counter()
     report = evaluate_robustness(
         model, x, y, objects, batch_size=batch_size, eps=budget, norm=norm, progress=progress,
-        return_examples=return_examples, per_attack_examples=per_attack_examples,
+        return_examples=return_examples, per_attack_examples=per_attack_examples, cascade=cascade,
     )  # fmt: skip
     curve = (
         eps_sweep(model, x, y, objects, sweep_values, batch_size=batch_size, norm=norm)

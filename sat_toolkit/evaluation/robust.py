@@ -6,6 +6,12 @@ counts as robust to an attack when the model is right on the clean image *and* o
 attack's example (RobustBench's convention); only clean-correct samples are attacked.
 The worst case over the ensemble is robust only if it survived every attack.
 
+By default the attacks run as a cascade, AutoAttack's way: each attacks only the images
+every earlier attack failed on (a later attack can only lower the worst case where it is
+still robust), and its reported robust accuracy is the one after it and all earlier ones.
+The worst case is the one every attack on every image gives; ``cascade=False`` runs each
+attack on every clean-correct image, for each attack's own number.
+
 Attacks see the gradient of the function the model computes: a surrogate gradient that
 the model was trained with (``relu_smooth_grad``) is switched off. For a model whose
 surrogate serves the attacker, every attack runs a second time with the surrogate, under
@@ -44,8 +50,11 @@ class AttackOutcome:
     zero_grad_fraction: float | None
     seconds: float
     #: The attack's example for every sample (the clean image where it did not attack:
-    #: samples the model already gets wrong), on the CPU; kept only on request.
+    #: samples the model already gets wrong, or, in a cascade, that an earlier attack
+    #: broke), on the CPU; kept only on request.
     x_adv: torch.Tensor | None = None
+    #: How many images it attacked (in a cascade: those every earlier attack failed on).
+    attacked: int = 0
 
     @property
     def robust_accuracy(self) -> float:
@@ -63,6 +72,9 @@ class RobustnessReport:
     #: Per sample, the first example (in attack order) that fools the model, else the last
     #: attack's example: the worst case as images, on the CPU; kept only on request.
     x_adv: torch.Tensor | None = None
+    #: Whether each attack attacked only the images every earlier one failed on; then an
+    #: attack's ``robust`` is the worst case up to and including it.
+    cascade: bool = False
 
     @property
     def clean_accuracy(self) -> float:
@@ -86,9 +98,11 @@ class RobustnessReport:
             "eps": self.eps,
             "clean_accuracy": self.clean_accuracy,
             "robust_accuracy": self.robust_accuracy if self.attacks else None,
+            "cascade": self.cascade,
             "attacks": {
                 name: {
                     "robust_accuracy": o.robust_accuracy,
+                    "attacked": o.attacked,
                     "zero_grad_fraction": o.zero_grad_fraction,
                     "seconds": round(o.seconds, 3),
                     "settings": o.settings,
@@ -163,6 +177,7 @@ def evaluate_robustness(
     progress: Callable[[str, int, int], None] | None = None,
     return_examples: bool = False,
     per_attack_examples: bool = False,
+    cascade: bool = True,
 ) -> RobustnessReport:
     """Attack ``x`` (images in [0, 1]) with every attack and report per-sample outcomes.
 
@@ -178,13 +193,14 @@ def evaluate_robustness(
             on the CPU: one copy of ``x``).
         per_attack_examples: also keep every attack's (``AttackOutcome.x_adv``: one copy
             of ``x`` per attack).
+        cascade: each attack attacks only the images every earlier one failed on (same
+            worst case, less work); False attacks every clean-correct image with each.
     """
     was_training = model.training
     model.eval()
     try:
         clean_correct = _predict(model, x, batch_size) == y
         outcomes: dict[str, AttackOutcome] = {}
-        attackable = clean_correct.nonzero().flatten()
         runs = [(label, attack, true_gradients) for label, attack in attacks.items()]
         if has_attacker_surrogate(model):
             surrogate = contextlib.nullcontext
@@ -192,6 +208,7 @@ def evaluate_robustness(
         worst_x = x.detach().cpu().clone() if return_examples else None
         broken = ~clean_correct
         for label, attack, gradients in runs:
+            attackable = (~broken if cascade else clean_correct).nonzero().flatten()
             robust = torch.zeros_like(clean_correct)
             keep = return_examples or per_attack_examples
             examples = x.detach().cpu().clone() if keep else None
@@ -220,6 +237,7 @@ def evaluate_robustness(
                 zero_fraction,
                 time.perf_counter() - started,
                 examples if per_attack_examples else None,
+                attacked=len(attackable),
             )
             if worst_x is not None and examples is not None:
                 # Newly broken samples take this attack's example; unbroken ones keep the
@@ -228,7 +246,12 @@ def evaluate_robustness(
                 worst_x[take] = examples[take]
             broken |= ~robust
         return RobustnessReport(
-            samples=len(x), eps=eps, clean_correct=clean_correct, attacks=outcomes, x_adv=worst_x
+            samples=len(x),
+            eps=eps,
+            clean_correct=clean_correct,
+            attacks=outcomes,
+            x_adv=worst_x,
+            cascade=cascade,
         )
     finally:
         model.train(was_training)

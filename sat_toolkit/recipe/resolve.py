@@ -1,9 +1,9 @@
 """Turn a raw recipe (nested dicts from TOML) into a validated, resolved :class:`Recipe`.
 
 Every section is checked even after a problem is found, so one run of ``recipe
-validate`` lists everything to fix. Nothing heavy happens here: models and datasets are
-looked up, not built; only cheap plugins (activations, schedules, attacks) are built, to
-run their own checks (see :mod:`sat_toolkit.recipe.plugin_params`).
+validate`` lists everything to fix. No plugin is built here: each is looked up and its
+parameters checked against the schema it declares (see
+:mod:`sat_toolkit.recipe.plugin_params`).
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ from sat_toolkit.recipe.schema import (
 
 DEFAULT_ACTIVATION = "silu"  # the paper's best smooth activation
 DEFAULT_OBJECTIVE = "pgd_at"  # the paper's objective: cross-entropy on the attack's examples
+# [attack.eval]'s own settings; every other key there is an attack.
+EVAL_SETTINGS = tuple(f.name for f in dataclasses.fields(EvalConfig) if f.name != "attacks")
 
 
 def resolve(raw: Mapping[str, Any], *, host: Any = None, source: str | None = None) -> Recipe:
@@ -233,7 +235,7 @@ class _Resolver:
         raw = self.table(value, "attack.eval")
         if raw is None:
             return None
-        settings = {k: v for k, v in raw.items() if k in ("samples", "seed")}
+        settings = {k: v for k, v in raw.items() if k in EVAL_SETTINGS}
         checked = self.fields(EvalConfig, settings, "attack.eval")
         attacks: dict[str, PluginSpec] = {}
         ok = checked is not None
@@ -264,7 +266,7 @@ class _Resolver:
         """(label, attack table, key path) for named sub-tables and the ``attacks`` array."""
         entries = []
         for key, value in raw.items():
-            if key in ("samples", "seed"):
+            if key in EVAL_SETTINGS:
                 continue
             path = join("attack.eval", key)
             if key == "attacks":
@@ -272,7 +274,7 @@ class _Resolver:
             elif isinstance(value, Mapping):
                 entries.append((key, value, path))
             else:
-                self.problems.unknown("attack.eval", key, ("samples", "seed", "attacks"))
+                self.problems.unknown("attack.eval", key, (*EVAL_SETTINGS, "attacks"))
         return entries
 
     def _eval_array(self, value: Any, raw: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any], str]]:

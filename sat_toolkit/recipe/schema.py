@@ -102,12 +102,18 @@ class EvalConfig:
     seed: int = setting(
         0, "seed for the sample choice and the attacks' randomness (< 2**32)", ge=0, le=MAX_SEED
     )
+    cascade: bool = setting(
+        True,
+        "each attack attacks only the images every earlier one failed on (AutoAttack's way: same worst "
+        "case, less time; an attack's number is the one after it); false: every attack on every image",
+    )
     attacks: dict[str, PluginSpec] = field(default_factory=dict, metadata={"doc": "label -> attack"})
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "samples": self.samples,
             "seed": self.seed,
+            "cascade": self.cascade,
             **{label: attack.to_dict() for label, attack in self.attacks.items()},
         }
 
