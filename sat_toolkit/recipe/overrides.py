@@ -25,7 +25,7 @@ from sat_toolkit.errors import SatError
 from sat_toolkit.plugins import PluginWarning
 from sat_toolkit.recipe.coerce import toml_type
 from sat_toolkit.recipe.errors import Problem, RecipeError
-from sat_toolkit.recipe.schema import DataConfig, EvalConfig
+from sat_toolkit.recipe.schema import EVAL_SETTINGS, DataConfig
 from sat_toolkit.recipe.toml_io import TOMLDecodeError, _value, tomllib
 
 _KEY_PART = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -44,7 +44,6 @@ PLUGIN_TABLES: dict[tuple[str, ...], str] = {
 _SECTION_KEYS: dict[str, frozenset[str]] = {
     "dataset": frozenset(f.name for f in dataclasses.fields(DataConfig) if f.name not in ("name", "params")),
 }
-_EVAL_SETTINGS = (*(f.name for f in dataclasses.fields(EvalConfig)), "attacks")
 
 
 class OverrideNote(PluginWarning):
@@ -119,7 +118,7 @@ def plugin_table_kind(path: tuple[str, ...]) -> str | None:
     """The plugin kind the table at ``path`` names (``("schedule", "lr")`` -> ``"schedule"``), if any."""
     if path in PLUGIN_TABLES:
         return PLUGIN_TABLES[path]
-    if len(path) == 3 and path[:2] == ("attack", "eval") and path[2] not in _EVAL_SETTINGS:
+    if len(path) == 3 and path[:2] == ("attack", "eval") and path[2] not in (*EVAL_SETTINGS, "attacks"):
         return "attack"
     return None
 

@@ -17,6 +17,7 @@ from sat_toolkit.recipe.coerce import Invalid, coerce, toml_type
 from sat_toolkit.recipe.errors import Problems, RecipeError, join
 from sat_toolkit.recipe.plugin_params import check_bounds, check_plugin
 from sat_toolkit.recipe.schema import (
+    EVAL_SETTINGS,
     SECTIONS,
     AttackConfig,
     CheckpointConfig,
@@ -33,8 +34,6 @@ from sat_toolkit.recipe.schema import (
 
 DEFAULT_ACTIVATION = "silu"  # the paper's best smooth activation
 DEFAULT_OBJECTIVE = "pgd_at"  # the paper's objective: cross-entropy on the attack's examples
-# [attack.eval]'s own settings; every other key there is an attack.
-EVAL_SETTINGS = tuple(f.name for f in dataclasses.fields(EvalConfig) if f.name != "attacks")
 
 
 def resolve(raw: Mapping[str, Any], *, host: Any = None, source: str | None = None) -> Recipe:

@@ -118,6 +118,10 @@ class EvalConfig:
         }
 
 
+#: ``[attack.eval]``'s own settings; every other key there is an evaluation attack.
+EVAL_SETTINGS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(EvalConfig) if f.name != "attacks")
+
+
 @dataclass(frozen=True)
 class AttackConfig:
     """``[attack.train]`` (the attacker inside training) and ``[attack.eval]``."""
