@@ -248,3 +248,22 @@ def test_the_shipped_quickstart_end_to_end(tmp_path: Path) -> None:
     failed = [(c["name"], c["detail"]) for c in report["checks"] if not c["passed"]]
     assert not failed, failed  # the toolkit's own model passes its own masking checks
     assert "may be overstated" not in result.output
+
+
+def test_channels_last_trains_the_same_weights_and_resumes(tmp_path: Path) -> None:
+    """A memory format is a layout, not a model: same weights as contiguous training, and resumable."""
+    one_epoch = {"epochs": 1}
+    plain = tmp_path / "plain"
+    sat_toolkit.run(tiny_recipe(plain, train=one_epoch), show_progress=False)
+    layout = {**one_epoch, "channels_last": True}
+    channels_last = tmp_path / "channels_last"
+    sat_toolkit.run(tiny_recipe(channels_last, train=layout), show_progress=False)
+    for key, value in _weights(plain).items():
+        torch.testing.assert_close(_weights(channels_last)[key], value, rtol=1e-3, atol=1e-4, msg=key)
+
+    resumed = tmp_path / "resumed"
+    recipe = load_recipe(tiny_recipe(resumed, train=layout))
+    train(recipe, show_progress=False, stop_after_steps=9)
+    train(recipe, resume=True, show_progress=False)
+    for key, value in _weights(channels_last).items():
+        assert torch.equal(_weights(resumed)[key], value), key

@@ -613,3 +613,18 @@ def test_quickstart_recipe_validates_with_the_real_plugins(fresh_plugin_host: No
     recipe = load_recipe(QUICKSTART)
     assert recipe.run.name == "quickstart"
     assert recipe_from_toml(recipe.to_toml()) == recipe
+
+
+def test_the_training_attack_computes_in_the_training_precision_unless_it_says() -> None:
+    from sat_toolkit.recipe import load_recipe
+
+    base = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.toml"
+    default = load_recipe(base)
+    assert default.attack.train.params.get("precision", "fp32") == "fp32"
+    bf16 = load_recipe(base, overrides=["optimizer.mixed_precision=bf16"])
+    assert bf16.attack.train.params["precision"] == "bf16"
+    assert bf16.attack.train.build().precision == "bf16"
+    # Evaluation stays in full precision: the numbers to quote do not depend on the training's.
+    assert all(spec.params.get("precision", "fp32") == "fp32" for spec in bf16.attack.eval.attacks.values())
+    pinned = load_recipe(base, overrides=["optimizer.mixed_precision=bf16", "attack.train.precision=fp32"])
+    assert pinned.attack.train.params["precision"] == "fp32"

@@ -110,8 +110,11 @@ def final_evaluation(
         )
     result = report.to_dict()
     lines = [f"clean accuracy {report.clean_accuracy:.4f} on {len(y)} test images"]
-    for label, outcome in report.attacks.items():
-        lines.append(f"  {label:<12} robust accuracy {outcome.robust_accuracy:.4f}")
+    for label, outcome in report.attacks.items():  # in a cascade: the accuracy after this attack
+        shown = f"after {label}" if report.cascade else label
+        lines.append(
+            f"  {shown:<12} robust accuracy {outcome.robust_accuracy:.4f} ({outcome.attacked} attacked)"
+        )
     if report.attacks:
         lines.append(f"  {'worst case':<12} robust accuracy {report.robust_accuracy:.4f}")
     accelerator.print("\n".join(lines))

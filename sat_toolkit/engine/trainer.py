@@ -226,6 +226,8 @@ def build_run(recipe: Recipe, accelerator: Accelerator, run_dir: Path) -> Traini
         keep_freed_memory()
     source, train_set, test_set = _build_data(recipe)
     model = create_model(recipe.model.to_dict(), source.info(), recipe.activation.to_dict())
+    if recipe.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     sat_config = {
         **model.sat_config,
         "dataset": recipe.data.plugin.to_dict(),
@@ -370,6 +372,8 @@ def adversarial_step(run: TrainingRun, x: torch.Tensor, y: torch.Tensor) -> bool
     # run draws the same random starts and dropout masks whatever consumed the global
     # RNG in between (a new data-loader iterator draws from it, for one).
     torch.manual_seed(_step_seed(run.recipe.run.seed, state.batches_seen, accelerator))
+    if run.recipe.train.channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
     eps = _eps(run, state.global_step)
     inner = run.objective.adversarial_examples(run.unwrapped, x, y, run.train_attack, eps)
     x_adv = None if inner is None else _attack_result(run, inner, x, eps).x_adv

@@ -55,7 +55,7 @@ def resolve(raw: Mapping[str, Any], *, host: Any = None, source: str | None = No
         "model": resolver.plugin_section("model", raw.get("model"), "model"),
         "activation": resolver.named("activation", raw.get("activation", DEFAULT_ACTIVATION), "activation"),
         "objective": resolver.named("objective", raw.get("objective", DEFAULT_OBJECTIVE), "objective"),
-        "attack": resolver.attack(raw.get("attack")),
+        "attack": resolver.attack(raw.get("attack"), training_precision=_training_precision(raw)),
         "optimizer": resolver.plain(OptimizerConfig, raw.get("optimizer"), "optimizer"),
         "train": resolver.plain(TrainConfig, raw.get("train"), "train"),
         "checkpoint": resolver.plain(CheckpointConfig, raw.get("checkpoint"), "checkpoint"),
@@ -66,6 +66,17 @@ def resolve(raw: Mapping[str, Any], *, host: Any = None, source: str | None = No
     if problems:
         raise RecipeError(problems, source)
     return Recipe(**parts)
+
+
+def _training_precision(raw: Mapping[str, Any]) -> str | None:
+    """The precision the training step asks for, read before [optimizer] is checked.
+
+    The training attack inherits it; an invalid value is reported by [optimizer]'s own check,
+    so this peek only has to recognise the one valid non-default value.
+    """
+    optimizer = raw.get("optimizer")
+    mixed = optimizer.get("mixed_precision") if isinstance(optimizer, Mapping) else None
+    return "bf16" if mixed == "bf16" else None
 
 
 def _cross_checks(parts: dict[str, Any], problems: Problems) -> None:
@@ -215,14 +226,18 @@ class _Resolver:
             return None
         return self.plugin(kind, value, path)
 
-    def attack(self, value: Any) -> AttackConfig | None:
+    def attack(self, value: Any, *, training_precision: str | None) -> AttackConfig | None:
+        """``[attack]``; the training attack computes in the training step's precision unless it says."""
         raw = self.table(value, "attack", required=True)
         if raw is None:
             return None
         for key in raw:
             if key not in ("train", "eval"):
                 self.problems.unknown("attack", key, ("train", "eval"))
-        train = self.plugin_section("attack", raw.get("train"), "attack.train", input_shape=self.input_shape)
+        train = self.plugin_section(
+            "attack", raw.get("train"), "attack.train", input_shape=self.input_shape,
+            inherit={"precision": training_precision} if training_precision else None,
+        )  # fmt: skip
         inherit = {} if train is None else AttackConfig(train).threat_model
         evaluation = self.evaluation(raw.get("eval"), inherit)
         if train is None or evaluation is None:

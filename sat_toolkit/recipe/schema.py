@@ -179,7 +179,11 @@ class OptimizerConfig:
     ema: float | Literal["off"] = setting(
         "off", "EMA decay of the weights, e.g. 0.999, or 'off'", gt=0.0, lt=1.0
     )
-    mixed_precision: Literal["no", "bf16"] = setting("no", "'no' or 'bf16' autocast")
+    mixed_precision: Literal["no", "bf16"] = setting(
+        "no",
+        "'no' or 'bf16' autocast; the training attack follows it unless attack.train.precision says "
+        "otherwise (evaluation attacks stay fp32)",
+    )
 
 
 @dataclass(frozen=True)
@@ -214,6 +218,11 @@ class TrainConfig:
     log_every_steps: int = setting(50, "log training metrics every N optimiser steps", ge=1)
     sync_batchnorm: bool = setting(
         False, "with several processes, compute BatchNorm statistics over the global batch (SyncBatchNorm)"
+    )
+    channels_last: bool = setting(
+        False,
+        "keep the model's weights and each batch in channels_last memory format (faster convolutions "
+        "on CPUs with bf16 and on GPUs; the weights and the results are the same)",
     )
     divergence: Literal["warn", "stop", "off"] = setting(
         "warn",
