@@ -43,6 +43,16 @@ Engine overhead = median over pairs of (a)/(b) - 1; the goal is at most 3%. SiLU
 the ratio of the engine's median step times; activations run in ABBA order (relu, silu,
 silu, relu, ...) so a linear drift in load cancels.
 
+**Settings** (``--settings``, each applied to both (a) and (b), so the overhead compares
+like with like): ``fp32`` (full precision, contiguous), ``bf16`` (the recipe's
+``optimizer.mixed_precision = "bf16"``: autocast for the training forward and, since the
+training attack follows it, for the attack's forward too; the hand-written step wraps both
+forwards in ``torch.autocast("cpu", torch.bfloat16)``), ``bf16_cl`` (bf16 plus
+``train.channels_last``: weights and batches in channels_last memory format). The speedup
+line compares the engine's fastest setting with the hand-written *fp32* step of the same
+model, activation and threads, measured in the same run (goal: >= 2x on a CPU with bf16
+support, e.g. AVX512-BF16 or AMX).
+
 Nothing in the engine is replaced except ``_build_data``, which returns a dataset loaded
 once for the whole benchmark instead of re-reading the IDX files in every ``train()``
 (set-up only; random tensors when Fashion-MNIST is not installed). Not timed: the metrics
@@ -84,6 +94,12 @@ except ImportError:  # not on Windows
     resource = None  # type: ignore[assignment]
 
 GOAL = 0.03
+SPEEDUP_GOAL = 2.0
+SETTINGS: dict[str, dict[str, Any]] = {
+    "fp32": {"bf16": False, "channels_last": False},
+    "bf16": {"bf16": True, "channels_last": False},
+    "bf16_cl": {"bf16": True, "channels_last": True},
+}
 MIN_QUIET = 4
 EPS = 0.1
 BATCH = 128
@@ -177,25 +193,35 @@ def load_source() -> tuple[Any, str]:
 class HandWritten:
     """The step people write by hand, on a model initialised exactly as the engine's."""
 
-    def __init__(self, source: Any, model_spec: dict[str, Any], activation: str) -> None:
+    def __init__(self, source: Any, model_spec: dict[str, Any], activation: str, setting: str) -> None:
         torch.manual_seed(SEED)  # what the engine's set_seed(run.seed) does before create_model
         self.model = create_model(model_spec, source.info(), activation)
+        self.bf16 = SETTINGS[setting]["bf16"]
+        channels_last = SETTINGS[setting]["channels_last"]
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.opt = torch.optim.SGD(
             self.model.parameters(), lr=LR, momentum=0.9, nesterov=True, weight_decay=5e-4
         )
         train = source.load("train")
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(SEED))[:BATCH]
         self.x, self.y = train[order]
+        if channels_last:
+            self.x = self.x.contiguous(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            return self.model(x)
 
     def step(self) -> Reading:
         model, opt, x, y = self.model, self.opt, self.x, self.y
         start = meters()
         model.eval()  # BatchNorm on running statistics while attacking (the engine's bn_mode="eval")
         x_adv = (x + torch.empty_like(x).uniform_(-EPS, EPS)).clamp_(0.0, 1.0).requires_grad_(True)
-        (grad,) = torch.autograd.grad(F.cross_entropy(model(x_adv), y), x_adv)
+        (grad,) = torch.autograd.grad(F.cross_entropy(self.forward(x_adv).float(), y), x_adv)
         x_adv = torch.min(torch.max(x_adv.detach() + EPS * grad.sign(), x - EPS), x + EPS).clamp_(0.0, 1.0)
         model.train()
-        loss = F.cross_entropy(model(x_adv), y)
+        loss = F.cross_entropy(self.forward(x_adv).float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -227,6 +253,13 @@ class _StampingBar:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._bar, name)
 
+    def __enter__(self) -> _StampingBar:  # the trainer opens its bar with `with`
+        self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> Any:
+        return self._bar.__exit__(*exc)
+
     def intervals(self) -> list[Reading]:
         """The engine's steps 2, 3, ... (the first step has no start reading)."""
         return [elapsed(resume, end) for resume, end in zip(self.resumes, self.ends[1:], strict=False)]
@@ -236,7 +269,8 @@ class _StampingBar:
         return sum(resume[0] - end[0] for end, resume in zip(self.ends, self.resumes, strict=True))
 
 
-def engine_recipe(model: dict[str, Any], activation: str, output_dir: Path) -> dict[str, Any]:
+def engine_recipe(model: dict[str, Any], activation: str, setting: str, output_dir: Path) -> dict[str, Any]:
+    bf16, channels_last = SETTINGS[setting]["bf16"], SETTINGS[setting]["channels_last"]
     return {
         "run": {"name": "bench", "seed": SEED, "output_dir": str(output_dir)},
         "data": {"name": "fashion_mnist", "batch_size": BATCH},
@@ -252,9 +286,21 @@ def engine_recipe(model: dict[str, Any], activation: str, output_dir: Path) -> d
             },
             "eval": {"samples": 1},
         },
-        "optimizer": {"name": "sgd", "lr": LR, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4},
+        "optimizer": {
+            "name": "sgd",
+            "lr": LR,
+            "momentum": 0.9,
+            "nesterov": True,
+            "weight_decay": 5e-4,
+            "mixed_precision": "bf16" if bf16 else "no",  # the training attack follows it
+        },
         "schedule": {"lr": {"name": "cosine", "warmup_fraction": 0.05}},
-        "train": {"epochs": 1, "validate_every_epochs": 0, "log_every_steps": 10_000},
+        "train": {
+            "epochs": 1,
+            "validate_every_epochs": 0,
+            "log_every_steps": 10_000,
+            "channels_last": channels_last,
+        },
         "checkpoint": {"every_steps": 0, "keep_last": 1},
         "logging": {"tensorboard": False},
     }
@@ -299,16 +345,16 @@ def abba(activations: list[str], repeats: int) -> list[str]:
 
 
 def measure(
-    label: str, source: Any, activations: list[str], args: argparse.Namespace, workdir: Path
+    label: str, setting: str, source: Any, activations: list[str], args: argparse.Namespace, workdir: Path
 ) -> dict[str, Any]:
-    """One model at the current settings: every activation, ``args.repeats`` runs each."""
+    """One model in one setting: every activation, ``args.repeats`` runs each."""
     spec = MODELS[label]
     n2 = 1 + args.warmup + args.steps  # steps of a paired engine run
     n1 = 1 + args.warmup  # the short run of the difference method
     records: dict[str, dict[str, list[Any]]] = {
         act: {"engine": [], "hand": [], "difference": []} for act in activations
     }
-    references = {act: HandWritten(source, spec, act) for act in activations}
+    references = {act: HandWritten(source, spec, act, setting) for act in activations}
     for run, act in enumerate(abba(activations, args.repeats)):
         record, reference = records[act], references[act]
         hand_readings: list[Reading] = []
@@ -316,13 +362,13 @@ def measure(
         def between(reference: HandWritten = reference, readings: list[Reading] = hand_readings) -> None:
             readings.append(reference.step())
 
-        wall_n2, bar = run_engine(engine_recipe(spec, act, workdir / f"run{run}"), n2, between)
+        wall_n2, bar = run_engine(engine_recipe(spec, act, setting, workdir / f"run{run}"), n2, between)
         engine = bar.intervals()[args.warmup :]
         hand = hand_readings[1 + args.warmup :]  # the one right after engine step k pairs with step k
         record["engine"].extend(engine)
         record["hand"].extend(hand)
         if not args.no_difference:
-            wall_n1, _ = run_engine(engine_recipe(spec, act, workdir / f"run{run}-short"), n1)
+            wall_n1, _ = run_engine(engine_recipe(spec, act, setting, workdir / f"run{run}-short"), n1)
             record["difference"].append((wall_n2 - wall_n1) / (n2 - n1))
         wall_ratio = median([e[0] / h[0] for e, h in zip(engine, hand, strict=True)]) - 1
         cpu_ratio = median([e[1] / h[1] for e, h in zip(engine, hand, strict=True)]) - 1
@@ -386,7 +432,7 @@ def summarize(record: dict[str, list[Any]], factor: float) -> dict[str, Any]:
 
 # -- reporting -----------------------------------------------------------------------------
 HEADER = (
-    "model", "threads", "malloc", "act", "engine s", "hand s", "overhead", "quiet", "N2-N1 s",
+    "model", "setting", "threads", "malloc", "act", "engine s", "hand s", "overhead", "quiet", "N2-N1 s",
     "overhead cpu", "faults engine", "faults hand",
 )  # fmt: skip
 
@@ -400,6 +446,7 @@ def table_rows(results: list[dict[str, Any]]) -> list[tuple[str, ...]]:
             rows.append(
                 (
                     entry["label"],
+                    entry["setting"],
                     str(entry["threads"]),
                     entry["malloc"],
                     act,
@@ -422,17 +469,49 @@ def ratio_lines(results: list[dict[str, Any]]) -> list[str]:
         if "silu_over_relu" in entry:
             wall, cpu = entry["silu_over_relu"]["wall"], entry["silu_over_relu"]["cpu"]
             lines.append(
-                f"SiLU/ReLU step time, {entry['label']}, {entry['threads']} thread(s), {entry['malloc']} "
+                f"SiLU/ReLU step time, {entry['label']}, {entry['setting']}, {entry['threads']} thread(s), "
+                f"{entry['malloc']} "
                 f"malloc: {wall['engine']:.3f} wall, {cpu['engine']:.3f} cpu through the engine "
                 f"({wall['hand_written']:.3f} / {cpu['hand_written']:.3f} hand-written)"
             )
     return lines
 
 
+def speedups(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The engine's fastest setting against the hand-written fp32 step (per model, act, threads, malloc)."""
+    out = []
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for entry in results:
+        groups.setdefault((entry["label"], entry["threads"], entry["malloc"]), []).append(entry)
+    for (label, threads, malloc), entries in groups.items():
+        fp32 = next((e for e in entries if e["setting"] == "fp32"), None)
+        if fp32 is None:
+            continue
+        for act, reference in fp32["activations"].items():
+            hand_fp32 = reference["wall"]["hand_written_step"]
+            best = min(entries, key=lambda e: e["activations"][act]["wall"]["engine_step"])
+            engine_step = best["activations"][act]["wall"]["engine_step"]
+            out.append({
+                "model": label, "threads": threads, "malloc": malloc, "activation": act,
+                "fastest_setting": best["setting"], "engine_step": engine_step,
+                "hand_written_fp32_step": hand_fp32, "speedup": round(hand_fp32 / engine_step, 3),
+            })  # fmt: skip
+    return out
+
+
+def speedup_lines(payload: dict[str, Any]) -> list[str]:
+    return [
+        f"{s['model']}, {s['activation']}, {s['threads']} thread(s), {s['malloc']} malloc: the engine in "
+        f"{s['fastest_setting']} ({s['engine_step']:.3f} s/step) is {s['speedup']:.2f}x the hand-written "
+        f"fp32 step ({s['hand_written_fp32_step']:.3f} s/step); goal >= {SPEEDUP_GOAL:.0f}x"
+        for s in payload["speedups"]
+    ]
+
+
 def markdown(payload: dict[str, Any]) -> str:
     hw, settings = payload["hardware"], payload["settings"]
     lines = [
-        "# Adversarial training step on CPU: engine vs hand-written",
+        "# Adversarial training step on CPU: engine vs hand-written, fp32 vs bf16 vs bf16 + channels_last",
         "",
         f"{hw['date']}: {hw['cpu']}, {hw['cpus_available']} of {hw['logical_cpus']} CPUs, "
         f"torch {hw['torch']}, accelerate {hw['accelerate']}, Python {hw['python']}, {hw['libc']}; "
@@ -454,6 +533,7 @@ def markdown(payload: dict[str, Any]) -> str:
     ]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(payload["results"])]
     lines += ["", *[f"- {line}" for line in ratio_lines(payload["results"])]]
+    lines += ["", *[f"- {line}" for line in speedup_lines(payload)]]
     return "\n".join(lines) + "\n"
 
 
@@ -474,6 +554,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="train() runs per model and activation")
     parser.add_argument("--steps", type=int, default=8, help="measured (paired) steps per run")
     parser.add_argument("--warmup", type=int, default=1, help="unmeasured steps after the first one of a run")
+    parser.add_argument(
+        "--settings", default="fp32,bf16,bf16_cl", help=f"comma-separated from {', '.join(SETTINGS)}"
+    )
     parser.add_argument("--models", default="small_cnn", help=f"comma-separated from {', '.join(MODELS)}")
     parser.add_argument("--activations", default="relu,silu")
     parser.add_argument(
@@ -488,8 +571,11 @@ def main() -> None:
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     activations = [a.strip() for a in args.activations.split(",") if a.strip()]
     mallocs = ["default", "tuned"] if args.malloc == "both" else [args.malloc]
+    settings = [s.strip() for s in args.settings.split(",") if s.strip()]
     if unknown := [m for m in models if m not in MODELS]:
         parser.error(f"unknown model(s) {unknown}; choose from {list(MODELS)}")
+    if unknown := [s for s in settings if s not in SETTINGS]:
+        parser.error(f"unknown setting(s) {unknown}; choose from {list(SETTINGS)}")
 
     load_before = load_average()
     started = time.perf_counter()
@@ -505,13 +591,24 @@ def main() -> None:
                     continue
                 for label in models:
                     for count in threads:
-                        torch.set_num_threads(count)
-                        print(f"{label}, {count} thread(s), {malloc} malloc", flush=True)
-                        workdir = Path(tmp) / f"{malloc}-{label}-{count}"
-                        result = measure(label, source, activations, args, workdir)
-                        if torch.get_num_threads() != count:
-                            print(f"warning: something changed torch's threads to {torch.get_num_threads()}")
-                        results.append({"label": label, "threads": count, "malloc": malloc, **result})
+                        for setting in settings:
+                            torch.set_num_threads(count)
+                            print(f"{label}, {setting}, {count} thread(s), {malloc} malloc", flush=True)
+                            workdir = Path(tmp) / f"{malloc}-{label}-{count}-{setting}"
+                            result = measure(label, setting, source, activations, args, workdir)
+                            if torch.get_num_threads() != count:
+                                print(
+                                    f"warning: something changed torch's threads to {torch.get_num_threads()}"
+                                )
+                            results.append(
+                                {
+                                    "label": label,
+                                    "setting": setting,
+                                    "threads": count,
+                                    "malloc": malloc,
+                                    **result,
+                                }
+                            )
     finally:
         trainer._build_data = original_build_data
 
@@ -528,6 +625,7 @@ def main() -> None:
             "optimizer": f"sgd lr={LR} momentum=0.9 nesterov weight_decay=5e-4 (engine: cosine schedule)",
             "threads": threads,
             "malloc": mallocs,
+            "settings": {name: SETTINGS[name] for name in settings},
             "repeats": args.repeats,
             "steps": args.steps,
             "warmup": args.warmup,
@@ -535,13 +633,17 @@ def main() -> None:
             "goal_overhead": GOAL,
         },
         "results": results,
+        "speedups": speedups(results),
         "total_seconds": round(time.perf_counter() - started, 1),
     }
     print()
     print_table(results)
+    for line in speedup_lines(payload):
+        print(line)
     for entry in results:
         for act, r in entry["activations"].items():
-            name = f"{entry['label']}/{act}/{entry['threads']} thread(s)/{entry['malloc']} malloc"
+            where = f"{entry['threads']} thread(s)/{entry['malloc']} malloc"
+            name = f"{entry['label']}/{entry['setting']}/{act}/{where}"
             if not r["quiet"]:
                 print(f"warning: {name}: fewer than {MIN_QUIET} quiet pairs, the wall figures are noisy")
             if r["wall"]["overhead"] > GOAL:
