@@ -307,3 +307,20 @@ def test_convergence_check_is_about_the_worst_case_not_one_member() -> None:
     """Images the stronger first attack adds are no failure when another member breaks them already."""
     converged = _convergence_check(10, {"steps": _StepsAttack(), "strong": _StepsAttack(steps=50)})
     assert converged.numbers["newly_broken"] == 0 and converged.passed
+
+
+def test_eval_cli_prints_a_cost_estimate_before_a_long_evaluation(trained_run: Path, tmp_path: Path) -> None:
+    from sat_toolkit.evaluation.cost import MIN_IMAGES_TO_PROBE
+
+    def run(samples: int) -> str:
+        output = tmp_path / f"report{samples}.json"
+        args = ["eval", str(trained_run), "--suite", "none", "--attack", "pgd:steps=2", "--attack", "fgsm"]
+        args += ["--no-checks", "--samples", str(samples), "--output", str(output)]
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, result.output
+        assert json.loads(output.read_text())["n_examples"] == samples
+        return result.output
+
+    long = run(MIN_IMAGES_TO_PROBE)
+    assert "estimated time: at most" in long and "[pgd_steps2 " in long and ", fgsm " in long
+    assert "estimated time" not in run(MIN_IMAGES_TO_PROBE - 1)

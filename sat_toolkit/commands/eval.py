@@ -160,7 +160,7 @@ def eval_command(
         loaded.model, x, y, eps=eps, norm=norm, suite=suite, attacks=attacks,
         checks=checks, seed=seed, batch_size=batch_size, device=device, num_classes=loaded.num_classes,
         sweep=sweep_values, square_queries=square_queries, return_examples=False, cascade=cascade,
-        progress=_progress_printer(),
+        progress=_progress_printer(), on_estimate=_estimate_printer(cascade, checks),
     )  # fmt: skip
     report = evaluation.report
     rows = [("clean", f"{report.clean_accuracy:.4f}", f"{len(y)}", "", "")]
@@ -345,6 +345,14 @@ def _output_path(
     stem = "" if model_file.name == "model.safetensors" else model_file.name.replace(".", "_") + "-"
     what = "+".join([suite, *(parse_attack_option(text)[0] for text in attacks)])
     return model_file.parent / f"eval-{stem}{what}-{norm}-eps{eps:.4g}-n{n}-seed{seed}.json"
+
+
+def _estimate_printer(cascade: bool, checks: bool) -> Any:
+    def report(estimate: Any) -> None:
+        extra = "; the masking checks add about as much again" if checks else ""
+        click.echo(f"  {estimate.describe(cascade)}{extra}", err=True)
+
+    return report
 
 
 def _progress_printer() -> Any:

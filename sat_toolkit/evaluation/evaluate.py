@@ -20,6 +20,7 @@ from torch import nn
 
 from sat_toolkit.errors import SatError
 from sat_toolkit.evaluation.checks import CheckResult, run_checks
+from sat_toolkit.evaluation.cost import MIN_IMAGES_TO_PROBE, CostEstimate, estimate_cost
 from sat_toolkit.evaluation.robust import RobustnessReport, evaluate_robustness
 
 THREAT_MODELS = {"linf": "Linf", "l2": "L2"}
@@ -236,6 +237,7 @@ def evaluate(
     per_attack_examples: bool = False,
     cascade: bool = True,
     progress: Callable[[str, int, int], None] | None = None,
+    on_estimate: Callable[[CostEstimate], None] | None = None,
 ) -> Evaluation:
     """Attack ``model`` on images ``x`` (in [0, 1]) with labels ``y``; see :class:`Evaluation`.
 
@@ -261,6 +263,10 @@ def evaluate(
             AutoAttack does: the same worst case in less time; an attack's number is then
             the robust accuracy after it. False runs every attack on every clean-correct
             image, for each attack's own number.
+        on_estimate: called, before the suite starts, with the time it will take, from a
+            timed probe of each attack on a few images (skipped below
+            ``MIN_IMAGES_TO_PROBE`` images, where the probe would cost more than 5%). The
+            probe leaves the results unchanged.
     """
     from sat_toolkit.attacks import parse_fraction
     from sat_toolkit.devices import describe, model_device, resolve_device
@@ -282,6 +288,10 @@ def evaluate(
     num_classes = _output_classes(model, x, y, num_classes)
     objects = resolve_attacks(suite, attacks, eps=budget, norm=norm, seed=seed)
     torch.manual_seed(seed)
+    if on_estimate is not None and len(y) >= MIN_IMAGES_TO_PROBE:
+        estimate = estimate_cost(model, x, y, objects, eps=budget, norm=norm, batch_size=batch_size)
+        if estimate is not None:
+            on_estimate(estimate)
     started = time.perf_counter()
     report = evaluate_robustness(
         model, x, y, objects, batch_size=batch_size, eps=budget, norm=norm, progress=progress,

@@ -1,0 +1,117 @@
+"""How long will an evaluation take? A timed probe, before the hours start.
+
+A strong suite on a few thousand images can run for hours, and its cost depends on the
+model, the device and each attack's settings (steps, restarts, target classes, queries),
+plugins' included: no table of step counts can know them all. So the estimate *measures*:
+each attack runs, checked as in the evaluation, on a few clean-correct images, and its
+seconds per image are scaled to the images it will attack. With the cascade every later
+attack runs on fewer images (those the earlier ones failed on), so the estimate is an
+upper bound there; a small probe batch also uses the device less well than a full one,
+which errs the same way. The probe's own cost is part of the estimate's report.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from sat_toolkit.evaluation.robust import _predict, has_attacker_surrogate, run_checked
+from sat_toolkit.phase import true_gradients
+
+#: Images each attack runs on in the probe.
+PROBE_IMAGES = 16
+#: Smaller evaluations are not probed: the probe would cost more than 5% of them.
+MIN_IMAGES_TO_PROBE = 20 * PROBE_IMAGES
+
+
+@dataclasses.dataclass(frozen=True)
+class CostEstimate:
+    """Seconds the suite is expected to take, per attack and in all (an upper bound in a cascade)."""
+
+    images: int  # clean-correct images, the most any attack will attack
+    probe_images: int
+    probe_seconds: float
+    per_attack: dict[str, float]  # label -> estimated seconds on ``images``
+    runs_per_attack: int  # 2 when every attack also runs with the model's surrogate gradient
+
+    @property
+    def seconds(self) -> float:
+        return self.runs_per_attack * sum(self.per_attack.values())
+
+    def describe(self, cascade: bool) -> str:
+        """One line for the plan: the total and each attack's share."""
+        parts = ", ".join(f"{label} {_duration(s)}" for label, s in self.per_attack.items())
+        bound = "at most " if cascade else ""
+        twice = ""
+        if self.runs_per_attack > 1:
+            twice = " (x2: each attack also runs with the model's surrogate gradient)"
+        return (
+            f"estimated time: {bound}{_duration(self.seconds)} for {self.images} clean-correct images "
+            f"[{parts}]{twice}; from a {self.probe_seconds:.1f} s probe on {self.probe_images} images"
+        )
+
+
+def estimate_cost(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    attacks: Mapping[str, Any],
+    *,
+    eps: float | None = None,
+    norm: str | None = None,
+    batch_size: int = 256,
+    probe_images: int = PROBE_IMAGES,
+) -> CostEstimate | None:
+    """Time every attack on ``probe_images`` clean-correct images; None when nothing is attacked.
+
+    The probe runs copies of the attacks (their seeded generators stay where they were),
+    restores the model's mode and torch's global generator: a probe before an evaluation
+    does not change the evaluation's numbers. None too when an attack cannot be copied.
+    """
+    try:
+        probes = {label: copy.deepcopy(attack) for label, attack in attacks.items()}
+    except Exception:  # noqa: BLE001 - a plugin's attack may hold state that does not copy
+        return None
+    was_training = model.training
+    model.eval()
+    rng = torch.random.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    try:
+        correct = (_predict(model, x, batch_size) == y).nonzero().flatten()
+        if len(correct) == 0 or not probes:
+            return None
+        index = correct[:probe_images]
+        per_image: dict[str, float] = {}
+        started = time.perf_counter()
+        for label, attack in probes.items():
+            begin = time.perf_counter()
+            with true_gradients():
+                run_checked(label, attack, model, x[index], y[index], eps=eps, norm=norm)
+            per_image[label] = (time.perf_counter() - begin) / len(index)
+        probe_seconds = time.perf_counter() - started
+    finally:
+        torch.random.set_rng_state(rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+        model.train(was_training)
+    return CostEstimate(
+        images=len(correct),
+        probe_images=len(index),
+        probe_seconds=probe_seconds,
+        per_attack={label: rate * len(correct) for label, rate in per_image.items()},
+        runs_per_attack=2 if has_attacker_surrogate(model) else 1,
+    )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
