@@ -267,3 +267,19 @@ def test_channels_last_trains_the_same_weights_and_resumes(tmp_path: Path) -> No
     train(recipe, resume=True, show_progress=False)
     for key, value in _weights(channels_last).items():
         assert torch.equal(_weights(resumed)[key], value), key
+
+
+def test_compile_trains_the_same_weights_and_saves_plain_ones(tmp_path: Path) -> None:
+    """train.compile changes how the step runs, not what it computes or what the run saves."""
+    plain = tmp_path / "plain"
+    sat_toolkit.run(tiny_recipe(plain, train={"epochs": 1}), show_progress=False)
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    compiled = tmp_path / "compiled"
+    sat_toolkit.run(tiny_recipe(compiled, train={"epochs": 1, "compile": True}), show_progress=False)
+    assert counters["stats"]["unique_graphs"] > 0  # the step really ran compiled
+    weights = _weights(compiled)
+    assert not any(key.startswith("_orig_mod") for key in weights)  # the uncompiled model's names
+    for key, value in _weights(plain).items():
+        torch.testing.assert_close(weights[key], value, rtol=1e-3, atol=1e-4, msg=key)

@@ -188,6 +188,8 @@ class TrainingRun:
     run_dir: Path
     model: nn.Module  # prepared (DDP under several processes): the training forward goes through it
     unwrapped: nn.Module  # the same weights, unwrapped: the attack runs on it
+    step_model: nn.Module  # what the training loss calls: ``model``, torch.compile'd with train.compile
+    attack_model: nn.Module  # what the training attack calls: ``unwrapped``, likewise
     optimizer: torch.optim.Optimizer
     lr_scheduler: Any  # accelerate's wrapper around a LambdaLR over the recipe's lr schedule
     train_loader: Any
@@ -272,8 +274,15 @@ def build_run(recipe: Recipe, accelerator: Accelerator, run_dir: Path) -> Traini
         if callable(length)
     ]
     ema = WeightEMA(unwrapped, recipe.optimizer.ema) if recipe.optimizer.ema != "off" else None
+    # Compiled modules share the weights; checkpoints, the EMA and evaluation keep using the
+    # uncompiled ones, so a run's files do not depend on this setting.
+    step_model = torch.compile(model) if recipe.train.compile else model
+    attack_model = unwrapped
+    if recipe.train.compile:
+        attack_model = step_model if unwrapped is model else torch.compile(unwrapped)
     return TrainingRun(
         recipe=recipe, accelerator=accelerator, run_dir=run_dir, model=model, unwrapped=unwrapped,
+        step_model=step_model, attack_model=attack_model,
         optimizer=optimizer, lr_scheduler=lr_scheduler, train_loader=train_loader, test_set=test_set,
         objective=build_objective(recipe), train_attack=recipe.attack.train.build(),
         eps_schedule=eps_schedule, ema=ema, sat_config=sat_config, total_steps=total_steps,
@@ -375,11 +384,11 @@ def adversarial_step(run: TrainingRun, x: torch.Tensor, y: torch.Tensor) -> bool
     if run.recipe.train.channels_last and x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)
     eps = _eps(run, state.global_step)
-    inner = run.objective.adversarial_examples(run.unwrapped, x, y, run.train_attack, eps)
+    inner = run.objective.adversarial_examples(run.attack_model, x, y, run.train_attack, eps)
     x_adv = None if inner is None else _attack_result(run, inner, x, eps).x_adv
     with accelerator.accumulate(run.model):
         outer = run.objective.loss(
-            run.model, x, x_adv, y, label_smoothing=run.recipe.optimizer.label_smoothing
+            run.step_model, x, x_adv, y, label_smoothing=run.recipe.optimizer.label_smoothing
         )
         accelerator.backward(outer.loss)
         run.optimizer.step()

@@ -224,6 +224,12 @@ class TrainConfig:
         "keep the model's weights and each batch in channels_last memory format (faster convolutions "
         "on CPUs with bf16 and on GPUs; the weights and the results are the same)",
     )
+    compile: bool = setting(
+        False,
+        "torch.compile the model for the training step and the training attack: faster steps after "
+        "a first one that compiles (tens of seconds); checkpoints and evaluation use the same weights "
+        "uncompiled",
+    )
     divergence: Literal["warn", "stop", "off"] = setting(
         "warn",
         "when a logged window's training loss, after the lr warm-up, exceeds divergence_factor x its early "
