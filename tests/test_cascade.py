@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from digits_cnn import trained_digits_cnn
 from torch import nn
 
 import sat_toolkit
@@ -21,21 +22,8 @@ EPS = 0.1
 @pytest.fixture(scope="module")
 def digits_model() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     """A small CNN trained briefly on the 8x8 digits: some images robust at eps 0.1, some not."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    y = torch.tensor(digits.target)
-    torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1), nn.SiLU(), nn.Flatten(), nn.Linear(8 * 64, 10)
-    )  # fmt: skip
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    for _ in range(60):
-        optimizer.zero_grad()
-        nn.functional.cross_entropy(model(x[:1200]), y[:1200]).backward()
-        optimizer.step()
-    return model.eval(), x[1200:1500], y[1200:1500]
+    model, x, y = trained_digits_cnn(steps=60)
+    return model, x[1200:1500], y[1200:1500]
 
 
 def _attacks() -> dict[str, object]:

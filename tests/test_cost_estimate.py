@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from digits_cnn import trained_digits_cnn
 from torch import nn
 
 import sat_toolkit
@@ -13,26 +14,14 @@ EPS = 0.1
 
 
 def _digits_model() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    y = torch.tensor(digits.target)
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.SiLU(), nn.Flatten(), nn.Linear(8 * 64, 10))
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    for _ in range(40):
-        optimizer.zero_grad()
-        nn.functional.cross_entropy(model(x[:1200]), y[:1200]).backward()
-        optimizer.step()
-    return model.eval(), x[1200:1600], y[1200:1600]
+    model, x, y = trained_digits_cnn(steps=40)
+    return model, x[1200:1600], y[1200:1600]
 
 
 def test_the_probe_estimates_every_attack_and_changes_no_result() -> None:
     model, x, y = _digits_model()
-    # Random starts drawn from the attacks' seeded generators and from torch's global one:
-    # a probe that advanced either would change the evaluation's examples.
-    # No seed: this one draws its random starts from torch's global generator.
+    # Random starts drawn from the attacks' seeded generators and from torch's global one
+    # (global_rng has no seed): a probe that advanced either would change the examples.
     global_rng = create_attack({"name": "pgd", "steps": 3, "eps": EPS, "random_start_fraction": 1.0})
     attacks = {"pgd5": "pgd:steps=5,random_start_fraction=1", "pgd3_global": global_rng, "fgsm": "fgsm"}
     common = {"eps": EPS, "suite": None, "attacks": attacks, "seed": 3, "batch_size": 64}
