@@ -333,3 +333,33 @@ def test_a_failed_cell_is_reported_and_only_it_is_retried(tmp_path: Path) -> Non
     assert counter.keys == ["silu/seed0"]
     ledger = json.loads((spec.output_dir / "study.json").read_text())
     assert [a["outcome"] for a in ledger["cells"]["silu/seed0"]] == ["failed", "finished"]
+
+
+def test_the_time_left_is_printed_after_every_cell_from_the_cells_measured(study: dict[str, Any]) -> None:
+    estimates = [line for line in study["lines"] if "estimated time left" in line]
+    # before the first cell nothing was measured; after the last none is left
+    assert [line.split("] ")[0] for line in estimates] == ["[1/4", "[2/4", "[3/4"]
+    assert [line.split(" for ")[1].split(" cell")[0] for line in estimates] == ["3", "2", "1"]
+    # the resumed cell (4th) ran part of a cell only, so three whole cells were measured
+    assert "over 3 finished" in estimates[-1]
+
+
+def test_study_eta_is_the_median_finished_cell_times_the_rounds_left() -> None:
+    from sat_toolkit.study.eta import StudyEta
+
+    cells = {
+        "a/seed0": [{"outcome": "finished", "seconds": 100.0, "resumed_from_step": 0}],
+        "b/seed0": [
+            {"outcome": "failed", "seconds": 5.0, "resumed_from_step": 0},  # not a whole cell
+            {"outcome": "finished", "seconds": 300.0, "resumed_from_step": 0},
+        ],
+        "c/seed0": [{"outcome": "finished", "seconds": 40.0, "resumed_from_step": 12}],  # part of one
+        "d/seed0": [{"outcome": "finished", "seconds": 200.0, "resumed_from_step": 0}],
+    }
+    eta = StudyEta.from_ledger(cells, jobs=2)
+    assert eta.seconds == [100.0, 300.0, 200.0] and eta.per_cell() == 200.0
+    assert eta.remaining(5) == 3 * 200.0  # 5 cells, 2 at a time: 3 rounds
+    assert eta.describe(5) == (
+        "estimated time left: 10 min for 5 cell(s), 2 at a time (median 3 min per cell over 3 finished)"
+    )
+    assert StudyEta(jobs=1).describe(4) is None and eta.describe(0) is None

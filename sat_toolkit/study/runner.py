@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sat_toolkit.errors import SatError
+from sat_toolkit.study.eta import StudyEta
 from sat_toolkit.study.grid import PlannedCell, plan, read_metrics
 from sat_toolkit.study.ledger import Ledger, available_cores
 from sat_toolkit.study.report import write_report
@@ -170,6 +171,9 @@ def run_study(
         written = write_report(spec, echo=echo) if report else None
         return StudyRun(planned, [], written, time.perf_counter() - started)
     ledger = Ledger(spec.output_dir)
+    eta = StudyEta.from_ledger(ledger.data["cells"], workers)  # before this invocation adds to it
+    if line := eta.describe(len(todo)):
+        echo(line)
     invocation = ledger.start_invocation(command or default_command(), workers, threads)
     outcomes: list[CellOutcome] = []
 
@@ -201,6 +205,10 @@ def run_study(
                 f"{prefix} finished {p.cell.label} seed {p.cell.seed} in {outcome.seconds:.1f} s: "
                 f"clean {_fmt(outcome.clean_accuracy)}, robust {_fmt(outcome.robust_accuracy)}"
             )
+            if p.status == "new":  # a resumed cell ran only part of the work
+                eta.record(outcome.seconds)
+        if line := eta.describe(len(todo) - len(outcomes)):
+            echo(f"{prefix} {line}")
 
     try:
         if workers == 1:

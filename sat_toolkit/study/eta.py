@@ -1,0 +1,61 @@
+"""How long is left of a study? Measured cell times, not a guess from step counts.
+
+A study's cells are full runs (training and evaluation) whose cost depends on the model,
+the data, the machine and what else runs on it. The cells of one study are alike (they
+differ in one axis value and the seed), so the best predictor of the next cell is the
+cells already finished: those of earlier invocations (from the ledger, when they ran
+from scratch) and those finished now. The estimate is printed with the plan when there is
+such a measurement, and again after every cell.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from typing import Any
+
+from sat_toolkit.evaluation.cost import _duration
+
+
+@dataclasses.dataclass
+class StudyEta:
+    """Seconds per cell measured so far, and what they predict for the cells left."""
+
+    jobs: int
+    seconds: list[float] = dataclasses.field(default_factory=list)  # whole cells, from step 0
+
+    @classmethod
+    def from_ledger(cls, cells: dict[str, list[dict[str, Any]]], jobs: int) -> StudyEta:
+        """Cells that earlier invocations ran from scratch to the end (resumed ones ran part of a cell)."""
+        eta = cls(jobs)
+        for attempts in cells.values():
+            for attempt in attempts:
+                if attempt.get("outcome") == "finished" and not attempt.get("resumed_from_step"):
+                    eta.record(float(attempt["seconds"]))
+        return eta
+
+    def record(self, seconds: float) -> None:
+        self.seconds.append(seconds)
+
+    def per_cell(self) -> float | None:
+        """The median cell: one slow cell (a busy machine) moves it less than a mean."""
+        return statistics.median(self.seconds) if self.seconds else None
+
+    def remaining(self, cells_left: int) -> float | None:
+        """Wall seconds for ``cells_left`` cells, ``jobs`` at a time (rounds of whole cells)."""
+        per_cell = self.per_cell()
+        if per_cell is None:
+            return None
+        rounds = -(-cells_left // self.jobs)
+        return rounds * per_cell
+
+    def describe(self, cells_left: int) -> str | None:
+        """``estimated time left: 42 min for 7 cells (...)``, or None before any measurement."""
+        left = self.remaining(cells_left)
+        if left is None or cells_left <= 0:
+            return None
+        jobs = f", {self.jobs} at a time" if self.jobs > 1 else ""
+        return (
+            f"estimated time left: {_duration(left)} for {cells_left} cell(s){jobs} "
+            f"(median {_duration(self.per_cell() or 0.0)} per cell over {len(self.seconds)} finished)"
+        )
