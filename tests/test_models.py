@@ -249,6 +249,10 @@ def test_timm_input_mismatch_is_a_clear_error() -> None:
         ({"name": "small_cnn", "depth": 0}, "model 'small_cnn': depth must be >= 1, got 0"),
         ({"name": "small_cnn", "dropout": 1.0}, r"model 'small_cnn': dropout must be < 1, got 1\.0"),
         (
+            {"name": "small_cnn", "head": "dense"},
+            "model 'small_cnn': head must be one of 'pool', 'fc', got string 'dense'",
+        ),
+        (
             {"name": "preact_resnet18", "width": 0},
             "model 'preact_resnet18': width must be >= 1, got 0",
         ),
@@ -339,3 +343,19 @@ def test_the_same_weights_give_the_same_model_file_in_every_process(tmp_path: Pa
     header_size = int.from_bytes(files[0].read_bytes()[:8], "little")
     header = json.loads(files[0].read_bytes()[8 : 8 + header_size])
     assert list(header["__metadata__"]) == ["sat_config"]
+
+
+@pytest.mark.parametrize(("size", "depth", "side"), [((28, 28), 3, 7), ((8, 8), 3, 2), ((28, 20), 2, None)])
+def test_small_cnn_fc_head_flattens_the_last_feature_map(
+    size: tuple[int, int], depth: int, side: int | None
+) -> None:
+    """Each stride-2 stage maps a side n to ceil(n / 2); the fc head sees channels x H' x W'."""
+    info = DatasetInfo(num_classes=10, channels=1, image_size=size, mean=[0.5], std=[0.5])
+    model = create_model({"name": "small_cnn", "width": 4, "depth": depth, "head": "fc"}, info, "relu")
+    height, width = (side, side) if side else (14, 10)
+    linear = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert [m.in_features for m in linear] == [4 * 2 ** (depth - 1) * height * width]
+    assert model.body.features(torch.rand(3, 1, *size)).shape[1:] == (4 * 2 ** (depth - 1), height, width)
+    assert model(torch.rand(3, 1, *size)).shape == (3, 10)
+    pooled = create_model({"name": "small_cnn", "width": 4, "depth": depth}, info, "relu")
+    assert [m.in_features for m in pooled.modules() if isinstance(m, nn.Linear)] == [4 * 2 ** (depth - 1)]

@@ -293,7 +293,9 @@ def test_a_bad_cell_override_fails_before_anything_trains(tmp_path: Path) -> Non
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("name", ["fashion_mnist_activations", "fashion_mnist_gradient", "digits_smoke"])
+@pytest.mark.parametrize(
+    "name", ["fashion_mnist_activations", "fashion_mnist_gradient", "fashion_mnist_protocol", "digits_smoke"]
+)
 def test_shipped_studies_resolve_every_cell(name: str, tmp_path: Path) -> None:
     """Every cell of the shipped studies is a valid recipe (checked, not trained)."""
     path = REPO / "recipes" / "studies" / f"{name}.toml"
@@ -304,9 +306,13 @@ def test_shipped_studies_resolve_every_cell(name: str, tmp_path: Path) -> None:
     planned = plan(spec)
     assert len(planned) == len(spec.seeds) * len(list(itertools.product(*(a.values for a in spec.axes))))
     assert all(p.status == "new" for p in planned)
-    assert (
-        len({p.recipe.activation.to_dict()["name"] for p in planned}) > 1 or name == "fashion_mnist_gradient"
-    )
+    # every setting trains something different: no override was lost on the way to the recipe
+    settings = {}
+    for p in planned:
+        recipe = p.recipe.to_dict()
+        del recipe["run"]  # seed and run directory
+        settings.setdefault(p.cell.label, dumps(recipe))
+    assert len(set(settings.values())) == len(settings) > 1
 
 
 def test_a_failed_cell_is_reported_and_only_it_is_retried(tmp_path: Path) -> None:
