@@ -195,6 +195,7 @@ def test_sat_config_records_every_parameter_with_defaults() -> None:
         "depth": 3,
         "convs_per_stage": 2,
         "dropout": 0.0,
+        "head": "pool",
     }
     timm_model = TimmModel(architecture="resnet10t", drop_rate=0.1).build(INFOS["8x8x1"], "gelu")
     assert timm_model.sat_config["model"] == {

@@ -46,13 +46,13 @@ class CostEstimate:
 
     def describe(self, cascade: bool) -> str:
         """One line for the plan: the total and each attack's share."""
-        parts = ", ".join(f"{label} {_duration(s)}" for label, s in self.per_attack.items())
+        parts = ", ".join(f"{label} {rough_duration(s)}" for label, s in self.per_attack.items())
         bound = "at most " if cascade else ""
         twice = ""
         if self.runs_per_attack > 1:
             twice = " (x2: each attack also runs with the model's surrogate gradient)"
         return (
-            f"estimated time: {bound}{_duration(self.seconds)} for {self.images} clean-correct images "
+            f"estimated time: {bound}{rough_duration(self.seconds)} for {self.images} clean-correct images "
             f"[{parts}]{twice}; from a {self.probe_seconds:.1f} s probe on {self.probe_images} images"
         )
 
@@ -109,7 +109,8 @@ def estimate_cost(
     )
 
 
-def _duration(seconds: float) -> str:
+def rough_duration(seconds: float) -> str:
+    """``42 s``, ``7 min``, ``2.5 h``: as precise as an estimate deserves."""
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 5400:

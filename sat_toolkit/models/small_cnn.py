@@ -5,7 +5,8 @@ stride-2 convolution (not max-pooling, which is itself non-smooth and would unde
 the point of a smooth activation); global average pooling makes it size-agnostic. The
 ``fc`` head instead flattens the last feature map into the linear layer, as many
 hand-written adversarial training scripts do: spatial position then reaches the
-classifier, at the price of one input size. Small enough to train to high digits accuracy in seconds on a CPU.
+classifier, at the price of one input size. Small enough to train to high digits
+accuracy in seconds on a CPU.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import dataclasses
 import statistics
 from typing import Any
 
-from sat_toolkit.evaluation.cost import _duration
+from sat_toolkit.evaluation.cost import rough_duration
 
 
 @dataclasses.dataclass
@@ -56,6 +56,6 @@ class StudyEta:
             return None
         jobs = f", {self.jobs} at a time" if self.jobs > 1 else ""
         return (
-            f"estimated time left: {_duration(left)} for {cells_left} cell(s){jobs} "
-            f"(median {_duration(self.per_cell() or 0.0)} per cell over {len(self.seconds)} finished)"
+            f"estimated time left: {rough_duration(left)} for {cells_left} cell(s){jobs} "
+            f"(median {rough_duration(self.per_cell() or 0.0)} per cell over {len(self.seconds)} finished)"
         )
