@@ -19,6 +19,7 @@ from sat_toolkit.attacks.apgd import APGD, APGDCE, APGDDLR, APGDT, apgd_checkpoi
 from sat_toolkit.attacks.base import DEFAULT_EPS, Attack
 from sat_toolkit.attacks.checked import checked_result
 from sat_toolkit.attacks.ensemble import Ensemble
+from sat_toolkit.attacks.fab import FABT
 from sat_toolkit.attacks.factory import attack_names, create_attack, resolve_attack
 from sat_toolkit.attacks.gradient import PRECISIONS, LossGradient, Precision
 from sat_toolkit.attacks.inits import INITS
@@ -34,7 +35,7 @@ from sat_toolkit.attacks.steps import STEP_RULES
 from sat_toolkit.attacks.targets import TARGETS
 
 #: The attacks the toolkit registers through its own entry point.
-BUILTIN_ATTACKS: list[type[Attack]] = [FGSM, PGD, APGD, APGDCE, APGDDLR, APGDT, Square, Ensemble]
+BUILTIN_ATTACKS: list[type[Attack]] = [FGSM, PGD, APGD, APGDCE, APGDDLR, APGDT, FABT, Square, Ensemble]
 
 __all__ = [
     "APGD",
@@ -44,6 +45,7 @@ __all__ = [
     "BN_MODES",
     "BUILTIN_ATTACKS",
     "DEFAULT_EPS",
+    "FABT",
     "FGSM",
     "INITS",
     "LOSSES",
