@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sat_toolkit.attacks import (
+    APGD,
     APGDCE,
     APGDDLR,
     APGDT,
@@ -32,11 +33,12 @@ from sat_toolkit.attacks import (
 )
 from sat_toolkit.attacks.losses import dlr, dlr_targeted, margin
 from sat_toolkit.attacks.projections import linf_bounds
+from sat_toolkit.attacks.square import meta_pattern, pseudo_gaussian
 from sat_toolkit.errors import SatError
 from sat_toolkit.phase import Phase, current_phase
 from sat_toolkit.plugins import get_plugin_host
 
-BUILTIN_NAMES = ["apgd", "apgd_ce", "apgd_dlr", "apgd_t", "ensemble", "fgsm", "pgd", "square"]
+BUILTIN_NAMES = ["apgd", "apgd_ce", "apgd_dlr", "apgd_t", "ensemble", "fab_t", "fgsm", "pgd", "square"]
 
 
 # --------------------------------------------------------------------------------------
@@ -163,8 +165,7 @@ def test_recipe_table_maps_onto_an_attack() -> None:
         create_attack({"name": "fgsm", "eps": "-4/255"})
     with pytest.raises(SatError, match="unknown attack 'pgdd'"):
         create_attack("pgdd")
-    with pytest.raises(SatError, match="supports norm linf"):
-        create_attack({"name": "square", "norm": "l2"})
+    assert create_attack({"name": "square", "norm": "l2"}).norm == "l2"
     assert create_attack("apgd_t").hparams()["n_target_classes"] == 9
 
 
@@ -496,6 +497,34 @@ def test_square_fools_without_gradients(digits_model, test_batch) -> None:
     assert torch.equal(result.success, fooled(digits_model, result.x_adv, y))
     assert result.success.sum() > fooled(digits_model, x, y).sum() + 20
     assert int(result.info["queries"].max()) <= 200
+
+
+def test_square_pseudo_gaussian_and_meta_pattern_follow_the_paper() -> None:
+    # n = 2 rings around the centre of a 5 x 5 window: 1/9 outside, + 1/4, + 1 at the centre.
+    bump = pseudo_gaussian(5, 5)
+    assert bump[2, 2].item() == pytest.approx(1 / 9 + 1 / 4 + 1)
+    assert bump[1, 2].item() == bump[2, 3].item() == pytest.approx(1 / 9 + 1 / 4)
+    assert bump[0, 0].item() == bump[4, 2].item() == pytest.approx(1 / 9)
+    pattern = meta_pattern(6, transpose=False)
+    assert pattern.norm().item() == pytest.approx(1.0)
+    assert torch.equal(pattern[:, :3], -pattern[:, 3:])  # two halves of opposite sign
+    assert (pattern[:, :3] > 0).all() and torch.equal(meta_pattern(6, transpose=True), pattern.t())
+
+
+def test_square_l2_fools_without_gradients_inside_the_ball(digits_model, test_batch) -> None:
+    x, y = test_batch
+    eps = 1.0
+    result = Square(eps=eps, norm="l2", queries=200, seed=0).perturb(digits_model, x, y)
+    norms = (result.x_adv - x).flatten(1).norm(dim=1)
+    assert float(norms.max()) <= eps and 0.0 <= float(result.x_adv.min()) <= float(result.x_adv.max()) <= 1.0
+    assert torch.equal(result.success, fooled(digits_model, result.x_adv, y))
+    clean_fooled = int(fooled(digits_model, x, y).sum())
+    assert int(result.success.sum()) > clean_fooled + 20
+    # The search spends its budget: every perturbation uses most of the ball (clipping aside).
+    assert float(norms.median()) > 0.8 * eps
+    # Random search cannot beat a strong gradient attack of the same budget on a smooth model.
+    apgd = APGD(eps=eps, norm="l2", steps=50, seed=0).perturb(digits_model, x, y)
+    assert int(apgd.success.sum()) >= int(result.success.sum())
 
 
 def test_targeted_attacks_hit_their_targets(digits_model, test_batch) -> None:
