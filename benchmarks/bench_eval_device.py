@@ -3,7 +3,7 @@
 Run by hand (not a test): ``python benchmarks/bench_eval_device.py [--out results.json]``.
 
 It trains the shipped quickstart recipe (digits, small CNN, SiLU; about 20 s on a CPU) and
-then times :func:`sat_toolkit.evaluate` with the ``standard`` suite (APGD-CE + APGD-T) on
+then times :func:`sat_toolkit.evaluate` with the ``aa-core`` suite (APGD-CE + APGD-T) on
 all 359 test images, once per available device (CPU, and CUDA when present), with the
 same seed. The robust accuracies must agree across devices up to a few images (float
 differences move borderline images); the wall times are the point. A timm ResNet-18 on
@@ -38,7 +38,7 @@ def _time(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: str,
         torch.cuda.synchronize()
     started = time.perf_counter()
     result = sat_toolkit.evaluate(
-        model, x, y, eps=eps, suite="standard", device=device, return_examples=False
+        model, x, y, eps=eps, suite="aa-core", device=device, return_examples=False
     )
     if device == "cuda":
         torch.cuda.synchronize()
@@ -90,7 +90,7 @@ def main() -> None:
         print(f"{row['device']:<28} {row['model']:<55} {seconds:>8.1f} s  robust {robust:.4f}")
     payload = {
         "benchmark": "bench_eval_device.py",
-        "suite": "standard (APGD-CE 100 steps + APGD-T 100 steps x 9 targets)",
+        "suite": "aa-core (APGD-CE 100 steps + APGD-T 100 steps x 9 targets)",
         "cpu": cpu_model(),
         "cpu_threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,

@@ -14,7 +14,7 @@ What it measures, each with the toolkit's own models and attack plugin:
 * **Standard vs adversarial training**: the clean step in the same setting. A PGD-1 step
   costs two forward/backward passes where a clean step costs one (plus one
   backward to the input), so AT's throughput is at most about 0.6 of standard training's.
-* **Evaluation**: images/s of :func:`sat_toolkit.evaluate` (the ``standard`` suite, fp32)
+* **Evaluation**: images/s of :func:`sat_toolkit.evaluate` (the ``aa-core`` suite, fp32)
   on ``small_cnn``.
 
 Times are medians over ``--steps`` timed steps after ``--warmup`` (CUDA synchronised around
@@ -143,12 +143,12 @@ def evaluation_rate(device: torch.device, quick: bool) -> dict[str, Any]:
     synchronize(device)
     start = time.perf_counter()
     result = sat_toolkit.evaluate(
-        model, x, y, eps=0.1, suite="standard", batch_size=512, return_examples=False
+        model, x, y, eps=0.1, suite="aa-core", batch_size=512, return_examples=False
     )
     synchronize(device)
     seconds = time.perf_counter() - start
     return {
-        "model": "small_cnn (silu, random weights)", "images": n, "suite": "standard",
+        "model": "small_cnn (silu, random weights)", "images": n, "suite": "aa-core",
         "seconds": round(seconds, 2), "images_per_s": round(n / seconds, 1),
         "robust_accuracy": result.report.robust_accuracy, "precision": result.precision,
     }  # fmt: skip

@@ -51,3 +51,16 @@ def test_a_small_evaluation_is_not_probed() -> None:
     few = MIN_IMAGES_TO_PROBE - 1  # the probe would cost more than 5% of the work
     sat_toolkit.evaluate(model, x[:few], y[:few], eps=EPS, suite="quick", on_estimate=estimates.append)
     assert estimates == []
+
+
+def test_long_attacks_are_probed_with_a_tenth_of_their_budget() -> None:
+    from sat_toolkit.evaluation.cost import PROBE_MIN_BUDGET, _shortened_copy
+
+    square = create_attack({"name": "square", "queries": 5000, "eps": EPS, "seed": 1})
+    probe, scale = _shortened_copy(square)
+    assert (probe.queries, scale, square.queries) == (500, 10.0, 5000)
+    assert probe is not square and probe.hparams() == {**square.hparams(), "queries": 500}
+    apgd = create_attack({"name": "apgd_t", "steps": 30, "eps": EPS})
+    assert _shortened_copy(apgd)[0].steps == PROBE_MIN_BUDGET and _shortened_copy(apgd)[1] == 3.0
+    pgd = create_attack({"name": "pgd", "steps": 10, "eps": EPS})
+    assert _shortened_copy(pgd)[0].steps == 10 and _shortened_copy(pgd)[1] == 1.0  # already short

@@ -212,7 +212,7 @@ def test_gradient_accumulation_and_bf16_autocast(tmp_path: Path) -> None:
 
 
 def test_the_shipped_quickstart_end_to_end(tmp_path: Path) -> None:
-    """``sat-toolkit run recipes/quickstart.toml`` then ``eval --suite standard``, as the README has it."""
+    """``sat-toolkit run recipes/quickstart.toml`` then ``eval --suite aa-core``, as the README has it."""
     run_dir = tmp_path / "quickstart"
     result = CliRunner().invoke(
         cli,
@@ -237,10 +237,10 @@ def test_the_shipped_quickstart_end_to_end(tmp_path: Path) -> None:
     assert evaluation["robust_accuracy"] > 0.5
     assert evaluation["robust_accuracy"] <= min(a["robust_accuracy"] for a in evaluation["attacks"].values())
 
-    # The README's next step: the standard suite on every test image, with every check.
+    # The README's next step: AutoAttack's core on every test image, with every check.
     report_file = tmp_path / "eval.json"
     result = CliRunner().invoke(
-        cli, ["eval", str(run_dir), "--suite", "standard", "--samples", "0", "--output", str(report_file)]
+        cli, ["eval", str(run_dir), "--suite", "aa-core", "--samples", "0", "--output", str(report_file)]
     )
     assert result.exit_code == 0, result.output
     report = json.loads(report_file.read_text())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,3 +30,18 @@ def create_attack(spec: AttackSpec, *, defaults: Mapping[str, Any] | None = None
     Mistakes become one-line :class:`SatError` messages.
     """
     return instantiate_plugin(PluginKind.ATTACK, spec, defaults=defaults, **params)
+
+
+def rebuild_attack(attack: Any, **changes: Any) -> Any | None:
+    """The same attack class with its parameters (``hparams()``) and ``changes``; None if it has none.
+
+    For variants of an attack an evaluation makes itself (a stronger copy for the
+    convergence check, a shorter one for the cost probe): a new object, so the original's
+    generators and state stay where they were.
+    """
+    hparams = getattr(attack, "hparams", None)
+    if not callable(hparams):
+        return None
+    accepted = inspect.signature(type(attack)).parameters
+    params = {**hparams(), **changes}
+    return type(attack)(**{key: value for key, value in params.items() if key in accepted})

@@ -19,6 +19,7 @@ from torch import nn
 
 from sat_toolkit.commands.table import format_table
 from sat_toolkit.errors import SatError
+from sat_toolkit.evaluation.suites import DEFAULT_SUITE, suite_names
 
 
 @dataclasses.dataclass
@@ -34,9 +35,13 @@ class _LoadedModel:
 
 
 @click.command("eval")
-@click.argument("model_path", metavar="MODEL", type=click.Path(path_type=Path))
+@click.argument("model_path", metavar="[MODEL]", type=click.Path(path_type=Path), required=False)
 @click.option(
-    "--suite", default="standard", show_default=True, help="Attack suite: standard, plus, pgd, quick, none."
+    "--suite",
+    default=DEFAULT_SUITE,
+    show_default=True,
+    help=f"Attack suite: {suite_names()}, none (autoattack: AutoAttack's standard version; "
+    "aa-core: its APGD-CE + APGD-T).",
 )
 @click.option(
     "--attack", "attacks", multiple=True, metavar="SPEC", help="Extra attack, e.g. pgd:steps=50,restarts=2."
@@ -86,8 +91,15 @@ class _LoadedModel:
 @click.option(
     "--output", type=click.Path(path_type=Path), help="JSON report path (default: next to the model)."
 )
+@click.option(
+    "--compare",
+    nargs=2,
+    type=click.Path(path_type=Path),
+    metavar="A.json B.json",
+    help="Compare two reports of the same images image by image (paired difference); evaluates nothing.",
+)
 def eval_command(
-    model_path: Path,
+    model_path: Path | None,
     suite: str,
     attacks: tuple[str, ...],
     eps_text: str | None,
@@ -107,13 +119,24 @@ def eval_command(
     square_queries: int,
     cascade: bool,
     output: Path | None,
+    compare: tuple[Path, Path] | None,
 ) -> None:
     """Evaluate MODEL: a run directory, an exported .safetensors file, or (with --arch) any weights file.
 
     Reports clean accuracy, robust accuracy under each attack and the per-sample worst
     case over all of them, on the same seeded test images; then the gradient-masking
-    checks, each pass/fail with its numbers. Writes a JSON report with every setting.
+    checks, each pass/fail with its numbers. Writes a JSON report with every setting and
+    each image's outcome; --compare A.json B.json pairs two such reports image by image.
     """
+    if compare:
+        if model_path is not None:
+            raise SatError("--compare A.json B.json compares two reports; give no MODEL with it")
+        _print_comparison(*compare)
+        return
+    if model_path is None:
+        raise SatError(
+            "give MODEL (a run directory or .safetensors file) to evaluate, or --compare A.json B.json"
+        )
     from sat_toolkit.data import create_dataset
     from sat_toolkit.devices import resolve_device
     from sat_toolkit.engine.evaluation import fixed_test_subset
@@ -199,6 +222,32 @@ def eval_command(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
     click.echo(f"report: {path}")
+
+
+def _print_comparison(path_a: Path, path_b: Path) -> None:
+    """The paired difference B - A of two reports of the same images, clean and robust."""
+    from sat_toolkit.evaluation.compare import compare_reports, read_report
+
+    comparison = compare_reports(read_report(path_a), read_report(path_b))
+    click.echo(f"A: {path_a}\nB: {path_b}")
+    for note in comparison.notes:
+        click.echo(f"note: {note}", err=True)
+    rows = []
+    for metric in (comparison.clean, comparison.robust):
+        low, high = metric.interval
+        rows.append((
+            metric.name, f"{metric.a / metric.n:.4f}", f"{metric.b / metric.n:.4f}",
+            f"{100 * metric.difference:+.2f}", f"[{100 * low:+.2f}, {100 * high:+.2f}]",
+            f"{metric.only_a}", f"{metric.only_b}", f"{metric.p_value:.3g}",
+        ))  # fmt: skip
+    headers = ("accuracy", "A", "B", "B - A (points)", "95% CI", "only A", "only B", "McNemar p")
+    click.echo(format_table(headers, rows))
+    robust = comparison.robust
+    verdict = "beyond chance" if robust.p_value < 0.05 else "within chance"
+    click.echo(
+        f"{robust.n} paired images; robust difference {100 * robust.difference:+.2f} points is {verdict} "
+        f"(p = {robust.p_value:.3g}; only the {robust.only_a + robust.only_b} discordant images count)"
+    )
 
 
 def _with_dataset(plugins: list[dict[str, Any]], dataset_spec: dict[str, Any]) -> list[dict[str, Any]]:

@@ -8,6 +8,11 @@ seconds per image are scaled to the images it will attack. With the cascade ever
 attack runs on fewer images (those the earlier ones failed on), so the estimate is an
 upper bound there; a small probe batch also uses the device less well than a full one,
 which errs the same way. The probe's own cost is part of the estimate's report.
+
+An attack's time grows linearly with its iteration budget (``steps``, or Square's
+``queries``), so a long attack is probed with a tenth of its budget, at least
+``PROBE_MIN_BUDGET``, and its time scaled back up: AutoAttack's Square (5000 queries)
+then costs the probe seconds instead of minutes.
 """
 
 from __future__ import annotations
@@ -28,6 +33,10 @@ from sat_toolkit.phase import true_gradients
 PROBE_IMAGES = 16
 #: Smaller evaluations are not probed: the probe would cost more than 5% of them.
 MIN_IMAGES_TO_PROBE = 20 * PROBE_IMAGES
+#: Attack attributes that count iterations: the probe shortens them and scales the time.
+BUDGET_ATTRIBUTES = ("steps", "queries")
+#: The shortest budget a shortened probe runs (fixed costs would dominate below it).
+PROBE_MIN_BUDGET = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +84,7 @@ def estimate_cost(
     does not change the evaluation's numbers. None too when an attack cannot be copied.
     """
     try:
-        probes = {label: copy.deepcopy(attack) for label, attack in attacks.items()}
+        probes = {label: _shortened_copy(attack) for label, attack in attacks.items()}
     except Exception:  # noqa: BLE001 - a plugin's attack may hold state that does not copy
         return None
     was_training = model.training
@@ -89,11 +98,11 @@ def estimate_cost(
         index = correct[:probe_images]
         per_image: dict[str, float] = {}
         started = time.perf_counter()
-        for label, attack in probes.items():
+        for label, (attack, scale) in probes.items():
             begin = time.perf_counter()
             with true_gradients():
                 run_checked(label, attack, model, x[index], y[index], eps=eps, norm=norm)
-            per_image[label] = (time.perf_counter() - begin) / len(index)
+            per_image[label] = scale * (time.perf_counter() - begin) / len(index)
         probe_seconds = time.perf_counter() - started
     finally:
         torch.random.set_rng_state(rng)
@@ -107,6 +116,20 @@ def estimate_cost(
         per_attack={label: rate * len(correct) for label, rate in per_image.items()},
         runs_per_attack=2 if has_attacker_surrogate(model) else 1,
     )
+
+
+def _shortened_copy(attack: Any) -> tuple[Any, float]:
+    """A copy of ``attack`` with a tenth of its iteration budget, and the factor its time scales by."""
+    from sat_toolkit.attacks.factory import rebuild_attack
+
+    hparams = getattr(attack, "hparams", None)
+    params = dict(hparams()) if callable(hparams) else {}
+    for name in BUDGET_ATTRIBUTES:
+        budget = params.get(name)
+        if isinstance(budget, int) and not isinstance(budget, bool) and budget > PROBE_MIN_BUDGET:
+            short = max(budget // 10, PROBE_MIN_BUDGET)
+            return rebuild_attack(attack, **{name: short}), budget / short
+    return copy.deepcopy(attack), 1.0
 
 
 def rough_duration(seconds: float) -> str:

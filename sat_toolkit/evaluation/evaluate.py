@@ -9,6 +9,7 @@ maps images in [0, 1] (``N x C x H x W``) to logits, with its normalisation insi
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import platform
 import time
@@ -18,10 +19,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from sat_toolkit import __version__
 from sat_toolkit.errors import SatError
 from sat_toolkit.evaluation.checks import CheckResult, run_checks
 from sat_toolkit.evaluation.cost import MIN_IMAGES_TO_PROBE, CostEstimate, estimate_cost
 from sat_toolkit.evaluation.robust import RobustnessReport, evaluate_robustness
+from sat_toolkit.evaluation.suites import DEFAULT_SUITE, describe_suite
+from sat_toolkit.plugins.manager import BUILTIN_DISTRIBUTION
 
 THREAT_MODELS = {"linf": "Linf", "l2": "L2"}
 
@@ -56,6 +60,8 @@ class Evaluation:
     sweep: dict[float, dict[str, Any]] | None
     seconds: float
     plugins: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    #: Identifies the evaluated images and labels, so paired comparisons pair the same ones.
+    images_sha256: str | None = None
 
     @property
     def clean_accuracy(self) -> float:
@@ -75,6 +81,17 @@ class Evaluation:
     def x_adv(self) -> torch.Tensor | None:
         return self.report.x_adv
 
+    def suite_accuracy(self, name: str) -> float | None:
+        """The worst case over the members of suite ``name`` alone, if this evaluation ran it."""
+        from sat_toolkit.evaluation.suites import SUITES
+
+        if self.suite != name or name not in SUITES:
+            return None
+        robust = self.report.clean_correct.clone()
+        for label in SUITES[name].attacks:
+            robust &= self.report.attacks[label].robust
+        return float(robust.double().mean())
+
     @property
     def passed_checks(self) -> bool:
         return all(check.passed for check in self.checks)
@@ -87,9 +104,15 @@ class Evaluation:
             "eps": self.eps,
             "n_examples": self.report.samples,
             "seed": self.seed,
-            "suite": self.suite,
+            "library": {"name": BUILTIN_DISTRIBUTION, "version": __version__},
+            "suite": describe_suite(self.suite),
             "clean_acc": self.clean_accuracy,
             "robust_acc": self.robust_accuracy if self.report.attacks else None,
+        }
+        autoattack = self.suite_accuracy("autoattack")
+        if autoattack is not None:  # RobustBench's field: AutoAttack's four members alone
+            result["autoattack_acc"] = autoattack
+        result |= {
             # True: each attack ran on the images every earlier one failed on, and its
             # robust_accuracy is the one after it (AutoAttack's log); False: its own number.
             "cascade": self.report.cascade,
@@ -101,6 +124,7 @@ class Evaluation:
             result["checks"] = [check.to_dict() for check in self.checks]
         result["seconds"] = round(self.seconds, 2)
         result["plugins"] = [dict(entry) for entry in self.plugins]
+        result["per_image"] = {"images_sha256": self.images_sha256, "outcome": self.report.per_image()}
         result["environment"] = {
             "torch": torch.__version__,
             "python": platform.python_version(),
@@ -224,7 +248,7 @@ def evaluate(
     *,
     eps: float | str,
     norm: str = "linf",
-    suite: str | None = "standard",
+    suite: str | None = DEFAULT_SUITE,
     attacks: AttackChoice = (),
     checks: bool = False,
     seed: int = 0,
@@ -246,7 +270,8 @@ def evaluate(
             evaluated in eval mode (its train/eval mode, weights and buffers are restored)
             and, when ``device`` is given, moved there, as ``model.to(device)`` would.
         eps: the budget in [0, 1] pixel space (``"8/255"`` allowed); norm: ``"linf"``/``"l2"``.
-        suite: a named suite (``standard``, ``plus``, ``pgd``, ``quick``), or None / ``"none"``.
+        suite: a named suite (``autoattack``, ``aa-core``, ``pgd``, ``quick``; see
+            :mod:`sat_toolkit.evaluation.suites`), or None / ``"none"``.
         attacks: extra attacks: spec strings (``"pgd:steps=50"``) or label -> spec dict /
             attack object (``perturb(model, x, y, *, eps=None)`` returning an
             ``AttackResult`` or the adversarial tensor). Each takes the evaluation's eps
@@ -279,6 +304,7 @@ def evaluate(
     suite = None if suite == "none" else suite
     sweep_values = parse_eps_list(sweep) if isinstance(sweep, str) else list(sweep or [])
     x, y = _check_inputs(x, y)
+    fingerprint = images_fingerprint(x, y)
     check_budget(budget, norm, tuple(x.shape[1:]))
     if device is not None:
         model.to(resolve_device(device))
@@ -323,7 +349,16 @@ def evaluate(
         sweep=curve,
         seconds=time.perf_counter() - started,
         plugins=_plugins_used(model, objects, checks),
+        images_sha256=fingerprint,
     )
+
+
+def images_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
+    """SHA-256 of the images (as float32) and labels (as int64), in order: which images a report is of."""
+    digest = hashlib.sha256()
+    digest.update(x.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    digest.update(y.detach().to("cpu", torch.int64).contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _plugins_used(model: nn.Module, attacks: Mapping[str, Any], checks: bool) -> list[dict[str, Any]]:

@@ -58,7 +58,7 @@ class AttackOutcome:
 
     @property
     def robust_accuracy(self) -> float:
-        return float(self.robust.float().mean()) if self.robust.numel() else math.nan
+        return float(self.robust.double().mean()) if self.robust.numel() else math.nan
 
 
 @dataclasses.dataclass
@@ -78,7 +78,7 @@ class RobustnessReport:
 
     @property
     def clean_accuracy(self) -> float:
-        return float(self.clean_correct.float().mean())
+        return float(self.clean_correct.double().mean())
 
     @property
     def worst_case(self) -> torch.Tensor:
@@ -90,7 +90,20 @@ class RobustnessReport:
     @property
     def robust_accuracy(self) -> float:
         """Worst case over every attack (the number to quote)."""
-        return float(self.worst_case.float().mean())
+        return float(self.worst_case.double().mean())
+
+    def per_image(self) -> list[str]:
+        """Per image, in evaluation order: ``"misclassified"`` (clean), ``"robust"``, or the label
+        of the first attack (in order) whose example fools the model; two reports of the same
+        images can then be compared image by image."""
+        outcome = ["robust" if correct else "misclassified" for correct in self.clean_correct.tolist()]
+        settled = ~self.clean_correct.cpu()
+        for label, attack in self.attacks.items():
+            newly = ~attack.robust.cpu() & ~settled
+            for i in newly.nonzero().flatten().tolist():
+                outcome[i] = label
+            settled |= newly
+        return outcome
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -1,31 +1,75 @@
-"""Named attack suites: what ``sat-toolkit eval --suite NAME`` runs.
+"""Named attack suites: what ``sat-toolkit eval --suite NAME`` runs, named for what it contains.
 
-``standard`` follows AutoAttack's core: APGD with cross-entropy and the targeted APGD-T
-(DLR loss), each sample counted robust only if it survives both. PGD figures are kept
-separately (``pgd``) because papers, including SAT, quote them; they overstate robustness.
+``autoattack`` is AutoAttack's standard version (Croce & Hein, ICML 2020), the one
+RobustBench requires and papers quote: APGD-CE, APGD-T (9 targets), FAB-T (9 targets) and
+Square (5000 queries), in that order, with AutoAttack's defaults, each attacking only the
+images every earlier one failed on. ``aa-core`` is its two APGD members alone: nearly
+always the same number at a fraction of the cost, but it cannot catch the models FAB-T
+and Square exist for (masked gradients). PGD figures are kept separately (``pgd``)
+because papers, including SAT, quote them; they overstate robustness.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sat_toolkit.errors import SatError
 
-SUITES: dict[str, dict[str, dict[str, Any]]] = {
-    "standard": {
-        "apgd_ce": {"name": "apgd_ce", "steps": 100},
-        "apgd_t": {"name": "apgd_t", "steps": 100},
-    },
-    "plus": {
-        "apgd_ce": {"name": "apgd_ce", "steps": 100, "restarts": 2},
-        "apgd_t": {"name": "apgd_t", "steps": 100},
-        "apgd_dlr": {"name": "apgd_dlr", "steps": 100},
-        "square": {"name": "square", "queries": 5000},
-    },
-    "pgd": {"pgd20": {"name": "pgd", "steps": 20}},
-    "quick": {"apgd_ce": {"name": "apgd_ce", "steps": 20}},
+
+@dataclasses.dataclass(frozen=True)
+class Suite:
+    """A named list of attacks, run in order; ``equivalent_to`` names the published protocol it is."""
+
+    description: str
+    attacks: dict[str, dict[str, Any]]
+    equivalent_to: str | None = None
+
+
+SUITES: dict[str, Suite] = {
+    "autoattack": Suite(
+        "AutoAttack's standard version: APGD-CE, APGD-T (9 targets), FAB-T (9 targets), "
+        "Square (5000 queries)",
+        {
+            "apgd_ce": {"name": "apgd_ce", "steps": 100},
+            "apgd_t": {"name": "apgd_t", "steps": 100, "n_target_classes": 9},
+            "fab_t": {"name": "fab_t", "steps": 100, "n_target_classes": 9},
+            "square": {"name": "square", "queries": 5000},
+        },
+        equivalent_to="AutoAttack(version='standard') (Croce & Hein 2020)",
+    ),
+    "aa-core": Suite(
+        "AutoAttack's gradient members only: APGD-CE, APGD-T (9 targets); about a quarter of its cost",
+        {
+            "apgd_ce": {"name": "apgd_ce", "steps": 100},
+            "apgd_t": {"name": "apgd_t", "steps": 100, "n_target_classes": 9},
+        },
+    ),
+    "pgd": Suite(
+        "PGD-20, as papers (SAT included) quote it; overstates robustness",
+        {"pgd20": {"name": "pgd", "steps": 20}},
+    ),
+    "quick": Suite(
+        "APGD-CE with 20 steps: a smoke test, not a robustness number",
+        {"apgd_ce": {"name": "apgd_ce", "steps": 20}},
+    ),
 }
+
+#: The suite ``sat-toolkit eval`` and ``sat_toolkit.evaluate`` run unless told otherwise.
+DEFAULT_SUITE = "autoattack"
+
+#: Names that once meant something else: one line saying what to ask for now.
+RETIRED_SUITES: dict[str, str] = {
+    "standard": "suite 'standard' was only AutoAttack's core (APGD-CE + APGD-T) and is now called 'aa-core'; "
+    "AutoAttack's standard version with FAB-T and Square is 'autoattack'",
+    "plus": "suite 'plus' is retired (it was APGD-CE x2, APGD-T, APGD-DLR and Square, not AutoAttack's "
+    "'plus'); use 'autoattack', and add attacks with --attack, e.g. --attack apgd_dlr",
+}
+
+
+def suite_names() -> str:
+    return ", ".join(SUITES)
 
 
 def parse_attack_option(text: str) -> tuple[str, dict[str, Any]]:
@@ -47,13 +91,37 @@ def parse_attack_option(text: str) -> tuple[str, dict[str, Any]]:
     return label, spec
 
 
+def describe_suite(name: str | None) -> dict[str, Any] | None:
+    """What a report says of its suite: name, members in order, what it is, where it is defined."""
+    if name is None or name not in SUITES:
+        return None
+    from sat_toolkit import __version__
+    from sat_toolkit.plugins.manager import BUILTIN_DISTRIBUTION
+
+    suite = SUITES[name]
+    return {
+        "name": name,
+        "members": list(suite.attacks),
+        "description": suite.description,
+        "equivalent_to": suite.equivalent_to,
+        "defined_in": f"{BUILTIN_DISTRIBUTION} {__version__}",
+    }
+
+
+def get_suite(name: str) -> Suite:
+    """The suite called ``name``; a retired or unknown name is a one-line error saying what to use."""
+    if name in RETIRED_SUITES:
+        raise SatError(RETIRED_SUITES[name])
+    if name not in SUITES:
+        raise SatError(f"unknown suite '{name}'; choose one of {suite_names()} (or none)")
+    return SUITES[name]
+
+
 def resolve_suite(suite: str | None, attacks: Sequence[str]) -> dict[str, dict[str, Any]]:
     """The attacks to run: a named suite, ``--attack`` options, or both (suite first)."""
     chosen: dict[str, dict[str, Any]] = {}
     if suite:
-        if suite not in SUITES:
-            raise SatError(f"unknown suite '{suite}'; choose one of {', '.join(SUITES)}")
-        chosen.update({label: dict(spec) for label, spec in SUITES[suite].items()})
+        chosen.update({label: dict(spec) for label, spec in get_suite(suite).attacks.items()})
     for text in attacks:
         label, spec = parse_attack_option(text)
         chosen[label] = spec
