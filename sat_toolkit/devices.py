@@ -22,6 +22,25 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
+def native_bf16(device: torch.device | None = None) -> bool:
+    """Whether ``device`` (default: the one a run trains on) computes bf16 in hardware.
+
+    A CUDA GPU with bf16 support, or a CPU with AVX512-BF16 or AMX. Elsewhere bf16 is
+    emulated and slower than fp32, not faster: on an AVX2-only AMD EPYC a bf16 training
+    step of the Fashion-MNIST small_cnn took about 7x its fp32 time.
+    """
+    device = device or default_device()
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        cpu = torch.cpu
+        return any(bool(getattr(cpu, probe, lambda: False)()) for probe in _CPU_BF16_PROBES)
+    return False  # other accelerators: not assumed
+
+
+_CPU_BF16_PROBES = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+
+
 def resolve_device(name: str | torch.device | None) -> torch.device:
     """``name`` as a usable device (None: :func:`default_device`), or a one-line error."""
     if name is None:

@@ -628,3 +628,30 @@ def test_the_training_attack_computes_in_the_training_precision_unless_it_says()
     assert all(spec.params.get("precision", "fp32") == "fp32" for spec in bf16.attack.eval.attacks.values())
     pinned = load_recipe(base, overrides=["optimizer.mixed_precision=bf16", "attack.train.precision=fp32"])
     assert pinned.attack.train.params["precision"] == "fp32"
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bf16_only_where_the_hardware_has_it(monkeypatch, native: bool) -> None:
+    """An AVX2-only CPU emulates bf16 (about 7x slower than fp32): "auto" must not pick it there."""
+    import sat_toolkit.devices
+    from sat_toolkit.recipe import load_recipe
+
+    monkeypatch.setattr(sat_toolkit.devices, "native_bf16", lambda device=None: native)
+    shipped = Path(__file__).resolve().parents[1] / "recipes" / "fashion_mnist_relu.toml"
+    recipe = load_recipe(shipped)
+    expected = "bf16" if native else "no"
+    assert recipe.optimizer.mixed_precision == expected  # resolved, so recipe.toml records which
+    assert recipe.attack.train.params.get("precision", "fp32") == ("bf16" if native else "fp32")
+    assert f'mixed_precision = "{expected}"' in recipe.to_toml()
+
+
+def test_native_bf16_on_the_cpu_agrees_with_the_cpu_flags() -> None:
+    import torch
+
+    from sat_toolkit.devices import native_bf16
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        pytest.skip("no /proc/cpuinfo to read the CPU's flags from")
+    flags = set(cpuinfo.read_text().split())
+    assert native_bf16(torch.device("cpu")) == bool({"avx512_bf16", "amx_tile"} & flags)

@@ -24,7 +24,7 @@ from sat_toolkit.errors import SatError
 from sat_toolkit.evaluation.checks import CheckResult, run_checks
 from sat_toolkit.evaluation.cost import MIN_IMAGES_TO_PROBE, CostEstimate, estimate_cost
 from sat_toolkit.evaluation.robust import RobustnessReport, evaluate_robustness
-from sat_toolkit.evaluation.suites import DEFAULT_SUITE, describe_suite
+from sat_toolkit.evaluation.suites import DEFAULT_SUITE, SUITES, describe_suite
 from sat_toolkit.plugins.manager import BUILTIN_DISTRIBUTION
 
 THREAT_MODELS = {"linf": "Linf", "l2": "L2"}
@@ -83,8 +83,6 @@ class Evaluation:
 
     def suite_accuracy(self, name: str) -> float | None:
         """The worst case over the members of suite ``name`` alone, if this evaluation ran it."""
-        from sat_toolkit.evaluation.suites import SUITES
-
         if self.suite != name or name not in SUITES:
             return None
         robust = self.report.clean_correct.clone()

@@ -48,6 +48,7 @@ def resolve(raw: Mapping[str, Any], *, host: Any = None, source: str | None = No
     for key in raw:
         if key not in SECTIONS:
             problems.unknown("", key, SECTIONS, what="section")
+    raw = _with_native_precision(raw)
     resolver = _Resolver(host, problems)
     parts = {
         "run": resolver.run(raw.get("run")),
@@ -66,6 +67,16 @@ def resolve(raw: Mapping[str, Any], *, host: Any = None, source: str | None = No
     if problems:
         raise RecipeError(problems, source)
     return Recipe(**parts)
+
+
+def _with_native_precision(raw: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``optimizer.mixed_precision = "auto"`` for this machine: ``"bf16"`` where native, else ``"no"``."""
+    optimizer = raw.get("optimizer")
+    if not isinstance(optimizer, Mapping) or optimizer.get("mixed_precision") != "auto":
+        return raw
+    from sat_toolkit.devices import native_bf16
+
+    return {**raw, "optimizer": {**optimizer, "mixed_precision": "bf16" if native_bf16() else "no"}}
 
 
 def _training_precision(raw: Mapping[str, Any]) -> str | None:

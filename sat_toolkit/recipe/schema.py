@@ -179,10 +179,12 @@ class OptimizerConfig:
     ema: float | Literal["off"] = setting(
         "off", "EMA decay of the weights, e.g. 0.999, or 'off'", gt=0.0, lt=1.0
     )
-    mixed_precision: Literal["no", "bf16"] = setting(
+    mixed_precision: Literal["no", "bf16", "auto"] = setting(
         "no",
-        "'no' or 'bf16' autocast; the training attack follows it unless attack.train.precision says "
-        "otherwise (evaluation attacks stay fp32)",
+        "'no' or 'bf16' autocast, or 'auto': bf16 where the hardware computes it natively (a CUDA GPU "
+        "with bf16, a CPU with AVX512-BF16 or AMX), else 'no'; resolved when the recipe is, so "
+        "recipe.toml records which; the training attack follows it unless attack.train.precision "
+        "says otherwise (evaluation attacks stay fp32)",
     )
 
 
