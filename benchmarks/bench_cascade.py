@@ -128,6 +128,7 @@ def main() -> None:
         "suite": f"{args.suite}: {SUITE_DESCRIPTIONS[args.suite]}, cascade",
         "hardware": {
             "cpu": cpu_model(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__,
             "python": platform.python_version(),

@@ -37,9 +37,7 @@ def _time(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: str,
     if device == "cuda":
         torch.cuda.synchronize()
     started = time.perf_counter()
-    result = sat_toolkit.evaluate(
-        model, x, y, eps=eps, suite="aa-core", device=device, return_examples=False
-    )
+    result = sat_toolkit.evaluate(model, x, y, eps=eps, suite="aa-core", device=device, return_examples=False)
     if device == "cuda":
         torch.cuda.synchronize()
     return {
