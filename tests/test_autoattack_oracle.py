@@ -87,3 +87,18 @@ def test_fab_t_fools_every_image_torchattacks_fab_does_where_apgd_fails(digits) 
     assert int(theirs_broken.sum()) > 3 * int(apgd_broken.sum()) + 10
     missed = theirs_broken & ~ours_broken
     assert int(missed.sum()) == 0, f"torchattacks' FAB fools {int(missed.sum())} images ours does not"
+
+
+@pytest.mark.slow
+def test_autoattack_suite_under_l2_matches_torchattacks(digits) -> None:
+    """The same comparison under L2: FAB-T and Square have their own L2 forms (budget 0.5 of ~8 L2 units)."""
+    model, x, y = digits
+    x, y = x[:100], y[:100]
+    ours = sat_toolkit.evaluate(model, x, y, eps=0.5, norm="l2", suite="autoattack", seed=0, batch_size=100)
+    reference = torchattacks.AutoAttack(model, norm="L2", eps=0.5, version="standard", n_classes=10, seed=0)
+    theirs = _robust_under(model, x, y, reference(x, y))
+    robust = int(ours.report.worst_case.sum())
+    clean = int(ours.report.clean_correct.sum())
+    assert 0.1 * clean < robust < 0.9 * clean
+    assert abs(robust - int(theirs.sum())) <= 1
+    assert ours.to_dict()["threat_model"] == "L2"

@@ -234,7 +234,7 @@ def test_wrong_types_are_reported_with_what_was_written(fake_plugins: PluginHost
         "attack.train.bn_mode: must be one of 'eval', 'train', got string 'frozen'",
         "optimizer.lr: expected a number or a fraction like '4/255', got 'fast'",
         "optimizer.nesterov: expected true or false, got integer 1",
-        "optimizer.mixed_precision: must be one of 'no', 'bf16', got string 'fp16'",
+        "optimizer.mixed_precision: must be one of 'no', 'bf16', 'auto', got string 'fp16'",
         "optimizer.betas: expected an array of 2 values, got 1",
         "train.epochs: expected an integer, got float 2.5",
     ]

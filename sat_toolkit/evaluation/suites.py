@@ -40,7 +40,7 @@ SUITES: dict[str, Suite] = {
         equivalent_to="AutoAttack(version='standard') (Croce & Hein 2020)",
     ),
     "aa-core": Suite(
-        "AutoAttack's gradient members only: APGD-CE, APGD-T (9 targets); about a quarter of its cost",
+        "AutoAttack's gradient members only: APGD-CE, APGD-T (9 targets); about a fifth of its cost",
         {
             "apgd_ce": {"name": "apgd_ce", "steps": 100},
             "apgd_t": {"name": "apgd_t", "steps": 100, "n_target_classes": 9},
