@@ -37,6 +37,19 @@ def _process_share(count: int, accelerator: Accelerator) -> tuple[int, int, int]
     return start, min(start + share, count), share
 
 
+def validation_attacks(recipe: Recipe) -> dict[str, Any]:
+    """PGD-10 and FGSM in the training attack's threat model; none when it has no eps."""
+    from sat_toolkit.attacks import create_attack
+
+    threat = recipe.attack.threat_model
+    if "eps" not in threat:
+        return {}
+    return {
+        "pgd10": create_attack({"name": "pgd", "steps": 10, "rel_step_size": 0.25, **threat}),
+        "fgsm": create_attack({"name": "fgsm", **threat}),
+    }
+
+
 def validate(recipe: Recipe, model: nn.Module, test_set: Any, accelerator: Accelerator) -> dict[str, Any]:
     """Cheap robust validation: clean, PGD-10 and FGSM accuracy on a fixed test subset.
 
@@ -46,16 +59,12 @@ def validate(recipe: Recipe, model: nn.Module, test_set: Any, accelerator: Accel
     Each process attacks a contiguous share of the subset; the per-sample outcomes are
     gathered and the padding of uneven shares dropped, so every sample counts once.
     """
-    from sat_toolkit.attacks import create_attack
     from sat_toolkit.evaluation import evaluate_robustness
     from sat_toolkit.evaluation.robust import SURROGATE_SUFFIX
 
     x_all, y_all = fixed_test_subset(test_set, recipe.train.validate_samples, recipe.attack.eval.seed)
     threat = recipe.attack.threat_model
-    attacks = {}
-    if "eps" in threat:
-        attacks["pgd10"] = create_attack({"name": "pgd", "steps": 10, "rel_step_size": 0.25, **threat})
-        attacks["fgsm"] = create_attack({"name": "fgsm", **threat})
+    attacks = validation_attacks(recipe)
     start, stop, share = _process_share(len(y_all), accelerator)
     # -1 marks padding rows; a real row holds (clean correct, PGD-10 robust, FGSM robust) as 0/1.
     outcome = torch.full((share, 3), -1.0, device=accelerator.device)

@@ -99,7 +99,7 @@ def train(
 
     run_dir = Path(recipe.run.output_dir)
     resuming = check_run_dir(run_dir, recipe, resume=resume)  # also: can the run write there?
-    accelerator = _make_accelerator(recipe, run_dir)
+    accelerator = make_accelerator(recipe, run_dir)
     run = build_run(recipe, accelerator, run_dir)
     # Nothing is written before this point, so a bad image file leaves no run directory
     # behind; it would otherwise surface in a loader worker, after recipe.toml exists. A
@@ -150,7 +150,7 @@ def train(
             lock.close()
 
 
-def _make_accelerator(recipe: Recipe, run_dir: Path) -> Accelerator:
+def make_accelerator(recipe: Recipe, run_dir: Path) -> Accelerator:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         # accelerate keeps one global state per process; a second run in the same process
         # (the Python API, a study) may ask for another precision, so start from scratch.

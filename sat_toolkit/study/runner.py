@@ -1,5 +1,11 @@
 """Run a study's cells: skip the finished, resume the interrupted, optionally side by side.
 
+Before the first cell, the plan comes with an estimate of the whole study's time: from
+the cells earlier invocations finished when there are such (:mod:`~sat_toolkit.study.eta`),
+else from a timed probe of the first cell's own run
+(:func:`~sat_toolkit.engine.probe.probe_run_cost`), skipped for cells of fewer than
+``MIN_STEPS_TO_PROBE`` steps, whose probe would cost a noticeable part of a cell.
+
 Cells run in this process (``jobs=1``) or in a pool of ``jobs`` spawned processes, each
 with ``max(1, cores // jobs)`` torch threads so that parallel cells share the CPU instead
 of oversubscribing it. A cell's own output (the trainer's prints, warnings) goes to
@@ -18,11 +24,12 @@ import sys
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from sat_toolkit.errors import SatError
+from sat_toolkit.evaluation.cost import rough_duration
 from sat_toolkit.study.eta import StudyEta
 from sat_toolkit.study.grid import PlannedCell, plan, read_metrics
 from sat_toolkit.study.ledger import Ledger, available_cores
@@ -31,6 +38,8 @@ from sat_toolkit.study.spec import StudySpec
 
 Echo = Callable[[str], Any]
 LOG_DIR = "logs"
+#: Cells shorter than this many optimiser steps are not probed before the study starts.
+MIN_STEPS_TO_PROBE = 200
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +92,44 @@ def threads_per_job(jobs: int, cores: int | None = None) -> int:
 
 def log_path(spec: StudySpec, planned: PlannedCell) -> Path:
     return spec.output_dir / LOG_DIR / f"{planned.cell.label}-seed{planned.cell.seed}.log"
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run the body with ``threads`` torch threads, then restore the count."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def probe_line(planned: PlannedCell, cells: int, jobs: int, threads: int) -> str | None:
+    """``estimated time: about 3.4 h for 18 cells ...`` from a probe of ``planned``'s run, or None.
+
+    The probe runs with the thread count each cell will get; every cell counts as a whole
+    one (a cell to resume has part of its training done, so the estimate errs long there).
+    """
+    from sat_toolkit.engine.probe import probe_run_cost
+
+    try:
+        with torch_threads(threads):
+            estimate = probe_run_cost(planned.recipe, min_total_steps=MIN_STEPS_TO_PROBE)
+    except Exception as exc:  # noqa: BLE001 - the cell itself will fail and be reported, with its log
+        why = exc.format_message() if isinstance(exc, SatError) else f"{type(exc).__name__}: {exc}"
+        return f"no time estimate: the probe of {planned.cell.label} seed {planned.cell.seed} failed ({why})"
+    if estimate is None:
+        return None
+    rounds = -(-cells // jobs)
+    together = f", {jobs} at a time" if jobs > 1 else ""
+    return (
+        f"estimated time: about {rough_duration(rounds * estimate.seconds)} for {cells} cell(s){together}, "
+        f"{rough_duration(estimate.seconds)} per cell ({estimate.describe()}); from a "
+        f"{estimate.probe_seconds:.0f} s probe of {planned.cell.label} seed {planned.cell.seed}"
+    )
 
 
 def _set_threads(threads: int) -> None:
@@ -145,8 +192,11 @@ def run_study(
     echo: Echo = print,
     cores: int | None = None,
     report: bool = True,
+    probe: bool = True,
 ) -> StudyRun:
     """Run every unfinished cell of ``spec``, then write the report.
+
+    ``probe=False`` skips the timed probe behind the first estimate (see the module).
 
     Raises :class:`SatError` (after the report) when a cell failed, naming the cells and
     their logs. ``command`` is quoted in the report (default: this process's argv).
@@ -172,7 +222,9 @@ def run_study(
         return StudyRun(planned, [], written, time.perf_counter() - started)
     ledger = Ledger(spec.output_dir)
     eta = StudyEta.from_ledger(ledger.data["cells"], workers)  # before this invocation adds to it
-    if line := eta.describe(len(todo)):
+    if line := eta.describe(len(todo)) or (
+        probe_line(todo[0], len(todo), workers, threads) if probe else None
+    ):
         echo(line)
     invocation = ledger.start_invocation(command or default_command(), workers, threads)
     outcomes: list[CellOutcome] = []
@@ -238,15 +290,9 @@ def _run_here(
     end: Callable[[int, PlannedCell, CellOutcome], None],
 ) -> None:
     """Sequentially, in this process, with the thread count restored afterwards."""
-    import torch
-
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(threads)
+    with torch_threads(threads):
         for index, p in enumerate(todo, 1):
             end(index, p, execute_cell(begin(index, p)))
-    finally:
-        torch.set_num_threads(before)
 
 
 def _run_pool(

@@ -1,0 +1,121 @@
+"""The estimate printed before a study starts: a timed probe of a cell's own run, which leaves no trace."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_study import tiny_base, write_study
+
+from sat_toolkit.engine import probe as run_probe
+from sat_toolkit.engine.trainer import train
+from sat_toolkit.errors import SatError
+from sat_toolkit.evaluation.cost import CostEstimate
+from sat_toolkit.recipe import load_recipe
+from sat_toolkit.study import load_study, run_study
+from sat_toolkit.study import runner as study_runner
+
+
+def _recipe(out: Path) -> Any:
+    raw = tiny_base()
+    raw["run"]["output_dir"] = str(out)
+    raw["train"]["validate_every_epochs"] = 1  # 3 epochs: validations after the first two
+    raw["train"]["validate_samples"] = 64
+    return load_recipe(raw)
+
+
+def test_validations_are_counted_as_the_trainer_makes_them() -> None:
+    assert [run_probe.validations_in(6, k) for k in (0, 1, 2, 5, 6)] == [0, 5, 2, 1, 0]
+    assert run_probe.validations_in(1, 1) == 0  # the final evaluation replaces the last one
+
+
+def test_the_probe_measures_the_runs_parts_and_changes_nothing(tmp_path: Path) -> None:
+    probed_dir, plain_dir = tmp_path / "probed", tmp_path / "plain"
+    estimate = run_probe.probe_run_cost(_recipe(probed_dir))
+    assert estimate is not None
+    assert not probed_dir.exists()  # the probe built its run elsewhere and removed it
+
+    metrics = json.loads(
+        (train(_recipe(probed_dir), show_progress=False).run_dir / "metrics.json").read_text()
+    )
+    assert estimate.total_steps == metrics["steps"] == 30  # 320 digits / 32 x 3 epochs
+    assert estimate.validations == len(metrics["validation"]) == 2
+    assert estimate.step_seconds > 0 and estimate.validation_seconds and estimate.evaluation_seconds
+    parts = (
+        estimate.setup_seconds
+        + estimate.step_seconds * 30
+        + estimate.validation_seconds * 2
+        + estimate.evaluation_seconds
+    )
+    assert estimate.seconds == pytest.approx(parts)
+
+    # The run after a probe is the run without one (deterministic recipe, same seed).
+    train(_recipe(plain_dir), show_progress=False)
+    probed_weights, plain_weights = (load_file(d / "model.safetensors") for d in (probed_dir, plain_dir))
+    assert probed_weights.keys() == plain_weights.keys()
+    assert all(torch.equal(probed_weights[k], plain_weights[k]) for k in plain_weights)
+
+
+def test_attack_time_is_scaled_to_every_image_as_if_clean_correct(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Probed on 4 clean-correct images at 0.5 s each: 100 images cost at most 50 s."""
+    import sat_toolkit.evaluation.cost as cost
+
+    def fake_estimate(model: Any, x: Any, y: Any, attacks: Any, **_: Any) -> CostEstimate:
+        return CostEstimate(
+            images=4, probe_images=4, probe_seconds=0.1, per_attack={"a": 1.5, "b": 0.5}, runs_per_attack=1
+        )
+
+    monkeypatch.setattr(cost, "estimate_cost", fake_estimate)
+    estimate = run_probe.probe_run_cost(_recipe(tmp_path / "run"))
+    assert estimate is not None
+    assert estimate.evaluation_seconds == pytest.approx(2.0 / 4 * 100)  # attack.eval.samples = 100
+    assert estimate.validation_seconds == pytest.approx(2.0 / 4 * 64)  # train.validate_samples = 64
+    assert "final evaluation at most 50 s" in estimate.describe()
+
+
+def test_a_run_shorter_than_the_threshold_is_not_probed(tmp_path: Path) -> None:
+    assert run_probe.probe_run_cost(_recipe(tmp_path / "run"), min_total_steps=31) is None
+
+
+def _study_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The tiny study's console lines, its cells replaced by instant fakes (only the probe is real)."""
+    spec = load_study(write_study(tmp_path, tmp_path / "out"))
+    monkeypatch.setattr(
+        study_runner, "execute_cell", lambda task: study_runner.CellOutcome(task.key, 0.0, error="fake")
+    )
+    lines: list[str] = []
+    with pytest.raises(SatError):  # every fake cell "failed"
+        run_study(spec, echo=lines.append, command="sat-toolkit study study.toml")
+    return lines
+
+
+def test_a_fresh_study_prints_the_probed_estimate_before_its_first_cell(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(study_runner, "MIN_STEPS_TO_PROBE", 1)
+    lines = _study_lines(tmp_path, monkeypatch)
+    estimate = next(i for i, line in enumerate(lines) if line.startswith("estimated time: about"))
+    first = next(i for i, line in enumerate(lines) if "started" in line)
+    assert estimate < first
+    assert "for 4 cell(s)" in lines[estimate] and "probe of relu seed 0" in lines[estimate]
+    assert "training" in lines[estimate] and "s/step x 10 steps" in lines[estimate]
+
+
+def test_small_cells_are_not_probed_and_a_failed_probe_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert not any(line.startswith("estimated time") for line in _study_lines(tmp_path / "a", monkeypatch))
+
+    def broken(recipe: Any, **_: Any) -> None:
+        raise SatError("data.root: /nowhere does not exist")
+
+    monkeypatch.setattr(study_runner, "MIN_STEPS_TO_PROBE", 1)
+    monkeypatch.setattr(run_probe, "probe_run_cost", broken)
+    lines = _study_lines(tmp_path / "b", monkeypatch)
+    assert "no time estimate: the probe of relu seed 0 failed (data.root: /nowhere does not exist)" in lines
