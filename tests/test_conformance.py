@@ -48,6 +48,7 @@ FAST: dict[str, dict[str, Any]] = {
     "ensemble": {"attacks": ["apgd_ce", {"name": "square", "queries": 20}]},
     "small_cnn": {"width": 8, "depth": 2},
     "preact_resnet18": {"width": 8},
+    "wide_resnet": {"depth": 10, "widen_factor": 1},
     "timm": {"architecture": "resnet18"},
     "efficientnet": {"width_multiplier": 0.25, "depth_multiplier": 0.25},
     "efficientnet_l1": {"width_multiplier": 0.25, "depth_multiplier": 0.25},

@@ -231,7 +231,8 @@ def test_imagefolder_errors(tree: Path, tmp_path: Path) -> None:
     with pytest.raises(SatError, match="class folder 'c' that the train split lacks"):
         ImageFolder(path=tmp_path).load("test")
     with pytest.raises(SatError, match="lighting noise needs RGB"):
-        ImageFolder(path=tree, channels=1)
+        ImageFolder(path=tree, channels=1, lighting=0.1)
+    assert ImageFolder(path=tree, channels=1).augmentation.lighting == 0.0  # grey: no lighting by default
     with pytest.raises(SatError, match="image_size"):
         ImageFolder(path=tree, image_size=0)
     with pytest.raises(SatError, match="no parameter 'size'"):
@@ -278,8 +279,8 @@ def test_hub_id_offline_names_the_switch() -> None:
 
 
 def test_hub_errors(hub_dir: Path, tmp_path: Path) -> None:
-    with pytest.raises(SatError, match="exactly one of id"):
-        HubImages(id="a/b", path=hub_dir)
+    with pytest.raises(SatError, match="set id .* or path"):
+        HubImages()
     with pytest.raises(SatError, match="not a save_to_disk folder"):
         HubImages(path=tmp_path)
     with pytest.raises(SatError, match="unlabelled"):

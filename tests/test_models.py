@@ -40,6 +40,7 @@ INFOS = {
 SPECS = {
     "small_cnn": {"name": "small_cnn", "width": 8},
     "preact_resnet18": {"name": "preact_resnet18", "width": 8},
+    "wide_resnet": {"name": "wide_resnet", "depth": 10, "widen_factor": 1},
     "timm": {"name": "timm", "architecture": "resnet10t"},
 }
 
@@ -62,6 +63,7 @@ def expected_silu_count(kind: str) -> int:
     return {
         "small_cnn": 3 * 2,  # depth x convs_per_stage
         "preact_resnet18": 8 * 2 + 1,  # two per block, eight blocks, plus the final BN-act
+        "wide_resnet": 3 * 2 + 1,  # WRN-10: one block per stage, three stages, plus the final BN-act
         "timm": _timm_relu_count(),  # one of ours wherever timm would put a ReLU
     }[kind]
 
@@ -148,6 +150,37 @@ def _preact_resnet18_param_count(width: int, channels: int, classes: int) -> int
                 total += in_c * out_c  # 1x1 projection
             in_c = out_c
     return total + bn(in_c) + in_c * classes + classes
+
+
+def _wide_resnet_param_count(depth: int, k: int, channels: int, classes: int) -> int:
+    """WRN-depth-k counted from Zagoruyko & Komodakis' table, independently of the code under test."""
+    n = (depth - 4) // 6
+    total = channels * 16 * 9  # 3x3 stem
+    in_c = 16
+    for stage in range(3):
+        out_c = 16 * k * 2**stage
+        for _ in range(n):
+            total += 2 * in_c + in_c * out_c * 9 + 2 * out_c + out_c * out_c * 9
+            if in_c != out_c:  # the first block of each stage changes the width (k > 1) or stride
+                total += in_c * out_c
+            in_c = out_c
+    return total + 2 * in_c + in_c * classes + classes
+
+
+def test_wide_resnet_parameter_count_and_depth_check() -> None:
+    cifar10 = DatasetInfo(10, 3, (32, 32), (0.5,) * 3, (0.25,) * 3)
+
+    def count(**params: int) -> int:
+        return sum(
+            p.numel() for p in create_model({"name": "wide_resnet", **params}, cifar10, "silu").parameters()
+        )
+
+    # RobustBench's WRN-28-10 and WRN-34-10 (TRADES, MART) have 36,479,194 and 46,160,474.
+    assert count() == _wide_resnet_param_count(28, 10, 3, 10) == 36_479_194
+    assert count(depth=34) == _wide_resnet_param_count(34, 10, 3, 10) == 46_160_474
+    assert count(depth=16, widen_factor=2) == _wide_resnet_param_count(16, 2, 3, 10)
+    with pytest.raises(SatError, match=r"depth: 27 is not 6n \+ 4"):
+        create_model({"name": "wide_resnet", "depth": 27}, cifar10, "silu")
 
 
 def test_preact_resnet18_parameter_count() -> None:

@@ -23,7 +23,13 @@ from sat_toolkit.recipe.toml_io import read_file
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.toml"))
 # ImageNet-scale recipes run at 32 px with a tiny batch: the architecture is what matters.
-SMALL = {"resnet50_relu", "resnet50_sat", "effnet_b0_sat", "effnet_l1"}
+# The CIFAR recipes keep 32 px and their full-width networks with a tiny batch (their
+# PGD-10 training attack makes a step of 128 images cost minutes on a CPU).
+SMALL = {
+    "resnet50_relu", "resnet50_sat", "effnet_b0_sat", "effnet_l1",
+    "cifar10_preact_resnet18", "cifar10_preact_resnet18_trades",
+    "cifar10_wrn28_10", "cifar100_preact_resnet18",
+}  # fmt: skip
 
 
 @pytest.fixture(autouse=True)

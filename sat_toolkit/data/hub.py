@@ -1,13 +1,15 @@
 """``hub``: an image-classification dataset from the Hugging Face hub or a local save.
 
-Two sources, exactly one per instance:
+Two sources; a recipe names at least one:
 
 * ``id``: a hub dataset id (``"ILSVRC/imagenet-1k"``, ``"uoft-cs/cifar10"``), loaded with
   ``datasets.load_dataset``. The local HF cache is used when it has the data, even
   offline; when it does not and ``HF_HUB_OFFLINE`` / ``HF_DATASETS_OFFLINE`` is set, the
   error says so instead of surfacing a connection error.
 * ``path``: a folder written by ``DatasetDict.save_to_disk``; read memory-mapped, never
-  touches the network.
+  touches the network. Given with ``id``, it is a local copy of that hub dataset and is
+  read instead: a recipe names its dataset by ``id`` and a machine without the network
+  adds ``--set data.path=...``.
 
 The image column must be a ``datasets.Image`` feature: rows are decoded lazily, one at
 a time, in ``__getitem__``, i.e. in the ``DataLoader`` workers. The label column is a
@@ -34,15 +36,13 @@ from sat_toolkit.data.fashion_mnist import hub_offline
 from sat_toolkit.data.imagefolder import seeded_subset
 from sat_toolkit.data.info import DatasetInfo
 from sat_toolkit.data.transforms import (
-    COLOR_JITTER,
-    LIGHTING_STD,
+    Augmentation,
+    AugmentationName,
     DecodedImageDataset,
     Transform,
-    check_augmentation,
     check_channels,
     check_image_size,
     normalisation_stats,
-    split_transform,
 )
 from sat_toolkit.errors import SatError
 
@@ -89,15 +89,22 @@ class HubImages:
 
     Args:
         id: a hub dataset id; downloads unless cached (never when offline).
-        path: a folder saved with ``DatasetDict.save_to_disk`` (instead of ``id``).
+        path: a folder saved with ``DatasetDict.save_to_disk``; with ``id``, a local copy of it, read instead.
         image_column: the ``Image`` column.
         label_column: the ``ClassLabel`` (or integer) column.
         train_split: the split served as ``"train"``.
         test_split: the split served as ``"test"``; default: validation, val or test.
         image_size: side of the square images served.
         channels: 3 (RGB) or 1 (grey); every image is converted to it.
-        color_jitter: brightness/contrast/saturation jitter for training (0 turns it off).
-        lighting: std of the PCA lighting noise for training (0 turns it off).
+        augmentation: the training augmentation, which fixes the evaluation transform too:
+            ``imagenet`` (random-resized crop, flip, jitter, lighting; evaluation resizes
+            and centre-crops), ``crop_flip`` (the CIFAR protocol: pad, random crop, flip;
+            evaluation never resizes) or ``none``.
+        color_jitter: brightness/contrast/saturation jitter for training; default 0.4 with
+            ``imagenet``, else 0.
+        lighting: std of the PCA lighting noise for training; default 0.1 with ``imagenet``
+            on RGB images, else 0.
+        crop_padding: ``crop_flip``'s zero padding in pixels before the crop (default 4).
         revision: a hub revision (branch, tag or commit) to pin ``id`` to.
         limit_train: keep a seeded sample of N training images.
         limit_test: keep a seeded sample of N test images.
@@ -118,26 +125,36 @@ class HubImages:
         test_split: str | None = None,
         image_size: int = 224,
         channels: int = 3,
-        color_jitter: float = COLOR_JITTER,
-        lighting: float = LIGHTING_STD,
+        augmentation: AugmentationName = "imagenet",
+        color_jitter: float | None = None,
+        lighting: float | None = None,
+        crop_padding: int | None = None,
         revision: str | None = None,
         limit_train: Limit = None,
         limit_test: Limit = None,
     ) -> None:
-        if (id is None) == (path is None):
+        if id is None and path is None:
             raise SatError(
-                "dataset 'hub': set exactly one of id (a hub dataset id) or path (a save_to_disk folder)"
+                "dataset 'hub': set id (a hub dataset id) or path (a save_to_disk folder; with id, a local "
+                "copy of that dataset, read instead of the hub)"
             )
-        self.id = id
         self.path = None if path is None else Path(path).expanduser()
+        self.copy_of = id if path is not None else None  # what the local copy is, for the record
+        self.id = id if path is None else None  # the hub dataset read, when no local copy is
         self.image_column = image_column
         self.label_column = label_column
         self.train_split = train_split
         self.test_split = test_split
         self.image_size = check_image_size(self.name, image_size)
         self.channels = check_channels(self.name, channels)
-        self.color_jitter, self.lighting = check_augmentation(
-            self.name, color_jitter, lighting, self.channels
+        self.augmentation = Augmentation.checked(
+            self.name,
+            augmentation,
+            self.image_size,
+            self.channels,
+            color_jitter=color_jitter,
+            lighting=lighting,
+            crop_padding=crop_padding,
         )
         self.revision = revision
         self.limit_train = limit_train
@@ -151,7 +168,7 @@ class HubImages:
 
     def params(self) -> dict[str, Any]:
         return {
-            "id": self.id,
+            "id": self.id or self.copy_of,
             "path": None if self.path is None else str(self.path),
             "image_column": self.image_column,
             "label_column": self.label_column,
@@ -159,8 +176,7 @@ class HubImages:
             "test_split": self.test_split,
             "image_size": self.image_size,
             "channels": self.channels,
-            "color_jitter": self.color_jitter,
-            "lighting": self.lighting,
+            **self.augmentation.params(),
             "revision": self.revision,
             "limit_train": self.limit_train,
             "limit_test": self.limit_test,
@@ -336,9 +352,7 @@ class HubImages:
                     f"outside 0..{num_classes - 1}"
                     + ("; it is unlabelled, pick a labelled test_split" if bad < 0 else "")
                 )
-            transform = split_transform(
-                split, self.image_size, color_jitter=self.color_jitter, lighting=self.lighting
-            )
+            transform = self.augmentation.transform(split)
             self._cache[split] = HubSplit(table, self.image_column, labels, transform, self.channels)
         return self._cache[split]
 

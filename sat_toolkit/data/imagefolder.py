@@ -27,16 +27,14 @@ from PIL import Image
 from sat_toolkit.data.base import SPLITS, Limit
 from sat_toolkit.data.info import DatasetInfo
 from sat_toolkit.data.transforms import (
-    COLOR_JITTER,
-    LIGHTING_STD,
+    Augmentation,
+    AugmentationName,
     DecodedImageDataset,
     Transform,
-    check_augmentation,
     check_channels,
     check_image_size,
     normalisation_stats,
     pil_mode,
-    split_transform,
 )
 from sat_toolkit.errors import SatError
 
@@ -147,7 +145,7 @@ class ImageFolderSplit(DecodedImageDataset):
 
 
 class ImageFolder:
-    """Images from ``<path>/<split>/<class>/*`` with ImageNet-style augmentation.
+    """Images from ``<path>/<split>/<class>/*``, augmented as the recipe chooses (ImageNet-style by default).
 
     Args:
         path: the root folder holding one folder per split.
@@ -155,8 +153,15 @@ class ImageFolder:
         train_split: folder name of the training split.
         test_split: folder name served as the ``"test"`` split (ImageNet's is ``val``).
         channels: 3 (RGB) or 1 (grey); every image is converted to it.
-        color_jitter: brightness/contrast/saturation jitter for training (0 turns it off).
-        lighting: std of the PCA lighting noise for training (0 turns it off).
+        augmentation: the training augmentation, which fixes the evaluation transform too:
+            ``imagenet`` (random-resized crop, flip, jitter, lighting; evaluation resizes
+            and centre-crops), ``crop_flip`` (the CIFAR protocol: pad, random crop, flip;
+            evaluation never resizes) or ``none``.
+        color_jitter: brightness/contrast/saturation jitter for training; default 0.4 with
+            ``imagenet``, else 0.
+        lighting: std of the PCA lighting noise for training; default 0.1 with ``imagenet``
+            on RGB images, else 0.
+        crop_padding: ``crop_flip``'s zero padding in pixels before the crop (default 4).
         classes: the class folder names in label order; by default the train split's
             folders, sorted. Set it to evaluate on a machine that has only the test split.
         limit_train: keep a seeded sample of N training images.
@@ -173,8 +178,10 @@ class ImageFolder:
         train_split: str = "train",
         test_split: str = "val",
         channels: int = 3,
-        color_jitter: float = COLOR_JITTER,
-        lighting: float = LIGHTING_STD,
+        augmentation: AugmentationName = "imagenet",
+        color_jitter: float | None = None,
+        lighting: float | None = None,
+        crop_padding: int | None = None,
         classes: Sequence[str] | None = None,
         limit_train: Limit = None,
         limit_test: Limit = None,
@@ -182,8 +189,14 @@ class ImageFolder:
         self.path = Path(path).expanduser()
         self.image_size = check_image_size(self.name, image_size)
         self.channels = check_channels(self.name, channels)
-        self.color_jitter, self.lighting = check_augmentation(
-            self.name, color_jitter, lighting, self.channels
+        self.augmentation = Augmentation.checked(
+            self.name,
+            augmentation,
+            self.image_size,
+            self.channels,
+            color_jitter=color_jitter,
+            lighting=lighting,
+            crop_padding=crop_padding,
         )
         for key, value in (("train_split", train_split), ("test_split", test_split)):
             if not isinstance(value, str) or not value or "/" in value:
@@ -210,8 +223,7 @@ class ImageFolder:
             "train_split": self.train_split,
             "test_split": self.test_split,
             "channels": self.channels,
-            "color_jitter": self.color_jitter,
-            "lighting": self.lighting,
+            **self.augmentation.params(),
             "classes": self.classes,
             "limit_train": self.limit_train,
             "limit_test": self.limit_test,
@@ -274,9 +286,7 @@ class ImageFolder:
             keep = seeded_subset(len(labels), self.limit_train if split == "train" else self.limit_test)
             if keep is not None:
                 paths, labels = paths[keep], labels[keep]
-            transform = split_transform(
-                split, self.image_size, color_jitter=self.color_jitter, lighting=self.lighting
-            )
+            transform = self.augmentation.transform(split)
             self._cache[split] = ImageFolderSplit(folder, paths, labels, transform, self.channels)
         return self._cache[split]
 

@@ -1,4 +1,4 @@
-"""Image transforms for ImageNet-style data, and the per-item dataset they run in.
+"""Image transforms for decoded image data, chosen by the recipe, and the per-item dataset they run in.
 
 Every transform ends in a float32 ``C x H x W`` tensor in [0, 1] at ``image_size`` and
 never normalises: the model's first layer does (:class:`sat_toolkit.models.Normalize`),
@@ -11,6 +11,9 @@ so the attacker perturbs raw pixels, where epsilon is defined.
   (std 0.1 in the official code; ``lighting = 0`` turns it off).
 * :func:`eval_transform` resizes the short side to ``image_size / 0.875`` (256 for 224)
   and takes the centre crop, the standard ImageNet evaluation.
+* :class:`Augmentation` is the recipe's choice between that pipeline (``imagenet``), the
+  CIFAR protocol (``crop_flip``: pad 4, random crop, flip; no resize at evaluation) and
+  none, for every dataset plugin that decodes images.
 
 Geometry and colour work on uint8 tensors (torchvision's fast kernels); the conversion
 to float happens once, at the end, before the lighting noise.
@@ -29,10 +32,12 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import dataclasses
 import math
 import operator
+import typing
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -147,18 +152,137 @@ def check_channels(dataset: str, channels: Any) -> int:
     return int(channels)
 
 
-def check_augmentation(dataset: str, color_jitter: Any, lighting: Any, channels: int) -> tuple[float, float]:
-    """Validated ``(color_jitter, lighting)``; lighting noise is defined for RGB only."""
-    values = []
-    for key, value in (("color_jitter", color_jitter), ("lighting", lighting)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-            raise SatError(f"dataset '{dataset}': {key} must be a number in [0, 1), got {value!r}")
-        values.append(float(value))
-    if channels != 3 and values[1] > 0:
-        raise SatError(
-            f"dataset '{dataset}': lighting noise needs RGB images; set lighting = 0 for channels = 1"
-        )
-    return values[0], values[1]
+#: The training augmentations a recipe chooses from (``data.augmentation``); each fixes
+#: the evaluation transform too (see :class:`Augmentation`).
+AugmentationName = Literal["imagenet", "crop_flip", "none"]
+AUGMENTATIONS: tuple[str, ...] = typing.get_args(AugmentationName)
+#: ``crop_flip``'s zero padding on every side before the random crop (the CIFAR protocol's 4 px).
+CROP_PADDING = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class Augmentation:
+    """What training and evaluation images go through; one recipe choice, validated once.
+
+    * ``imagenet``: the official SAT code's pipeline (:func:`train_transform`) for
+      training, resize and centre crop (:func:`eval_transform`) for evaluation.
+    * ``crop_flip``: the CIFAR protocol: zero-pad ``crop_padding`` pixels, crop
+      ``image_size`` at random, flip horizontally; evaluation serves each image as it is,
+      never resized. Images must already be ``image_size`` square.
+    * ``none``: every split served as it is (images ``image_size`` square).
+
+    ``color_jitter`` and ``lighting`` default to the official code's 0.4 and 0.1 with
+    ``imagenet`` on RGB images and to 0 otherwise; ``crop_padding`` belongs to
+    ``crop_flip`` alone.
+    """
+
+    dataset: str
+    name: str
+    image_size: int
+    color_jitter: float
+    lighting: float
+    crop_padding: int | None
+
+    @classmethod
+    def checked(
+        cls,
+        dataset: str,
+        name: str,
+        image_size: int,
+        channels: int,
+        *,
+        color_jitter: float | None = None,
+        lighting: float | None = None,
+        crop_padding: int | None = None,
+    ) -> Augmentation:
+        """Validate the recipe's values and fill in the defaults that depend on ``name``."""
+        if name not in AUGMENTATIONS:
+            raise SatError(
+                f"dataset '{dataset}': augmentation must be one of {', '.join(AUGMENTATIONS)}, got {name!r}"
+            )
+        imagenet = name == "imagenet"
+        if color_jitter is None:
+            color_jitter = COLOR_JITTER if imagenet else 0.0
+        if lighting is None:
+            lighting = LIGHTING_STD if imagenet and channels == 3 else 0.0
+        values = []
+        for key, value in (("color_jitter", color_jitter), ("lighting", lighting)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise SatError(f"dataset '{dataset}': {key} must be a number in [0, 1), got {value!r}")
+            if name == "none" and value > 0:
+                raise SatError(
+                    f"dataset '{dataset}': {key} = {value} with augmentation = 'none', which augments "
+                    "nothing; remove it or choose augmentation = 'imagenet' or 'crop_flip'"
+                )
+            values.append(float(value))
+        if channels != 3 and values[1] > 0:
+            raise SatError(
+                f"dataset '{dataset}': lighting noise needs RGB images; set lighting = 0 for channels = 1"
+            )
+        if name == "crop_flip":
+            crop_padding = CROP_PADDING if crop_padding is None else crop_padding
+            if isinstance(crop_padding, bool) or not isinstance(crop_padding, int) or crop_padding < 0:
+                raise SatError(
+                    f"dataset '{dataset}': crop_padding must be a whole number of pixels >= 0, "
+                    f"got {crop_padding!r}"
+                )
+        elif crop_padding is not None:
+            raise SatError(
+                f"dataset '{dataset}': crop_padding belongs to augmentation = 'crop_flip' "
+                f"(this recipe's is {name!r}); remove it or set augmentation = 'crop_flip'"
+            )
+        return cls(dataset, name, image_size, values[0], values[1], crop_padding)
+
+    def params(self) -> dict[str, Any]:
+        """The recipe keys that rebuild this augmentation, defaults filled in."""
+        return {
+            "augmentation": self.name,
+            "color_jitter": self.color_jitter,
+            "lighting": self.lighting,
+            "crop_padding": self.crop_padding,
+        }
+
+    def transform(self, split: str) -> Transform:
+        """PIL image -> float32 ``C x image_size x image_size`` in [0, 1] for ``split``."""
+        if self.name == "imagenet":
+            if split == "train":
+                return train_transform(
+                    self.image_size, color_jitter=self.color_jitter, lighting=self.lighting
+                )
+            return eval_transform(self.image_size)
+        from torchvision.transforms import v2
+
+        steps: list[Callable[..., Any]] = [v2.ToImage(), ServedSize(self.dataset, self.name, self.image_size)]
+        if split == "train" and self.name == "crop_flip":
+            steps += [v2.RandomCrop(self.image_size, padding=self.crop_padding), v2.RandomHorizontalFlip()]
+        if split == "train" and self.color_jitter > 0:
+            jitter = self.color_jitter
+            steps.append(v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter))
+        steps.append(v2.ToDtype(torch.float32, scale=True))
+        if split == "train" and self.lighting > 0:
+            steps.append(Lighting(self.lighting))
+        return v2.Compose(steps)
+
+
+class ServedSize:
+    """Refuses an image that is not ``image_size`` square, where no resize would fix it.
+
+    ``crop_flip`` and ``none`` serve images at their own size (evaluation never resizes,
+    so the attacked pixels are the dataset's), and a batch needs one size.
+    """
+
+    def __init__(self, dataset: str, augmentation: str, image_size: int) -> None:
+        self.dataset, self.augmentation, self.image_size = dataset, augmentation, image_size
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        height, width = image.shape[-2:]
+        if height != self.image_size or width != self.image_size:
+            raise SatError(
+                f"dataset '{self.dataset}': augmentation = '{self.augmentation}' serves images at their own "
+                f"size, but an image is {width}x{height} and image_size = {self.image_size}; set image_size "
+                "to the images' size, or augmentation = 'imagenet' to resize and crop"
+            )
+        return image
 
 
 def train_transform(
@@ -202,13 +326,6 @@ def eval_transform(image_size: int, crop_fraction: float = CROP_FRACTION) -> Tra
             v2.ToDtype(torch.float32, scale=True),
         ]
     )
-
-
-def split_transform(split: str, image_size: int, *, color_jitter: float, lighting: float) -> Transform:
-    """Training augmentation for ``"train"``, the evaluation crop for anything else."""
-    if split == "train":
-        return train_transform(image_size, color_jitter=color_jitter, lighting=lighting)
-    return eval_transform(image_size)
 
 
 class DecodedImageDataset(Dataset, abc.ABC):

@@ -14,8 +14,9 @@ from sat_toolkit.models.normalize import Normalize, NormalizedModel
 from sat_toolkit.models.preact_resnet import PreActBlock, PreActResNet18
 from sat_toolkit.models.small_cnn import SmallCNN
 from sat_toolkit.models.timm_model import ActivationSurgeryWarning, TimmModel
+from sat_toolkit.models.wide_resnet import WideResNet
 
-BUILTIN_MODELS: tuple[type[ModelBuilder], ...] = (SmallCNN, PreActResNet18, TimmModel)
+BUILTIN_MODELS: tuple[type[ModelBuilder], ...] = (SmallCNN, PreActResNet18, WideResNet, TimmModel)
 
 __all__ = [
     "BUILTIN_MODELS",
@@ -28,6 +29,7 @@ __all__ = [
     "PreActResNet18",
     "SmallCNN",
     "TimmModel",
+    "WideResNet",
     "create_model",
     "create_model_builder",
     "make_sat_config",

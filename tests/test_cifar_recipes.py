@@ -1,0 +1,176 @@
+"""The CIFAR recipes: the CIFAR augmentation chosen in the recipe, and a run on a local copy.
+
+No CIFAR image is downloaded: a CIFAR-shaped ``save_to_disk`` copy (32x32 RGB, the hub
+datasets' column names) stands in for ``uoft-cs/cifar10`` / ``uoft-cs/cifar100``, given
+the way the recipes tell a user without the network to give theirs (``--set data.path``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from sat_toolkit.cli import cli
+from sat_toolkit.data import create_dataset
+from sat_toolkit.data.transforms import CROP_PADDING, Augmentation
+from sat_toolkit.errors import SatError
+from sat_toolkit.export import load_model
+from sat_toolkit.recipe import load_recipe
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+SIDE = 32
+
+
+def cifar_copy(directory: Path, label_columns: dict[str, int], n_train: int = 24, n_test: int = 8) -> Path:
+    """A DatasetDict like the hub's CIFAR: an ``img`` column and ClassLabel columns, saved to disk."""
+    rng = np.random.default_rng(0)
+    features = datasets.Features(
+        {
+            "img": datasets.Image(),
+            **{c: datasets.ClassLabel(names=[f"{c}{i}" for i in range(k)]) for c, k in label_columns.items()},
+        }
+    )
+
+    def split(n: int) -> datasets.Dataset:
+        rows = {
+            "img": [Image.fromarray(rng.integers(0, 256, (SIDE, SIDE, 3), dtype=np.uint8)) for _ in range(n)]
+        }
+        rows.update({c: [i % k for i in range(n)] for c, k in label_columns.items()})
+        return datasets.Dataset.from_dict(rows, features=features)
+
+    path = directory / "cifar"
+    datasets.DatasetDict({"train": split(n_train), "test": split(n_test)}).save_to_disk(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def cifar10(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return cifar_copy(tmp_path_factory.mktemp("cifar10"), {"label": 10})
+
+
+def _recipe_data(recipe: str, path: Path) -> dict:
+    """The recipe's own [data] table, pointed at a local copy as its comment says."""
+    data = load_recipe(RECIPES / recipe, [f"data.path={str(path)!r}"]).data.plugin.to_dict()
+    return {
+        key: value
+        for key, value in data.items()
+        if key not in ("batch_size", "eval_batch_size", "num_workers")
+    }
+
+
+def _stored(image: Image.Image) -> torch.Tensor:
+    """A stored image's uint8 pixels, C x H x W."""
+    return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
+
+
+def _served(image: torch.Tensor) -> torch.Tensor:
+    """A served [0, 1] float image as uint8 pixels (after checking it is exactly k / 255)."""
+    pixels = (image * 255).round().to(torch.uint8)
+    assert torch.allclose(image, pixels.float() / 255, atol=1e-6, rtol=0)
+    return pixels
+
+
+def _placement(augmented: torch.Tensor, original: torch.Tensor) -> tuple[int, int, bool] | None:
+    """(dx, dy, flipped) such that ``augmented`` is ``original`` zero-padded, cropped, maybe flipped."""
+    pad = CROP_PADDING
+    padded = torch.nn.functional.pad(original, (pad, pad, pad, pad))
+    for flipped in (False, True):
+        for dy in range(2 * pad + 1):
+            for dx in range(2 * pad + 1):
+                crop = padded[:, dy : dy + SIDE, dx : dx + SIDE]
+                if torch.equal(crop.flip(-1) if flipped else crop, augmented):
+                    return dx - pad, dy - pad, flipped
+    return None
+
+
+def test_crop_flip_pads_crops_and_flips_training_images_and_never_resizes_test_images(cifar10: Path) -> None:
+    source = create_dataset(_recipe_data("cifar10_preact_resnet18.toml", cifar10))
+    assert source.info().num_classes == 10 and source.info().input_shape == (3, SIDE, SIDE)
+    assert source.augmentation == Augmentation("hub", "crop_flip", SIDE, 0.0, 0.0, CROP_PADDING)
+    stored = datasets.load_from_disk(str(cifar10))
+
+    test = source.load("test")
+    for index in range(len(test)):  # exactly the stored pixels: no resize, no crop, no jitter
+        assert torch.equal(_served(test[index][0]), _stored(stored["test"][index]["img"]))
+
+    train = source.load("train")
+    torch.manual_seed(0)
+    placements = [
+        _placement(_served(train[i][0]), _stored(stored["train"][i]["img"])) for i in range(len(train))
+    ]
+    assert None not in placements  # every training image is a padded, shifted, maybe flipped copy
+    assert {flipped for _, _, flipped in placements} == {False, True}
+    assert len({(dx, dy) for dx, dy, _ in placements}) > 5  # random offsets, not a fixed crop
+
+
+def test_crop_flip_refuses_images_of_another_size(cifar10: Path) -> None:
+    data = {**_recipe_data("cifar10_preact_resnet18.toml", cifar10), "image_size": 28}
+    with pytest.raises(SatError, match=r"an image is 32x32 and image_size = 28; set image_size"):
+        create_dataset(data).load("test")[0]
+
+
+def test_augmentation_defaults_follow_the_choice_and_mistakes_are_one_line_errors() -> None:
+    assert Augmentation.checked("hub", "imagenet", 224, 3).params() == {
+        "augmentation": "imagenet", "color_jitter": 0.4, "lighting": 0.1, "crop_padding": None,
+    }  # fmt: skip
+    assert Augmentation.checked("hub", "imagenet", 224, 1).lighting == 0.0  # grey: no PCA lighting
+    assert Augmentation.checked("hub", "crop_flip", 32, 3).params() == {
+        "augmentation": "crop_flip", "color_jitter": 0.0, "lighting": 0.0, "crop_padding": 4,
+    }  # fmt: skip
+    mistakes = [
+        ({"name": "cifar"}, "augmentation must be one of imagenet, crop_flip, none, got 'cifar'"),
+        ({"name": "imagenet", "crop_padding": 4}, "crop_padding belongs to augmentation = 'crop_flip'"),
+        ({"name": "none", "color_jitter": 0.4}, "color_jitter = 0.4 with augmentation = 'none'"),
+        ({"name": "crop_flip", "crop_padding": -1}, "crop_padding must be a whole number of pixels >= 0"),
+    ]
+    for params, message in mistakes:
+        name = params.pop("name")
+        with pytest.raises(SatError, match=message):
+            Augmentation.checked("hub", name, 32, 3, **params)
+
+
+def test_a_recipe_that_names_the_hub_id_reads_a_local_copy_instead(cifar10: Path) -> None:
+    source = create_dataset(_recipe_data("cifar10_preact_resnet18.toml", cifar10))
+    assert source.params()["id"] == "uoft-cs/cifar10" and source.params()["path"] == str(cifar10)
+    assert len(source.load("train")) == 24  # read from the copy; offline, the hub id could not be
+
+
+@pytest.mark.parametrize(
+    ("recipe", "labels"),
+    [
+        ("cifar10_preact_resnet18.toml", {"label": 10}),
+        ("cifar100_preact_resnet18.toml", {"fine_label": 100, "coarse_label": 20}),
+    ],
+)
+def test_cifar_recipe_trains_and_evaluates_on_a_local_copy(
+    recipe: str, labels: dict[str, int], tmp_path: Path
+) -> None:
+    """The README's path for a machine without the network: the recipe plus --set data.path."""
+    copy = cifar_copy(tmp_path, labels)
+    out = tmp_path / "run"
+    small = [
+        f"data.path={str(copy)!r}", f"run.output_dir={str(out)!r}", "train.steps=2", "data.batch_size=8",
+        "data.num_workers=0", "model.width=8", "attack.train.steps=2", "attack.eval.samples=8",
+        "attack.eval.apgd_ce.steps=5", "attack.eval.apgd_t.steps=5", "attack.eval.apgd_t.n_target_classes=2",
+        "logging.tensorboard=false",
+    ]  # fmt: skip
+    args = ["run", str(RECIPES / recipe), "--no-progress"]
+    for item in small:
+        args += ["--set", item]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 2 and metrics["evaluation"]["samples"] == 8
+    saved = load_recipe(out / "recipe.toml")
+    data = saved.data.plugin.to_dict()
+    assert (data["augmentation"], data["path"], data["image_size"]) == ("crop_flip", str(copy), SIDE)
+    classes = next(iter(labels.values()))  # the recipe's label column: label / fine_label
+    model = load_model(out / "model.safetensors")
+    assert model(torch.rand(2, 3, SIDE, SIDE)).shape == (2, classes)
