@@ -245,7 +245,42 @@ def test_a_group_axis_gets_its_own_baseline(tmp_path: Path) -> None:
     assert "### model = small" in text and "### model = wide" in text
     # Both capacities' changes side by side: +10 points clean when small, +20 when wide.
     assert "| activation | Δ robust, model = small | Δ robust, model = wide |" in text
-    assert "| silu | +5.0 ± 0.0 | +10.0 ± 0.0 | +10.0 ± 0.0 | +20.0 ± 0.0 |" in text
+    # Every seed differs by exactly the same amount: a zero-width interval, beyond noise.
+    assert (
+        "| silu | +5.0 [+5.0, +5.0]* | +10.0 [+10.0, +10.0]* "
+        "| +10.0 [+10.0, +10.0]* | +20.0 [+20.0, +20.0]* |" in text
+    )
+
+
+def test_changes_are_paired_by_seed_with_a_student_t_interval() -> None:
+    from sat_toolkit.study.aggregate import difference_standard_error, paired_difference, stat
+
+    # Seeds move both rows together (0.70, 0.80, 0.90); the change itself is about +1 point.
+    relu = {0: 0.70, 1: 0.80, 2: 0.90}
+    silu = {0: 0.71, 1: 0.81, 2: 0.915}
+    paired = paired_difference(silu, relu)
+    assert paired is not None
+    differences = [0.01, 0.01, 0.015]
+    assert paired["seeds"] == [0, 1, 2] and paired["differences"] == pytest.approx(differences)
+    mean, std = statistics.fmean(differences), statistics.stdev(differences)
+    t_975_2 = 4.302652729911275  # Student's t, 97.5% quantile, 2 degrees of freedom (tables: 4.303)
+    half = t_975_2 * std / math.sqrt(3)
+    assert paired["mean"] == pytest.approx(mean) and paired["std"] == pytest.approx(std)
+    assert paired["interval"] == pytest.approx([mean - half, mean + half])
+    assert paired["beyond_noise"] is True  # [+0.2, +2.1] points: excludes 0
+    # Unpaired, the same numbers are deep inside seed noise: the between-seed spread swamps them.
+    unpaired = difference_standard_error(stat(list(silu.values())), stat(list(relu.values())))
+    assert unpaired is not None and mean < unpaired
+
+    noisy = paired_difference({0: 0.72, 1: 0.79, 2: 0.91}, relu)  # differences +2, -1, +1 points
+    assert (
+        noisy is not None
+        and noisy["beyond_noise"] is False
+        and noisy["interval"][0] < 0 < noisy["interval"][1]
+    )
+    one = paired_difference({0: 0.75, 5: 0.9}, relu)  # only seed 0 is shared
+    assert one is not None and one["n"] == 1 and one["interval"] is None and one["beyond_noise"] is None
+    assert paired_difference({7: 0.5}, relu) is None
 
 
 def test_an_attack_only_some_runs_made_is_listed_with_its_count(tmp_path: Path) -> None:

@@ -4,10 +4,17 @@ Numbers are accuracies as fractions, exactly as the runs' ``metrics.json`` hold 
 ``mean`` is :func:`statistics.fmean` and ``std`` the sample standard deviation
 :func:`statistics.stdev` (``None`` for a single seed). Every number carries the runs it
 came from (run directory, its ``recipe.toml``, and the per-run value), so a figure in the
-report can be traced to the exact runs and recipes without guessing. Changes versus the
-baseline are differences of means inside a group (same values on every other axis), with
-the standard error of that difference, sqrt(s1^2/n1 + s2^2/n2) (seeds of different rows
-are independent runs), so a reader can tell a change from seed noise.
+report can be traced to the exact runs and recipes without guessing.
+
+Changes versus the baseline are computed inside a group (same values on every other axis)
+two ways. *Paired by seed*, the one the report shows: a seed fixes the data order and,
+where the architecture is the same, the initial weights, so the seed-k cell of a row and
+of the baseline differ only in the axis value; the mean of the per-seed differences gets
+a Student-t confidence interval (``CONFIDENCE``, n - 1 degrees of freedom), and a change
+whose interval excludes 0 is *beyond seed noise*. Pairing removes the between-seed
+variation both rows share, so it detects smaller changes than comparing the two means.
+Also kept: the difference of means with the Welch standard error sqrt(s1^2/n1 + s2^2/n2),
+which treats the rows' seeds as independent runs.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ from sat_toolkit.study.grid import cell_label, cells, labels, read_metrics
 from sat_toolkit.study.spec import StudySpec
 
 METRICS = ("clean_accuracy", "robust_accuracy", "pgd")
+#: Two-sided coverage of the paired interval.
+CONFIDENCE = 0.95
 
 
 def stat(values: Sequence[float]) -> dict[str, Any]:
@@ -39,6 +48,42 @@ def difference_standard_error(a: dict[str, Any], b: dict[str, Any]) -> float | N
     if a["std"] is None or b["std"] is None:
         return None
     return math.sqrt(a["std"] ** 2 / a["n"] + b["std"] ** 2 / b["n"])
+
+
+def paired_difference(
+    mine: dict[int, float], theirs: dict[int, float], confidence: float = CONFIDENCE
+) -> dict[str, Any] | None:
+    """Per-seed differences ``mine[k] - theirs[k]`` over the seeds both have, their mean and interval.
+
+    ``interval`` (and ``beyond_noise``, true when it excludes 0) needs two paired seeds;
+    with one the mean is the single difference. None when no seed is shared.
+    """
+    from scipy import stats
+
+    seeds = sorted(set(mine) & set(theirs))
+    if not seeds:
+        return None
+    differences = [mine[k] - theirs[k] for k in seeds]
+    mean = statistics.fmean(differences)
+    result: dict[str, Any] = {
+        "seeds": seeds,
+        "differences": differences,
+        "mean": mean,
+        "std": None,
+        "n": len(seeds),
+        "confidence": confidence,
+        "interval": None,
+        "beyond_noise": None,
+    }
+    if len(seeds) > 1:
+        std = statistics.stdev(differences)
+        half = float(stats.t.ppf(0.5 + confidence / 2, len(seeds) - 1)) * std / math.sqrt(len(seeds))
+        result.update(
+            std=std,
+            interval=[mean - half, mean + half],
+            beyond_noise=bool(mean - half > 0 or mean + half < 0),
+        )
+    return result
 
 
 def pgd_label(evaluation: dict[str, Any]) -> str | None:
@@ -96,6 +141,10 @@ def collect(spec: StudySpec) -> list[dict[str, Any]]:
     return rows
 
 
+def _by_seed(metric: dict[str, Any]) -> dict[int, float]:
+    return {source["seed"]: source["value"] for source in metric["runs"]}
+
+
 def _add_changes(spec: StudySpec, rows: list[dict[str, Any]]) -> None:
     """Each row's change in robust and clean accuracy vs the baseline row of its group."""
     compare = spec.compare_axis
@@ -115,6 +164,7 @@ def _add_changes(spec: StudySpec, rows: list[dict[str, Any]]) -> None:
                 change[key] = None
                 continue
             change[key] = {
+                "paired": paired_difference(_by_seed(mine), _by_seed(theirs)),
                 "difference_of_means": mine["mean"] - theirs["mean"],
                 "standard_error": difference_standard_error(mine, theirs),
                 "runs": [{**s, "row": row["label"]} for s in mine["runs"]]

@@ -156,13 +156,17 @@ def _pct(stat: dict[str, Any] | None) -> str:
 
 
 def _change(change: dict[str, Any] | None, key: str, is_baseline: bool) -> str:
+    """``+1.2 [+0.3, +2.1]*``: the seed-paired mean change in points, its interval, * beyond noise."""
     if is_baseline:
         return "(baseline)"
-    if change is None or change.get(key) is None:
+    if change is None or change.get(key) is None or change[key].get("paired") is None:
         return "—"
-    text = f"{100 * change[key]['difference_of_means']:+.1f}"
-    error = change[key].get("standard_error")
-    return text if error is None else f"{text} ± {100 * error:.1f}"
+    paired = change[key]["paired"]
+    text = f"{100 * paired['mean']:+.1f}"
+    if paired["interval"] is None:
+        return f"{text} (1 seed)"
+    low, high = paired["interval"]
+    return f"{text} [{100 * low:+.1f}, {100 * high:+.1f}]" + ("*" if paired["beyond_noise"] else "")
 
 
 def _duration(seconds: float) -> str:
@@ -197,8 +201,11 @@ def markdown(spec: StudySpec, rows: list[dict[str, Any]], context: dict[str, Any
     )
     if compare:
         note += (
-            f" Δ: difference of means in points against the {spec.baseline} row of the same group, "
-            "± its standard error (a |Δ| under about twice that is within seed noise)."
+            f" Δ: the change in points against the {spec.baseline} row of the same group, paired by seed "
+            "(a seed fixes the data order and, for the same architecture, the initial weights): the mean "
+            "of the per-seed differences and its 95% Student-t interval; * marks a change whose interval "
+            "excludes 0, i.e. beyond seed noise. report.json also holds the difference of means with "
+            "its Welch standard error."
         )
     lines += [note + " Every number is traced to its runs and recipes in report.json.", ""]
     for name, members in groups.items():
@@ -236,7 +243,7 @@ def _across_groups(spec: StudySpec, groups: dict[str, list[dict[str, Any]]]) -> 
     lines = [
         f"### Change vs {spec.baseline} across groups",
         "",
-        "The Δ columns above side by side (points, ± standard error).",
+        "The Δ columns above side by side (points, seed-paired mean [95% interval], * beyond noise).",
         "",
         "| " + " | ".join(headers) + " |",
         "|" + "|".join("---" for _ in headers) + "|",
