@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 from test_study import tiny_base, write_study
 
+from sat_toolkit.data import DatasetInfo
 from sat_toolkit.engine import probe as run_probe
 from sat_toolkit.engine.trainer import train
 from sat_toolkit.errors import SatError
@@ -67,6 +69,8 @@ def test_attack_time_is_scaled_to_every_image_as_if_clean_correct(
     import sat_toolkit.evaluation.cost as cost
 
     def fake_estimate(model: Any, x: Any, y: Any, attacks: Any, **_: Any) -> CostEstimate:
+        # Timed on the pinned stand-in, so that no attack stops early on a fooled image.
+        assert isinstance(model, run_probe.NeverFooled) and not y.any()
         return CostEstimate(
             images=4, probe_images=4, probe_seconds=0.1, per_attack={"a": 1.5, "b": 0.5}, runs_per_attack=1
         )
@@ -77,6 +81,28 @@ def test_attack_time_is_scaled_to_every_image_as_if_clean_correct(
     assert estimate.evaluation_seconds == pytest.approx(2.0 / 4 * 100)  # attack.eval.samples = 100
     assert estimate.validation_seconds == pytest.approx(2.0 / 4 * 64)  # train.validate_samples = 64
     assert "final evaluation at most 50 s" in estimate.describe()
+
+
+def test_the_stand_in_is_never_fooled_yet_passes_gradients() -> None:
+    """What the attacks are timed on: the network's cost, a prediction no eps can move."""
+    from sat_toolkit.attacks import create_attack
+    from sat_toolkit.models import create_model
+
+    torch.manual_seed(0)
+    info = DatasetInfo(10, 1, (8, 8), (0.5,), (0.25,))
+    network = create_model({"name": "small_cnn", "width": 8, "depth": 2}, info, "relu").eval()
+    stand_in = run_probe.NeverFooled(network)
+    x = torch.rand(16, 1, 8, 8, requires_grad=True)
+    zeros = torch.zeros(16, dtype=torch.long)
+    logits = stand_in(x)
+    assert torch.equal(logits.argmax(1), zeros)
+    pinned = run_probe.NeverFooled.PIN * F.one_hot(zeros, 10)
+    assert torch.allclose(logits - pinned, network(x) * run_probe.NeverFooled.SCALE, atol=1e-5)
+    (gradient,) = torch.autograd.grad(F.cross_entropy(logits, zeros), x)
+    assert (gradient != 0).float().mean() > 0.9  # the softmax is not saturated
+    attack = create_attack({"name": "apgd_t", "eps": 1.0, "steps": 10, "n_target_classes": 3, "seed": 0})
+    result = attack.perturb(stand_in, x.detach(), zeros)
+    assert torch.equal(stand_in(result.x_adv).argmax(1), zeros)  # eps = 1: the whole box, still robust
 
 
 def test_a_run_shorter_than_the_threshold_is_not_probed(tmp_path: Path) -> None:

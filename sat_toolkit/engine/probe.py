@@ -8,12 +8,15 @@ data, objective, attack and precision, built in a throw-away directory. It times
 * ``PROBE_STEPS`` optimiser steps after ``PROBE_WARMUP_STEPS`` untimed ones (the first
   steps pay for allocation, autotuning and ``torch.compile``),
 * the validation's and the final evaluation's attacks through
-  :func:`~sat_toolkit.evaluation.cost.estimate_cost` (each on a few clean-correct
-  images), scaled to all ``validate_samples`` and ``attack.eval.samples`` images as if
-  every one were clean-correct and every attack ran on each: an upper bound (a real
-  model misclassifies some, the cascade attacks fewer), except that attacks that stop on
-  a fooled image (Square, FAB) cost less on the barely trained probe model than on a
-  robust one.
+  :func:`~sat_toolkit.evaluation.cost.estimate_cost` on a few test images, scaled to all
+  ``validate_samples`` and ``attack.eval.samples`` images. The probe's model has barely
+  trained, and attacks stop early on images they fool (APGD-T moves to its next target
+  class only for images still robust, FAB and Square drop fooled images), so timing them
+  on it would be far too optimistic for the robust model the run will evaluate. The
+  attacks are therefore timed on :class:`NeverFooled`, the same network (same forward and
+  backward cost) with its prediction pinned: every attack runs its whole budget on every
+  image. That is an upper bound: a real model misclassifies some images, and the cascade
+  attacks only those still robust.
 
 Nothing of the probe is kept; the run it predicts starts from scratch and is unchanged.
 """
@@ -27,6 +30,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from sat_toolkit.evaluation.cost import rough_duration
 from sat_toolkit.recipe import Recipe, load_recipe
@@ -167,24 +172,51 @@ def _time_steps(run: TrainingRun, bar: object, warmup_steps: int, steps: int) ->
     return (time.perf_counter() - started) / steps
 
 
-def _attack_seconds(run: TrainingRun, attacks: dict[str, Any], samples: int, seed: int) -> float | None:
-    """``attacks``' probed cost on ``samples`` fixed test images, each counted as clean-correct.
+class NeverFooled(nn.Module):
+    """``model``'s computation with its prediction pinned to class 0: no attack ever succeeds.
 
-    None when nothing could be probed (no clean-correct image, an attack that does not copy).
+    The logits are ``PIN * onehot(0) + SCALE * model(x)``: the forward and backward passes
+    cost what the network's cost, and with every label 0 each image stays robust however
+    it is perturbed (the network's logits would have to move by ``PIN / SCALE``), so an
+    attack timed on it spends its full budget (every restart, target class and query) on
+    every image. ``PIN`` is small enough that the softmax does not saturate: the input
+    gradient stays nonzero in float32, so gradient-based attacks take their usual steps.
+    """
+
+    PIN = 10.0
+    SCALE = 1e-3
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.model(x) * self.SCALE
+        return logits + self.PIN * F.one_hot(
+            torch.zeros_like(logits[:, 0], dtype=torch.long), logits.shape[1]
+        )
+
+
+def _attack_seconds(run: TrainingRun, attacks: dict[str, Any], samples: int, seed: int) -> float | None:
+    """``attacks``' cost on ``samples`` fixed test images, each attacked with its whole budget.
+
+    Timed on :class:`NeverFooled` around the run's model; None when an attack cannot be
+    copied for the probe.
     """
     from sat_toolkit.engine.evaluation import fixed_test_subset
     from sat_toolkit.evaluation.cost import estimate_cost
 
     if not attacks:
         return 0.0
-    x, y = fixed_test_subset(run.test_set, samples, seed)
+    x, _ = fixed_test_subset(run.test_set, samples, seed)
     device = run.accelerator.device
+    pinned = torch.zeros(len(x), dtype=torch.long, device=device)
     cost = estimate_cost(
-        run.unwrapped, x.to(device), y.to(device), attacks, batch_size=run.recipe.data.eval_batch_size
+        NeverFooled(run.unwrapped), x.to(device), pinned, attacks, batch_size=run.recipe.data.eval_batch_size
     )
     if cost is None or not cost.images:
         return None
-    return cost.seconds / cost.images * len(y)
+    return cost.seconds / cost.images * len(x)
 
 
 def _synchronize(device: torch.device) -> None:
