@@ -10,6 +10,7 @@ shape changes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -19,7 +20,7 @@ from sat_toolkit.activations.factory import ActivationSpec, create_activation
 from sat_toolkit.data.info import DatasetInfo
 from sat_toolkit.models.base import ModelBuilder, PositiveInt
 
-BLOCKS_PER_STAGE = (2, 2, 2, 2)
+BLOCKS_PER_STAGE = 2
 STAGE_STRIDES = (1, 2, 2, 2)
 
 
@@ -47,15 +48,26 @@ class PreActBlock(nn.Module):
 
 
 class PreActResNetBody(nn.Module):
-    """Stem -> four stages of :class:`PreActBlock` -> BN-act -> global pool -> linear."""
+    """Stem -> stages of :class:`PreActBlock` -> BN-act -> global pool -> linear.
 
-    def __init__(self, info: DatasetInfo, activation: ActivationSpec, width: int) -> None:
+    ``stage_widths``, ``strides`` and ``blocks`` describe the stages, so PreAct ResNet-18
+    and Wide ResNet (:mod:`sat_toolkit.models.wide_resnet`) share this body.
+    """
+
+    def __init__(
+        self,
+        info: DatasetInfo,
+        activation: ActivationSpec,
+        stem_width: int,
+        stage_widths: Sequence[int],
+        strides: Sequence[int],
+        blocks: int,
+    ) -> None:
         super().__init__()
-        self.stem = nn.Conv2d(info.channels, width, 3, stride=1, padding=1, bias=False)
+        self.stem = nn.Conv2d(info.channels, stem_width, 3, stride=1, padding=1, bias=False)
         stages: list[nn.Module] = []
-        in_channels = width
-        for index, (blocks, stride) in enumerate(zip(BLOCKS_PER_STAGE, STAGE_STRIDES, strict=True)):
-            out_channels = width * 2**index
+        in_channels = stem_width
+        for out_channels, stride in zip(stage_widths, strides, strict=True):
             layers = []
             for block in range(blocks):
                 layers.append(PreActBlock(in_channels, out_channels, stride if block == 0 else 1, activation))
@@ -89,4 +101,5 @@ class PreActResNet18(ModelBuilder):
         return {"width": self.width}
 
     def build_body(self, info: DatasetInfo, activation: ActivationSpec) -> nn.Module:
-        return PreActResNetBody(info, activation, self.width)
+        widths = [self.width * 2**index for index in range(len(STAGE_STRIDES))]
+        return PreActResNetBody(info, activation, self.width, widths, STAGE_STRIDES, BLOCKS_PER_STAGE)

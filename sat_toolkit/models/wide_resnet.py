@@ -4,24 +4,24 @@ TRADES and MART).
 
 WRN-d-k has a 3x3 stem of 16 channels, three stages of ``(d - 4) / 6`` pre-activation
 blocks with 16k, 32k and 64k channels (strides 1, 2, 2), a final BN -> activation, global
-pooling and a linear head. The block is :class:`~sat_toolkit.models.preact_resnet.PreActBlock`
-(BN-act-conv3x3 twice, a 1x1 projection fed with the pre-activated input where the shape
-changes), as in the reference code adversarial-training papers use; dropout is left out,
-as those papers train without it.
+pooling and a linear head: PreAct ResNet-18's body
+(:class:`~sat_toolkit.models.preact_resnet.PreActResNetBody`, whose block is BN-act-conv3x3
+twice with a 1x1 projection fed with the pre-activated input where the shape changes) with
+three wider stages, as in the reference code adversarial-training papers use; dropout is
+left out, as those papers train without it.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-import torch
 from torch import nn
 
-from sat_toolkit.activations.factory import ActivationSpec, create_activation
+from sat_toolkit.activations.factory import ActivationSpec
 from sat_toolkit.data.info import DatasetInfo
 from sat_toolkit.errors import SatError
 from sat_toolkit.models.base import ModelBuilder, PositiveInt
-from sat_toolkit.models.preact_resnet import PreActBlock
+from sat_toolkit.models.preact_resnet import PreActResNetBody
 from sat_toolkit.params import Param
 
 STEM_CHANNELS = 16
@@ -31,32 +31,6 @@ STAGE_STRIDES = (1, 2, 2)
 def blocks_per_stage(depth: int) -> int:
     """``(depth - 4) / 6``: two convolutions per block, three stages, plus stem and head."""
     return (depth - 4) // 6
-
-
-class WideResNetBody(nn.Module):
-    """Stem -> three stages of :class:`PreActBlock` -> BN-act -> global pool -> linear."""
-
-    def __init__(self, info: DatasetInfo, activation: ActivationSpec, depth: int, widen_factor: int) -> None:
-        super().__init__()
-        self.stem = nn.Conv2d(info.channels, STEM_CHANNELS, 3, stride=1, padding=1, bias=False)
-        stages: list[nn.Module] = []
-        in_channels = STEM_CHANNELS
-        for index, stride in enumerate(STAGE_STRIDES):
-            out_channels = STEM_CHANNELS * widen_factor * 2**index
-            layers = []
-            for block in range(blocks_per_stage(depth)):
-                layers.append(PreActBlock(in_channels, out_channels, stride if block == 0 else 1, activation))
-                in_channels = out_channels
-            stages.append(nn.Sequential(*layers))
-        self.stages = nn.Sequential(*stages)
-        self.bn = nn.BatchNorm2d(in_channels)
-        self.act = create_activation(activation)
-        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.head = nn.Linear(in_channels, info.num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.stages(self.stem(x))
-        return self.head(self.pool(self.act(self.bn(out))))
 
 
 class WideResNet(ModelBuilder):
@@ -87,4 +61,7 @@ class WideResNet(ModelBuilder):
         return {"depth": self.depth, "widen_factor": self.widen_factor}
 
     def build_body(self, info: DatasetInfo, activation: ActivationSpec) -> nn.Module:
-        return WideResNetBody(info, activation, self.depth, self.widen_factor)
+        widths = [STEM_CHANNELS * self.widen_factor * 2**index for index in range(len(STAGE_STRIDES))]
+        return PreActResNetBody(
+            info, activation, STEM_CHANNELS, widths, STAGE_STRIDES, blocks_per_stage(self.depth)
+        )
