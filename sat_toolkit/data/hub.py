@@ -37,8 +37,11 @@ from sat_toolkit.data.imagefolder import seeded_subset
 from sat_toolkit.data.info import DatasetInfo
 from sat_toolkit.data.transforms import (
     Augmentation,
-    AugmentationName,
+    AugmentationParam,
+    ColorJitterParam,
+    CropPaddingParam,
     DecodedImageDataset,
+    LightingParam,
     Transform,
     check_channels,
     check_image_size,
@@ -96,15 +99,7 @@ class HubImages:
         test_split: the split served as ``"test"``; default: validation, val or test.
         image_size: side of the square images served.
         channels: 3 (RGB) or 1 (grey); every image is converted to it.
-        augmentation: the training augmentation, which fixes the evaluation transform too:
-            ``imagenet`` (random-resized crop, flip, jitter, lighting; evaluation resizes
-            and centre-crops), ``crop_flip`` (the CIFAR protocol: pad, random crop, flip;
-            evaluation never resizes) or ``none``.
-        color_jitter: brightness/contrast/saturation jitter for training; default 0.4 with
-            ``imagenet``, else 0.
-        lighting: std of the PCA lighting noise for training; default 0.1 with ``imagenet``
-            on RGB images, else 0.
-        crop_padding: ``crop_flip``'s zero padding in pixels before the crop (default 4).
+        augmentation, color_jitter, lighting, crop_padding: see :class:`Augmentation`.
         revision: a hub revision (branch, tag or commit) to pin ``id`` to.
         limit_train: keep a seeded sample of N training images.
         limit_test: keep a seeded sample of N test images.
@@ -125,10 +120,10 @@ class HubImages:
         test_split: str | None = None,
         image_size: int = 224,
         channels: int = 3,
-        augmentation: AugmentationName = "imagenet",
-        color_jitter: float | None = None,
-        lighting: float | None = None,
-        crop_padding: int | None = None,
+        augmentation: AugmentationParam = "imagenet",
+        color_jitter: ColorJitterParam = None,
+        lighting: LightingParam = None,
+        crop_padding: CropPaddingParam = None,
         revision: str | None = None,
         limit_train: Limit = None,
         limit_test: Limit = None,
@@ -139,8 +134,7 @@ class HubImages:
                 "copy of that dataset, read instead of the hub)"
             )
         self.path = None if path is None else Path(path).expanduser()
-        self.copy_of = id if path is not None else None  # what the local copy is, for the record
-        self.id = id if path is None else None  # the hub dataset read, when no local copy is
+        self.id = id  # with a path, what the local copy is a copy of (recorded, never fetched)
         self.image_column = image_column
         self.label_column = label_column
         self.train_split = train_split
@@ -168,7 +162,7 @@ class HubImages:
 
     def params(self) -> dict[str, Any]:
         return {
-            "id": self.id or self.copy_of,
+            "id": self.id,
             "path": None if self.path is None else str(self.path),
             "image_column": self.image_column,
             "label_column": self.label_column,
@@ -200,8 +194,13 @@ class HubImages:
                 "for image files"
             )
 
+    @property
+    def reads_copy(self) -> bool:
+        """Whether the local ``path`` is read: the hub is asked only when there is none."""
+        return self.path is not None
+
     def _where(self) -> str:
-        return f"'{self.id}'" if self.id is not None else f"'{self.path}'"
+        return f"'{self.path}'" if self.reads_copy else f"'{self.id}'"
 
     def _hub_error(self, action: str, exc: Exception) -> SatError:
         if hub_offline():
@@ -233,14 +232,14 @@ class HubImages:
 
     def available_splits(self) -> list[str] | None:
         """Split names of the source; None when a hub dataset's metadata does not list them."""
-        if self.path is not None:
+        if self.reads_copy:
             return list(self._local_dict())
         splits = self._builder_info().splits
         return None if not splits else list(splits)
 
     def train_features(self) -> datasets.Features:
         """The train split's columns: from the hub metadata when it has them (no download)."""
-        if self.id is not None:
+        if not self.reads_copy:
             features = self._builder_info().features
             if features is not None and self.label_column in features:
                 return features
@@ -269,7 +268,7 @@ class HubImages:
         """The raw split (images still encoded), cached on this instance."""
         name = self.split_name(split)
         if name not in self._tables:
-            if self.path is not None:
+            if self.reads_copy:
                 local = self._local_dict()
                 if name not in local:
                     raise SatError(

@@ -28,8 +28,11 @@ from sat_toolkit.data.base import SPLITS, Limit
 from sat_toolkit.data.info import DatasetInfo
 from sat_toolkit.data.transforms import (
     Augmentation,
-    AugmentationName,
+    AugmentationParam,
+    ColorJitterParam,
+    CropPaddingParam,
     DecodedImageDataset,
+    LightingParam,
     Transform,
     check_channels,
     check_image_size,
@@ -153,15 +156,7 @@ class ImageFolder:
         train_split: folder name of the training split.
         test_split: folder name served as the ``"test"`` split (ImageNet's is ``val``).
         channels: 3 (RGB) or 1 (grey); every image is converted to it.
-        augmentation: the training augmentation, which fixes the evaluation transform too:
-            ``imagenet`` (random-resized crop, flip, jitter, lighting; evaluation resizes
-            and centre-crops), ``crop_flip`` (the CIFAR protocol: pad, random crop, flip;
-            evaluation never resizes) or ``none``.
-        color_jitter: brightness/contrast/saturation jitter for training; default 0.4 with
-            ``imagenet``, else 0.
-        lighting: std of the PCA lighting noise for training; default 0.1 with ``imagenet``
-            on RGB images, else 0.
-        crop_padding: ``crop_flip``'s zero padding in pixels before the crop (default 4).
+        augmentation, color_jitter, lighting, crop_padding: see :class:`Augmentation`.
         classes: the class folder names in label order; by default the train split's
             folders, sorted. Set it to evaluate on a machine that has only the test split.
         limit_train: keep a seeded sample of N training images.
@@ -178,10 +173,10 @@ class ImageFolder:
         train_split: str = "train",
         test_split: str = "val",
         channels: int = 3,
-        augmentation: AugmentationName = "imagenet",
-        color_jitter: float | None = None,
-        lighting: float | None = None,
-        crop_padding: int | None = None,
+        augmentation: AugmentationParam = "imagenet",
+        color_jitter: ColorJitterParam = None,
+        lighting: LightingParam = None,
+        crop_padding: CropPaddingParam = None,
         classes: Sequence[str] | None = None,
         limit_train: Limit = None,
         limit_test: Limit = None,

@@ -37,7 +37,7 @@ import math
 import operator
 import typing
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 import torch
@@ -45,6 +45,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from sat_toolkit.errors import SatError
+from sat_toolkit.params import Param
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -158,6 +159,29 @@ AugmentationName = Literal["imagenet", "crop_flip", "none"]
 AUGMENTATIONS: tuple[str, ...] = typing.get_args(AugmentationName)
 #: ``crop_flip``'s zero padding on every side before the random crop (the CIFAR protocol's 4 px).
 CROP_PADDING = 4
+
+# The four recipe keys of :class:`Augmentation`, declared once for every dataset plugin
+# that decodes images (their docs reach ``plugins --show`` and docs/reference.md from
+# here); :meth:`Augmentation.checked` validates them.
+AugmentationParam = Annotated[
+    AugmentationName,
+    Param(
+        doc="the training augmentation, which fixes the evaluation transform too: imagenet "
+        "(random-resized crop, flip, jitter, lighting; evaluation resizes and centre-crops), "
+        "crop_flip (the CIFAR protocol: pad, random crop, flip; evaluation never resizes) or none"
+    ),
+]
+ColorJitterParam = Annotated[
+    float | None,
+    Param(doc="brightness/contrast/saturation jitter for training; default 0.4 with imagenet, else 0"),
+]
+LightingParam = Annotated[
+    float | None,
+    Param(doc="std of the PCA lighting noise for training; default 0.1 with imagenet on RGB images, else 0"),
+]
+CropPaddingParam = Annotated[
+    int | None, Param(doc="crop_flip's zero padding in pixels before the crop (default 4)")
+]
 
 
 @dataclasses.dataclass(frozen=True)
