@@ -404,3 +404,21 @@ def test_study_eta_is_the_median_finished_cell_times_the_rounds_left() -> None:
         "estimated time left: 10 min for 5 cell(s), 2 at a time (median 3 min per cell over 3 finished)"
     )
     assert StudyEta(jobs=1).describe(4) is None and eta.describe(0) is None
+
+
+def test_a_cells_log_shows_each_line_while_the_cell_still_runs(tmp_path: Path) -> None:
+    """A cell trains for hours: its epoch lines must be in its log then, not only at its end."""
+    log_path = tmp_path / "logs" / "relu-seed0.log"
+    seen_while_running: list[str] = []
+
+    def training(*args: Any, **kwargs: Any) -> Any:
+        print("epoch 1: clean 0.500, PGD-10 0.400")
+        seen_while_running.append(log_path.read_text())
+        raise SatError("stopped by the test")
+
+    task = study_runner.CellTask("relu/seed0", tiny_base(), False, 1, str(log_path))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("sat_toolkit.engine.trainer.train", training)
+        outcome = study_runner.execute_cell(task)
+    assert outcome.error == "stopped by the test"
+    assert "epoch 1: clean 0.500, PGD-10 0.400\n" in seen_while_running[0]

@@ -160,7 +160,9 @@ def execute_cell(task: CellTask) -> CellOutcome:
 
     Path(task.log_path).parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    with open(task.log_path, "a", encoding="utf-8") as log, contextlib.redirect_stdout(log), \
+    # Line-buffered: each epoch's validation line reaches the log as it is printed, so a
+    # cell that trains for hours shows its progress there (`tail -f`), not only at its end.
+    with open(task.log_path, "a", buffering=1, encoding="utf-8") as log, contextlib.redirect_stdout(log), \
             contextlib.redirect_stderr(log):  # fmt: skip
         print(
             f"== {task.key}: {'resume' if task.resume else 'start'}, {task.threads} torch threads", flush=True
