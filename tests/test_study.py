@@ -416,7 +416,8 @@ def test_a_cells_log_shows_each_line_while_the_cell_still_runs(tmp_path: Path) -
         seen_while_running.append(log_path.read_text())
         raise SatError("stopped by the test")
 
-    task = study_runner.CellTask("relu/seed0", tiny_base(), False, 1, str(log_path))
+    recipe = {**tiny_base(), "run": {**tiny_base()["run"], "output_dir": str(tmp_path / "run")}}
+    task = study_runner.CellTask("relu/seed0", recipe, 1, str(log_path))
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("sat_toolkit.engine.trainer.train", training)
         outcome = study_runner.execute_cell(task)

@@ -64,7 +64,9 @@ def study_command(
     if dry_run:
         planned = plan(spec)
         for p in planned:
-            how = f"resume from step {p.step}" if p.status == "resume" else p.status
+            how = {"resume": f"resume from step {p.step}", "running": "running in another process"}.get(
+                p.status, p.status
+            )
             click.echo(f"{p.cell.label} seed {p.cell.seed}: {how} ({p.cell.run_dir})")
         click.echo(f"{len(planned)} cells; {sum(p.status == 'done' for p in planned)} finished")
         return

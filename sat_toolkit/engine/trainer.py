@@ -60,7 +60,7 @@ from sat_toolkit.export import save_model
 from sat_toolkit.objectives import Objective, build_objective
 from sat_toolkit.plugins.provenance import run_plugins
 from sat_toolkit.recipe import Recipe, check_run_dir, save_resolved_recipe
-from sat_toolkit.recipe.rundir import hold_run_lock
+from sat_toolkit.recipe.rundir import RunInProgress, hold_run_lock, is_failed_start
 from sat_toolkit.schedules import lambda_lr
 
 METRICS_FILE = "metrics.json"
@@ -110,6 +110,9 @@ def train(
     # Seconds here instead of a traceback after the last epoch (nothing is written yet).
     preflight_evaluation(recipe, run.unwrapped, run.train_loader.dataset, accelerator.device)
     lock = hold_run_lock(run_dir)  # from here a second launch into run_dir sees this run in progress
+    if lock is not None and not resuming and not is_failed_start(run_dir):
+        lock.close()  # a launch beside this one took the lock first and has written since
+        raise RunInProgress(run_dir)
     try:
         if resume or resuming:  # restore() also says so when --resume finds nothing to resume
             restore(run)

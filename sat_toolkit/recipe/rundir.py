@@ -137,15 +137,22 @@ def hold_run_lock(run_dir: str | Path) -> IO[str] | None:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         handle.close()
-        raise SatError(_in_progress(Path(run_dir))) from None
+        raise RunInProgress(Path(run_dir)) from None
     return handle
 
 
-def _in_progress(run_dir: Path) -> str:
-    return (
-        f"{run_dir}: another sat-toolkit run is working in it (it holds {run_dir / LOCK_FILE}); "
-        "wait for it to finish, or pick another run.output_dir"
-    )
+class RunInProgress(SatError):
+    """Another live process holds the run directory's lock: the run is under way elsewhere.
+
+    Its own type so that a study can tell "another invocation is running this cell" (skip
+    it) from a cell that failed.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__(
+            f"{run_dir}: another sat-toolkit run is working in it (it holds {run_dir / LOCK_FILE}); "
+            "wait for it to finish, or pick another run.output_dir"
+        )
 
 
 def _locked_by_another(run_dir: Path) -> bool:
@@ -189,7 +196,7 @@ def check_run_dir(run_dir: str | Path, recipe: Recipe, resume: bool) -> bool:
     if not run_dir.exists():
         return False
     if _locked_by_another(run_dir):  # a live run, perhaps before its first checkpoint
-        raise SatError(_in_progress(run_dir))
+        raise RunInProgress(run_dir)
     if not any(not p.name.startswith(".") for p in run_dir.iterdir()):
         return False  # hidden entries: another rank's write probe, the run lock
     saved_path = run_dir / RECIPE_FILE

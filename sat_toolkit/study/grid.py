@@ -16,6 +16,7 @@ from typing import Any
 
 from sat_toolkit.errors import SatError
 from sat_toolkit.recipe import RECIPE_FILE, Recipe, RecipeError, check_run_dir, load_recipe
+from sat_toolkit.recipe.rundir import RunInProgress
 from sat_toolkit.study.spec import LABEL_SEPARATOR, StudyError, StudySpec
 
 METRICS_FILE = "metrics.json"
@@ -42,16 +43,15 @@ class PlannedCell:
     """A cell with its resolved recipe and what running it means now.
 
     ``status`` is ``done`` (metrics.json with an evaluation), ``resume`` (a checkpoint at
-    ``step``) or ``new``; ``resume_flag`` is what to pass to the trainer: true whenever the
-    directory already holds this run, so a run killed before its first checkpoint restarts
-    instead of being refused as "already holds a run".
+    ``step``), ``new``, or ``running`` (another process holds the run: another invocation
+    of the study, perhaps on another machine sharing the directory). The runner looks at a
+    cell again when it starts it, since another invocation may have moved it on meanwhile.
     """
 
     cell: Cell
     recipe: Recipe
     status: str
     step: int
-    resume_flag: bool
 
 
 def cell_label(values: dict[str, str]) -> str:
@@ -118,6 +118,9 @@ def plan(spec: StudySpec) -> list[PlannedCell]:
             continue
         try:
             resume_flag = check_run_dir(cell.run_dir, recipe, resume=True)
+        except RunInProgress:
+            planned.append(PlannedCell(cell, recipe, "running", 0))
+            continue
         except SatError as exc:
             changed = _changes(cell.run_dir, recipe)
             message = (
@@ -131,7 +134,7 @@ def plan(spec: StudySpec) -> list[PlannedCell]:
         checkpoint = latest_checkpoint(cell.run_dir) if resume_flag else None
         step = int(checkpoint.name.split("-")[1]) if checkpoint is not None else 0
         status = "done" if read_metrics(cell.run_dir) else "resume" if checkpoint is not None else "new"
-        planned.append(PlannedCell(cell, recipe, status, step, resume_flag))
+        planned.append(PlannedCell(cell, recipe, status, step))
     if problems:
         lines = [f"{_which(where)}: {message}" for message, where in problems.items()]
         raise StudyError(lines, str(spec.path))

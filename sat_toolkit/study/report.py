@@ -17,7 +17,7 @@ from sat_toolkit.errors import SatError
 from sat_toolkit.recipe import RECIPE_FILE
 from sat_toolkit.study.aggregate import collect
 from sat_toolkit.study.grid import cells, read_metrics
-from sat_toolkit.study.ledger import Ledger, hardware
+from sat_toolkit.study.ledger import Ledger, hardware, wall_clock_seconds
 from sat_toolkit.study.spec import StudySpec
 
 REPORT_MD = "report.md"
@@ -101,7 +101,7 @@ def _context(spec: StudySpec, rows: list[dict[str, Any]], command: str | None) -
         "hardware": machines,
         "hardware_of_report": hardware(),
         "wall_seconds": {
-            "elapsed": round(sum(i.get("seconds", 0.0) for i in invocations), 2),
+            "elapsed": round(wall_clock_seconds(invocations), 2),
             "cells": round(sum(a.get("seconds", 0.0) for a in attempts), 2),
             "invocations": len(invocations),
         },

@@ -12,6 +12,10 @@ of oversubscribing it. A cell's own output (the trainer's prints, warnings) goes
 ``<output_dir>/logs/<label>-seed<k>.log``; the console gets one line per cell event.
 A failed cell does not stop the others: the study reports it at the end (exit code 2)
 after writing the report of what did finish.
+
+Several invocations may run one study at once, e.g. from two machines that share the
+output directory: a cell whose run another process holds (its run directory's lock) is
+skipped, not failed, and the ledger merges every invocation's records.
 """
 
 from __future__ import annotations
@@ -48,7 +52,6 @@ class CellTask:
 
     key: str
     recipe: dict[str, Any]
-    resume: bool
     threads: int
     log_path: str
 
@@ -60,6 +63,7 @@ class CellOutcome:
     key: str
     seconds: float
     error: str | None = None
+    elsewhere: str | None = None  # what another process did with the cell meanwhile: not tried here
     clean_accuracy: float | None = None
     robust_accuracy: float | None = None
 
@@ -76,6 +80,11 @@ class StudyRun:
     @property
     def failed(self) -> list[CellOutcome]:
         return [o for o in self.outcomes if o.error is not None]
+
+    @property
+    def elsewhere(self) -> list[CellOutcome]:
+        """Cells another invocation was running, left to it."""
+        return [o for o in self.outcomes if o.elsewhere]
 
 
 def default_command() -> str:
@@ -156,7 +165,8 @@ def execute_cell(task: CellTask) -> CellOutcome:
     """
     from sat_toolkit.engine.trainer import train
     from sat_toolkit.errors import SatError
-    from sat_toolkit.recipe import load_recipe
+    from sat_toolkit.recipe import check_run_dir, load_recipe
+    from sat_toolkit.recipe.rundir import RunInProgress
 
     Path(task.log_path).parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -164,11 +174,22 @@ def execute_cell(task: CellTask) -> CellOutcome:
     # cell that trains for hours shows its progress there (`tail -f`), not only at its end.
     with open(task.log_path, "a", buffering=1, encoding="utf-8") as log, contextlib.redirect_stdout(log), \
             contextlib.redirect_stderr(log):  # fmt: skip
-        print(
-            f"== {task.key}: {'resume' if task.resume else 'start'}, {task.threads} torch threads", flush=True
-        )
         try:
-            summary = train(load_recipe(task.recipe), resume=task.resume, show_progress=False)
+            recipe = load_recipe(task.recipe)
+            run_dir = Path(recipe.run.output_dir)
+            # Looked at afresh, not as planned: another invocation of the study may have
+            # finished, started or stopped this cell since.
+            if read_metrics(run_dir) is not None:
+                print(f"== {task.key}: not run here, another process finished it", flush=True)
+                return CellOutcome(task.key, time.perf_counter() - started, elsewhere="finished it")
+            resume = check_run_dir(run_dir, recipe, resume=True)
+            print(
+                f"== {task.key}: {'resume' if resume else 'start'}, {task.threads} torch threads", flush=True
+            )
+            summary = train(recipe, resume=resume, show_progress=False)
+        except RunInProgress as exc:
+            print(f"== {task.key}: not run here: {exc.format_message()}", flush=True)
+            return CellOutcome(task.key, time.perf_counter() - started, elsewhere="is running it")
         except Exception as exc:  # reported per cell; the study goes on with the others
             traceback.print_exc()
             message = exc.format_message() if isinstance(exc, SatError) else f"{type(exc).__name__}: {exc}"
@@ -207,18 +228,21 @@ def run_study(
         raise SatError(f"--jobs must be >= 1, got {jobs}")
     started = time.perf_counter()
     planned = plan(spec)
-    todo = [p for p in planned if p.status != "done"]
+    todo = [p for p in planned if p.status in ("resume", "new")]
     workers = max(1, min(jobs, len(todo)))
     threads = threads_per_job(workers, cores)
-    counts = {s: sum(p.status == s for p in planned) for s in ("done", "resume", "new")}
+    counts = {s: sum(p.status == s for p in planned) for s in ("done", "running", "resume", "new")}
+    running = f"{counts['running']} running in another process, " if counts["running"] else ""
     echo(
         f"study {spec.name}: {len(planned)} cells ({len(planned) // len(spec.seeds)} settings x "
-        f"{len(spec.seeds)} seeds) in {spec.output_dir}; {counts['done']} finished, "
+        f"{len(spec.seeds)} seeds) in {spec.output_dir}; {counts['done']} finished, {running}"
         f"{counts['resume']} to resume, {counts['new']} new; {workers} job(s) x {threads} torch thread(s)"
     )
     for p in planned:
         if p.status == "done":
             echo(f"skipped  {p.cell.label} seed {p.cell.seed} (finished)")
+        elif p.status == "running":
+            echo(f"skipped  {p.cell.label} seed {p.cell.seed} (another process is running it)")
     if not todo:  # nothing to run: the ledger records invocations that ran cells only
         written = write_report(spec, echo=echo) if report else None
         return StudyRun(planned, [], written, time.perf_counter() - started)
@@ -236,10 +260,14 @@ def run_study(
         echo(
             f"[{index:>{len(str(len(todo)))}}/{len(todo)}] started  {p.cell.label} seed {p.cell.seed} ({how})"
         )
-        return CellTask(p.cell.key, p.recipe.to_dict(), p.resume_flag, threads, str(log_path(spec, p)))
+        return CellTask(p.cell.key, p.recipe.to_dict(), threads, str(log_path(spec, p)))
 
     def end(index: int, p: PlannedCell, outcome: CellOutcome) -> None:
         outcomes.append(outcome)
+        prefix = f"[{index:>{len(str(len(todo)))}}/{len(todo)}]"
+        if outcome.elsewhere:
+            echo(f"{prefix} skipped  {p.cell.label} seed {p.cell.seed}: another process {outcome.elsewhere}")
+            return
         attempt = {"seconds": round(outcome.seconds, 2), "resumed_from_step": p.step, "threads": threads}
         attempt.update(
             {"outcome": "failed", "error": outcome.error} if outcome.error else {"outcome": "finished"}
@@ -248,7 +276,6 @@ def run_study(
         invocation["cells_run"] += 1
         invocation["seconds"] = round(time.perf_counter() - started, 2)
         ledger.save()
-        prefix = f"[{index:>{len(str(len(todo)))}}/{len(todo)}]"
         if outcome.error:
             echo(
                 f"{prefix} FAILED   {p.cell.label} seed {p.cell.seed} after {outcome.seconds:.1f} s: "
@@ -276,6 +303,14 @@ def run_study(
     finished_any = any(read_metrics(p.cell.run_dir) is not None for p in planned)
     written = write_report(spec, echo=echo) if report and finished_any else None
     result = StudyRun(planned, outcomes, written, time.perf_counter() - started)
+    elsewhere = {o.key for o in result.elsewhere} | {p.cell.key for p in planned if p.status == "running"}
+    if left := [
+        p.cell.key for p in planned if p.cell.key in elsewhere and read_metrics(p.cell.run_dir) is None
+    ]:
+        echo(
+            f"{len(left)} cell(s) left to the other process running them ({', '.join(left)}); "
+            "once they finish, --report-only reports them"
+        )
     if result.failed:
         keys = ", ".join(o.key for o in result.failed)
         raise SatError(

@@ -1,0 +1,116 @@
+"""One study run by several invocations at once (two terminals, two machines sharing the
+output directory): each cell runs once, none fails for being busy, no ledger record is lost."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from test_study import STUDY, write_study
+
+from sat_toolkit.commands.study import study_command
+from sat_toolkit.recipe.rundir import hold_run_lock
+from sat_toolkit.study import load_study, plan, run_study
+from sat_toolkit.study import runner as study_runner
+from sat_toolkit.study.ledger import Ledger, wall_clock_seconds
+
+ONE_SEED = STUDY.replace("seeds = [0, 1]", "seeds = [0]")
+
+
+def test_two_invocations_saving_one_ledger_keep_each_others_records(tmp_path: Path) -> None:
+    first, second = Ledger(tmp_path), Ledger(tmp_path)  # both read the same (empty) file
+    first.start_invocation("sat-toolkit study a.toml", jobs=1, threads=2)
+    second.start_invocation("sat-toolkit study a.toml", jobs=2, threads=1)
+    first.record_attempt("relu/seed0", {"seconds": 5.0, "outcome": "finished"})
+    second.record_attempt("silu/seed0", {"seconds": 7.0, "outcome": "failed"})
+    second.record_attempt("silu/seed0", {"seconds": 8.0, "outcome": "finished"})
+    first.record_attempt("relu/seed1", {"seconds": 6.0, "outcome": "finished"})
+
+    saved = json.loads((tmp_path / "study.json").read_text())
+    assert [i["jobs"] for i in saved["invocations"]] == [1, 2]
+    assert {key: [a["seconds"] for a in attempts] for key, attempts in saved["cells"].items()} == {
+        "relu/seed0": [5.0],
+        "silu/seed0": [7.0, 8.0],
+        "relu/seed1": [6.0],
+    }
+    assert saved["cells"]["silu/seed0"][0]["invocation"] == second.id != first.id
+    assert Ledger(tmp_path).data == saved  # what a later invocation reads
+
+
+def test_wall_time_counts_invocations_that_ran_side_by_side_once() -> None:
+    def at(seconds_after: int, seconds: float) -> dict[str, object]:
+        return {"started": f"2026-12-05T10:00:{seconds_after:02d}+00:00", "seconds": seconds}
+
+    # 0-30 and 10-40 overlap (40 s together), 50-55 stands alone: 45 s, not 30 + 30 + 5
+    assert wall_clock_seconds([at(10, 30.0), at(0, 30.0), at(50, 5.0)]) == 45.0
+    assert wall_clock_seconds([at(0, 30.0), at(5, 10.0)]) == 30.0  # one inside another
+    assert wall_clock_seconds([{"seconds": 3.0}]) == 0.0  # a record without a start adds nothing
+
+
+def test_a_cell_another_process_runs_is_left_to_it_not_failed(tmp_path: Path) -> None:
+    spec = load_study(write_study(tmp_path, tmp_path / "out", ONE_SEED))
+    busy = spec.output_dir / "silu" / "seed0"
+    lock = hold_run_lock(busy)  # as the other invocation's trainer holds it
+    assert [p.status for p in plan(spec)] == ["new", "running"]
+    listed = CliRunner().invoke(study_command, [str(spec.path), "--dry-run"])
+    assert f"silu seed 0: running in another process ({busy})" in listed.output
+    lines: list[str] = []
+    try:
+        result = run_study(spec, echo=lines.append)  # no SatError: nothing failed
+    finally:
+        lock.close()
+    assert "skipped  silu seed 0 (another process is running it)" in lines
+    assert lines[-1].startswith("1 cell(s) left to the other process running them (silu/seed0)")
+    assert [o.key for o in result.outcomes] == ["relu/seed0"]
+    ledger = json.loads((spec.output_dir / "study.json").read_text())
+    assert list(ledger["cells"]) == ["relu/seed0"]
+
+    lines.clear()
+    run_study(spec, echo=lines.append)  # the other process has gone: this one runs it now
+    assert any(line.startswith("[1/1] finished silu seed 0") for line in lines)
+
+
+def test_a_cell_taken_or_finished_since_the_plan_is_not_run_again(tmp_path: Path) -> None:
+    spec = load_study(write_study(tmp_path, tmp_path / "out", ONE_SEED))
+    relu = next(p for p in plan(spec) if p.cell.label == "relu")
+
+    def task() -> study_runner.CellTask:
+        return study_runner.CellTask(relu.cell.key, relu.recipe.to_dict(), 1, str(tmp_path / "relu.log"))
+
+    lock = hold_run_lock(relu.cell.run_dir)
+    try:
+        assert study_runner.execute_cell(task()).elsewhere == "is running it"
+    finally:
+        lock.close()
+    assert study_runner.execute_cell(task()).error is None  # trains it
+    again = study_runner.execute_cell(task())
+    assert again.elsewhere == "finished it" and again.error is None
+
+
+@pytest.mark.slow
+def test_two_study_commands_at_once_split_the_cells(tmp_path: Path) -> None:
+    """The user's path: the same `sat-toolkit study` in two terminals at the same time."""
+    study = write_study(tmp_path, tmp_path / "out", STUDY.replace("train.epochs=1", "train.epochs=3"))
+    command = [sys.executable, "-m", "sat_toolkit", "study", str(study)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    both = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        for _ in range(2)
+    ]
+    outputs = [process.communicate(timeout=600)[0] for process in both]
+    assert [process.returncode for process in both] == [0, 0], "\n".join(outputs)
+    # the invocation that ends last finds every cell finished: it leaves none to the other
+    assert any("left to the other process" not in output for output in outputs), "\n".join(outputs)
+
+    ledger = json.loads((tmp_path / "out" / "study.json").read_text())
+    finished = {key: [a["outcome"] for a in attempts] for key, attempts in ledger["cells"].items()}
+    assert finished == dict.fromkeys(["relu/seed0", "silu/seed0", "relu/seed1", "silu/seed1"], ["finished"])
+    assert sum(i["cells_run"] for i in ledger["invocations"]) == 4
+    for key in finished:
+        label, seed = key.split("/")
+        assert json.loads((tmp_path / "out" / label / seed / "metrics.json").read_text())["evaluation"]
