@@ -127,12 +127,13 @@ class Ledger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._locked():
             data = self._read()
-            invocations = data["invocations"]
-            ids = [entry.get("id") for entry in invocations]
-            if self._invocation is not None and self.id in ids:
-                invocations[ids.index(self.id)] = self._invocation
-            elif self._invocation is not None:
-                invocations.append(self._invocation)
+            if self._invocation is not None:  # replaced where an earlier save put it, else appended
+                invocations = data["invocations"]
+                ids = [entry.get("id") for entry in invocations]
+                if self.id in ids:
+                    invocations[ids.index(self.id)] = self._invocation
+                else:
+                    invocations.append(self._invocation)
             for key, attempt in self._attempts:  # appended once, in the order they ended
                 if attempt not in data["cells"].setdefault(key, []):
                     data["cells"][key].append(attempt)
