@@ -423,3 +423,26 @@ def test_a_cells_log_shows_each_line_while_the_cell_still_runs(tmp_path: Path) -
         outcome = study_runner.execute_cell(task)
     assert outcome.error == "stopped by the test"
     assert "epoch 1: clean 0.500, PGD-10 0.400\n" in seen_while_running[0]
+
+
+def test_only_runs_the_named_cells_in_study_order_and_rejects_unknown_names(tmp_path: Path) -> None:
+    """``--only silu/seed1 --only relu``: relu's two seeds and one silu cell, nothing else; a
+    name that is no cell is a one-line error before anything runs."""
+    path = write_study(tmp_path, tmp_path / "out")
+    ran: list[str] = []
+
+    def record(task: study_runner.CellTask) -> study_runner.CellOutcome:
+        ran.append(task.key)
+        return study_runner.CellOutcome(task.key, 0.1, error="not trained in this test")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(study_runner, "execute_cell", record)
+        result = CliRunner().invoke(study_command, [str(path), "--only", "silu/seed1", "--only", "relu"])
+    assert ran == ["relu/seed0", "relu/seed1", "silu/seed1"]
+    assert result.output.startswith("study tiny: 3 of 4 cells (--only silu/seed1 relu)")
+    listed = CliRunner().invoke(study_command, [str(path), "--dry-run", "--only", "silu/seed0"])
+    assert listed.exit_code == 0 and listed.output.splitlines()[0].startswith("silu seed 0: new")
+    wrong = CliRunner().invoke(study_command, [str(path), "--only", "silu/seed2"])
+    assert wrong.exit_code == 2 and wrong.output.count("\n") == 1
+    assert "--only 'silu/seed2' names no cell; use a label (relu, silu)" in wrong.output
+    assert ran == ["relu/seed0", "relu/seed1", "silu/seed1"]

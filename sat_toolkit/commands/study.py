@@ -12,7 +12,12 @@ from sat_toolkit.commands.recipe import _set_option
 
 
 def _command_line(
-    study_path: Path, overrides: tuple[str, ...], jobs: int, output_dir: Path | None, report_only: bool
+    study_path: Path,
+    overrides: tuple[str, ...],
+    jobs: int,
+    output_dir: Path | None,
+    report_only: bool,
+    only: tuple[str, ...] = (),
 ) -> str:
     """This invocation as the report quotes it: the real argv when run as ``sat-toolkit``
     (or ``python -m sat_toolkit``), else rebuilt from the parsed options (e.g. in tests)."""
@@ -21,6 +26,8 @@ def _command_line(
     args = ["sat-toolkit", "study", str(study_path)]
     for item in overrides:
         args += ["--set", item]
+    for name in only:
+        args += ["--only", name]
     args += ["--jobs", str(jobs)] if jobs != 1 else []
     args += ["--output-dir", str(output_dir)] if output_dir is not None else []
     args += ["--report-only"] if report_only else []
@@ -35,6 +42,10 @@ def _command_line(
     help="Cells run side by side in separate processes; each gets max(1, cores // jobs) torch threads.",
 )  # fmt: skip
 @click.option("--output-dir", type=click.Path(path_type=Path), help="Use this instead of study.output_dir.")
+@click.option(
+    "--only", multiple=True, metavar="CELL",
+    help="Run only these cells: a label (all its seeds) or LABEL/seedK (repeatable); the rest wait.",
+)  # fmt: skip
 @click.option("--report-only", is_flag=True, help="Rebuild the report from the finished runs; train nothing.")
 @click.option("--dry-run", is_flag=True, help="Check the study and list every cell's status; train nothing.")
 def study_command(
@@ -44,6 +55,7 @@ def study_command(
     output_dir: Path | None,
     report_only: bool,
     dry_run: bool,
+    only: tuple[str, ...],
 ) -> None:
     """Run every cell of STUDY (axis values x seeds) and write the report.
 
@@ -52,17 +64,18 @@ def study_command(
     command again continues the study. --set applies to every cell (after the study's own
     overrides). The report (report.md, report.json, scatter.png in the output directory)
     gives clean and robust accuracy per cell label, mean ± std over seeds, and the change
-    against the study's baseline.
+    against the study's baseline. --only runs some cells first (e.g. --only fc_head/seed1);
+    the report still covers every finished cell.
     """
     from sat_toolkit.study import load_study, plan, run_study, write_report
 
     spec = load_study(study_path, overrides, output_dir)
-    command = _command_line(study_path, overrides, jobs, output_dir, report_only)
+    command = _command_line(study_path, overrides, jobs, output_dir, report_only, only)
     if report_only:
         write_report(spec, echo=click.echo, command=command)
         return
     if dry_run:
-        planned = plan(spec)
+        planned = plan(spec, only)
         for p in planned:
             how = {"resume": f"resume from step {p.step}", "running": "running in another process"}.get(
                 p.status, p.status
@@ -70,4 +83,4 @@ def study_command(
             click.echo(f"{p.cell.label} seed {p.cell.seed}: {how} ({p.cell.run_dir})")
         click.echo(f"{len(planned)} cells; {sum(p.status == 'done' for p in planned)} finished")
         return
-    run_study(spec, jobs=jobs, command=command, echo=click.echo)
+    run_study(spec, jobs=jobs, command=command, echo=click.echo, only=only)

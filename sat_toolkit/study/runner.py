@@ -35,7 +35,7 @@ from typing import Any
 from sat_toolkit.errors import SatError
 from sat_toolkit.evaluation.cost import rough_duration
 from sat_toolkit.study.eta import StudyEta
-from sat_toolkit.study.grid import PlannedCell, plan, read_metrics
+from sat_toolkit.study.grid import PlannedCell, cells, plan, read_metrics
 from sat_toolkit.study.ledger import Ledger, available_cores
 from sat_toolkit.study.report import write_report
 from sat_toolkit.study.spec import StudySpec
@@ -216,8 +216,10 @@ def run_study(
     cores: int | None = None,
     report: bool = True,
     probe: bool = True,
+    only: tuple[str, ...] = (),
 ) -> StudyRun:
-    """Run every unfinished cell of ``spec``, then write the report.
+    """Run every unfinished cell of ``spec`` (of those ``only`` names: labels or
+    ``label/seedK``, see :func:`~sat_toolkit.study.grid.select`), then write the report.
 
     ``probe=False`` skips the timed probe behind the first estimate (see the module).
 
@@ -227,15 +229,19 @@ def run_study(
     if jobs < 1:
         raise SatError(f"--jobs must be >= 1, got {jobs}")
     started = time.perf_counter()
-    planned = plan(spec)
+    planned = plan(spec, only)
     todo = [p for p in planned if p.status in ("resume", "new")]
     workers = max(1, min(jobs, len(todo)))
     threads = threads_per_job(workers, cores)
     counts = {s: sum(p.status == s for p in planned) for s in ("done", "running", "resume", "new")}
     running = f"{counts['running']} running in another process, " if counts["running"] else ""
+    size = (
+        f"{len(planned)} of {len(cells(spec))} cells (--only {' '.join(only)})"
+        if only
+        else f"{len(planned)} cells ({len(planned) // len(spec.seeds)} settings x {len(spec.seeds)} seeds)"
+    )
     echo(
-        f"study {spec.name}: {len(planned)} cells ({len(planned) // len(spec.seeds)} settings x "
-        f"{len(spec.seeds)} seeds) in {spec.output_dir}; {counts['done']} finished, {running}"
+        f"study {spec.name}: {size} in {spec.output_dir}; {counts['done']} finished, {running}"
         f"{counts['resume']} to resume, {counts['new']} new; {workers} job(s) x {threads} torch thread(s)"
     )
     for p in planned:
