@@ -413,6 +413,22 @@ def test_study_eta_is_the_median_finished_cell_times_the_rounds_left() -> None:
     assert StudyEta(jobs=1).describe(4) is None and eta.describe(0) is None
 
 
+def test_study_eta_counts_a_running_cell_as_the_median_less_its_time_so_far() -> None:
+    """Two side by side, 200 s a cell: one finished, the other 190 s in, is 10 s from done,
+    not a whole cell; waiting cells go to whichever worker frees first."""
+    from sat_toolkit.study.eta import StudyEta
+
+    eta = StudyEta(jobs=2, seconds=[200.0])
+    assert eta.remaining(0, [190.0]) == 10.0
+    assert eta.remaining(0, [250.0]) == 0.0  # slower than the median: no negative time
+    assert eta.remaining(1, [150.0]) == 200.0  # the idle worker takes it at once
+    assert eta.remaining(3, [150.0]) == 400.0  # idle: +200, +200; busy: 50 + 200
+    assert eta.remaining(3, [150.0, 150.0]) == 450.0  # both free at 50: 250, 250, then 450
+    assert eta.describe(1, [150.0]) == (
+        "estimated time left: 3 min for 2 cell(s), 2 at a time (median 3 min per cell over 1 finished)"
+    )
+
+
 def test_a_cells_log_shows_each_line_while_the_cell_still_runs(tmp_path: Path) -> None:
     """A cell trains for hours: its epoch lines must be in its log then, not only at its end."""
     log_path = tmp_path / "logs" / "relu-seed0.log"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
+from collections.abc import Sequence
 from typing import Any
 
 from sat_toolkit.evaluation.cost import rough_duration
@@ -41,17 +42,29 @@ class StudyEta:
         """The median cell: one slow cell (a busy machine) moves it less than a mean."""
         return statistics.median(self.seconds) if self.seconds else None
 
-    def remaining(self, cells_left: int) -> float | None:
-        """Wall seconds for ``cells_left`` cells, ``jobs`` at a time (rounds of whole cells)."""
+    def remaining(self, waiting: int, running_for: Sequence[float] = ()) -> float | None:
+        """Wall seconds until the last cell ends: ``running_for`` holds how long each cell
+        already started has run (it needs the median minus that, at least 0), and the
+        ``waiting`` cells each take the first of the ``jobs`` workers to free up.
+
+        Why not rounds of whole cells: after one of two side-by-side cells finishes, the
+        other is nearly done too; counting it as a whole cell overstates the time left by
+        up to a cell.
+        """
         per_cell = self.per_cell()
         if per_cell is None:
             return None
-        rounds = -(-cells_left // self.jobs)
-        return rounds * per_cell
+        busy = [max(0.0, per_cell - elapsed) for elapsed in running_for]
+        workers = sorted(busy + [0.0] * max(0, self.jobs - len(busy)))
+        for _ in range(waiting):
+            workers[0] += per_cell
+            workers.sort()
+        return max(workers, default=0.0)
 
-    def describe(self, cells_left: int) -> str | None:
+    def describe(self, waiting: int, running_for: Sequence[float] = ()) -> str | None:
         """``estimated time left: 42 min for 7 cells (...)``, or None before any measurement."""
-        left = self.remaining(cells_left)
+        cells_left = waiting + len(running_for)
+        left = self.remaining(waiting, running_for)
         if left is None or cells_left <= 0:
             return None
         jobs = f", {self.jobs} at a time" if self.jobs > 1 else ""

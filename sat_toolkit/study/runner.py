@@ -260,8 +260,10 @@ def run_study(
         echo(line)
     invocation = ledger.start_invocation(command or default_command(), workers, threads)
     outcomes: list[CellOutcome] = []
+    started_at: dict[str, float] = {}  # the cells running now, for the time left
 
     def begin(index: int, p: PlannedCell) -> CellTask:
+        started_at[p.cell.key] = time.perf_counter()
         how = f"resuming from step {p.step}" if p.status == "resume" else "new"
         echo(
             f"[{index:>{len(str(len(todo)))}}/{len(todo)}] started  {p.cell.label} seed {p.cell.seed} ({how})"
@@ -270,6 +272,7 @@ def run_study(
 
     def end(index: int, p: PlannedCell, outcome: CellOutcome) -> None:
         outcomes.append(outcome)
+        started_at.pop(p.cell.key, None)
         prefix = f"[{index:>{len(str(len(todo)))}}/{len(todo)}]"
         if outcome.elsewhere:
             echo(f"{prefix} skipped  {p.cell.label} seed {p.cell.seed}: another process {outcome.elsewhere}")
@@ -294,7 +297,9 @@ def run_study(
             )
             if p.status == "new":  # a resumed cell ran only part of the work
                 eta.record(outcome.seconds)
-        if line := eta.describe(len(todo) - len(outcomes)):
+        now = time.perf_counter()
+        running_for = [now - start for start in started_at.values()]
+        if line := eta.describe(len(todo) - len(outcomes) - len(running_for), running_for):
             echo(f"{prefix} {line}")
 
     try:
