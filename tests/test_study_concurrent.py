@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from test_study import STUDY, write_study
 
 from sat_toolkit.commands.study import study_command
 from sat_toolkit.recipe.rundir import hold_run_lock
+from sat_toolkit.study import ledger as study_ledger
 from sat_toolkit.study import load_study, plan, run_study
 from sat_toolkit.study import runner as study_runner
 from sat_toolkit.study.ledger import Ledger, wall_clock_seconds
@@ -26,10 +28,10 @@ def test_two_invocations_saving_one_ledger_keep_each_others_records(tmp_path: Pa
     first, second = Ledger(tmp_path), Ledger(tmp_path)  # both read the same (empty) file
     first.start_invocation("sat-toolkit study a.toml", jobs=1, threads=2)
     second.start_invocation("sat-toolkit study a.toml", jobs=2, threads=1)
-    first.record_attempt("relu/seed0", {"seconds": 5.0, "outcome": "finished"})
-    second.record_attempt("silu/seed0", {"seconds": 7.0, "outcome": "failed"})
-    second.record_attempt("silu/seed0", {"seconds": 8.0, "outcome": "finished"})
-    first.record_attempt("relu/seed1", {"seconds": 6.0, "outcome": "finished"})
+    first.end_attempt(first.begin_attempt("relu/seed0"), seconds=5.0, outcome="finished")
+    second.end_attempt(second.begin_attempt("silu/seed0"), seconds=7.0, outcome="failed")
+    second.end_attempt(second.begin_attempt("silu/seed0"), seconds=8.0, outcome="finished")
+    first.end_attempt(first.begin_attempt("relu/seed1"), seconds=6.0, outcome="finished")
 
     saved = json.loads((tmp_path / "study.json").read_text())
     assert [i["jobs"] for i in saved["invocations"]] == [1, 2]
@@ -114,3 +116,43 @@ def test_two_study_commands_at_once_split_the_cells(tmp_path: Path) -> None:
     for key in finished:
         label, seed = key.split("/")
         assert json.loads((tmp_path / "out" / label / seed / "metrics.json").read_text())["evaluation"]
+
+
+def test_a_killed_study_leaves_its_time_and_its_running_cell_on_record(tmp_path: Path) -> None:
+    """A study is mostly stopped by a kill, which runs no cleanup: what is on disk while a
+    cell runs is what the ledger keeps, and the report must still count that time."""
+    spec = load_study(write_study(tmp_path, tmp_path / "out", ONE_SEED))
+    ledger_path = spec.output_dir / "study.json"
+    left_by_a_kill: list[dict] = []
+
+    def cell_that_is_killed(task: study_runner.CellTask) -> study_runner.CellOutcome:
+        time.sleep(0.5)  # ten heartbeats
+        left_by_a_kill.append(json.loads(ledger_path.read_text()))
+        raise KeyboardInterrupt  # the study stops here; the file above is what SIGKILL leaves
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(study_ledger, "HEARTBEAT_SECONDS", 0.05)
+        patch.setattr(study_runner, "execute_cell", cell_that_is_killed)
+        with pytest.raises(KeyboardInterrupt):
+            run_study(spec, jobs=1, echo=lambda line: None, command="sat-toolkit study first")
+
+    killed = left_by_a_kill[0]
+    [invocation] = killed["invocations"]
+    assert 0.4 <= invocation["seconds"] < 5 and invocation["cells_run"] == 0
+    [attempt] = killed["cells"]["relu/seed0"]
+    assert attempt["outcome"] == "interrupted" and attempt["resumed_from_step"] == 0
+    assert 0.4 <= attempt["seconds"] <= invocation["seconds"]
+    assert attempt["invocation"] == invocation["id"] and list(killed["cells"]) == ["relu/seed0"]
+
+    ledger_path.write_text(json.dumps(killed))  # exactly as the kill left it
+    run_study(spec, jobs=1, echo=lambda line: None, command="sat-toolkit study second")
+    ledger = json.loads(ledger_path.read_text())
+    assert [a["outcome"] for a in ledger["cells"]["relu/seed0"]] == ["interrupted", "finished"]
+    assert [a["outcome"] for a in ledger["cells"]["silu/seed0"]] == ["finished"]
+    first, second = ledger["invocations"]
+    assert first == invocation and second["cells_run"] == 2
+    report = json.loads((spec.output_dir / "report.json").read_text())
+    assert report["wall_seconds"]["invocations"] == 2  # the killed one counts
+    assert report["commands"] == ["sat-toolkit study first", "sat-toolkit study second"]
+    attempts = [a for records in ledger["cells"].values() for a in records]
+    assert report["wall_seconds"]["cells"] == pytest.approx(sum(a["seconds"] for a in attempts), abs=0.01)

@@ -7,6 +7,12 @@ attempt at every cell (seconds, outcome, the step it resumed from). The report's
 machine still reports the machine the runs were made on. Only an invocation's main
 process writes it, atomically, merging its records into those other invocations of the
 same study wrote meanwhile.
+
+A study is usually stopped by killing it (a session ends, a machine is taken back), and a
+killed process runs no cleanup. So an attempt is on record from the moment it starts, as
+``interrupted``, and a heartbeat rewrites the invocation's and the running attempts'
+seconds every minute: what a kill leaves on disk is the truth to within that minute,
+instead of an invocation of 0 s and no trace of the hours its cells ran.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ import json
 import math
 import os
 import platform
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from importlib import metadata
@@ -30,6 +38,10 @@ except ImportError:  # Windows: no flock; concurrent invocations may then lose r
 
 LEDGER_FILE = "study.json"
 LOCK_FILE = ".study.json.lock"
+#: How often a running invocation rewrites its seconds (the most a kill can lose).
+HEARTBEAT_SECONDS = 60.0
+#: An attempt's outcome while it runs, and for good if its process is killed.
+INTERRUPTED = "interrupted"
 
 
 def available_cores() -> int:
@@ -84,6 +96,10 @@ class Ledger:
         self.id = uuid.uuid4().hex[:12]  # this invocation's, on every record it adds
         self._invocation: dict[str, Any] | None = None
         self._attempts: list[tuple[str, dict[str, Any]]] = []
+        self._running: dict[int, float] = {}  # number of an attempt still running -> its start (perf_counter)
+        self._started = time.perf_counter()
+        self._begun = 0  # attempts this invocation began: the next one's number
+        self._mutex = threading.Lock()  # the heartbeat thread saves too
 
     def _read(self) -> dict[str, Any]:
         data: dict[str, Any] = {"invocations": [], "cells": {}}
@@ -103,8 +119,9 @@ class Ledger:
     def attempts(self, key: str) -> list[dict[str, Any]]:
         return self.data["cells"].get(key, [])
 
-    def start_invocation(self, command: str, jobs: int, threads: int) -> dict[str, Any]:
-        """This invocation's entry; the caller updates it in place and saves."""
+    def start_invocation(self, command: str, jobs: int, threads: int) -> None:
+        """Put this invocation on record; every save brings its seconds up to date."""
+        self._started = time.perf_counter()
         self._invocation = {
             "id": self.id,
             "command": command,
@@ -116,31 +133,95 @@ class Ledger:
             "cells_run": 0,
         }
         self.save()
-        return self._invocation
 
-    def record_attempt(self, key: str, attempt: dict[str, Any]) -> None:
-        self._attempts.append((key, {**attempt, "ended": now(), "invocation": self.id}))
+    def begin_attempt(self, key: str, **fields: Any) -> dict[str, Any]:
+        """Put an attempt on record as it starts (``interrupted`` until :meth:`end_attempt`)."""
+        attempt = {
+            **fields,
+            "outcome": INTERRUPTED,
+            "seconds": 0.0,
+            "started": now(),
+            "invocation": self.id,
+        }
+        with self._mutex:
+            self._begun += 1
+            attempt["attempt"] = self._begun  # with the invocation id, its name in the merge
+            self._attempts.append((key, attempt))
+            self._running[self._begun] = time.perf_counter()
+        self.save()
+        return attempt
+
+    def end_attempt(self, attempt: dict[str, Any], **fields: Any) -> None:
+        """Record how an attempt ended (``outcome``, ``seconds`` and what else it reports)."""
+        with self._mutex:
+            self._running.pop(attempt["attempt"], None)
+            attempt.update(fields, ended=now())
+            if self._invocation is not None:
+                self._invocation["cells_run"] += 1
         self.save()
 
+    def drop_attempt(self, attempt: dict[str, Any]) -> None:
+        """Take back an attempt that did not run here (another process had the cell)."""
+        with self._mutex:
+            self._running.pop(attempt["attempt"], None)
+            self._attempts = [(key, a) for key, a in self._attempts if a is not attempt]
+        self.save()
+
+    @contextlib.contextmanager
+    def heartbeat(self) -> Iterator[None]:
+        """Save every ``HEARTBEAT_SECONDS`` while the block runs, so a kill loses at most that."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(HEARTBEAT_SECONDS):
+                self.save()
+
+        thread = threading.Thread(target=beat, name="study-ledger-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+            self.save()
+
     def save(self) -> None:
-        """Merge this invocation's records into the file as it is now, atomically."""
+        """Merge this invocation's records, with their seconds so far, into the file as it is now."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._locked():
+        with self._mutex, self._locked():
+            clock = time.perf_counter()
+            for _, attempt in self._attempts:
+                if attempt["attempt"] in self._running:
+                    attempt["seconds"] = round(clock - self._running[attempt["attempt"]], 2)
             data = self._read()
             if self._invocation is not None:  # replaced where an earlier save put it, else appended
+                self._invocation["seconds"] = round(clock - self._started, 2)
                 invocations = data["invocations"]
                 ids = [entry.get("id") for entry in invocations]
                 if self.id in ids:
                     invocations[ids.index(self.id)] = self._invocation
                 else:
                     invocations.append(self._invocation)
-            for key, attempt in self._attempts:  # appended once, in the order they ended
-                if attempt not in data["cells"].setdefault(key, []):
-                    data["cells"][key].append(attempt)
+            ours = {attempt["attempt"]: attempt for _, attempt in self._attempts}
+            placed = set()
+            for key in list(data["cells"]):  # ours replaced where an earlier save put them; taken back: gone
+                records = []
+                for record in data["cells"][key]:
+                    if record.get("invocation") != self.id:
+                        records.append(record)
+                    elif record.get("attempt") in ours:
+                        records.append(ours[record["attempt"]])
+                        placed.add(record["attempt"])
+                data["cells"][key] = records
+                if not records:
+                    del data["cells"][key]
+            for key, attempt in self._attempts:  # the rest appended, in the order they began
+                if attempt["attempt"] not in placed:
+                    data["cells"].setdefault(key, []).append(attempt)
             tmp = self.path.with_name(f".{LEDGER_FILE}.{os.getpid()}.tmp")
             tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
             tmp.replace(self.path)
-        self.data = data
+            self.data = data
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

@@ -68,15 +68,16 @@ def write_report(
 def _context(spec: StudySpec, rows: list[dict[str, Any]], command: str | None) -> dict[str, Any]:
     """Everything the header states: where the numbers came from, on what, at what cost."""
     ledger = Ledger(spec.output_dir)
-    invocations = [i for i in ledger.invocations if i.get("cells_run")]
     all_cells = cells(spec)
+    attempts = [a for c in all_cells for a in ledger.attempts(c.key)]
+    ran = {a.get("invocation") for a in attempts}  # killed ones included: their attempts say "interrupted"
+    invocations = [i for i in ledger.invocations if i.get("id") in ran]
     finished = [c for c in all_cells if read_metrics(c.run_dir) is not None]
     evaluations = [read_metrics(c.run_dir)["evaluation"] for c in finished]
     machines = []
     for entry in invocations:
         if entry.get("hardware") and entry["hardware"] not in machines:
             machines.append(entry["hardware"])
-    attempts = [a for c in all_cells for a in ledger.attempts(c.key)]
     compare = spec.compare_axis
     return {
         "study": spec.name,

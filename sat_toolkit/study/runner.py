@@ -258,12 +258,14 @@ def run_study(
         probe_line(todo[0], len(todo), workers, threads) if probe else None
     ):
         echo(line)
-    invocation = ledger.start_invocation(command or default_command(), workers, threads)
+    ledger.start_invocation(command or default_command(), workers, threads)
     outcomes: list[CellOutcome] = []
-    started_at: dict[str, float] = {}  # the cells running now, for the time left
+    attempts: dict[str, dict[str, Any]] = {}  # the ledger's records of the cells running now
+    started_at: dict[str, float] = {}  # and when they started, for the time left
 
     def begin(index: int, p: PlannedCell) -> CellTask:
         started_at[p.cell.key] = time.perf_counter()
+        attempts[p.cell.key] = ledger.begin_attempt(p.cell.key, resumed_from_step=p.step, threads=threads)
         how = f"resuming from step {p.step}" if p.status == "resume" else "new"
         echo(
             f"[{index:>{len(str(len(todo)))}}/{len(todo)}] started  {p.cell.label} seed {p.cell.seed} ({how})"
@@ -273,18 +275,14 @@ def run_study(
     def end(index: int, p: PlannedCell, outcome: CellOutcome) -> None:
         outcomes.append(outcome)
         started_at.pop(p.cell.key, None)
+        attempt = attempts.pop(p.cell.key)
         prefix = f"[{index:>{len(str(len(todo)))}}/{len(todo)}]"
         if outcome.elsewhere:
+            ledger.drop_attempt(attempt)
             echo(f"{prefix} skipped  {p.cell.label} seed {p.cell.seed}: another process {outcome.elsewhere}")
             return
-        attempt = {"seconds": round(outcome.seconds, 2), "resumed_from_step": p.step, "threads": threads}
-        attempt.update(
-            {"outcome": "failed", "error": outcome.error} if outcome.error else {"outcome": "finished"}
-        )
-        ledger.record_attempt(p.cell.key, attempt)
-        invocation["cells_run"] += 1
-        invocation["seconds"] = round(time.perf_counter() - started, 2)
-        ledger.save()
+        ended = {"outcome": "failed", "error": outcome.error} if outcome.error else {"outcome": "finished"}
+        ledger.end_attempt(attempt, seconds=round(outcome.seconds, 2), **ended)
         if outcome.error:
             echo(
                 f"{prefix} FAILED   {p.cell.label} seed {p.cell.seed} after {outcome.seconds:.1f} s: "
@@ -302,14 +300,11 @@ def run_study(
         if line := eta.describe(len(todo) - len(outcomes) - len(running_for), running_for):
             echo(f"{prefix} {line}")
 
-    try:
+    with ledger.heartbeat():
         if workers == 1:
             _run_here(todo, threads, begin, end)
         else:
             _run_pool(todo, workers, threads, begin, end)
-    finally:
-        invocation["seconds"] = round(time.perf_counter() - started, 2)
-        ledger.save()
 
     finished_any = any(read_metrics(p.cell.run_dir) is not None for p in planned)
     written = write_report(spec, echo=echo) if report and finished_any else None
@@ -365,20 +360,21 @@ def _run_pool(
         )
 
     queue = deque(enumerate(todo, 1))
-    running: dict[Future[CellOutcome], tuple[int, PlannedCell]] = {}
+    running: dict[Future[CellOutcome], tuple[int, PlannedCell, float]] = {}
     pool = new_pool()
     try:
         while queue or running:
             while queue and len(running) < workers:
                 index, p = queue.popleft()
-                running[pool.submit(execute_cell, begin(index, p))] = (index, p)
+                running[pool.submit(execute_cell, begin(index, p))] = (index, p, time.perf_counter())
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
-                index, p = running.pop(future)
+                index, p, submitted = running.pop(future)
                 try:
                     outcome = future.result()
                 except BrokenProcessPool as exc:  # a worker died (killed, out of memory)
-                    outcome = CellOutcome(p.cell.key, 0.0, error=f"worker process died: {exc}")
+                    died_after = time.perf_counter() - submitted
+                    outcome = CellOutcome(p.cell.key, died_after, error=f"worker process died: {exc}")
                 end(index, p, outcome)
             if any(isinstance(f.exception(), BrokenProcessPool) for f in done if not f.cancelled()):
                 pool.shutdown(wait=False)  # its other cells failed with it; carry on with a fresh pool
