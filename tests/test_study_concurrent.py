@@ -126,7 +126,7 @@ def test_a_killed_study_leaves_its_time_and_its_running_cell_on_record(tmp_path:
     left_by_a_kill: list[dict] = []
 
     def cell_that_is_killed(task: study_runner.CellTask) -> study_runner.CellOutcome:
-        time.sleep(0.5)  # ten heartbeats
+        time.sleep(0.5)  # ten heartbeats; the bounds below leave room for a late one
         left_by_a_kill.append(json.loads(ledger_path.read_text()))
         raise KeyboardInterrupt  # the study stops here; the file above is what SIGKILL leaves
 
@@ -138,10 +138,10 @@ def test_a_killed_study_leaves_its_time_and_its_running_cell_on_record(tmp_path:
 
     killed = left_by_a_kill[0]
     [invocation] = killed["invocations"]
-    assert 0.4 <= invocation["seconds"] < 5 and invocation["cells_run"] == 0
+    assert 0.25 <= invocation["seconds"] < 5 and invocation["cells_run"] == 0
     [attempt] = killed["cells"]["relu/seed0"]
     assert attempt["outcome"] == "interrupted" and attempt["resumed_from_step"] == 0
-    assert 0.4 <= attempt["seconds"] <= invocation["seconds"]
+    assert 0.25 <= attempt["seconds"] <= invocation["seconds"]
     assert attempt["invocation"] == invocation["id"] and list(killed["cells"]) == ["relu/seed0"]
 
     ledger_path.write_text(json.dumps(killed))  # exactly as the kill left it
