@@ -167,6 +167,12 @@ class Ledger:
             self._attempts = [(key, a) for key, a in self._attempts if a is not attempt]
         self.save()
 
+    def running_for(self) -> list[float]:
+        """Seconds each attempt still running has run so far (for the study's time left)."""
+        clock = time.perf_counter()
+        with self._mutex:
+            return [clock - start for start in self._running.values()]
+
     @contextlib.contextmanager
     def heartbeat(self) -> Iterator[None]:
         """Save every ``HEARTBEAT_SECONDS`` while the block runs, so a kill loses at most that."""

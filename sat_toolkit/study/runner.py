@@ -261,10 +261,8 @@ def run_study(
     ledger.start_invocation(command or default_command(), workers, threads)
     outcomes: list[CellOutcome] = []
     attempts: dict[str, dict[str, Any]] = {}  # the ledger's records of the cells running now
-    started_at: dict[str, float] = {}  # and when they started, for the time left
 
     def begin(index: int, p: PlannedCell) -> CellTask:
-        started_at[p.cell.key] = time.perf_counter()
         attempts[p.cell.key] = ledger.begin_attempt(p.cell.key, resumed_from_step=p.step, threads=threads)
         how = f"resuming from step {p.step}" if p.status == "resume" else "new"
         echo(
@@ -274,7 +272,6 @@ def run_study(
 
     def end(index: int, p: PlannedCell, outcome: CellOutcome) -> None:
         outcomes.append(outcome)
-        started_at.pop(p.cell.key, None)
         attempt = attempts.pop(p.cell.key)
         prefix = f"[{index:>{len(str(len(todo)))}}/{len(todo)}]"
         if outcome.elsewhere:
@@ -295,8 +292,7 @@ def run_study(
             )
             if p.status == "new":  # a resumed cell ran only part of the work
                 eta.record(outcome.seconds)
-        now = time.perf_counter()
-        running_for = [now - start for start in started_at.values()]
+        running_for = ledger.running_for()
         if line := eta.describe(len(todo) - len(outcomes) - len(running_for), running_for):
             echo(f"{prefix} {line}")
 
