@@ -18,6 +18,7 @@ def _command_line(
     output_dir: Path | None,
     report_only: bool,
     only: tuple[str, ...] = (),
+    reuse: tuple[Path, ...] = (),
 ) -> str:
     """This invocation as the report quotes it: the real argv when run as ``sat-toolkit``
     (or ``python -m sat_toolkit``), else rebuilt from the parsed options (e.g. in tests)."""
@@ -28,6 +29,8 @@ def _command_line(
         args += ["--set", item]
     for name in only:
         args += ["--only", name]
+    for directory in reuse:
+        args += ["--reuse", str(directory)]
     args += ["--jobs", str(jobs)] if jobs != 1 else []
     args += ["--output-dir", str(output_dir)] if output_dir is not None else []
     args += ["--report-only"] if report_only else []
@@ -46,6 +49,11 @@ def _command_line(
     "--only", multiple=True, metavar="CELL",
     help="Run only these cells: a label (all its seeds) or LABEL/seedK (repeatable); the rest wait.",
 )  # fmt: skip
+@click.option(
+    "--reuse", multiple=True, metavar="DIR", type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Take a finished run under DIR (searched recursively) whose recipe equals a new cell's in every "
+    "key that can change a result, instead of training that cell (repeatable).",
+)  # fmt: skip
 @click.option("--report-only", is_flag=True, help="Rebuild the report from the finished runs; train nothing.")
 @click.option("--dry-run", is_flag=True, help="Check the study and list every cell's status; train nothing.")
 def study_command(
@@ -56,6 +64,7 @@ def study_command(
     report_only: bool,
     dry_run: bool,
     only: tuple[str, ...],
+    reuse: tuple[Path, ...],
 ) -> None:
     """Run every cell of STUDY (axis values x seeds) and write the report.
 
@@ -65,22 +74,28 @@ def study_command(
     overrides). The report (report.md, report.json, scatter.png in the output directory)
     gives clean and robust accuracy per cell label, mean ± std over seeds, and the change
     against the study's baseline. --only runs some cells first (e.g. --only fc_head/seed1);
-    the report still covers every finished cell.
+    the report still covers every finished cell. --reuse copies runs another study
+    already made of the very same recipe (the report names where they were trained).
     """
     from sat_toolkit.study import load_study, plan, run_study, write_report
 
     spec = load_study(study_path, overrides, output_dir)
-    command = _command_line(study_path, overrides, jobs, output_dir, report_only, only)
+    command = _command_line(study_path, overrides, jobs, output_dir, report_only, only, reuse)
     if report_only:
         write_report(spec, echo=click.echo, command=command)
         return
     if dry_run:
+        from sat_toolkit.study.reuse import matches
+
         planned = plan(spec, only)
+        reusable = matches(planned, reuse)
         for p in planned:
             how = {"resume": f"resume from step {p.step}", "running": "running in another process"}.get(
                 p.status, p.status
             )
+            if p.cell.key in reusable:
+                how = f"new, would reuse the run in {reusable[p.cell.key].origin}"
             click.echo(f"{p.cell.label} seed {p.cell.seed}: {how} ({p.cell.run_dir})")
         click.echo(f"{len(planned)} cells; {sum(p.status == 'done' for p in planned)} finished")
         return
-    run_study(spec, jobs=jobs, command=command, echo=click.echo, only=only)
+    run_study(spec, jobs=jobs, command=command, echo=click.echo, only=only, reuse=reuse)

@@ -20,6 +20,16 @@ from sat_toolkit.recipe.rundir import RunInProgress
 from sat_toolkit.study.spec import LABEL_SEPARATOR, StudyError, StudySpec
 
 METRICS_FILE = "metrics.json"
+LOG_DIR = "logs"
+
+
+def run_log(run_dir: Path) -> Path:
+    """The log of the cell run in ``<output_dir>/<label>/seed<k>``: ``<output_dir>/logs/<label>-seed<k>.log``.
+
+    Derived from the run directory alone, so a run copied from another study (see
+    :mod:`~sat_toolkit.study.reuse`) finds its log there too.
+    """
+    return run_dir.parent.parent / LOG_DIR / f"{run_dir.parent.name}-{run_dir.name}.log"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +46,10 @@ class Cell:
     def key(self) -> str:
         """``small+relu/seed0``: unique in the study; also the cell's path under output_dir."""
         return f"{self.label}/seed{self.seed}"
+
+    @property
+    def log_path(self) -> Path:
+        return run_log(self.run_dir)
 
 
 @dataclasses.dataclass(frozen=True)

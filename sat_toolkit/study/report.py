@@ -18,6 +18,7 @@ from sat_toolkit.recipe import RECIPE_FILE
 from sat_toolkit.study.aggregate import collect
 from sat_toolkit.study.grid import cells, read_metrics
 from sat_toolkit.study.ledger import Ledger, hardware, wall_clock_seconds
+from sat_toolkit.study.reuse import reused_from
 from sat_toolkit.study.spec import StudySpec
 
 REPORT_MD = "report.md"
@@ -106,6 +107,7 @@ def _context(spec: StudySpec, rows: list[dict[str, Any]], command: str | None) -
             "cells": round(sum(a.get("seconds", 0.0) for a in attempts), 2),
             "invocations": len(invocations),
         },
+        "reused": {c.key: _shown(Path(origin)) for c in finished if (origin := reused_from(c.run_dir))},
         "commands": list(dict.fromkeys(i["command"] for i in invocations)),
         "report_command": command,
         "invocations": invocations,
@@ -293,6 +295,12 @@ def _header(context: dict[str, Any]) -> list[str]:
         )
     for command in context["commands"]:
         lines.append(f"- command: `{command}`")
+    if context["reused"]:
+        shown = "; ".join(f"{key} from `{origin}`" for key, origin in context["reused"].items())
+        lines.append(
+            f"- reused, not trained here (the same recipe, in every key that can change a result; its "
+            f"time and machine are in the report where it was trained): {shown}"
+        )
     if context["report_command"] and context["report_command"] not in context["commands"]:
         lines.append(f"- report rebuilt by: `{context['report_command']}`")
     if cells_["missing"]:

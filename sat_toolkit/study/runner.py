@@ -28,20 +28,20 @@ import sys
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from sat_toolkit.errors import SatError
 from sat_toolkit.evaluation.cost import rough_duration
 from sat_toolkit.study.eta import StudyEta
-from sat_toolkit.study.grid import PlannedCell, cells, plan, read_metrics
+from sat_toolkit.study.grid import LOG_DIR, PlannedCell, cells, plan, read_metrics
 from sat_toolkit.study.ledger import Ledger, available_cores
 from sat_toolkit.study.report import write_report
+from sat_toolkit.study.reuse import reuse_finished
 from sat_toolkit.study.spec import StudySpec
 
 Echo = Callable[[str], Any]
-LOG_DIR = "logs"
 #: Cells shorter than this many optimiser steps are not probed before the study starts.
 MIN_STEPS_TO_PROBE = 200
 
@@ -97,10 +97,6 @@ def default_command() -> str:
 
 def threads_per_job(jobs: int, cores: int | None = None) -> int:
     return max(1, (cores or available_cores()) // jobs)
-
-
-def log_path(spec: StudySpec, planned: PlannedCell) -> Path:
-    return spec.output_dir / LOG_DIR / f"{planned.cell.label}-seed{planned.cell.seed}.log"
 
 
 @contextlib.contextmanager
@@ -217,9 +213,13 @@ def run_study(
     report: bool = True,
     probe: bool = True,
     only: tuple[str, ...] = (),
+    reuse: Sequence[Path] = (),
 ) -> StudyRun:
     """Run every unfinished cell of ``spec`` (of those ``only`` names: labels or
     ``label/seedK``, see :func:`~sat_toolkit.study.grid.select`), then write the report.
+
+    A new cell whose exact recipe already finished under one of the ``reuse`` directories
+    takes that run instead of training (:mod:`~sat_toolkit.study.reuse`).
 
     ``probe=False`` skips the timed probe behind the first estimate (see the module).
 
@@ -229,23 +229,28 @@ def run_study(
     if jobs < 1:
         raise SatError(f"--jobs must be >= 1, got {jobs}")
     started = time.perf_counter()
-    planned = plan(spec, only)
+    command = command or default_command()
+    planned, reused = reuse_finished(plan(spec, only), reuse, command)
     todo = [p for p in planned if p.status in ("resume", "new")]
     workers = max(1, min(jobs, len(todo)))
     threads = threads_per_job(workers, cores)
     counts = {s: sum(p.status == s for p in planned) for s in ("done", "running", "resume", "new")}
     running = f"{counts['running']} running in another process, " if counts["running"] else ""
+    copied = f" ({len(reused)} of them reused)" if reused else ""
     size = (
         f"{len(planned)} of {len(cells(spec))} cells (--only {' '.join(only)})"
         if only
         else f"{len(planned)} cells ({len(planned) // len(spec.seeds)} settings x {len(spec.seeds)} seeds)"
     )
     echo(
-        f"study {spec.name}: {size} in {spec.output_dir}; {counts['done']} finished, {running}"
+        f"study {spec.name}: {size} in {spec.output_dir}; {counts['done']} finished{copied}, {running}"
         f"{counts['resume']} to resume, {counts['new']} new; {workers} job(s) x {threads} torch thread(s)"
     )
     for p in planned:
-        if p.status == "done":
+        if p.cell.key in reused:
+            origin = reused[p.cell.key]
+            echo(f"reused   {p.cell.label} seed {p.cell.seed} (the same recipe, trained in {origin})")
+        elif p.status == "done":
             echo(f"skipped  {p.cell.label} seed {p.cell.seed} (finished)")
         elif p.status == "running":
             echo(f"skipped  {p.cell.label} seed {p.cell.seed} (another process is running it)")
@@ -258,7 +263,7 @@ def run_study(
         probe_line(todo[0], len(todo), workers, threads) if probe else None
     ):
         echo(line)
-    ledger.start_invocation(command or default_command(), workers, threads)
+    ledger.start_invocation(command, workers, threads)
     outcomes: list[CellOutcome] = []
     attempts: dict[str, dict[str, Any]] = {}  # the ledger's records of the cells running now
 
@@ -268,7 +273,7 @@ def run_study(
         echo(
             f"[{index:>{len(str(len(todo)))}}/{len(todo)}] started  {p.cell.label} seed {p.cell.seed} ({how})"
         )
-        return CellTask(p.cell.key, p.recipe.to_dict(), threads, str(log_path(spec, p)))
+        return CellTask(p.cell.key, p.recipe.to_dict(), threads, str(p.cell.log_path))
 
     def end(index: int, p: PlannedCell, outcome: CellOutcome) -> None:
         outcomes.append(outcome)
@@ -283,7 +288,7 @@ def run_study(
         if outcome.error:
             echo(
                 f"{prefix} FAILED   {p.cell.label} seed {p.cell.seed} after {outcome.seconds:.1f} s: "
-                f"{outcome.error} (log: {log_path(spec, p)})"
+                f"{outcome.error} (log: {p.cell.log_path})"
             )
         else:
             echo(

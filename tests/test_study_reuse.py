@@ -1,0 +1,118 @@
+"""``sat-toolkit study --reuse DIR``: a cell whose exact recipe another study already ran is
+copied from there, not trained again, and the report says where it was trained."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from test_study import STUDY, Counter, write_study
+
+from sat_toolkit.commands.study import study_command
+from sat_toolkit.engine.trainer import train
+from sat_toolkit.study import load_study, plan, run_study
+from sat_toolkit.study import runner as study_runner
+
+ONE_SEED = STUDY.replace("seeds = [0, 1]", "seeds = [0]")
+# Another study that shares one cell (relu) with ONE_SEED and adds one (elu).
+OVERLAPPING = ONE_SEED.replace('name = "tiny"', 'name = "overlap"').replace(
+    'silu = ["activation=silu"]', 'elu = ["activation=elu"]'
+)
+
+
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The source study run in full, then the overlapping one with --reuse pointing at it."""
+    root = tmp_path_factory.mktemp("reuse")
+    source = load_study(write_study(root / "a", root / "a" / "out", ONE_SEED))
+    run_study(source, echo=lambda _: None, command="sat-toolkit study a.toml")
+    target = load_study(write_study(root / "b", root / "b" / "out", OVERLAPPING))
+    counter, lines = Counter(), []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(study_runner, "execute_cell", counter)
+        run_study(target, echo=lines.append, command="sat-toolkit study b.toml", reuse=(source.output_dir,))
+    yield {"root": root, "source": source, "target": target, "trained": counter.keys, "lines": lines}
+
+
+def test_the_shared_cell_is_copied_and_only_the_new_one_trains(studies: dict[str, Any]) -> None:
+    source, target = studies["source"].output_dir, studies["target"].output_dir
+    assert studies["trained"] == ["elu/seed0"]
+    copied, original = target / "relu" / "seed0", source / "relu" / "seed0"
+    for name in ("metrics.json", "recipe.toml", "model.safetensors"):
+        assert (copied / name).read_bytes() == (original / name).read_bytes(), name
+    note = json.loads((copied / "reused.json").read_text())
+    assert note["trained_in"] == str(original) and note["by"] == "sat-toolkit study b.toml"
+    assert "relu/seed0" not in json.loads((target / "study.json").read_text())["cells"]  # no compute here
+    assert "; 1 finished (1 of them reused), 0 to resume, 1 new;" in studies["lines"][0]
+    assert f"reused   relu seed 0 (the same recipe, trained in {original})" in studies["lines"]
+    log = (target / "logs" / "relu-seed0.log").read_text()
+    assert log.startswith(f"== relu/seed0: not trained here; reused the run in {original}\n")
+    assert (source / "logs" / "relu-seed0.log").read_text() in log
+
+
+def test_the_report_takes_the_copied_numbers_and_names_their_origin(studies: dict[str, Any]) -> None:
+    source, target = studies["source"].output_dir, studies["target"].output_dir
+    rows = {r["label"]: r for r in json.loads((target / "report.json").read_text())["rows"]}
+    evaluation = json.loads((source / "relu" / "seed0" / "metrics.json").read_text())["evaluation"]
+    assert rows["relu"]["clean_accuracy"]["mean"] == evaluation["clean_accuracy"]
+    assert rows["relu"]["robust_accuracy"]["mean"] == evaluation["robust_accuracy"]
+    report = json.loads((target / "report.json").read_text())
+    assert report["reused"] == {"relu/seed0": str(source / "relu" / "seed0")}
+    assert "- reused, not trained here" in (target / "report.md").read_text()
+    assert f"relu/seed0 from `{source / 'relu' / 'seed0'}`" in (target / "report.md").read_text()
+
+
+def test_a_copy_of_a_copy_names_where_the_run_was_trained(studies: dict[str, Any]) -> None:
+    root, source = studies["root"], studies["source"].output_dir
+    third = load_study(write_study(root / "c", root / "c" / "out", OVERLAPPING))
+    counter = Counter()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(study_runner, "execute_cell", counter)
+        run_study(third, echo=lambda _: None, reuse=(studies["target"].output_dir,))
+    assert counter.keys == []  # both cells copied from the second study
+    note = json.loads((third.output_dir / "relu" / "seed0" / "reused.json").read_text())
+    assert note["trained_in"] == str(source / "relu" / "seed0")
+    assert note["copied_from"] == str(studies["target"].output_dir / "relu" / "seed0")
+
+
+@pytest.mark.parametrize(
+    ("extra", "reused"),
+    [
+        ('"optimizer.lr=0.02"', False),  # changes the result: trained again
+        ('"run.deterministic=false"', False),
+        ('"checkpoint.every_steps=2"', True),  # cannot change it: still the same run
+        ('"train.log_every_steps=1"', True),
+    ],
+)
+def test_only_a_run_of_the_same_recipe_in_every_result_changing_key_is_reused(
+    studies: dict[str, Any], tmp_path: Path, extra: str, reused: bool
+) -> None:
+    text = ONE_SEED.replace('set = ["train.epochs=1"]', f'set = ["train.epochs=1", {extra}]')
+    path = write_study(tmp_path, tmp_path / "out", text)
+    source = studies["source"].output_dir
+    listed = CliRunner().invoke(study_command, [str(path), "--dry-run", "--reuse", str(source)])
+    assert listed.exit_code == 0, listed.output
+    first = listed.output.splitlines()[0]
+    would = f"relu seed 0: new, would reuse the run in {source / 'relu' / 'seed0'}"
+    assert first.startswith(would) if reused else first.startswith("relu seed 0: new (")
+
+
+def test_an_unfinished_run_is_not_reused(studies: dict[str, Any], tmp_path: Path) -> None:
+    """A run stopped before its evaluation (checkpoints, no metrics) is no result to copy."""
+    elsewhere = load_study(write_study(tmp_path / "x", tmp_path / "x" / "out", ONE_SEED))
+    stopped = next(p for p in plan(elsewhere) if p.cell.key == "relu/seed0")
+    train(stopped.recipe, show_progress=False, stop_after_steps=5)
+    path = write_study(tmp_path / "y", tmp_path / "y" / "out", ONE_SEED)
+    listed = CliRunner().invoke(study_command, [str(path), "--dry-run", "--reuse", str(elsewhere.output_dir)])
+    assert listed.exit_code == 0 and "would reuse" not in listed.output
+
+
+def test_a_reuse_directory_that_does_not_exist_is_a_one_line_error(tmp_path: Path) -> None:
+    path = write_study(tmp_path, tmp_path / "out", ONE_SEED)
+    result = CliRunner().invoke(study_command, [str(path), "--reuse", str(tmp_path / "nope")])
+    assert result.exit_code == 2 and "'--reuse': Directory" in result.output
+    assert not (tmp_path / "out").exists()
