@@ -141,6 +141,58 @@ def collect(spec: StudySpec) -> list[dict[str, Any]]:
     return rows
 
 
+def learning_curves(spec: StudySpec) -> dict[str, dict[str, Any]]:
+    """label -> its validation history averaged over the finished seeds, and its end point.
+
+    ``validation``: one point per epoch that every finished seed validated (clean and
+    PGD-10 accuracy on the fixed test subset, see
+    :func:`~sat_toolkit.engine.evaluation.validate`); ``final``: the final evaluation's
+    clean and worst-case accuracy, at the run's last epoch. Why: a table of end points
+    cannot show whether more training would still have helped, the curve can. Labels
+    whose runs validated never are left out.
+    """
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for cell in cells(spec):
+        metrics = read_metrics(cell.run_dir)
+        if metrics is not None:
+            runs.setdefault(cell.label, []).append(metrics)
+    out = {}
+    for label, members in runs.items():
+        histories = [
+            {v["epoch"]: v for v in m.get("validation") or [] if _finite(v.get("robust_accuracy"))}
+            for m in members
+        ]
+        shared = sorted(set.intersection(*(set(h) for h in histories)))
+        if not shared:
+            continue
+        epochs = {m.get("epochs") for m in members}
+        out[label] = {
+            "seeds": len(members),
+            "validation": [
+                {
+                    "epoch": epoch,
+                    "clean_accuracy": statistics.fmean(h[epoch]["clean_accuracy"] for h in histories),
+                    "robust_accuracy": statistics.fmean(h[epoch]["robust_accuracy"] for h in histories),
+                }
+                for epoch in shared
+            ],
+            "final": {
+                "epoch": epochs.pop() if len(epochs) == 1 else None,
+                **{key: _mean_of(m["evaluation"].get(key) for m in members) for key in METRICS[:2]},
+            },
+        }
+    return out
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _mean_of(values: Any) -> float | None:
+    kept = [v for v in values if _finite(v)]
+    return statistics.fmean(kept) if kept else None
+
+
 def _by_seed(metric: dict[str, Any]) -> dict[int, float]:
     return {source["seed"]: source["value"] for source in metric["runs"]}
 

@@ -1,8 +1,9 @@
-"""The study's figure: clean vs robust accuracy, one point per cell label, like the paper's.
+"""The study's figures: clean vs robust accuracy per cell label, like the paper's, and
+each label's learning curves.
 
-Error bars are the sample std over seeds in each direction; each group (a capacity, say)
-gets its own marker and colour, and the baseline of each group is drawn hollow so the
-eye finds the reference point first.
+Scatter: error bars are the sample std over seeds in each direction; each group (a
+capacity, say) gets its own marker and colour, and the baseline of each group is drawn
+hollow so the eye finds the reference point first.
 """
 
 from __future__ import annotations
@@ -59,6 +60,54 @@ def scatter(
         ax.legend(fontsize=8)
     fig.tight_layout()
     place_labels(ax, labels)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    plt.close(fig)
+    return path
+
+
+def curves(learning: dict[str, dict[str, Any]], path: Path, *, title: str) -> Path:
+    """Write ``path`` (PNG): clean and PGD-10 validation accuracy by epoch, one line per
+    label (see :func:`~sat_toolkit.study.aggregate.learning_curves`), and the final
+    evaluation at the last epoch (its clean accuracy continues the clean line; its worst
+    case is a cross, from stronger attacks than the line's PGD-10)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, (clean_ax, robust_ax) = plt.subplots(1, 2, figsize=(9.6, 4.2), dpi=120, sharex=True)
+    for index, (label, curve) in enumerate(learning.items()):
+        colour = f"C{index % 10}"
+        epochs = [p["epoch"] for p in curve["validation"]]
+        final = curve["final"]
+        clean = [100 * p["clean_accuracy"] for p in curve["validation"]]
+        robust = [100 * p["robust_accuracy"] for p in curve["validation"]]
+        if final["epoch"] is not None and final["clean_accuracy"] is not None:
+            epochs_clean, clean = [*epochs, final["epoch"]], [*clean, 100 * final["clean_accuracy"]]
+        else:
+            epochs_clean = epochs
+        clean_ax.plot(epochs_clean, clean, "-o", color=colour, markersize=3, label=label)
+        robust_ax.plot(epochs, robust, "-o", color=colour, markersize=3, label=label)
+        if final["epoch"] is not None and final["robust_accuracy"] is not None:
+            robust_ax.plot(final["epoch"], 100 * final["robust_accuracy"], "x", color=colour, markersize=7)
+    from matplotlib.lines import Line2D
+
+    clean_ax.set_ylabel("clean accuracy (%)")
+    robust_ax.set_ylabel("robust accuracy (%)")
+    for ax in (clean_ax, robust_ax):
+        ax.set_xlabel("epoch")
+        ax.grid(True, alpha=0.3)
+    handles, names = clean_ax.get_legend_handles_labels()
+    handles += [
+        Line2D([], [], color="grey", marker="o", markersize=3, label="validation (robust: PGD-10)"),
+        Line2D([], [], color="grey", marker="x", linestyle="", markersize=7, label="final worst case"),
+    ]
+    names += ["validation (robust: PGD-10)", "final worst case"]
+    rows = -(-len(handles) // 6)
+    fig.legend(handles, names, loc="lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.05 * rows + 0.02, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png")
     plt.close(fig)

@@ -1,4 +1,5 @@
-"""The study report: ``report.md`` (the paper's table layout), ``report.json``, ``scatter.png``.
+"""The study report: ``report.md`` (the paper's table layout), ``report.json``, ``scatter.png``
+and, where the runs validated during training, ``curves.png``.
 
 Everything is rebuilt from the run directories and the ledger, never from memory of the
 current invocation, so ``--report-only`` gives the same report as the run that finished
@@ -15,7 +16,7 @@ from typing import Any
 
 from sat_toolkit.errors import SatError
 from sat_toolkit.recipe import RECIPE_FILE
-from sat_toolkit.study.aggregate import collect
+from sat_toolkit.study.aggregate import collect, learning_curves
 from sat_toolkit.study.grid import cells, read_metrics
 from sat_toolkit.study.ledger import Ledger, hardware, wall_clock_seconds
 from sat_toolkit.study.reuse import reused_from
@@ -24,6 +25,7 @@ from sat_toolkit.study.spec import StudySpec
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
 SCATTER_PNG = "scatter.png"
+CURVES_PNG = "curves.png"
 STATISTICS = (
     "accuracies are fractions of the evaluated test images; mean = statistics.fmean over seeds, "
     "std = statistics.stdev (sample std, n - 1; null for one seed); a change vs the baseline is "
@@ -46,12 +48,13 @@ def write_report(
             f"(sat-toolkit study {spec.path})"
         )
     context = _context(spec, rows, command)
+    learning = learning_curves(spec)
     out = spec.output_dir
     out.mkdir(parents=True, exist_ok=True)
-    payload = {**context, "rows": rows}
+    payload = {**context, "rows": rows, "learning_curves": learning}
     _atomic_write(out / REPORT_JSON, json.dumps(payload, indent=2) + "\n")
-    _atomic_write(out / REPORT_MD, markdown(spec, rows, context))
-    from sat_toolkit.study.plot import scatter
+    _atomic_write(out / REPORT_MD, markdown(spec, rows, context, curves=bool(learning)))
+    from sat_toolkit.study.plot import curves, scatter
 
     compare = spec.compare_axis
     scatter(
@@ -62,7 +65,13 @@ def write_report(
         baseline=spec.baseline,
     )
     paths = {"markdown": out / REPORT_MD, "json": out / REPORT_JSON, "scatter": out / SCATTER_PNG}
-    echo(f"report: {paths['markdown']} ({paths['json'].name}, {paths['scatter'].name})")
+    if learning:
+        title = f"{spec.name}: validation by epoch, mean over finished seeds"
+        paths["curves"] = curves(learning, out / CURVES_PNG, title=title)
+    else:
+        (out / CURVES_PNG).unlink(missing_ok=True)  # from an earlier report whose runs are gone
+    figures = ", ".join(p.name for key, p in paths.items() if key != "markdown")
+    echo(f"report: {paths['markdown']} ({figures})")
     return paths
 
 
@@ -178,7 +187,9 @@ def _duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
 
 
-def markdown(spec: StudySpec, rows: list[dict[str, Any]], context: dict[str, Any]) -> str:
+def markdown(
+    spec: StudySpec, rows: list[dict[str, Any]], context: dict[str, Any], *, curves: bool = False
+) -> str:
     """The report as markdown: header (provenance) then the table(s)."""
     lines = [f"# Study `{spec.name}`", ""]
     if spec.description:
@@ -234,6 +245,16 @@ def markdown(spec: StudySpec, rows: list[dict[str, Any]], context: dict[str, Any
     if compare and len(groups) > 1:
         lines += _across_groups(spec, groups)
     lines += ["![clean vs robust accuracy](scatter.png)", ""]
+    if curves:
+        lines += [
+            "Learning curves: the validation after each epoch (clean and PGD-10 accuracy on "
+            "`train.validate_samples` fixed test images), mean over each row's finished seeds, "
+            "and at the last epoch the final evaluation (clean accuracy on the line; the worst "
+            "case as a cross). Their numbers are report.json's `learning_curves`.",
+            "",
+            f"![learning curves]({CURVES_PNG})",
+            "",
+        ]
     return "\n".join(lines)
 
 
