@@ -180,6 +180,7 @@ def test_report_markdown_states_provenance_and_the_paper_table(study: dict[str, 
     assert "test images evaluated per run: 100" in text
     assert f"torch {torch.__version__.split('+')[0]}" in text and "cores" in text
     assert "wall time:" in text and "command: `sat-toolkit study tiny.toml`" in text
+    assert "- runs trained and evaluated on: cpu\n" in text  # each run's metrics.json says where it ran
     assert "| activation | clean acc % | robust acc % (worst case) | PGD (pgd5) % |" in text
     assert "| relu |" in text and "(baseline)" in text
 

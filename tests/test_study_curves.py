@@ -15,11 +15,18 @@ from sat_toolkit.study import load_study, write_report
 from sat_toolkit.study.aggregate import learning_curves
 
 
-def _plant(run_dir: Path, validation: list[tuple[int, float, float]], clean: float, robust: float) -> None:
-    """A finished run's metrics.json as the trainer writes it (the fields the curves read)."""
+def _plant(
+    run_dir: Path,
+    validation: list[tuple[int, float, float]],
+    clean: float,
+    robust: float,
+    device: str = "cpu",
+) -> None:
+    """A finished run's metrics.json as the trainer writes it (the fields the report reads)."""
     run_dir.mkdir(parents=True)
     metrics: dict[str, Any] = {
         "epochs": 3,
+        "device": device,
         "validation": [
             {"epoch": e, "clean_accuracy": c, "robust_accuracy": r, "fgsm_accuracy": r}
             for e, c, r in validation
@@ -37,7 +44,8 @@ def test_curves_average_the_epochs_every_seed_validated_and_end_at_the_final_eva
     _plant(out / "relu" / "seed0", [(1, 0.60, 0.40), (2, 0.70, 0.50)], clean=0.75, robust=0.45)
     # Seed 1 validated one epoch more (a later resume, say): only epochs both seeds have are averaged.
     _plant(out / "relu" / "seed1", [(1, 0.64, 0.42), (2, 0.74, 0.56), (3, 0.9, 0.9)], clean=0.79, robust=0.47)
-    _plant(out / "silu" / "seed0", [], clean=0.70, robust=0.40)  # never validated: no curve
+    # Never validated: no curve. Trained on a GPU, which the report's header names.
+    _plant(out / "silu" / "seed0", [], clean=0.70, robust=0.40, device="cuda:0 (NVIDIA H100 80GB HBM3)")
 
     curves = learning_curves(spec)
     assert list(curves) == ["relu"]
@@ -57,6 +65,10 @@ def test_curves_average_the_epochs_every_seed_validated_and_end_at_the_final_eva
     with Image.open(paths["curves"]) as image:
         assert image.format == "PNG" and image.size[0] > image.size[1]
     assert "![learning curves](curves.png)" in paths["markdown"].read_text()
+    assert (
+        "- runs trained and evaluated on: cpu, cuda:0 (NVIDIA H100 80GB HBM3)\n"
+        in paths["markdown"].read_text()
+    )
 
 
 def test_a_study_whose_runs_never_validated_has_no_curves(tmp_path: Path) -> None:

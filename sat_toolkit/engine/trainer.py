@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from sat_toolkit.attacks.checked import as_attack_result, checked_result
 from sat_toolkit.attacks.result import AttackResult
+from sat_toolkit.devices import describe as describe_device
 from sat_toolkit.engine.checkpoint import (
     TrainState,
     checkpoint_problem,
@@ -619,7 +620,8 @@ def finish(run: TrainingRun, show_progress: bool) -> RunSummary:
         * recipe.optimizer.grad_accumulation,
         # Identical rows prove every rank ended with the same weights (DDP kept them in sync).
         "rank_weight_fingerprints": fingerprints.tolist(),
-        "device": str(accelerator.device),
+        # "cuda:0 (NVIDIA H100 80GB HBM3)": which card, so a study's report can say where it ran.
+        "device": describe_device(accelerator.device),
         "validation": run.history,
         # The first catastrophic-overfitting collapse the guard saw, or null.
         "overfitting": _overfitting_record(run),

@@ -110,6 +110,7 @@ def _context(spec: StudySpec, rows: list[dict[str, Any]], command: str | None) -
         "eps": sorted({_train_eps(c.run_dir) for c in finished} - {None}),
         "eval_attacks": _attacks(evaluations),
         "hardware": machines,
+        "devices": sorted({str(read_metrics(c.run_dir).get("device") or "unknown") for c in finished}),
         "hardware_of_report": hardware(),
         "wall_seconds": {
             "elapsed": round(wall_clock_seconds(invocations), 2),
@@ -303,6 +304,8 @@ def _header(context: dict[str, Any]) -> list[str]:
             f"- hardware: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}, "
             f"Python {machine['python']}{note}"
         )
+    if context["devices"]:
+        lines.append(f"- runs trained and evaluated on: {', '.join(context['devices'])}")
     wall = context["wall_seconds"]
     jobs = sorted({f"{i['jobs']} job(s) x {i['threads_per_job']} thread(s)" for i in context["invocations"]})
     if wall["invocations"]:
