@@ -149,7 +149,7 @@ def learning_curves(spec: StudySpec) -> dict[str, dict[str, Any]]:
     :func:`~sat_toolkit.engine.evaluation.validate`); ``final``: the final evaluation's
     clean and worst-case accuracy, at the run's last epoch. Why: a table of end points
     cannot show whether more training would still have helped, the curve can. Labels
-    whose runs validated never are left out.
+    whose runs never validated are left out.
     """
     runs: dict[str, list[dict[str, Any]]] = {}
     for cell in cells(spec):

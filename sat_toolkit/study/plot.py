@@ -75,6 +75,7 @@ def curves(learning: dict[str, dict[str, Any]], path: Path, *, title: str) -> Pa
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     fig, (clean_ax, robust_ax) = plt.subplots(1, 2, figsize=(9.6, 4.2), dpi=120, sharex=True)
     for index, (label, curve) in enumerate(learning.items()):
@@ -91,8 +92,6 @@ def curves(learning: dict[str, dict[str, Any]], path: Path, *, title: str) -> Pa
         robust_ax.plot(epochs, robust, "-o", color=colour, markersize=3, label=label)
         if final["epoch"] is not None and final["robust_accuracy"] is not None:
             robust_ax.plot(final["epoch"], 100 * final["robust_accuracy"], "x", color=colour, markersize=7)
-    from matplotlib.lines import Line2D
-
     clean_ax.set_ylabel("clean accuracy (%)")
     robust_ax.set_ylabel("robust accuracy (%)")
     for ax in (clean_ax, robust_ax):
