@@ -55,7 +55,7 @@ def _relevant(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _as_read_back(recipe: Recipe) -> dict[str, Any]:
+def as_read_back(recipe: Recipe) -> dict[str, Any]:
     """The recipe as a later ``tomllib`` read of the saved file will see it (lists, not tuples)."""
     return tomllib.loads(recipe.to_toml())
 
@@ -205,7 +205,7 @@ def check_run_dir(run_dir: str | Path, recipe: Recipe, resume: bool) -> bool:
             f"{run_dir} is not empty and holds no {RECIPE_FILE} (not a sat-toolkit run); "
             "pick another run.output_dir"
         )
-    changed = differences(_read_saved(saved_path), _as_read_back(recipe))
+    changed = differences(_read_saved(saved_path), as_read_back(recipe))
     if changed:
         shown = "; ".join(changed[:4]) + (f"; and {len(changed) - 4} more" if len(changed) > 4 else "")
         if is_failed_start(run_dir):
@@ -237,7 +237,7 @@ def save_resolved_recipe(recipe: Recipe, run_dir: str | Path) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / RECIPE_FILE
     if path.exists():
-        changed = differences(_read_saved(path), _as_read_back(recipe))
+        changed = differences(_read_saved(path), as_read_back(recipe))
         if changed:
             raise SatError(f"{path} belongs to a different run ({changed[0]}); not overwriting it")
     tmp = path.with_name(f".{RECIPE_FILE}.{os.getpid()}.tmp")

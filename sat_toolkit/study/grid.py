@@ -187,12 +187,12 @@ def _which(where: list[str]) -> str:
 
 def _changes(run_dir: Path, recipe: Recipe) -> str:
     """``train.epochs: 1 -> 2; ...`` between the saved run and this cell's recipe ('' if unreadable)."""
-    from sat_toolkit.recipe.rundir import differences
+    from sat_toolkit.recipe.rundir import as_read_back, differences
     from sat_toolkit.recipe.toml_io import TOMLDecodeError, tomllib
 
     try:
         saved = tomllib.loads((run_dir / RECIPE_FILE).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, TOMLDecodeError):
         return ""
-    changed = differences(saved, tomllib.loads(recipe.to_toml()))
+    changed = differences(saved, as_read_back(recipe))
     return "; ".join(changed[:3]) + (f"; and {len(changed) - 3} more" if len(changed) > 3 else "")

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sat_toolkit.recipe import RECIPE_FILE, Recipe
-from sat_toolkit.recipe.rundir import RunInProgress, differences, hold_run_lock
+from sat_toolkit.recipe.rundir import RunInProgress, as_read_back, differences, hold_run_lock
 from sat_toolkit.recipe.toml_io import TOMLDecodeError, tomllib
 from sat_toolkit.study.grid import METRICS_FILE, PlannedCell, read_metrics, run_log
 from sat_toolkit.study.ledger import now
@@ -67,7 +67,7 @@ def finished_runs(directories: Iterable[Path]) -> list[FinishedRun]:
 
 def match(recipe: Recipe, runs: Sequence[FinishedRun], *, exclude: Path | None = None) -> FinishedRun | None:
     """The first of ``runs`` made from ``recipe`` (no result-changing key differs), else None."""
-    wanted = tomllib.loads(recipe.to_toml())
+    wanted = as_read_back(recipe)
     for run in runs:
         if exclude is not None and run.run_dir.resolve() == exclude.resolve():
             continue
