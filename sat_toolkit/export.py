@@ -17,9 +17,9 @@ from typing import Any
 from torch import nn
 
 from sat_toolkit.errors import SatError
+from sat_toolkit.recipe.rundir import MODEL_FILE
 
 CONFIG_KEY = "sat_config"
-MODEL_FILE = "model.safetensors"
 
 
 def save_model(model: nn.Module, sat_config: dict[str, Any], path: str | Path) -> Path:

@@ -20,6 +20,7 @@ from torch import nn
 from sat_toolkit.commands.table import format_table
 from sat_toolkit.errors import SatError
 from sat_toolkit.evaluation.suites import DEFAULT_SUITE, suite_names
+from sat_toolkit.recipe.rundir import MODEL_FILE
 
 
 @dataclasses.dataclass
@@ -389,9 +390,9 @@ def _output_path(
         return output
     from sat_toolkit.evaluation.suites import parse_attack_option
 
-    # A run directory's model.safetensors needs no name; any other file is named, so two weights
-    # files in one folder never share a report.
-    stem = "" if model_file.name == "model.safetensors" else model_file.name.replace(".", "_") + "-"
+    # A run directory's model needs no name; any other file is named, so two weights files in
+    # one folder never share a report.
+    stem = "" if model_file.name == MODEL_FILE else model_file.name.replace(".", "_") + "-"
     what = "+".join([suite, *(parse_attack_option(text)[0] for text in attacks)])
     return model_file.parent / f"eval-{stem}{what}-{norm}-eps{eps:.4g}-n{n}-seed{seed}.json"
 

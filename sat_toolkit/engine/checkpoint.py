@@ -43,22 +43,24 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils.constants import OPTIMIZER_NAME, SAFE_WEIGHTS_NAME, SCHEDULER_NAME
 
 from sat_toolkit.engine.ema import EMA_FILE
 from sat_toolkit.engine.rng import load_rng_state, rng_state_problem, save_rng_state
 from sat_toolkit.errors import SatError
+from sat_toolkit.recipe.rundir import CHECKPOINT_DIR
 
 if TYPE_CHECKING:
     from sat_toolkit.engine.ema import WeightEMA
 
-CHECKPOINT_DIR = "checkpoints"
 TRAIN_STATE_FILE = "train_state.json"
 TRAIN_STATE_FORMAT = 2  # 2: the divergence guard's reference and warning step
 MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = 1
-MODEL_FILE = "model.safetensors"
-OPTIMIZER_FILE = "optimizer.bin"
-SCHEDULER_FILE = "scheduler.bin"
+# The names Accelerator.save_state gives one model, optimiser and scheduler.
+MODEL_FILE = SAFE_WEIGHTS_NAME
+OPTIMIZER_FILE = f"{OPTIMIZER_NAME}.bin"
+SCHEDULER_FILE = f"{SCHEDULER_NAME}.bin"
 # Files every checkpoint of this engine holds (one model, one optimiser, one lr scheduler,
 # rank 0's RNG state).
 REQUIRED_FILES = (MODEL_FILE, OPTIMIZER_FILE, SCHEDULER_FILE, "rng_state_0.json", TRAIN_STATE_FILE)

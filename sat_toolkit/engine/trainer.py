@@ -60,12 +60,9 @@ from sat_toolkit.errors import SatError
 from sat_toolkit.export import save_model
 from sat_toolkit.objectives import Objective, build_objective
 from sat_toolkit.plugins.provenance import run_plugins
-from sat_toolkit.recipe import Recipe, check_run_dir, save_resolved_recipe
+from sat_toolkit.recipe import METRICS_FILE, MODEL_FILE, Recipe, check_run_dir, save_resolved_recipe
 from sat_toolkit.recipe.rundir import RunInProgress, hold_run_lock, is_failed_start
 from sat_toolkit.schedules import lambda_lr
-
-METRICS_FILE = "metrics.json"
-MODEL_FILE = "model.safetensors"
 
 
 class NonFiniteLossError(SatError):

@@ -12,7 +12,14 @@ from sat_toolkit.recipe.errors import Problem, RecipeError
 from sat_toolkit.recipe.loader import load_recipe, recipe_from_toml
 from sat_toolkit.recipe.numbers import is_fraction, parse_number
 from sat_toolkit.recipe.overrides import apply_overrides, parse_override, parse_value
-from sat_toolkit.recipe.rundir import RECIPE_FILE, RUN_IRRELEVANT_KEYS, check_run_dir, save_resolved_recipe
+from sat_toolkit.recipe.rundir import (
+    METRICS_FILE,
+    MODEL_FILE,
+    RECIPE_FILE,
+    RUN_IRRELEVANT_KEYS,
+    check_run_dir,
+    save_resolved_recipe,
+)
 from sat_toolkit.recipe.schema import (
     AttackConfig,
     CheckpointConfig,
@@ -28,6 +35,8 @@ from sat_toolkit.recipe.schema import (
 )
 
 __all__ = [
+    "METRICS_FILE",
+    "MODEL_FILE",
     "RECIPE_FILE",
     "RUN_IRRELEVANT_KEYS",
     "AttackConfig",

@@ -28,11 +28,17 @@ from sat_toolkit.errors import SatError
 from sat_toolkit.recipe.schema import Recipe
 from sat_toolkit.recipe.toml_io import TOMLDecodeError, tomllib
 
+# A run directory's layout, declared here (torch-free) for the engine that writes it and
+# for export, eval and study, which read it.
 RECIPE_FILE = "recipe.toml"
-#: What a run that got anywhere leaves behind: checkpoints (sat_toolkit.engine.checkpoint's
-#: folder) or the finished run's model and metrics. A directory with none of them is a
-#: failed start.
-PROGRESS_FILES: tuple[str, ...] = ("checkpoints", "model.safetensors", "metrics.json")
+CHECKPOINT_DIR = "checkpoints"
+MODEL_FILE = "model.safetensors"
+#: Written last by a finished run (and by a run the overfitting check stopped): its presence
+#: is what marks a run finished.
+METRICS_FILE = "metrics.json"
+#: What a run that got anywhere leaves behind: checkpoints or the finished run's model and
+#: metrics. A directory with none of them is a failed start.
+PROGRESS_FILES: tuple[str, ...] = (CHECKPOINT_DIR, MODEL_FILE, METRICS_FILE)
 RUN_IRRELEVANT_KEYS: tuple[str, ...] = (
     "logging",
     "checkpoint",

@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from sat_toolkit.errors import SatError
-from sat_toolkit.recipe import RECIPE_FILE, Recipe, RecipeError, check_run_dir, load_recipe
+from sat_toolkit.recipe import METRICS_FILE, RECIPE_FILE, Recipe, RecipeError, check_run_dir, load_recipe
 from sat_toolkit.recipe.rundir import RunInProgress
 from sat_toolkit.study.spec import LABEL_SEPARATOR, StudyError, StudySpec
 
-METRICS_FILE = "metrics.json"
 LOG_DIR = "logs"
 
 

@@ -22,15 +22,15 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sat_toolkit.recipe import RECIPE_FILE, Recipe
+from sat_toolkit.recipe import METRICS_FILE, MODEL_FILE, RECIPE_FILE, Recipe
 from sat_toolkit.recipe.rundir import RunInProgress, as_read_back, differences, hold_run_lock
 from sat_toolkit.recipe.toml_io import TOMLDecodeError, tomllib
-from sat_toolkit.study.grid import METRICS_FILE, PlannedCell, read_metrics, run_log
+from sat_toolkit.study.grid import PlannedCell, read_metrics, run_log
 from sat_toolkit.study.ledger import now
 
 REUSED_FILE = "reused.json"
 #: What a finished run is made of; metrics.json last, since it is what marks a run finished.
-RUN_FILES = (RECIPE_FILE, "model.safetensors", REUSED_FILE, METRICS_FILE)
+RUN_FILES = (RECIPE_FILE, MODEL_FILE, REUSED_FILE, METRICS_FILE)
 
 
 @dataclasses.dataclass(frozen=True)
