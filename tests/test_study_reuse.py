@@ -14,6 +14,7 @@ from test_study import STUDY, Counter, write_study
 
 from sat_toolkit.commands.study import study_command
 from sat_toolkit.engine.trainer import train
+from sat_toolkit.recipe.rundir import as_read_back, differences
 from sat_toolkit.study import load_study, plan, run_study
 from sat_toolkit.study import runner as study_runner
 
@@ -116,3 +117,59 @@ def test_a_reuse_directory_that_does_not_exist_is_a_one_line_error(tmp_path: Pat
     result = CliRunner().invoke(study_command, [str(path), "--reuse", str(tmp_path / "nope")])
     assert result.exit_code == 2 and "'--reuse': Directory" in result.output
     assert not (tmp_path / "out").exists()
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "recipes" / "studies"
+
+
+def _shipped_recipes(name: str, tmp_path: Path) -> dict[str, dict[str, Any]]:
+    """cell key -> the recipe as its run directory would hold it, for a shipped study."""
+    spec = load_study(SHIPPED / f"{name}.toml", output_dir=tmp_path / name)
+    return {p.cell.key: as_read_back(p.recipe) for p in plan(spec)}
+
+
+def test_shipped_studies_share_the_cells_their_headers_say_they_share(tmp_path: Path) -> None:
+    """The cells that the study files (and docs/results/README.md) say --reuse copies from
+    another study resolve to the same run there, so editing one study cannot silently
+    make the other train them again, or compare rows trained differently."""
+    protocol = _shipped_recipes("fashion_mnist_protocol", tmp_path)
+    budget = _shipped_recipes("fashion_mnist_budget", tmp_path)
+    activations = _shipped_recipes("fashion_mnist_activations_converged", tmp_path)
+    objectives = _shipped_recipes("fashion_mnist_objectives", tmp_path)
+    epochs = next(iter(activations.values()))["train"]["epochs"]
+    shared = [("fashion_mnist_budget", "e6+relu/seed0", "fashion_mnist_protocol", "fc_head/seed0")]
+    # The converged budget is one the sweep ran, so its ReLU and SiLU cells are the sweep's.
+    shared += [
+        (
+            "fashion_mnist_activations_converged",
+            f"{act}/seed0",
+            "fashion_mnist_budget",
+            f"e{epochs}+{act}/seed0",
+        )
+        for act in ("relu", "silu")
+    ]
+    # The objective study's PGD-AT row is the activation study's.
+    shared += [
+        (
+            "fashion_mnist_objectives",
+            f"pgd_at+{act}/seed{seed}",
+            "fashion_mnist_activations_converged",
+            f"{act}/seed{seed}",
+        )
+        for act in ("relu", "silu", "parametric_softplus")
+        for seed in (0, 1, 2)
+    ]
+    recipes = {
+        "fashion_mnist_protocol": protocol,
+        "fashion_mnist_budget": budget,
+        "fashion_mnist_activations_converged": activations,
+        "fashion_mnist_objectives": objectives,
+    }
+    for study, key, other_study, other_key in shared:
+        assert key in recipes[study], f"{study} has no cell {key}"
+        assert other_key in recipes[other_study], f"{other_study} has no cell {other_key}"
+        assert differences(recipes[other_study][other_key], recipes[study][key]) == [], (study, key)
+    # ...and no other cell of the objective study is one the activation study trains.
+    for key, recipe in objectives.items():
+        if not key.startswith("pgd_at+"):
+            assert all(differences(other, recipe) for other in activations.values()), key
