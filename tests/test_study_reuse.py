@@ -137,6 +137,10 @@ def test_shipped_studies_share_the_cells_their_headers_say_they_share(tmp_path: 
     activations = _shipped_recipes("fashion_mnist_activations_converged", tmp_path)
     objectives = _shipped_recipes("fashion_mnist_objectives", tmp_path)
     epochs = next(iter(activations.values()))["train"]["epochs"]
+    gradient = _shipped_recipes("fashion_mnist_gradient_converged", tmp_path)
+    assert {r["train"]["epochs"] for r in gradient.values()} == {epochs}, (
+        "the converged studies share one budget"
+    )
     shared = [("fashion_mnist_budget", "e6+relu/seed0", "fashion_mnist_protocol", "fc_head/seed0")]
     # The converged budget is one the sweep ran, so its ReLU and SiLU cells are the sweep's.
     shared += [
