@@ -3,9 +3,9 @@
 # cell that finished.
 #
 # Why: on the 2-core CPU these studies ran on so far, one 6-epoch Fashion-MNIST cell takes
-# 1.5-1.8 h, and the programme of docs/results/README.md is about 100 such hours. A GPU
-# should take about a minute per cell (an estimate: no study has run on one yet), so one
-# device call can finish what would take weeks of sessions here.
+# 1.5-1.8 h (a TRADES or MART cell about 6.5 h), and the programme of docs/results/README.md
+# is about 190 cell-hours. A GPU should take minutes per cell (an estimate: no study has
+# run on one yet), so a few device calls can finish what would take weeks of sessions here.
 #
 # 1. Here, once:     bash benchmarks/gpu_studies.sh prepare
 #    Puts the wheels the device image lacks into .whl/ and the Fashion-MNIST IDX files into
