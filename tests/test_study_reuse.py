@@ -100,6 +100,8 @@ def test_only_a_run_of_the_same_recipe_in_every_result_changing_key_is_reused(
     first = listed.output.splitlines()[0]
     would = f"relu seed 0: new, would reuse the run in {source / 'relu' / 'seed0'}"
     assert first.startswith(would) if reused else first.startswith("relu seed 0: new (")
+    summary = "2 cells; 0 finished, 2 to copy with --reuse" if reused else "2 cells; 0 finished"
+    assert listed.output.splitlines()[-1] == summary
 
 
 def test_an_unfinished_run_is_not_reused(studies: dict[str, Any], tmp_path: Path) -> None:

@@ -96,6 +96,8 @@ def study_command(
             if p.cell.key in reusable:
                 how = f"new, would reuse the run in {reusable[p.cell.key].origin}"
             click.echo(f"{p.cell.label} seed {p.cell.seed}: {how} ({p.cell.run_dir})")
-        click.echo(f"{len(planned)} cells; {sum(p.status == 'done' for p in planned)} finished")
+        finished = sum(p.status == "done" for p in planned)
+        copied = f", {len(reusable)} to copy with --reuse" if reusable else ""
+        click.echo(f"{len(planned)} cells; {finished} finished{copied}")
         return
     run_study(spec, jobs=jobs, command=command, echo=click.echo, only=only, reuse=reuse)
