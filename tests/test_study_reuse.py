@@ -14,7 +14,9 @@ from test_study import STUDY, Counter, write_study
 
 from sat_toolkit.commands.study import study_command
 from sat_toolkit.engine.trainer import train
+from sat_toolkit.recipe import RECIPE_FILE
 from sat_toolkit.recipe.rundir import as_read_back, differences
+from sat_toolkit.recipe.toml_io import tomllib
 from sat_toolkit.study import load_study, plan, run_study
 from sat_toolkit.study import runner as study_runner
 
@@ -121,61 +123,51 @@ def test_a_reuse_directory_that_does_not_exist_is_a_one_line_error(tmp_path: Pat
     assert not (tmp_path / "out").exists()
 
 
-SHIPPED = Path(__file__).resolve().parents[1] / "recipes" / "studies"
+REPO = Path(__file__).resolve().parents[1]
+PUBLISHED = REPO / "docs" / "results"
 
 
 def _shipped_recipes(name: str, tmp_path: Path) -> dict[str, dict[str, Any]]:
     """cell key -> the recipe as its run directory would hold it, for a shipped study."""
-    spec = load_study(SHIPPED / f"{name}.toml", output_dir=tmp_path / name)
+    spec = load_study(REPO / "recipes" / "studies" / f"{name}.toml", output_dir=tmp_path / name)
     return {p.cell.key: as_read_back(p.recipe) for p in plan(spec)}
 
 
-def test_shipped_studies_share_the_cells_their_headers_say_they_share(tmp_path: Path) -> None:
+def _published_recipe(study: str, key: str) -> dict[str, Any]:
+    """The recipe a published run holds: what --reuse compares a cell with."""
+    return tomllib.loads((PUBLISHED / study / key / RECIPE_FILE).read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("native_bf16", [False, True], ids=["fp32-machine", "bf16-machine"])
+def test_shipped_studies_share_the_cells_their_headers_say_they_share(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, native_bf16: bool
+) -> None:
     """The cells that the study files (and docs/results/README.md) say --reuse copies from
-    another study resolve to the same run there, so editing one study cannot silently
-    make the other train them again, or compare rows trained differently."""
-    protocol = _shipped_recipes("fashion_mnist_protocol", tmp_path)
+    another study resolve to the same run there, on a machine like the one the published
+    runs came from (no native bf16) and on one unlike it, so editing one study, or running
+    it elsewhere, cannot silently make it train them again or compare unlike runs."""
+    monkeypatch.setattr("sat_toolkit.devices.native_bf16", lambda device=None: native_bf16)
     budget = _shipped_recipes("fashion_mnist_budget", tmp_path)
     activations = _shipped_recipes("fashion_mnist_activations_converged", tmp_path)
     objectives = _shipped_recipes("fashion_mnist_objectives", tmp_path)
-    epochs = next(iter(activations.values()))["train"]["epochs"]
     gradient = _shipped_recipes("fashion_mnist_gradient_converged", tmp_path)
+    epochs = activations["relu/seed0"]["train"]["epochs"]
     assert {r["train"]["epochs"] for r in gradient.values()} == {epochs}, (
         "the converged studies share one budget"
     )
-    shared = [("fashion_mnist_budget", "e6+relu/seed0", "fashion_mnist_protocol", "fc_head/seed0")]
-    # The converged budget is one the sweep ran, so its ReLU and SiLU cells are the sweep's.
-    shared += [
-        (
-            "fashion_mnist_activations_converged",
-            f"{act}/seed0",
-            "fashion_mnist_budget",
-            f"e{epochs}+{act}/seed0",
-        )
-        for act in ("relu", "silu")
-    ]
-    # The objective study's PGD-AT row is the activation study's.
-    shared += [
-        (
-            "fashion_mnist_objectives",
-            f"pgd_at+{act}/seed{seed}",
-            "fashion_mnist_activations_converged",
-            f"{act}/seed{seed}",
-        )
+    assert epochs in {r["train"]["epochs"] for r in budget.values()}, (
+        "the converged budget is one the sweep ran"
+    )
+
+    fc_head = {seed: _published_recipe("fashion_mnist_protocol", f"fc_head/seed{seed}") for seed in (0, 1, 2)}
+    pairs = [(budget["e6+relu/seed0"], fc_head[0])]
+    if epochs == 6:  # the activation study's ReLU row is then the ablation's published fc_head row
+        pairs += [(activations[f"relu/seed{seed}"], fc_head[seed]) for seed in (0, 1, 2)]
+    pairs += [(activations[f"{act}/seed0"], budget[f"e{epochs}+{act}/seed0"]) for act in ("relu", "silu")]
+    pairs += [
+        (objectives[f"pgd_at+{act}/seed{seed}"], activations[f"{act}/seed{seed}"])
         for act in ("relu", "silu", "parametric_softplus")
         for seed in (0, 1, 2)
     ]
-    recipes = {
-        "fashion_mnist_protocol": protocol,
-        "fashion_mnist_budget": budget,
-        "fashion_mnist_activations_converged": activations,
-        "fashion_mnist_objectives": objectives,
-    }
-    for study, key, other_study, other_key in shared:
-        assert key in recipes[study], f"{study} has no cell {key}"
-        assert other_key in recipes[other_study], f"{other_study} has no cell {other_key}"
-        assert differences(recipes[other_study][other_key], recipes[study][key]) == [], (study, key)
-    # ...and no other cell of the objective study is one the activation study trains.
-    for key, recipe in objectives.items():
-        if not key.startswith("pgd_at+"):
-            assert all(differences(other, recipe) for other in activations.values()), key
+    for cell, source in pairs:
+        assert differences(source, cell) == []
