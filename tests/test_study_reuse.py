@@ -20,6 +20,8 @@ from sat_toolkit.recipe.toml_io import tomllib
 from sat_toolkit.study import load_study, plan, run_study
 from sat_toolkit.study import runner as study_runner
 
+REPO = Path(__file__).resolve().parents[1]
+PUBLISHED = REPO / "docs" / "results"
 ONE_SEED = STUDY.replace("seeds = [0, 1]", "seeds = [0]")
 # Another study that shares one cell (relu) with ONE_SEED and adds one (elu).
 OVERLAPPING = ONE_SEED.replace('name = "tiny"', 'name = "overlap"').replace(
@@ -121,10 +123,6 @@ def test_a_reuse_directory_that_does_not_exist_is_a_one_line_error(tmp_path: Pat
     result = CliRunner().invoke(study_command, [str(path), "--reuse", str(tmp_path / "nope")])
     assert result.exit_code == 2 and "'--reuse': Directory" in result.output
     assert not (tmp_path / "out").exists()
-
-
-REPO = Path(__file__).resolve().parents[1]
-PUBLISHED = REPO / "docs" / "results"
 
 
 def _shipped_recipes(name: str, tmp_path: Path) -> dict[str, dict[str, Any]]:
