@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
-from test_study import tiny_base, write_study
+from test_study import STUDY, tiny_base, write_study
 
 from sat_toolkit.data import DatasetInfo
 from sat_toolkit.engine import probe as run_probe
@@ -18,8 +18,9 @@ from sat_toolkit.engine.trainer import train
 from sat_toolkit.errors import SatError
 from sat_toolkit.evaluation.cost import CostEstimate
 from sat_toolkit.recipe import load_recipe
-from sat_toolkit.study import load_study, run_study
+from sat_toolkit.study import load_study, plan, run_study
 from sat_toolkit.study import runner as study_runner
+from sat_toolkit.study.eta import UNEVEN_CELLS, uneven_note
 
 
 def _recipe(out: Path) -> Any:
@@ -109,9 +110,9 @@ def test_a_run_shorter_than_the_threshold_is_not_probed(tmp_path: Path) -> None:
     assert run_probe.probe_run_cost(_recipe(tmp_path / "run"), min_total_steps=31) is None
 
 
-def _study_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+def _study_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str = STUDY) -> list[str]:
     """The tiny study's console lines, its cells replaced by instant fakes (only the probe is real)."""
-    spec = load_study(write_study(tmp_path, tmp_path / "out"))
+    spec = load_study(write_study(tmp_path, tmp_path / "out", text))
     monkeypatch.setattr(
         study_runner, "execute_cell", lambda task: study_runner.CellOutcome(task.key, 0.0, error="fake")
     )
@@ -145,3 +146,42 @@ def test_small_cells_are_not_probed_and_a_failed_probe_says_why(
     monkeypatch.setattr(run_probe, "probe_run_cost", broken)
     lines = _study_lines(tmp_path / "b", monkeypatch)
     assert "no time estimate: the probe of relu seed 0 failed (data.root: /nowhere does not exist)" in lines
+
+
+# The tiny study with its second axis over the training length instead of the activation.
+TWO_LENGTHS = STUDY.replace(
+    'silu = ["activation=silu"]', 'relu_longer = ["activation=relu", "train.epochs=3"]'
+)
+
+
+def test_an_estimate_says_when_the_cells_are_not_alike(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The probe measures the first cell and counts every cell as long: a study whose cells
+    train for different lengths (a budget sweep) or with another objective must not pass
+    that off as their time."""
+    monkeypatch.setattr(study_runner, "MIN_STEPS_TO_PROBE", 1)
+    alike = next(line for line in _study_lines(tmp_path / "a", monkeypatch) if line.startswith("estimated"))
+    assert UNEVEN_CELLS not in alike
+    uneven = next(
+        line
+        for line in _study_lines(tmp_path / "b", monkeypatch, TWO_LENGTHS)
+        if line.startswith("estimated")
+    )
+    assert uneven.endswith(UNEVEN_CELLS) and "probe of relu seed 0" in uneven
+
+
+@pytest.mark.parametrize(
+    ("study", "alike"),
+    [
+        ("fashion_mnist_protocol", True),  # the rows change the head, the attack's step, BN, the schedule
+        ("fashion_mnist_activations_converged", True),
+        ("fashion_mnist_budget", False),  # 6, 12 and 24 epochs
+        ("fashion_mnist_objectives", False),  # PGD-1 vs 10-step TRADES and MART
+    ],
+)
+def test_which_shipped_studies_have_cells_of_unlike_cost(study: str, alike: bool, tmp_path: Path) -> None:
+    spec = load_study(
+        Path(__file__).resolve().parents[1] / "recipes" / "studies" / f"{study}.toml", output_dir=tmp_path
+    )
+    assert uneven_note([p.recipe for p in plan(spec)]) == ("" if alike else UNEVEN_CELLS)

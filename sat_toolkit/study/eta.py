@@ -5,7 +5,8 @@ the data, the machine and what else runs on it. The cells of one study are alike
 differ in one axis value and the seed), so the best predictor of the next cell is the
 cells already finished: those of earlier invocations (from the ledger, when they ran
 from scratch) and those finished now. The estimate is printed with the plan when there is
-such a measurement, and again after every cell.
+such a measurement, and again after every cell. Where the cells are not alike (a budget
+sweep, an objective study), the estimate says so (:func:`uneven_note`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,37 @@ from collections.abc import Sequence
 from typing import Any
 
 from sat_toolkit.evaluation.cost import rough_duration
+from sat_toolkit.recipe import Recipe
+
+#: Said with every estimate of a study whose cells differ in what sets a cell's cost.
+UNEVEN_CELLS = (
+    "; its cells differ in training length, batch, training attack or objective, which this "
+    "estimate does not weigh: cells longer than the one measured will take longer"
+)
+
+
+def cost_shape(recipe: Recipe) -> tuple[object, ...]:
+    """What makes one cell of a study dearer than another: how many steps it trains, of what
+    batch, with how many attack steps each, for which objective (the evaluation is the same
+    for every cell of a study, and an activation or a seed barely moves a step's time)."""
+    return (
+        recipe.train.epochs,
+        recipe.train.steps,
+        recipe.data.batch_size,
+        recipe.attack.train.params.get("steps"),
+        recipe.objective.name,
+    )
+
+
+def uneven_note(recipes: Sequence[Recipe]) -> str:
+    """:data:`UNEVEN_CELLS` when ``recipes`` differ in :func:`cost_shape`, else ``""``.
+
+    The estimates measure one cell (the probe) or the median finished cell and count every
+    cell as that long; a budget sweep's 24-epoch cells or an objective study's TRADES cells
+    (10 attack steps a step, not 1) take several times as long, so the estimate says so
+    rather than pass for a measurement of them.
+    """
+    return UNEVEN_CELLS if len({cost_shape(r) for r in recipes}) > 1 else ""
 
 
 @dataclasses.dataclass

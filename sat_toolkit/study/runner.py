@@ -34,7 +34,7 @@ from typing import Any
 
 from sat_toolkit.errors import SatError
 from sat_toolkit.evaluation.cost import rough_duration
-from sat_toolkit.study.eta import StudyEta
+from sat_toolkit.study.eta import StudyEta, uneven_note
 from sat_toolkit.study.grid import LOG_DIR, PlannedCell, cells, plan, read_metrics
 from sat_toolkit.study.ledger import Ledger, available_cores
 from sat_toolkit.study.report import write_report
@@ -259,10 +259,11 @@ def run_study(
         return StudyRun(planned, [], written, time.perf_counter() - started)
     ledger = Ledger(spec.output_dir)
     eta = StudyEta.from_ledger(ledger.data["cells"], workers)  # before this invocation adds to it
+    uneven = uneven_note([p.recipe for p in todo])
     if line := eta.describe(len(todo)) or (
         probe_line(todo[0], len(todo), workers, threads) if probe else None
     ):
-        echo(line)
+        echo(line + uneven)
     ledger.start_invocation(command, workers, threads)
     outcomes: list[CellOutcome] = []
     attempts: dict[str, dict[str, Any]] = {}  # the ledger's records of the cells running now
@@ -299,7 +300,7 @@ def run_study(
                 eta.record(outcome.seconds)
         running_for = ledger.running_for()
         if line := eta.describe(len(todo) - len(outcomes) - len(running_for), running_for):
-            echo(f"{prefix} {line}")
+            echo(f"{prefix} {line}{uneven}")
 
     with ledger.heartbeat():
         if workers == 1:
