@@ -4,7 +4,7 @@
 #
 # Why: on the 2-core CPU these studies ran on so far, one 6-epoch Fashion-MNIST cell takes
 # 1.5-1.8 h (a TRADES or MART cell about 6.5 h), and the programme of docs/results/README.md
-# is about 185 cell-hours. A GPU should take minutes per cell (an estimate: no study has
+# is about 180 cell-hours. A GPU should take minutes per cell (an estimate: no study has
 # run on one yet), so a few device calls can finish what would take weeks of sessions here.
 #
 # 1. Here, once:     bash benchmarks/gpu_studies.sh prepare
