@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
-from test_study import STUDY, tiny_base, write_study
+from test_study import REPO, STUDY, tiny_base, write_study
 
 from sat_toolkit.data import DatasetInfo
 from sat_toolkit.engine import probe as run_probe
@@ -181,7 +181,5 @@ def test_an_estimate_says_when_the_cells_are_not_alike(
     ],
 )
 def test_which_shipped_studies_have_cells_of_unlike_cost(study: str, alike: bool, tmp_path: Path) -> None:
-    spec = load_study(
-        Path(__file__).resolve().parents[1] / "recipes" / "studies" / f"{study}.toml", output_dir=tmp_path
-    )
+    spec = load_study(REPO / "recipes" / "studies" / f"{study}.toml", output_dir=tmp_path)
     assert uneven_note([p.recipe for p in plan(spec)]) == ("" if alike else UNEVEN_CELLS)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from test_study import STUDY, Counter, write_study
+from test_study import REPO, STUDY, Counter, write_study
 
 from sat_toolkit.commands.study import study_command
 from sat_toolkit.engine.trainer import train
@@ -20,7 +20,6 @@ from sat_toolkit.recipe.toml_io import tomllib
 from sat_toolkit.study import load_study, plan, run_study
 from sat_toolkit.study import runner as study_runner
 
-REPO = Path(__file__).resolve().parents[1]
 PUBLISHED = REPO / "docs" / "results"
 ONE_SEED = STUDY.replace("seeds = [0, 1]", "seeds = [0]")
 # Another study that shares one cell (relu) with ONE_SEED and adds one (elu).
