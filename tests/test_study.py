@@ -397,12 +397,14 @@ def test_study_eta_is_the_median_finished_cell_times_the_rounds_left() -> None:
         "d/seed0": [{"outcome": "finished", "seconds": 200.0, "resumed_from_step": 0}],
     }
     eta = StudyEta.from_ledger(cells, jobs=2)
-    assert eta.seconds == [100.0, 300.0, 200.0] and eta.per_cell() == 200.0
-    assert eta.remaining(5) == 3 * 200.0  # 5 cells, 2 at a time: 3 rounds
-    assert eta.describe(5) == (
+    assert eta.measured == {"a/seed0": 100.0, "b/seed0": 300.0, "d/seed0": 200.0}
+    assert eta.seconds_of("e/seed0") == 200.0
+    waiting = [f"{label}/seed1" for label in "abcde"]
+    assert eta.remaining(waiting) == 3 * 200.0  # 5 cells, 2 at a time: 3 rounds
+    assert eta.describe(waiting) == (
         "estimated time left: 10 min for 5 cell(s), 2 at a time (median 3 min per cell over 3 finished)"
     )
-    assert StudyEta(jobs=1).describe(4) is None and eta.describe(0) is None
+    assert StudyEta(jobs=1).describe(waiting) is None and eta.describe([]) is None
 
 
 def test_study_eta_counts_a_running_cell_as_the_median_less_its_time_so_far() -> None:
@@ -410,14 +412,37 @@ def test_study_eta_counts_a_running_cell_as_the_median_less_its_time_so_far() ->
     not a whole cell; waiting cells go to whichever worker frees first."""
     from sat_toolkit.study.eta import StudyEta
 
-    eta = StudyEta(jobs=2, seconds=[200.0])
-    assert eta.remaining(0, [190.0]) == 10.0
-    assert eta.remaining(0, [250.0]) == 0.0  # slower than the median: no negative time
-    assert eta.remaining(1, [150.0]) == 200.0  # the idle worker takes it at once
-    assert eta.remaining(3, [150.0]) == 400.0  # idle: +200, +200; busy: 50 + 200
-    assert eta.remaining(3, [150.0, 150.0]) == 450.0  # both free at 50: 250, 250, then 450
-    assert eta.describe(1, [150.0]) == (
+    eta = StudyEta(jobs=2, measured={"done": 200.0})
+    assert eta.remaining([], {"x": 190.0}) == 10.0
+    assert eta.remaining([], {"x": 250.0}) == 0.0  # slower than the median: no negative time
+    assert eta.remaining(["w1"], {"x": 150.0}) == 200.0  # the idle worker takes it at once
+    assert eta.remaining(["w1", "w2", "w3"], {"x": 150.0}) == 400.0  # idle: +200, +200; busy: 50 + 200
+    assert eta.remaining(["w1", "w2", "w3"], {"x": 150.0, "y": 150.0}) == 450.0  # free at 50: 250, 250, 450
+    assert eta.describe(["w1"], {"x": 150.0}) == (
         "estimated time left: 3 min for 2 cell(s), 2 at a time (median 3 min per cell over 1 finished)"
+    )
+
+
+def test_unlike_cells_take_their_predicted_share_of_the_measured_pace() -> None:
+    """A budget sweep: the probes predict a long cell at 3x a short one. The short one took
+    150 s where 100 s were predicted, so the machine runs at 1.5x the probes' times: a long
+    cell is expected at 450 s, not at the 150 s a median of finished cells would say."""
+    from sat_toolkit.study.eta import StudyEta
+
+    eta = StudyEta(jobs=2, predicted={"short": 100.0, "long_a": 300.0, "long_b": 300.0, "other": 50.0})
+    assert eta.seconds_of("long_a") == 300.0  # before any measurement: the probes' own
+    assert (
+        eta.describe(["long_a"])
+        == "estimated time left: 5 min for 1 cell(s), 2 at a time (as the probes predict)"
+    )
+    eta.record("short", 150.0)
+    eta.record("unpredicted", 9999.0)  # a cell of a kind not probed now: no ratio, no say
+    assert eta.seconds_of("long_a") == 450.0 and eta.seconds_of("other") == 75.0
+    assert eta.seconds_of("unknown") is None
+    assert eta.remaining(["long_b", "other"], {"long_a": 400.0}) == 450.0  # 50 + 75 | 450
+    assert eta.describe(["long_b"], {"long_a": 400.0}) == (
+        "estimated time left: 8 min for 2 cell(s), 2 at a time "
+        "(the probes' prediction x 1.50, the median of 1 finished cell(s) against their own)"
     )
 
 

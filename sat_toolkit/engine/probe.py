@@ -24,6 +24,7 @@ Nothing of the probe is kept; the run it predicts starts from scratch and is unc
 from __future__ import annotations
 
 import dataclasses
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -51,6 +52,7 @@ class RunCostEstimate:
     setup_seconds: float  # building data, model and optimiser
     step_seconds: float  # one optimiser step (attack, forward, backward, update)
     total_steps: int
+    steps_per_epoch: int
     validation_seconds: float | None  # one validation on ``validate_samples`` images; None: not probed
     validations: int
     evaluation_seconds: float | None  # the final evaluation, at most; None when it cannot be probed
@@ -65,6 +67,22 @@ class RunCostEstimate:
             + self.step_seconds * self.total_steps
             + validations
             + (self.evaluation_seconds or 0.0)
+        )
+
+    def for_recipe(self, recipe: Recipe) -> RunCostEstimate:
+        """The estimate for ``recipe``, a run of the same kind trained for another length.
+
+        Its steps and validations are counted as the trainer will count them; a step, a
+        validation and the final evaluation cost what the probe measured. Valid where the
+        two runs differ in nothing that moves those costs (see
+        :func:`sat_toolkit.study.eta.step_shape`).
+        """
+        total_steps = recipe.train.total_steps(self.steps_per_epoch)
+        epochs = math.ceil(total_steps / self.steps_per_epoch)
+        return dataclasses.replace(
+            self,
+            total_steps=total_steps,
+            validations=validations_in(epochs, recipe.train.validate_every_epochs),
         )
 
     def describe(self) -> str:
@@ -143,6 +161,7 @@ def probe_run_cost(
         setup_seconds=setup_seconds,
         step_seconds=step_seconds,
         total_steps=run.total_steps,
+        steps_per_epoch=run.steps_per_epoch,
         validation_seconds=validation_seconds,
         validations=validations,
         evaluation_seconds=evaluation_seconds,

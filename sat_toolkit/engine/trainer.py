@@ -201,6 +201,7 @@ class TrainingRun:
     ema: WeightEMA | None
     sat_config: dict[str, Any]  # what `sat-toolkit eval` needs besides the architecture
     total_steps: int
+    steps_per_epoch: int
     epochs: int
     divergence_guard: DivergenceGuard
     state: TrainState = dataclasses.field(default_factory=TrainState)
@@ -287,7 +288,7 @@ def build_run(recipe: Recipe, accelerator: Accelerator, run_dir: Path) -> Traini
         optimizer=optimizer, lr_scheduler=lr_scheduler, train_loader=train_loader, test_set=test_set,
         objective=build_objective(recipe), train_attack=recipe.attack.train.build(),
         eps_schedule=eps_schedule, ema=ema, sat_config=sat_config, total_steps=total_steps,
-        epochs=math.ceil(total_steps / steps_per_epoch),
+        steps_per_epoch=steps_per_epoch, epochs=math.ceil(total_steps / steps_per_epoch),
         divergence_guard=DivergenceGuard(recipe.train.divergence_factor, max(settling, default=0)),
         last_checkpoint=latest_checkpoint(run_dir),
     )  # fmt: skip

@@ -1,106 +1,168 @@
-"""How long is left of a study? Measured cell times, not a guess from step counts.
+"""How long is left of a study? Measured cell times, weighed by what each cell must do.
 
 A study's cells are full runs (training and evaluation) whose cost depends on the model,
-the data, the machine and what else runs on it. The cells of one study are alike (they
-differ in one axis value and the seed), so the best predictor of the next cell is the
-cells already finished: those of earlier invocations (from the ledger, when they ran
-from scratch) and those finished now. The estimate is printed with the plan when there is
-such a measurement, and again after every cell. Where the cells are not alike (a budget
-sweep, an objective study), the estimate says so (:func:`uneven_note`).
+the data, the machine and what else runs on it, so the estimate rests on measurements:
+the cells already finished (those of earlier invocations, from the ledger, when they ran
+from scratch, and those finished now) and, before any has, a timed probe of a cell's own
+run (:func:`~sat_toolkit.engine.probe.probe_run_cost`).
+
+Most studies' cells are alike: they differ in an activation, a learning rate or a seed,
+which barely moves a cell's time, so every cell counts as long as the median finished
+one. Some are not: a budget sweep trains for 6 to 24 epochs, an objective study runs a
+10-step TRADES attack beside PGD-1. There each kind of cell (:func:`step_shape`) is
+probed once, every cell's time is predicted from its kind's probe and its own length
+(:meth:`~sat_toolkit.engine.probe.RunCostEstimate.for_recipe`), and the finished cells
+scale those predictions by how long they took against their own prediction (the median
+ratio): the probes give the cells' relative sizes, the finished cells the machine's pace.
+Where unlike cells could not be probed (the probe was skipped or failed, or the cells are
+too short to probe) they still count alike, and every estimate says so
+(:data:`UNEVEN_CELLS`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sat_toolkit.evaluation.cost import rough_duration
 from sat_toolkit.recipe import Recipe
 
-#: Said with every estimate of a study whose cells differ in what sets a cell's cost.
+#: Said with every estimate of a study whose unlike cells were not probed.
 UNEVEN_CELLS = (
-    "; its cells differ in training length, batch, training attack or objective, which this "
-    "estimate does not weigh: cells longer than the one measured will take longer"
+    "; its cells differ in training length or in what a step or the evaluation costs, which "
+    "this estimate (no probe of each kind of cell) does not weigh: cells longer than the ones "
+    "measured will take longer"
 )
 
 
-def cost_shape(recipe: Recipe) -> tuple[object, ...]:
-    """What makes one cell of a study dearer than another: how many steps it trains, of what
-    batch, with how many attack steps each, for which objective (the evaluation is the same
-    for every cell of a study, and an activation or a seed barely moves a step's time)."""
-    return (
-        recipe.train.epochs,
-        recipe.train.steps,
-        recipe.data.batch_size,
-        recipe.attack.train.params.get("steps"),
-        recipe.objective.name,
+def step_shape(recipe: Recipe) -> str:
+    """What one optimiser step, one validation and the final evaluation cost depends on, as a key.
+
+    The data and batch, the model, precision, memory layout and compilation, the training
+    attack's steps and restarts, the objective, the validation's images and the evaluation's
+    attacks and images (not their eps, which costs nothing). Left out are the activation,
+    learning rates, seeds and the like: they barely move a step's time, and the cells of a
+    study that varies only them count alike, with no probe of each.
+    """
+    raw = recipe.to_dict()
+    evaluation = {
+        label: {key: value for key, value in spec.items() if key != "eps"} if isinstance(spec, dict) else spec
+        for label, spec in raw["attack"]["eval"].items()
+    }
+    train_attack = raw["attack"]["train"]
+    return json.dumps(
+        {
+            "data": raw["data"],
+            "model": raw["model"],
+            "train_attack": {k: train_attack.get(k) for k in ("name", "steps", "restarts", "precision")},
+            "objective": recipe.objective.name,
+            "optimizer": {key: raw["optimizer"][key] for key in ("mixed_precision", "grad_accumulation")},
+            "train": {key: raw["train"][key] for key in ("validate_samples", "channels_last", "compile")},
+            "evaluation": evaluation,
+        },
+        sort_keys=True,
+        default=str,
     )
 
 
-def uneven_note(recipes: Sequence[Recipe]) -> str:
-    """:data:`UNEVEN_CELLS` when ``recipes`` differ in :func:`cost_shape`, else ``""``.
-
-    The estimates measure one cell (the probe) or the median finished cell and count every
-    cell as that long; a budget sweep's 24-epoch cells or an objective study's TRADES cells
-    (10 attack steps a step, not 1) take several times as long, so the estimate says so
-    rather than pass for a measurement of them.
-    """
-    return UNEVEN_CELLS if len({cost_shape(r) for r in recipes}) > 1 else ""
+def cells_alike(recipes: Sequence[Recipe]) -> bool:
+    """Whether ``recipes`` cost the same: one :func:`step_shape`, trained for one length."""
+    return len({(step_shape(r), r.train.epochs, r.train.steps) for r in recipes}) <= 1
 
 
 @dataclasses.dataclass
 class StudyEta:
-    """Seconds per cell measured so far, and what they predict for the cells left."""
+    """Whole-cell seconds measured so far, and what they predict for the cells left.
+
+    ``predicted`` maps a cell's key to the probes' prediction of its seconds, for a study
+    of unlike cells; None counts every cell alike.
+    """
 
     jobs: int
-    seconds: list[float] = dataclasses.field(default_factory=list)  # whole cells, from step 0
+    predicted: dict[str, float] | None = None
+    measured: dict[str, float] = dataclasses.field(default_factory=dict)  # cell key -> seconds, from step 0
 
     @classmethod
-    def from_ledger(cls, cells: dict[str, list[dict[str, Any]]], jobs: int) -> StudyEta:
+    def from_ledger(
+        cls, cells: dict[str, list[dict[str, Any]]], jobs: int, predicted: dict[str, float] | None = None
+    ) -> StudyEta:
         """Cells that earlier invocations ran from scratch to the end (resumed ones ran part of a cell)."""
-        eta = cls(jobs)
-        for attempts in cells.values():
+        eta = cls(jobs, predicted)
+        for key, attempts in cells.items():
             for attempt in attempts:
                 if attempt.get("outcome") == "finished" and not attempt.get("resumed_from_step"):
-                    eta.record(float(attempt["seconds"]))
+                    eta.record(key, float(attempt["seconds"]))
         return eta
 
-    def record(self, seconds: float) -> None:
-        self.seconds.append(seconds)
+    def record(self, key: str, seconds: float) -> None:
+        self.measured[key] = seconds
 
-    def per_cell(self) -> float | None:
-        """The median cell: one slow cell (a busy machine) moves it less than a mean."""
-        return statistics.median(self.seconds) if self.seconds else None
+    def _ratios(self) -> list[float]:
+        """Each measured cell's seconds over its prediction (over 1 where cells count alike)."""
+        if self.predicted is None:
+            return list(self.measured.values())
+        return [
+            seconds / self.predicted[key] for key, seconds in self.measured.items() if self.predicted.get(key)
+        ]
 
-    def remaining(self, waiting: int, running_for: Sequence[float] = ()) -> float | None:
-        """Wall seconds until the last cell ends: ``running_for`` holds how long each cell
-        already started has run (it needs the median minus that, at least 0), and the
-        ``waiting`` cells each take the first of the ``jobs`` workers to free up.
+    def _scale(self) -> float | None:
+        """The median ratio: one slow cell (a busy machine) moves it less than a mean would."""
+        ratios = self._ratios()
+        if ratios:
+            return statistics.median(ratios)
+        return 1.0 if self.predicted is not None else None  # before any measurement: the probes'
+
+    def seconds_of(self, key: str) -> float | None:
+        """How long the cell ``key`` is expected to take, or None before any measurement."""
+        scale = self._scale()
+        if scale is None:
+            return None
+        if self.predicted is None:
+            return scale
+        return scale * self.predicted[key] if key in self.predicted else None
+
+    def remaining(self, waiting: Sequence[str], running: Mapping[str, float] | None = None) -> float | None:
+        """Wall seconds until the last cell ends: ``running`` maps each cell already started
+        to how long it has run (it needs its expected time less that, at least 0), and the
+        ``waiting`` cells, in order, each take the first of the ``jobs`` workers to free up.
 
         Why not rounds of whole cells: after one of two side-by-side cells finishes, the
         other is nearly done too; counting it as a whole cell overstates the time left by
         up to a cell.
         """
-        per_cell = self.per_cell()
-        if per_cell is None:
-            return None
-        busy = [max(0.0, per_cell - elapsed) for elapsed in running_for]
+        busy = []
+        for key, elapsed in (running or {}).items():
+            if (expected := self.seconds_of(key)) is None:
+                return None
+            busy.append(max(0.0, expected - elapsed))
         workers = sorted(busy + [0.0] * max(0, self.jobs - len(busy)))
-        for _ in range(waiting):
-            workers[0] += per_cell
+        for key in waiting:
+            if (expected := self.seconds_of(key)) is None:
+                return None
+            workers[0] += expected
             workers.sort()
         return max(workers, default=0.0)
 
-    def describe(self, waiting: int, running_for: Sequence[float] = ()) -> str | None:
+    def describe(self, waiting: Sequence[str], running: Mapping[str, float] | None = None) -> str | None:
         """``estimated time left: 42 min for 7 cells (...)``, or None before any measurement."""
-        cells_left = waiting + len(running_for)
-        left = self.remaining(waiting, running_for)
+        cells_left = len(waiting) + len(running or {})
+        left = self.remaining(waiting, running)
         if left is None or cells_left <= 0:
             return None
         jobs = f", {self.jobs} at a time" if self.jobs > 1 else ""
+        return f"estimated time left: {rough_duration(left)} for {cells_left} cell(s){jobs} ({self.basis()})"
+
+    def basis(self) -> str:
+        """What the estimate rests on, in words."""
+        ratios = self._ratios()
+        if self.predicted is None:
+            return f"median {rough_duration(statistics.median(ratios))} per cell over {len(ratios)} finished"
+        if not ratios:
+            return "as the probes predict"
         return (
-            f"estimated time left: {rough_duration(left)} for {cells_left} cell(s){jobs} "
-            f"(median {rough_duration(self.per_cell() or 0.0)} per cell over {len(self.seconds)} finished)"
+            f"the probes' prediction x {statistics.median(ratios):.2f}, the median of "
+            f"{len(ratios)} finished cell(s) against their own"
         )

@@ -167,11 +167,15 @@ class Ledger:
             self._attempts = [(key, a) for key, a in self._attempts if a is not attempt]
         self.save()
 
-    def running_for(self) -> list[float]:
-        """Seconds each attempt still running has run so far (for the study's time left)."""
+    def running_for(self) -> dict[str, float]:
+        """Cell key -> seconds its attempt still running has run so far (for the study's time left)."""
         clock = time.perf_counter()
         with self._mutex:
-            return [clock - start for start in self._running.values()]
+            return {
+                key: clock - self._running[attempt["attempt"]]
+                for key, attempt in self._attempts
+                if attempt["attempt"] in self._running
+            }
 
     @contextlib.contextmanager
     def heartbeat(self) -> Iterator[None]:

@@ -3,8 +3,10 @@
 Before the first cell, the plan comes with an estimate of the whole study's time: from
 the cells earlier invocations finished when there are such (:mod:`~sat_toolkit.study.eta`),
 else from a timed probe of the first cell's own run
-(:func:`~sat_toolkit.engine.probe.probe_run_cost`), skipped for cells of fewer than
-``MIN_STEPS_TO_PROBE`` steps, whose probe would cost a noticeable part of a cell.
+(:func:`~sat_toolkit.engine.probe.probe_run_cost`); where the cells are not alike (a
+budget sweep, an objective study), from a probe of each kind of cell, scaled by the
+finished cells. Probes are skipped for cells of fewer than ``MIN_STEPS_TO_PROBE`` steps,
+whose probe would cost a noticeable part of a cell.
 
 Cells run in this process (``jobs=1``) or in a pool of ``jobs`` spawned processes, each
 with ``max(1, cores // jobs)`` torch threads so that parallel cells share the CPU instead
@@ -34,7 +36,7 @@ from typing import Any
 
 from sat_toolkit.errors import SatError
 from sat_toolkit.evaluation.cost import rough_duration
-from sat_toolkit.study.eta import StudyEta, uneven_note
+from sat_toolkit.study.eta import UNEVEN_CELLS, StudyEta, cells_alike, step_shape
 from sat_toolkit.study.grid import LOG_DIR, PlannedCell, cells, plan, read_metrics
 from sat_toolkit.study.ledger import Ledger, available_cores
 from sat_toolkit.study.report import write_report
@@ -115,8 +117,9 @@ def torch_threads(threads: int) -> Iterator[None]:
 def probe_line(planned: PlannedCell, cells: int, jobs: int, threads: int) -> str | None:
     """``estimated time: about 3.4 h for 18 cells ...`` from a probe of ``planned``'s run, or None.
 
-    The probe runs with the thread count each cell will get; every cell counts as a whole
-    one (a cell to resume has part of its training done, so the estimate errs long there).
+    For a study whose cells are alike. The probe runs with the thread count each cell will
+    get; every cell counts as a whole one (a cell to resume has part of its training done,
+    so the estimate errs long there).
     """
     from sat_toolkit.engine.probe import probe_run_cost
 
@@ -124,8 +127,7 @@ def probe_line(planned: PlannedCell, cells: int, jobs: int, threads: int) -> str
         with torch_threads(threads):
             estimate = probe_run_cost(planned.recipe, min_total_steps=MIN_STEPS_TO_PROBE)
     except Exception as exc:  # noqa: BLE001 - the cell itself will fail and be reported, with its log
-        why = exc.format_message() if isinstance(exc, SatError) else f"{type(exc).__name__}: {exc}"
-        return f"no time estimate: the probe of {planned.cell.label} seed {planned.cell.seed} failed ({why})"
+        return _failed_probe(planned, exc)
     if estimate is None:
         return None
     rounds = -(-cells // jobs)
@@ -135,6 +137,54 @@ def probe_line(planned: PlannedCell, cells: int, jobs: int, threads: int) -> str
         f"{rough_duration(estimate.seconds)} per cell ({estimate.describe()}); from a "
         f"{estimate.probe_seconds:.0f} s probe of {planned.cell.label} seed {planned.cell.seed}"
     )
+
+
+def probe_each_kind(
+    eta: StudyEta, planned: Sequence[PlannedCell], todo: Sequence[PlannedCell], threads: int
+) -> str | None:
+    """For a study of unlike cells: probe the first cell left of each kind (:func:`step_shape`),
+    give ``eta`` every planned cell's prediction from its kind's probe and its own length,
+    and return the estimate they make. None, ``eta`` untouched, when the cells are too short
+    to probe; the reason, likewise, when a probe fails.
+    """
+    from sat_toolkit.engine.probe import probe_run_cost
+
+    first_of_kind: dict[str, PlannedCell] = {}
+    for p in todo:
+        first_of_kind.setdefault(step_shape(p.recipe), p)
+    probes = {}
+    for shape, p in first_of_kind.items():
+        try:
+            with torch_threads(threads):
+                estimate = probe_run_cost(p.recipe, min_total_steps=MIN_STEPS_TO_PROBE)
+        except Exception as exc:  # noqa: BLE001 - the cell itself will fail and be reported, with its log
+            return _failed_probe(p, exc)
+        if estimate is None:
+            return None
+        probes[shape] = estimate
+    eta.predicted = {
+        q.cell.key: probes[shape].for_recipe(q.recipe).seconds
+        for q in planned
+        if (shape := step_shape(q.recipe)) in probes
+    }
+    waiting = [p.cell.key for p in todo]
+    per_cell = sorted(eta.seconds_of(key) or 0.0 for key in waiting)
+    shortest, longest = rough_duration(per_cell[0]), rough_duration(per_cell[-1])
+    together = f", {eta.jobs} at a time" if eta.jobs > 1 else ""
+    kinds = "; ".join(
+        f"{p.cell.label} seed {p.cell.seed}: {probes[shape].describe()}" for shape, p in first_of_kind.items()
+    )
+    probe_seconds = sum(estimate.probe_seconds for estimate in probes.values())
+    return (
+        f"estimated time: about {rough_duration(eta.remaining(waiting) or 0.0)} for {len(todo)} cell(s)"
+        f"{together}, {shortest if shortest == longest else f'{shortest} to {longest}'} per cell "
+        f"({eta.basis()}); from {probe_seconds:.0f} s of probes of {len(probes)} kind(s) of cell: {kinds}"
+    )
+
+
+def _failed_probe(planned: PlannedCell, exc: Exception) -> str:
+    why = exc.format_message() if isinstance(exc, SatError) else f"{type(exc).__name__}: {exc}"
+    return f"no time estimate: the probe of {planned.cell.label} seed {planned.cell.seed} failed ({why})"
 
 
 def _set_threads(threads: int) -> None:
@@ -259,16 +309,25 @@ def run_study(
         return StudyRun(planned, [], written, time.perf_counter() - started)
     ledger = Ledger(spec.output_dir)
     eta = StudyEta.from_ledger(ledger.data["cells"], workers)  # before this invocation adds to it
-    uneven = uneven_note([p.recipe for p in todo])
-    if line := eta.describe(len(todo)) or (
-        probe_line(todo[0], len(todo), workers, threads) if probe else None
-    ):
-        echo(line + uneven)
+    waiting = [p.cell.key for p in todo]
+    uneven = ""  # the caveat of estimates that count unlike cells alike
+    if cells_alike([p.recipe for p in planned]):
+        line = eta.describe(waiting) or (probe_line(todo[0], len(todo), workers, threads) if probe else None)
+    else:
+        line = probe_each_kind(eta, planned, todo, threads) if probe else None
+        if eta.predicted is None:  # not probed: the cells count alike, and the estimates say so
+            uneven = UNEVEN_CELLS
+            if line is None and (measured := eta.describe(waiting)):
+                line = measured + uneven
+    if line:
+        echo(line)
     ledger.start_invocation(command, workers, threads)
     outcomes: list[CellOutcome] = []
     attempts: dict[str, dict[str, Any]] = {}  # the ledger's records of the cells running now
+    started_keys: set[str] = set()
 
     def begin(index: int, p: PlannedCell) -> CellTask:
+        started_keys.add(p.cell.key)
         attempts[p.cell.key] = ledger.begin_attempt(p.cell.key, resumed_from_step=p.step, threads=threads)
         how = f"resuming from step {p.step}" if p.status == "resume" else "new"
         echo(
@@ -297,9 +356,9 @@ def run_study(
                 f"clean {_fmt(outcome.clean_accuracy)}, robust {_fmt(outcome.robust_accuracy)}"
             )
             if p.status == "new":  # a resumed cell ran only part of the work
-                eta.record(outcome.seconds)
-        running_for = ledger.running_for()
-        if line := eta.describe(len(todo) - len(outcomes) - len(running_for), running_for):
+                eta.record(p.cell.key, outcome.seconds)
+        waiting = [q.cell.key for q in todo if q.cell.key not in started_keys]
+        if line := eta.describe(waiting, ledger.running_for()):
             echo(f"{prefix} {line}{uneven}")
 
     with ledger.heartbeat():
