@@ -117,6 +117,26 @@ def test_an_unfinished_run_is_not_reused(studies: dict[str, Any], tmp_path: Path
     assert listed.exit_code == 0 and "would reuse" not in listed.output
 
 
+@pytest.mark.parametrize("damage", [b"\xff\xfe not text", b"[run\nname = 'unclosed"], ids=["bytes", "toml"])
+def test_a_run_whose_saved_recipe_is_damaged_is_passed_over(
+    studies: dict[str, Any], tmp_path: Path, damage: bytes
+) -> None:
+    """--reuse reads every recipe.toml under the directory it is given: one that cannot be
+    read is no run to copy, and the others are still found."""
+    import shutil
+
+    source = tmp_path / "copy"
+    shutil.copytree(studies["source"].output_dir, source)
+    (source / "relu" / "seed0" / RECIPE_FILE).write_bytes(damage)
+    path = write_study(tmp_path / "y", tmp_path / "y" / "out", ONE_SEED)
+    listed = CliRunner().invoke(study_command, [str(path), "--dry-run", "--reuse", str(source)])
+    assert listed.exit_code == 0, listed.output
+    lines = listed.output.splitlines()
+    assert lines[0].startswith("relu seed 0: new (")  # its run cannot be read: trained afresh
+    assert lines[1].startswith(f"silu seed 0: new, would reuse the run in {source / 'silu' / 'seed0'}")
+    assert lines[-1] == "2 cells; 0 finished, 1 to copy with --reuse"
+
+
 def test_a_reuse_directory_that_does_not_exist_is_a_one_line_error(tmp_path: Path) -> None:
     path = write_study(tmp_path, tmp_path / "out", ONE_SEED)
     result = CliRunner().invoke(study_command, [str(path), "--reuse", str(tmp_path / "nope")])

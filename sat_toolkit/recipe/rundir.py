@@ -85,6 +85,15 @@ def _short(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def read_saved_recipe(run_dir: str | Path) -> dict[str, Any] | None:
+    """The recipe a run directory saved, as data; None where there is none or it cannot be
+    read (damaged, not TOML). For callers that only look: a study's plan, ``--reuse``."""
+    try:
+        return _read_saved(Path(run_dir) / RECIPE_FILE)
+    except SatError:
+        return None
+
+
 def _read_saved(path: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))

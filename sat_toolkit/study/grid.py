@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from sat_toolkit.errors import SatError
-from sat_toolkit.recipe import METRICS_FILE, RECIPE_FILE, Recipe, RecipeError, check_run_dir, load_recipe
-from sat_toolkit.recipe.rundir import RunInProgress
+from sat_toolkit.recipe import METRICS_FILE, Recipe, RecipeError, check_run_dir, load_recipe
+from sat_toolkit.recipe.rundir import RunInProgress, as_read_back, differences, read_saved_recipe
 from sat_toolkit.study.spec import LABEL_SEPARATOR, StudyError, StudySpec
 
 LOG_DIR = "logs"
@@ -186,12 +186,7 @@ def _which(where: list[str]) -> str:
 
 def _changes(run_dir: Path, recipe: Recipe) -> str:
     """``train.epochs: 1 -> 2; ...`` between the saved run and this cell's recipe ('' if unreadable)."""
-    from sat_toolkit.recipe.rundir import as_read_back, differences
-    from sat_toolkit.recipe.toml_io import TOMLDecodeError, tomllib
-
-    try:
-        saved = tomllib.loads((run_dir / RECIPE_FILE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, TOMLDecodeError):
+    if (saved := read_saved_recipe(run_dir)) is None:
         return ""
     changed = differences(saved, as_read_back(recipe))
     return "; ".join(changed[:3]) + (f"; and {len(changed) - 3} more" if len(changed) > 3 else "")

@@ -23,8 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from sat_toolkit.recipe import METRICS_FILE, MODEL_FILE, RECIPE_FILE, Recipe
-from sat_toolkit.recipe.rundir import RunInProgress, as_read_back, differences, hold_run_lock
-from sat_toolkit.recipe.toml_io import TOMLDecodeError, tomllib
+from sat_toolkit.recipe.rundir import (
+    RunInProgress,
+    as_read_back,
+    differences,
+    hold_run_lock,
+    read_saved_recipe,
+)
 from sat_toolkit.study.grid import PlannedCell, read_metrics, run_log
 from sat_toolkit.study.ledger import now
 
@@ -57,9 +62,7 @@ def finished_runs(directories: Iterable[Path]) -> list[FinishedRun]:
             run_dir = metrics.parent
             if run_dir.resolve() in found or read_metrics(run_dir) is None:
                 continue
-            try:
-                recipe = tomllib.loads((run_dir / RECIPE_FILE).read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, TOMLDecodeError):
+            if (recipe := read_saved_recipe(run_dir)) is None:
                 continue  # not a sat-toolkit run, or a damaged one: nothing to reuse
             found[run_dir.resolve()] = FinishedRun(run_dir, recipe)
     return list(found.values())
