@@ -19,7 +19,7 @@ from sat_toolkit.engine.trainer import train
 from sat_toolkit.errors import SatError
 from sat_toolkit.evaluation.cost import CostEstimate
 from sat_toolkit.recipe import load_recipe
-from sat_toolkit.study import load_study, plan, run_study
+from sat_toolkit.study import load_study, plan, probing, run_study
 from sat_toolkit.study import runner as study_runner
 from sat_toolkit.study.eta import UNEVEN_CELLS, cells_alike
 
@@ -52,6 +52,12 @@ def test_an_estimate_is_carried_to_a_run_of_another_length(tmp_path: Path) -> No
     assert (by_steps.total_steps, by_steps.validations) == (25, 2)  # 3 epochs, the last one partial
     every_other = probed.for_recipe(load_recipe(six_epochs.to_dict(), ["train.validate_every_epochs=2"]))
     assert every_other.validations == 2  # after epochs 2 and 4; the final evaluation follows the 6th
+    # Resumed at step 42 (4 epochs and 2 steps done, so 4 validations): 18 steps and 1 validation left.
+    resumed = probed.for_recipe(six_epochs, first_step=42)
+    assert (resumed.total_steps, resumed.first_step, resumed.validations) == (60, 42, 1)
+    assert resumed.seconds == 5.0 + 2.0 * 18 + 7.0 * 1 + 100.0
+    assert "x 18 steps (of 60: resumes at step 42)" in resumed.describe()
+    assert probed.for_recipe(six_epochs, first_step=60).validations == 0  # trained, not yet evaluated
 
 
 def test_the_probe_measures_the_runs_parts_and_changes_nothing(tmp_path: Path) -> None:
@@ -148,7 +154,7 @@ def _study_lines(
 
     monkeypatch.setattr(study_runner, "execute_cell", fake)
     lines: list[str] = []
-    with contextlib.suppress(SatError) if cell_seconds is None else contextlib.nullcontext():
+    with pytest.raises(SatError) if cell_seconds is None else contextlib.nullcontext():  # all "failed"
         run_study(spec, echo=lines.append, command="sat-toolkit study study.toml", **options)
     return lines
 
@@ -156,7 +162,7 @@ def _study_lines(
 def test_a_fresh_study_prints_the_probed_estimate_before_its_first_cell(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(study_runner, "MIN_STEPS_TO_PROBE", 1)
+    monkeypatch.setattr(probing, "MIN_STEPS_TO_PROBE", 1)
     lines = _study_lines(tmp_path, monkeypatch)
     estimate = next(i for i, line in enumerate(lines) if line.startswith("estimated time: about"))
     first = next(i for i, line in enumerate(lines) if "started" in line)
@@ -173,7 +179,7 @@ def test_small_cells_are_not_probed_and_a_failed_probe_says_why(
     def broken(recipe: Any, **_: Any) -> None:
         raise SatError("data.root: /nowhere does not exist")
 
-    monkeypatch.setattr(study_runner, "MIN_STEPS_TO_PROBE", 1)
+    monkeypatch.setattr(probing, "MIN_STEPS_TO_PROBE", 1)
     monkeypatch.setattr(run_probe, "probe_run_cost", broken)
     lines = _study_lines(tmp_path / "b", monkeypatch)
     assert "no time estimate: the probe of relu seed 0 failed (data.root: /nowhere does not exist)" in lines
@@ -209,7 +215,7 @@ def test_unlike_cells_are_probed_once_per_kind_and_weighed_by_their_length(
     attack three times a 1-step one's. One probe per kind (the first cell of each), each
     cell predicted from its own: 1 epoch 200 s, 3 epochs 400 s, PGD-3 400 s."""
     probed: list[str] = []
-    monkeypatch.setattr(study_runner, "MIN_STEPS_TO_PROBE", 1)
+    monkeypatch.setattr(probing, "MIN_STEPS_TO_PROBE", 1)
     monkeypatch.setattr(run_probe, "probe_run_cost", _fake_probe(probed))
     lines = _study_lines(tmp_path, monkeypatch, UNLIKE, cell_seconds=300.0)
     assert probed == ["0 1 1", "0 3 1"]  # relu seed 0 (for both lengths), relu_pgd3 seed 0
@@ -225,6 +231,42 @@ def test_unlike_cells_are_probed_once_per_kind_and_weighed_by_their_length(
         "[1/6] estimated time left: 45 min for 5 cell(s) "
         "(the probes' prediction x 1.50, the median of 1 finished cell(s) against their own)"
     )
+
+
+def test_a_selection_of_alike_cells_is_weighed_against_the_unlike_cells_on_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--only relu_longer`` after the 1-epoch cells finished: the selected cells are alike,
+    but the finished ones on record are not like them, so their median (300 s) is no
+    estimate of a 3-epoch cell. The probes weigh them: 300 s for 200 predicted, so 1.5 x
+    400 s for each 3-epoch cell."""
+    probed: list[str] = []
+    monkeypatch.setattr(probing, "MIN_STEPS_TO_PROBE", 1)
+    monkeypatch.setattr(run_probe, "probe_run_cost", _fake_probe(probed))
+    _study_lines(tmp_path, monkeypatch, UNLIKE, cell_seconds=300.0, only=("relu",), probe=False)
+    lines = _study_lines(tmp_path, monkeypatch, UNLIKE, cell_seconds=300.0, only=("relu_longer",))
+    assert probed == ["0 1 3"]  # the first cell left of the one kind left: relu_longer seed 0
+    assert lines[1].startswith(
+        "estimated time: about 20 min for 2 cell(s), 10 min per cell (the probes' prediction x 1.50, "
+        "the median of 2 finished cell(s) against their own); from 1 s of probes of 1 kind(s) of cell: "
+        "relu_longer seed 0: training 10 s/step x 30 steps"
+    )
+
+
+def test_a_failed_probe_of_unlike_cells_leaves_the_measured_estimate_with_its_caveat(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(recipe: Any, **_: Any) -> None:
+        raise SatError("data.root: /nowhere does not exist")
+
+    monkeypatch.setattr(probing, "MIN_STEPS_TO_PROBE", 1)
+    _study_lines(tmp_path, monkeypatch, UNLIKE, cell_seconds=300.0, only=("relu",), probe=False)
+    monkeypatch.setattr(run_probe, "probe_run_cost", broken)
+    lines = _study_lines(tmp_path, monkeypatch, UNLIKE, cell_seconds=300.0, only=("relu_longer",))
+    assert lines[1:3] == [
+        "no time estimate: the probe of relu_longer seed 0 failed (data.root: /nowhere does not exist)",
+        "estimated time left: 10 min for 2 cell(s) (median 5 min per cell over 2 finished)" + UNEVEN_CELLS,
+    ]
 
 
 def test_unlike_cells_not_probed_are_counted_alike_with_a_caveat(

@@ -446,6 +446,20 @@ def test_unlike_cells_take_their_predicted_share_of_the_measured_pace() -> None:
     )
 
 
+def test_the_ledger_says_which_cells_are_running_and_for_how_long(tmp_path: Path) -> None:
+    """The time left counts each running cell as its own expected time less its time so
+    far, so the ledger must name the cells, not only their times."""
+    from sat_toolkit.study.ledger import Ledger
+
+    ledger = Ledger(tmp_path)
+    first = ledger.begin_attempt("a/seed0", resumed_from_step=0)
+    ledger.begin_attempt("b/seed1", resumed_from_step=12)
+    running = ledger.running_for()
+    assert sorted(running) == ["a/seed0", "b/seed1"] and all(seconds >= 0 for seconds in running.values())
+    ledger.end_attempt(first, seconds=1.0, outcome="finished")
+    assert list(ledger.running_for()) == ["b/seed1"]
+
+
 def test_a_cells_log_shows_each_line_while_the_cell_still_runs(tmp_path: Path) -> None:
     """A cell trains for hours: its epoch lines must be in its log then, not only at its end."""
     log_path = tmp_path / "logs" / "relu-seed0.log"

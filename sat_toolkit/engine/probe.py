@@ -54,23 +54,25 @@ class RunCostEstimate:
     total_steps: int
     steps_per_epoch: int
     validation_seconds: float | None  # one validation on ``validate_samples`` images; None: not probed
-    validations: int
+    validations: int  # still to come
     evaluation_seconds: float | None  # the final evaluation, at most; None when it cannot be probed
     probe_seconds: float
+    first_step: int = 0  # where the run starts: 0, or the step a resumed run continues from
 
     @property
     def seconds(self) -> float:
-        """The whole run; a part that could not be probed counts as nothing."""
+        """The run from ``first_step`` on; a part that could not be probed counts as nothing."""
         validations = (self.validation_seconds or 0.0) * self.validations
         return (
             self.setup_seconds
-            + self.step_seconds * self.total_steps
+            + self.step_seconds * (self.total_steps - self.first_step)
             + validations
             + (self.evaluation_seconds or 0.0)
         )
 
-    def for_recipe(self, recipe: Recipe) -> RunCostEstimate:
-        """The estimate for ``recipe``, a run of the same kind trained for another length.
+    def for_recipe(self, recipe: Recipe, first_step: int = 0) -> RunCostEstimate:
+        """The estimate for ``recipe``, a run of the same kind trained for another length,
+        from ``first_step`` on (a resumed run has the steps and validations before it done).
 
         Its steps and validations are counted as the trainer will count them; a step, a
         validation and the final evaluation cost what the probe measured. Valid where the
@@ -78,16 +80,21 @@ class RunCostEstimate:
         :func:`sat_toolkit.study.eta.step_shape`).
         """
         total_steps = recipe.train.total_steps(self.steps_per_epoch)
+        first_step = min(first_step, total_steps)
         epochs = math.ceil(total_steps / self.steps_per_epoch)
+        every = recipe.train.validate_every_epochs
+        validations = validations_in(epochs, every)
+        done = 0 if every <= 0 else min((first_step // self.steps_per_epoch) // every, validations)
         return dataclasses.replace(
-            self,
-            total_steps=total_steps,
-            validations=validations_in(epochs, recipe.train.validate_every_epochs),
+            self, total_steps=total_steps, validations=validations - done, first_step=first_step
         )
 
     def describe(self) -> str:
         """``training 0.7 s/step x 2808 steps, 5 validation(s), each at most 14 s, final ...``."""
-        parts = [f"training {self.step_seconds:.3g} s/step x {self.total_steps} steps"]
+        steps = f"{self.total_steps - self.first_step} steps"
+        if self.first_step:
+            steps += f" (of {self.total_steps}: resumes at step {self.first_step})"
+        parts = [f"training {self.step_seconds:.3g} s/step x {steps}"]
         if self.validations:
             each = (
                 "not probed"

@@ -43,19 +43,21 @@ def step_shape(recipe: Recipe) -> str:
 
     The data and batch, the model, precision, memory layout and compilation, the training
     attack's steps and restarts, the objective, the validation's images and the evaluation's
-    attacks and images (not their eps, which costs nothing). Left out are the activation,
-    learning rates, seeds and the like: they barely move a step's time, and the cells of a
-    study that varies only them count alike, with no probe of each.
+    attacks and images. Left out are eps, the activation, learning rates, seeds, loader
+    workers and the like: they barely move a step's time (the finished cells' median ratio
+    absorbs what they do move), and the cells of a study that varies only them count
+    alike, with no probe of each.
     """
     raw = recipe.to_dict()
     evaluation = {
         label: {key: value for key, value in spec.items() if key != "eps"} if isinstance(spec, dict) else spec
         for label, spec in raw["attack"]["eval"].items()
+        if label != "seed"
     }
     train_attack = raw["attack"]["train"]
     return json.dumps(
         {
-            "data": raw["data"],
+            "data": {key: value for key, value in raw["data"].items() if key != "num_workers"},
             "model": raw["model"],
             "train_attack": {k: train_attack.get(k) for k in ("name", "steps", "restarts", "precision")},
             "objective": recipe.objective.name,
@@ -86,11 +88,9 @@ class StudyEta:
     measured: dict[str, float] = dataclasses.field(default_factory=dict)  # cell key -> seconds, from step 0
 
     @classmethod
-    def from_ledger(
-        cls, cells: dict[str, list[dict[str, Any]]], jobs: int, predicted: dict[str, float] | None = None
-    ) -> StudyEta:
+    def from_ledger(cls, cells: dict[str, list[dict[str, Any]]], jobs: int) -> StudyEta:
         """Cells that earlier invocations ran from scratch to the end (resumed ones ran part of a cell)."""
-        eta = cls(jobs, predicted)
+        eta = cls(jobs)
         for key, attempts in cells.items():
             for attempt in attempts:
                 if attempt.get("outcome") == "finished" and not attempt.get("resumed_from_step"):
@@ -100,8 +100,10 @@ class StudyEta:
     def record(self, key: str, seconds: float) -> None:
         self.measured[key] = seconds
 
-    def _ratios(self) -> list[float]:
-        """Each measured cell's seconds over its prediction (over 1 where cells count alike)."""
+    def _pace_samples(self) -> list[float]:
+        """Each measured cell's seconds over its prediction; where cells count alike (no
+        predictions), its seconds: what the median of them, times a cell's prediction (or 1),
+        expects of that cell."""
         if self.predicted is None:
             return list(self.measured.values())
         return [
@@ -110,13 +112,14 @@ class StudyEta:
 
     def _scale(self) -> float | None:
         """The median ratio: one slow cell (a busy machine) moves it less than a mean would."""
-        ratios = self._ratios()
+        ratios = self._pace_samples()
         if ratios:
             return statistics.median(ratios)
         return 1.0 if self.predicted is not None else None  # before any measurement: the probes'
 
     def seconds_of(self, key: str) -> float | None:
-        """How long the cell ``key`` is expected to take, or None before any measurement."""
+        """How long the cell ``key`` is expected to take; None before any measurement, and for
+        a cell the probes did not predict (a kind no cell left to run has)."""
         scale = self._scale()
         if scale is None:
             return None
@@ -157,7 +160,7 @@ class StudyEta:
 
     def basis(self) -> str:
         """What the estimate rests on, in words."""
-        ratios = self._ratios()
+        ratios = self._pace_samples()
         if self.predicted is None:
             return f"median {rough_duration(statistics.median(ratios))} per cell over {len(ratios)} finished"
         if not ratios:

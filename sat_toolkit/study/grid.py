@@ -8,9 +8,11 @@ one axis value fails the whole study in a second instead of an hour in.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +129,19 @@ def select(all_cells: list[Cell], only: tuple[str, ...]) -> list[Cell]:
             ]
         )
     return [c for c in all_cells if c.label in only or c.key in only]
+
+
+def study_recipes(spec: StudySpec, planned: Sequence[PlannedCell]) -> dict[str, Recipe]:
+    """Every cell's recipe by key, not only the ``planned`` ones' (an ``--only`` selection):
+    the time estimate weighs the cells to run against every finished cell on record. A
+    cell whose recipe does not resolve is left out; :func:`plan` reports it once it is run.
+    """
+    recipes = {p.cell.key: p.recipe for p in planned}
+    for cell in cells(spec):
+        if cell.key not in recipes:
+            with contextlib.suppress(RecipeError):
+                recipes[cell.key] = load_recipe(spec.base, cell.overrides)
+    return recipes
 
 
 def plan(spec: StudySpec, only: tuple[str, ...] = ()) -> list[PlannedCell]:

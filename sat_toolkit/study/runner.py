@@ -1,12 +1,8 @@
 """Run a study's cells: skip the finished, resume the interrupted, optionally side by side.
 
-Before the first cell, the plan comes with an estimate of the whole study's time: from
-the cells earlier invocations finished when there are such (:mod:`~sat_toolkit.study.eta`),
-else from a timed probe of the first cell's own run
-(:func:`~sat_toolkit.engine.probe.probe_run_cost`); where the cells are not alike (a
-budget sweep, an objective study), from a probe of each kind of cell, scaled by the
-finished cells. Probes are skipped for cells of fewer than ``MIN_STEPS_TO_PROBE`` steps,
-whose probe would cost a noticeable part of a cell.
+Before the first cell, the plan comes with an estimate of the whole study's time
+(:mod:`~sat_toolkit.study.probing`: the finished cells on record, else timed probes), and
+after each finished cell with the time left (:mod:`~sat_toolkit.study.eta`).
 
 Cells run in this process (``jobs=1``) or in a pool of ``jobs`` spawned processes, each
 with ``max(1, cores // jobs)`` torch threads so that parallel cells share the CPU instead
@@ -30,22 +26,20 @@ import sys
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from sat_toolkit.errors import SatError
-from sat_toolkit.evaluation.cost import rough_duration
-from sat_toolkit.study.eta import UNEVEN_CELLS, StudyEta, cells_alike, step_shape
-from sat_toolkit.study.grid import LOG_DIR, PlannedCell, cells, plan, read_metrics
+from sat_toolkit.study.eta import StudyEta
+from sat_toolkit.study.grid import LOG_DIR, PlannedCell, cells, plan, read_metrics, study_recipes
 from sat_toolkit.study.ledger import Ledger, available_cores
+from sat_toolkit.study.probing import first_estimate, torch_threads
 from sat_toolkit.study.report import write_report
 from sat_toolkit.study.reuse import reuse_finished
 from sat_toolkit.study.spec import StudySpec
 
 Echo = Callable[[str], Any]
-#: Cells shorter than this many optimiser steps are not probed before the study starts.
-MIN_STEPS_TO_PROBE = 200
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,92 +93,6 @@ def default_command() -> str:
 
 def threads_per_job(jobs: int, cores: int | None = None) -> int:
     return max(1, (cores or available_cores()) // jobs)
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int) -> Iterator[None]:
-    """Run the body with ``threads`` torch threads, then restore the count."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def probe_line(planned: PlannedCell, cells: int, jobs: int, threads: int) -> str | None:
-    """``estimated time: about 3.4 h for 18 cells ...`` from a probe of ``planned``'s run, or None.
-
-    For a study whose cells are alike. The probe runs with the thread count each cell will
-    get; every cell counts as a whole one (a cell to resume has part of its training done,
-    so the estimate errs long there).
-    """
-    from sat_toolkit.engine.probe import probe_run_cost
-
-    try:
-        with torch_threads(threads):
-            estimate = probe_run_cost(planned.recipe, min_total_steps=MIN_STEPS_TO_PROBE)
-    except Exception as exc:  # noqa: BLE001 - the cell itself will fail and be reported, with its log
-        return _failed_probe(planned, exc)
-    if estimate is None:
-        return None
-    rounds = -(-cells // jobs)
-    together = f", {jobs} at a time" if jobs > 1 else ""
-    return (
-        f"estimated time: about {rough_duration(rounds * estimate.seconds)} for {cells} cell(s){together}, "
-        f"{rough_duration(estimate.seconds)} per cell ({estimate.describe()}); from a "
-        f"{estimate.probe_seconds:.0f} s probe of {planned.cell.label} seed {planned.cell.seed}"
-    )
-
-
-def probe_each_kind(
-    eta: StudyEta, planned: Sequence[PlannedCell], todo: Sequence[PlannedCell], threads: int
-) -> str | None:
-    """For a study of unlike cells: probe the first cell left of each kind (:func:`step_shape`),
-    give ``eta`` every planned cell's prediction from its kind's probe and its own length,
-    and return the estimate they make. None, ``eta`` untouched, when the cells are too short
-    to probe; the reason, likewise, when a probe fails.
-    """
-    from sat_toolkit.engine.probe import probe_run_cost
-
-    first_of_kind: dict[str, PlannedCell] = {}
-    for p in todo:
-        first_of_kind.setdefault(step_shape(p.recipe), p)
-    probes = {}
-    for shape, p in first_of_kind.items():
-        try:
-            with torch_threads(threads):
-                estimate = probe_run_cost(p.recipe, min_total_steps=MIN_STEPS_TO_PROBE)
-        except Exception as exc:  # noqa: BLE001 - the cell itself will fail and be reported, with its log
-            return _failed_probe(p, exc)
-        if estimate is None:
-            return None
-        probes[shape] = estimate
-    eta.predicted = {
-        q.cell.key: probes[shape].for_recipe(q.recipe).seconds
-        for q in planned
-        if (shape := step_shape(q.recipe)) in probes
-    }
-    waiting = [p.cell.key for p in todo]
-    per_cell = sorted(eta.seconds_of(key) or 0.0 for key in waiting)
-    shortest, longest = rough_duration(per_cell[0]), rough_duration(per_cell[-1])
-    together = f", {eta.jobs} at a time" if eta.jobs > 1 else ""
-    kinds = "; ".join(
-        f"{p.cell.label} seed {p.cell.seed}: {probes[shape].describe()}" for shape, p in first_of_kind.items()
-    )
-    probe_seconds = sum(estimate.probe_seconds for estimate in probes.values())
-    return (
-        f"estimated time: about {rough_duration(eta.remaining(waiting) or 0.0)} for {len(todo)} cell(s)"
-        f"{together}, {shortest if shortest == longest else f'{shortest} to {longest}'} per cell "
-        f"({eta.basis()}); from {probe_seconds:.0f} s of probes of {len(probes)} kind(s) of cell: {kinds}"
-    )
-
-
-def _failed_probe(planned: PlannedCell, exc: Exception) -> str:
-    why = exc.format_message() if isinstance(exc, SatError) else f"{type(exc).__name__}: {exc}"
-    return f"no time estimate: the probe of {planned.cell.label} seed {planned.cell.seed} failed ({why})"
 
 
 def _set_threads(threads: int) -> None:
@@ -309,17 +217,8 @@ def run_study(
         return StudyRun(planned, [], written, time.perf_counter() - started)
     ledger = Ledger(spec.output_dir)
     eta = StudyEta.from_ledger(ledger.data["cells"], workers)  # before this invocation adds to it
-    waiting = [p.cell.key for p in todo]
-    uneven = ""  # the caveat of estimates that count unlike cells alike
-    if cells_alike([p.recipe for p in planned]):
-        line = eta.describe(waiting) or (probe_line(todo[0], len(todo), workers, threads) if probe else None)
-    else:
-        line = probe_each_kind(eta, planned, todo, threads) if probe else None
-        if eta.predicted is None:  # not probed: the cells count alike, and the estimates say so
-            uneven = UNEVEN_CELLS
-            if line is None and (measured := eta.describe(waiting)):
-                line = measured + uneven
-    if line:
+    lines, uneven = first_estimate(eta, study_recipes(spec, planned), todo, threads, probe=probe)
+    for line in lines:
         echo(line)
     ledger.start_invocation(command, workers, threads)
     outcomes: list[CellOutcome] = []
