@@ -84,15 +84,10 @@ def probe_line(planned: PlannedCell, cells: int, jobs: int, threads: int) -> str
     get; every cell counts as a whole one (a cell to resume has part of its training done,
     so the estimate errs long there).
     """
-    from sat_toolkit.engine.probe import probe_run_cost
-
-    try:
-        with torch_threads(threads):
-            estimate = probe_run_cost(planned.recipe, min_total_steps=MIN_STEPS_TO_PROBE)
-    except Exception as exc:  # noqa: BLE001 - the cell itself will fail and be reported, with its log
-        return _failed_probe(planned, exc)
-    if estimate is None:
-        return None
+    probes, failure = probe_each_kind([planned], threads)
+    if not probes:
+        return failure
+    ((_, estimate),) = probes.values()
     rounds = -(-cells // jobs)
     together = f", {jobs} at a time" if jobs > 1 else ""
     return (
