@@ -188,3 +188,21 @@ def test_shipped_studies_share_the_cells_their_headers_say_they_share(
     ]
     for cell, source in pairs:
         assert differences(source, cell) == []
+
+
+@pytest.mark.parametrize("native_bf16", [False, True], ids=["fp32-machine", "bf16-machine"])
+@pytest.mark.parametrize("study", ["fashion_mnist_protocol", "fashion_mnist_budget"])
+def test_a_published_study_in_progress_continues_on_any_machine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, native_bf16: bool, study: str
+) -> None:
+    """Every finished run of a study still being run resolves to the run its study file now
+    plans, on a machine like the one it trained on (no native bf16) and on one unlike it, so
+    the next sitting continues the study wherever it happens to run. (The protocol study once
+    left the recipe's precision on "auto": on a CPU with AVX512-BF16 it planned bf16 runs and
+    refused its 12 finished fp32 cells.)"""
+    monkeypatch.setattr("sat_toolkit.devices.native_bf16", lambda device=None: native_bf16)
+    planned = _shipped_recipes(study, tmp_path)
+    finished = [key for key in planned if (PUBLISHED / study / key / "metrics.json").is_file()]
+    assert finished, f"no finished run of {study} is published"
+    for key in finished:
+        assert differences(_published_recipe(study, key), planned[key]) == [], key
