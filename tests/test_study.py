@@ -179,10 +179,28 @@ def test_report_markdown_states_provenance_and_the_paper_table(study: dict[str, 
     text = (study["spec"].output_dir / "report.md").read_text()
     assert "test images evaluated per run: 100" in text
     assert f"torch {torch.__version__.split('+')[0]}" in text and "cores" in text
+    # the vector units, since a VM's CPU name ('AMD EPYC') can hide a 2.6x difference in speed
+    assert f"({torch.backends.cpu.get_cpu_capability()}, " in text and " bf16), " in text
     assert "wall time:" in text and "command: `sat-toolkit study tiny.toml`" in text
     assert "- runs trained and evaluated on: cpu\n" in text  # each run's metrics.json says where it ran
     assert "| activation | clean acc % | robust acc % (worst case) | PGD (pgd5) % |" in text
     assert "| relu |" in text and "(baseline)" in text
+
+
+@pytest.mark.parametrize(
+    ("capability", "bf16", "expected"),
+    [("AVX2", False, "AVX2, no native bf16"), ("AVX512", True, "AVX512, native bf16")],
+)
+def test_the_ledger_names_the_cpus_vector_units(
+    monkeypatch: pytest.MonkeyPatch, capability: str, bf16: bool, expected: str
+) -> None:
+    import torch
+
+    from sat_toolkit.study.ledger import cpu_features
+
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.setattr("sat_toolkit.devices.native_bf16", lambda device=None: bf16)
+    assert cpu_features() == expected
 
 
 def test_scatter_plot_is_a_valid_png(study: dict[str, Any]) -> None:
