@@ -425,6 +425,32 @@ def test_study_eta_is_the_median_finished_cell_times_the_rounds_left() -> None:
     assert StudyEta(jobs=1).describe(waiting) is None and eta.describe([]) is None
 
 
+def test_study_eta_times_cells_only_by_those_run_at_the_same_pace() -> None:
+    """A study continued on another machine (two CPUs that both say 'AMD EPYC', 2.6x apart)
+    or with other threads per cell is not timed by the cells the first one ran; a record
+    from before the ledger named the CPU's vector units matches no machine."""
+    from sat_toolkit.study.eta import StudyEta, pace_of
+
+    zen1 = {"cpu": "AMD EPYC", "cpu_features": "AVX2, no native bf16"}
+    zen4 = {"cpu": "AMD EPYC", "cpu_features": "AVX512, native bf16"}
+    invocations = [
+        {"id": "old", "hardware": {"cpu": "AMD EPYC"}, "threads_per_job": 1},
+        {"id": "slow", "hardware": zen1, "threads_per_job": 1},
+        {"id": "fast", "hardware": zen4, "threads_per_job": 1},
+        {"id": "fast2", "hardware": zen4, "threads_per_job": 2},
+    ]
+    cells = {
+        f"{inv}/seed0": [{"outcome": "finished", "seconds": seconds, "invocation": inv}]
+        for inv, seconds in [("old", 900.0), ("slow", 800.0), ("fast", 300.0), ("fast2", 200.0)]
+    }
+    here = StudyEta.from_ledger(cells, 2, invocations, pace=pace_of(zen4, 1))
+    assert here.measured == {"fast/seed0": 300.0}
+    assert StudyEta.from_ledger(cells, 2, invocations, pace=pace_of(zen1, 1)).measured == {
+        "slow/seed0": 800.0
+    }
+    assert StudyEta.from_ledger(cells, 2, invocations, pace=pace_of({"cpu": "Intel Xeon"}, 1)).measured == {}
+
+
 def test_study_eta_counts_a_running_cell_as_the_median_less_its_time_so_far() -> None:
     """Two side by side, 200 s a cell: one finished, the other 190 s in, is 10 s from done,
     not a whole cell; waiting cells go to whichever worker frees first."""

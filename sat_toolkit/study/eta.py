@@ -75,6 +75,17 @@ def cells_alike(recipes: Sequence[Recipe]) -> bool:
     return len({(step_shape(r), r.train.epochs, r.train.steps) for r in recipes}) <= 1
 
 
+#: What sets a cell's pace besides its recipe: the CPU's name, its vector units and the
+#: torch threads the cell had.
+Pace = tuple[Any, Any, Any]
+
+
+def pace_of(hardware: Mapping[str, Any], threads: Any) -> Pace:
+    """The pace key of an invocation; a record without ``cpu_features`` (written before the
+    ledger named them) matches no machine that has them, so it is never mistaken for one."""
+    return (hardware.get("cpu"), hardware.get("cpu_features"), threads)
+
+
 @dataclasses.dataclass
 class StudyEta:
     """Whole-cell seconds measured so far, and what they predict for the cells left.
@@ -88,12 +99,26 @@ class StudyEta:
     measured: dict[str, float] = dataclasses.field(default_factory=dict)  # cell key -> seconds, from step 0
 
     @classmethod
-    def from_ledger(cls, cells: dict[str, list[dict[str, Any]]], jobs: int) -> StudyEta:
-        """Cells that earlier invocations ran from scratch to the end (resumed ones ran part of a cell)."""
+    def from_ledger(
+        cls,
+        cells: dict[str, list[dict[str, Any]]],
+        jobs: int,
+        invocations: Sequence[dict[str, Any]] = (),
+        pace: Pace | None = None,
+    ) -> StudyEta:
+        """Cells that earlier invocations ran from scratch to the end (resumed ones ran part of
+        a cell), and with ``pace`` only those run at that pace (:func:`pace_of`): a study
+        continued on another machine would otherwise be timed by the first one's cells (2.6x
+        off between two CPUs that both call themselves 'AMD EPYC')."""
+        paces = {
+            inv.get("id"): pace_of(inv.get("hardware", {}), inv.get("threads_per_job")) for inv in invocations
+        }
         eta = cls(jobs)
         for key, attempts in cells.items():
             for attempt in attempts:
-                if attempt.get("outcome") == "finished" and not attempt.get("resumed_from_step"):
+                if attempt.get("outcome") != "finished" or attempt.get("resumed_from_step"):
+                    continue
+                if pace is None or paces.get(attempt.get("invocation")) == pace:
                     eta.record(key, float(attempt["seconds"]))
         return eta
 

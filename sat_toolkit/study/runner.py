@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from sat_toolkit.errors import SatError
-from sat_toolkit.study.eta import StudyEta
+from sat_toolkit.study.eta import StudyEta, pace_of
 from sat_toolkit.study.grid import LOG_DIR, PlannedCell, cells, plan, read_metrics, study_recipes
-from sat_toolkit.study.ledger import Ledger, available_cores
+from sat_toolkit.study.ledger import Ledger, available_cores, hardware
 from sat_toolkit.study.probing import first_estimate, torch_threads
 from sat_toolkit.study.report import write_report
 from sat_toolkit.study.reuse import reuse_finished
@@ -216,7 +216,9 @@ def run_study(
         written = write_report(spec, echo=echo) if report else None
         return StudyRun(planned, [], written, time.perf_counter() - started)
     ledger = Ledger(spec.output_dir)
-    eta = StudyEta.from_ledger(ledger.data["cells"], workers)  # before this invocation adds to it
+    # before this invocation adds to it; only cells timed on this kind of machine and threads
+    here = pace_of(hardware(), threads)
+    eta = StudyEta.from_ledger(ledger.data["cells"], workers, ledger.invocations, pace=here)
     lines, uneven = first_estimate(eta, study_recipes(spec, planned), todo, threads, probe=probe)
     for line in lines:
         echo(line)
