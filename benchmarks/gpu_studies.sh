@@ -2,10 +2,12 @@
 # Run studies on a lent GPU machine (the `device` tool), in one call, and bring back every
 # cell that finished.
 #
-# Why: on the 2-core CPU these studies ran on so far, one 6-epoch Fashion-MNIST cell takes
-# 1.5-1.8 h (a TRADES or MART cell about 6.5 h), and the programme of docs/results/README.md
-# is about 180 cell-hours. A GPU should take minutes per cell (an estimate: no study has
-# run on one yet), so a few device calls can finish what would take weeks of sessions here.
+# Why: on the 2-core CPUs these studies ran on so far (fp32, one thread per cell), one
+# 6-epoch Fashion-MNIST cell takes 1.5-1.8 h on an AVX2-only AMD EPYC and about 40 min on
+# one with AVX512-BF16; a 12-epoch TRADES or MART cell about 13 h and 4 h. The programme of
+# docs/results/README.md is a few hundred cell-hours. A GPU should take minutes per cell
+# (an estimate: no study has run on one yet), so a few device calls can finish what would
+# take weeks of sessions here.
 #
 # 1. Here, once:     bash benchmarks/gpu_studies.sh prepare
 #    Puts the wheels the device image lacks into .whl/ and the Fashion-MNIST IDX files into
@@ -16,8 +18,9 @@
 #    study into docs/results/<study name> with --jobs ${JOBS:-4} and --reuse docs/results
 #    until 500 s have passed, then packs the studies' records (recipes, metrics, logs,
 #    study.json, reports; no weights or checkpoints) into $OUT/studies.tgz.
-#    SET="optimizer.mixed_precision=no ..." adds --set to every study: the protocol ablation's
-#    finished cells are fp32, and a cell that resolves to bf16 is a different run there.
+#    SET="KEY=VALUE ..." adds --set to every study. The shipped Fashion-MNIST studies pin
+#    fp32 themselves (optimizer.mixed_precision = "no"), so on a GPU with bf16 they still
+#    plan the runs their published cells are.
 # 3. Here:           tar -xzf <files_at>/studies.tgz   (then --report-only, and commit)
 #    The archive holds only the studies the call ran, each whole: it replaces their
 #    study.json here, so do not run those studies here while the device runs them.
