@@ -135,8 +135,11 @@ class Ledger:
     def attempts(self, key: str) -> list[dict[str, Any]]:
         return self.data["cells"].get(key, [])
 
-    def start_invocation(self, command: str, jobs: int, threads: int) -> None:
-        """Put this invocation on record; every save brings its seconds up to date."""
+    def start_invocation(
+        self, command: str, jobs: int, threads: int, machine: dict[str, Any] | None = None
+    ) -> None:
+        """Put this invocation on record; every save brings its seconds up to date.
+        ``machine``: :func:`hardware`, where the caller has read it already."""
         self._started = time.perf_counter()
         self._invocation = {
             "id": self.id,
@@ -145,7 +148,7 @@ class Ledger:
             "seconds": 0.0,
             "jobs": jobs,
             "threads_per_job": threads,
-            "hardware": hardware(),
+            "hardware": machine or hardware(),
             "cells_run": 0,
         }
         self.save()

@@ -217,12 +217,14 @@ def run_study(
         return StudyRun(planned, [], written, time.perf_counter() - started)
     ledger = Ledger(spec.output_dir)
     # before this invocation adds to it; only cells timed on this kind of machine and threads
-    here = pace_of(hardware(), threads)
-    eta = StudyEta.from_ledger(ledger.data["cells"], workers, ledger.invocations, pace=here)
+    machine = hardware()
+    eta = StudyEta.from_ledger(
+        ledger.data["cells"], workers, ledger.invocations, pace=pace_of(machine, threads)
+    )
     lines, uneven = first_estimate(eta, study_recipes(spec, planned), todo, threads, probe=probe)
     for line in lines:
         echo(line)
-    ledger.start_invocation(command, workers, threads)
+    ledger.start_invocation(command, workers, threads, machine)
     outcomes: list[CellOutcome] = []
     attempts: dict[str, dict[str, Any]] = {}  # the ledger's records of the cells running now
     started_keys: set[str] = set()
