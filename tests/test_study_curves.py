@@ -51,6 +51,7 @@ def test_curves_average_the_epochs_every_seed_validated_and_end_at_the_final_eva
     assert list(curves) == ["relu"]
     relu = curves["relu"]
     assert relu["seeds"] == 2
+    assert relu["attack"] == "PGD-10"  # records from before runs named their validation attack
     assert [p["epoch"] for p in relu["validation"]] == [1, 2]
     assert relu["validation"][1]["clean_accuracy"] == statistics.fmean([0.70, 0.74])
     assert relu["validation"][1]["robust_accuracy"] == statistics.fmean([0.50, 0.56])
@@ -79,3 +80,19 @@ def test_a_study_whose_runs_never_validated_has_no_curves(tmp_path: Path) -> Non
     assert "curves" not in paths and not (spec.output_dir / "curves.png").exists()
     assert "learning curves" not in paths["markdown"].read_text()
     assert json.loads(paths["json"].read_text())["learning_curves"] == {}
+
+
+def test_curves_name_the_validation_attack_the_runs_recorded(tmp_path: Path) -> None:
+    spec = load_study(write_study(tmp_path, tmp_path / "out"))
+    run_dir = spec.output_dir / "relu" / "seed0"
+    _plant(run_dir, [(1, 0.60, 0.40), (2, 0.70, 0.50)], clean=0.75, robust=0.45)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for entry in metrics["validation"]:
+        entry["attack"] = "APGD-CE-10"
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    _plant(spec.output_dir / "silu" / "seed0", [(1, 0.60, 0.40)], clean=0.70, robust=0.40)
+
+    curves = learning_curves(spec)
+    assert (curves["relu"]["attack"], curves["silu"]["attack"]) == ("APGD-CE-10", "PGD-10")
+    text = write_report(spec, echo=lambda _: None)["markdown"].read_text()
+    assert "(clean and APGD-CE-10 / PGD-10 accuracy on" in text

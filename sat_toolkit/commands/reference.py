@@ -22,7 +22,7 @@ KIND_TABLES = {
     "dataset": "[data]",
     "model": "[model]",
     "activation": "activation / [activation]",
-    "attack": "[attack.train], [attack.eval.LABEL]",
+    "attack": "[attack.train], [attack.eval.LABEL], [attack.validate]",
     "schedule": "[schedule.lr], [schedule.eps]",
     "objective": "objective / [objective]",
 }

@@ -16,6 +16,7 @@ from torch import nn
 from sat_toolkit.engine.loader import take_samples
 from sat_toolkit.engine.logging import progress_bar
 from sat_toolkit.recipe import Recipe
+from sat_toolkit.recipe.schema import attack_label
 
 
 def fixed_test_subset(dataset: Any, samples: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -38,24 +39,27 @@ def _process_share(count: int, accelerator: Accelerator) -> tuple[int, int, int]
 
 
 def validation_attacks(recipe: Recipe) -> dict[str, Any]:
-    """PGD-10 and FGSM in the training attack's threat model; none when it has no eps."""
-    from sat_toolkit.attacks import create_attack
+    """The validation attack (``[attack.validate]``, PGD-10 by default) and FGSM, in the training
+    attack's threat model, seeded with ``attack.eval.seed`` (so a random start draws from its
+    own generator, never from the training's); none when there is no eps to attack with."""
+    from sat_toolkit.evaluation.suites import build_attacks
 
     threat = recipe.attack.threat_model
     if "eps" not in threat:
         return {}
-    return {
-        "pgd10": create_attack({"name": "pgd", "steps": 10, "rel_step_size": 0.25, **threat}),
-        "fgsm": create_attack({"name": "fgsm", **threat}),
-    }
+    specs = {"validate": recipe.attack.validation, "fgsm": {"name": "fgsm", **threat}}
+    return build_attacks(specs, seed=recipe.attack.eval.seed)
 
 
 def validate(recipe: Recipe, model: nn.Module, test_set: Any, accelerator: Accelerator) -> dict[str, Any]:
-    """Cheap robust validation: clean, PGD-10 and FGSM accuracy on a fixed test subset.
+    """Cheap robust validation: clean, validation-attack and FGSM accuracy on a fixed test subset.
 
-    Both attacks use the training attack's threat model (its norm and eps). FGSM is there
-    for the catastrophic-overfitting guard (:mod:`sat_toolkit.engine.overfitting`): a
-    single-step-trained model that collapses stays robust to FGSM while PGD breaks it.
+    The validation attack is ``[attack.validate]`` (PGD-10 by default; APGD-CE with 10
+    steps costs the same and sees more of a gradient-masking collapse); both attacks use
+    the training attack's threat model unless the table names its own. FGSM is there for
+    the catastrophic-overfitting guard (:mod:`sat_toolkit.engine.overfitting`): a
+    single-step-trained model that collapses stays robust to FGSM while a multi-step
+    attack breaks it. The record names the validation attack (``"attack"``).
     Each process attacks a contiguous share of the subset; the per-sample outcomes are
     gathered and the padding of uneven shares dropped, so every sample counts once.
     """
@@ -66,11 +70,12 @@ def validate(recipe: Recipe, model: nn.Module, test_set: Any, accelerator: Accel
     threat = recipe.attack.threat_model
     attacks = validation_attacks(recipe)
     start, stop, share = _process_share(len(y_all), accelerator)
-    # -1 marks padding rows; a real row holds (clean correct, PGD-10 robust, FGSM robust) as 0/1.
+    # -1 marks padding rows; a real row holds (clean correct, validation-attack robust, FGSM
+    # robust) as 0/1.
     outcome = torch.full((share, 3), -1.0, device=accelerator.device)
     if stop > start:
         x, y = x_all[start:stop].to(accelerator.device), y_all[start:stop].to(accelerator.device)
-        # Each attack on every image: the overfitting guard compares PGD-10's number with FGSM's.
+        # Each attack on every image: the overfitting guard compares the two numbers.
         report = evaluate_robustness(
             model, x, y, attacks, batch_size=recipe.data.eval_batch_size, cascade=False
         )
@@ -89,6 +94,7 @@ def validate(recipe: Recipe, model: nn.Module, test_set: Any, accelerator: Accel
         "clean_accuracy": float(gathered[:, 0].mean()),
         "robust_accuracy": float(gathered[:, 1].mean()) if attacks else math.nan,
         "fgsm_accuracy": float(gathered[:, 2].mean()) if attacks else math.nan,
+        "attack": attack_label(recipe.attack.validation),
         "norm": threat.get("norm", "linf"),
         "eps": threat.get("eps", math.nan),
     }

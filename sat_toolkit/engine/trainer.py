@@ -538,7 +538,8 @@ def end_epoch(run: TrainingRun, bar: tqdm) -> None:
         if accelerator.is_main_process:  # every rank holds the gathered numbers; say them once
             bar.write(
                 f"epoch {state.epoch}: clean {validation['clean_accuracy']:.3f}, "
-                f"PGD-10 {validation['robust_accuracy']:.3f}, FGSM {validation['fgsm_accuracy']:.3f} "
+                f"{validation['attack']} {validation['robust_accuracy']:.3f}, "
+                f"FGSM {validation['fgsm_accuracy']:.3f} "
                 f"on {validation['samples']} test images"
             )
         if run.recipe.logging.tensorboard:

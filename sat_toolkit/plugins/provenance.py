@@ -93,7 +93,8 @@ def recipe_plugin_refs(recipe: Any) -> list[PluginRef]:
     refs += activation_refs(recipe.activation.to_dict())
     refs += attack_refs(recipe.attack.train.to_dict())
     if recipe.train.validate_every_epochs > 0 and "eps" in recipe.attack.threat_model:
-        refs.append(("attack", "pgd"))  # what engine.evaluation.validate builds
+        refs += attack_refs(recipe.attack.validation)  # what engine.evaluation.validate builds
+        refs.append(("attack", "fgsm"))
     for spec in recipe.attack.eval.attacks.values():
         refs += attack_refs(spec.to_dict())
     refs += [(spec.kind, spec.name) for spec in (recipe.schedule.lr, recipe.schedule.eps)]

@@ -243,17 +243,23 @@ class _Resolver:
         if raw is None:
             return None
         for key in raw:
-            if key not in ("train", "eval"):
-                self.problems.unknown("attack", key, ("train", "eval"))
+            if key not in ("train", "eval", "validate"):
+                self.problems.unknown("attack", key, ("train", "eval", "validate"))
         train = self.plugin_section(
             "attack", raw.get("train"), "attack.train", input_shape=self.input_shape,
             inherit={"precision": training_precision} if training_precision else None,
         )  # fmt: skip
         inherit = {} if train is None else AttackConfig(train).threat_model
         evaluation = self.evaluation(raw.get("eval"), inherit)
+        validate = None
+        if "validate" in raw:  # absent: the default PGD-10, kept out of the saved recipe
+            table = self.table(raw["validate"], "attack.validate")
+            validate = None if table is None else self.inheriting_attack(table, "attack.validate", inherit)
+            if validate is None:
+                return None
         if train is None or evaluation is None:
             return None
-        return AttackConfig(train=train, eval=evaluation)
+        return AttackConfig(train=train, eval=evaluation, validate=validate)
 
     def evaluation(self, value: Any, inherit: Mapping[str, Any]) -> EvalConfig | None:
         """``[attack.eval]``; ``inherit`` is the training attack's threat model (eps, norm)."""
@@ -269,16 +275,7 @@ class _Resolver:
                 self.problems.add(path, f"two evaluation attacks are labelled '{label}'")
                 ok = False
                 continue
-            own_norm = entry.get("norm")
-            if isinstance(own_norm, str) and own_norm != inherit.get("norm", own_norm) and "eps" not in entry:
-                self.problems.add(
-                    join(path, "eps"),
-                    f"required: this attack's norm '{own_norm}' differs from attack.train.norm "
-                    f"'{inherit['norm']}', so the training eps is no budget for it",
-                )
-                ok = False
-                continue
-            spec = self.plugin("attack", entry, path, inherit=inherit, input_shape=self.input_shape)
+            spec = self.inheriting_attack(entry, path, inherit)
             if spec is None:
                 ok = False
             else:
@@ -286,6 +283,21 @@ class _Resolver:
         if not ok or checked is None:
             return None
         return EvalConfig(**checked, attacks=attacks)
+
+    def inheriting_attack(
+        self, entry: Mapping[str, Any], path: str, inherit: Mapping[str, Any]
+    ) -> PluginSpec | None:
+        """An evaluation or validation attack; it takes the training attack's eps and norm
+        where it leaves them out, but an attack of another norm must name its own eps."""
+        own_norm = entry.get("norm")
+        if isinstance(own_norm, str) and own_norm != inherit.get("norm", own_norm) and "eps" not in entry:
+            self.problems.add(
+                join(path, "eps"),
+                f"required: this attack's norm '{own_norm}' differs from attack.train.norm "
+                f"'{inherit['norm']}', so the training eps is no budget for it",
+            )
+            return None
+        return self.plugin("attack", entry, path, inherit=inherit, input_shape=self.input_shape)
 
     def _eval_entries(self, raw: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any], str]]:
         """(label, attack table, key path) for named sub-tables and the ``attacks`` array."""

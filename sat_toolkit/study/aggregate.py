@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sat_toolkit.recipe import RECIPE_FILE
+from sat_toolkit.recipe.schema import DEFAULT_VALIDATION_LABEL
 from sat_toolkit.study.grid import cell_label, cells, labels, read_metrics
 from sat_toolkit.study.spec import StudySpec
 
@@ -145,8 +146,9 @@ def learning_curves(spec: StudySpec) -> dict[str, dict[str, Any]]:
     """label -> its validation history averaged over the finished seeds, and its end point.
 
     ``validation``: one point per epoch that every finished seed validated (clean and
-    PGD-10 accuracy on the fixed test subset, see
-    :func:`~sat_toolkit.engine.evaluation.validate`); ``final``: the final evaluation's
+    validation-attack accuracy on the fixed test subset, see
+    :func:`~sat_toolkit.engine.evaluation.validate`); ``attack``: which attack that was
+    (records from before runs named it used PGD-10); ``final``: the final evaluation's
     clean and worst-case accuracy, at the run's last epoch. Why: a table of end points
     cannot show whether more training would still have helped, the curve can. Labels
     whose runs never validated are left out.
@@ -166,8 +168,10 @@ def learning_curves(spec: StudySpec) -> dict[str, dict[str, Any]]:
         if not shared:
             continue
         epochs = {m.get("epochs") for m in members}
+        attacks = {h[epoch].get("attack", DEFAULT_VALIDATION_LABEL) for h in histories for epoch in shared}
         out[label] = {
             "seeds": len(members),
+            "attack": " / ".join(sorted(attacks)),
             "validation": [
                 {
                     "epoch": epoch,
@@ -182,6 +186,12 @@ def learning_curves(spec: StudySpec) -> dict[str, dict[str, Any]]:
             },
         }
     return out
+
+
+def validation_attack_names(learning: dict[str, dict[str, Any]]) -> str:
+    """The validation attacks behind a study's learning curves, e.g. ``"PGD-10"``."""
+    names = {name for curve in learning.values() for name in curve["attack"].split(" / ")}
+    return " / ".join(sorted(names)) or DEFAULT_VALIDATION_LABEL
 
 
 def _finite(value: Any) -> bool:

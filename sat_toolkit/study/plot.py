@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from sat_toolkit.study.aggregate import validation_attack_names
+
 _MARKERS = "osD^vP*Xph"
 
 
@@ -67,10 +69,10 @@ def scatter(
 
 
 def curves(learning: dict[str, dict[str, Any]], path: Path, *, title: str) -> Path:
-    """Write ``path`` (PNG): clean and PGD-10 validation accuracy by epoch, one line per
-    label (see :func:`~sat_toolkit.study.aggregate.learning_curves`), and the final
-    evaluation at the last epoch (its clean accuracy continues the clean line; its worst
-    case is a cross, from stronger attacks than the line's PGD-10)."""
+    """Write ``path`` (PNG): clean and validation-attack (PGD-10 by default) accuracy by epoch,
+    one line per label (see :func:`~sat_toolkit.study.aggregate.learning_curves`), and the
+    final evaluation at the last epoch (its clean accuracy continues the clean line; its
+    worst case is a cross, from stronger attacks than the line's)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -98,11 +100,12 @@ def curves(learning: dict[str, dict[str, Any]], path: Path, *, title: str) -> Pa
         ax.set_xlabel("epoch")
         ax.grid(True, alpha=0.3)
     handles, names = clean_ax.get_legend_handles_labels()
+    validation = f"validation (robust: {validation_attack_names(learning)})"
     handles += [
-        Line2D([], [], color="grey", marker="o", markersize=3, label="validation (robust: PGD-10)"),
+        Line2D([], [], color="grey", marker="o", markersize=3, label=validation),
         Line2D([], [], color="grey", marker="x", linestyle="", markersize=7, label="final worst case"),
     ]
-    names += ["validation (robust: PGD-10)", "final worst case"]
+    names += [validation, "final worst case"]
     rows = -(-len(handles) // 6)
     fig.legend(handles, names, loc="lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
     fig.suptitle(title, fontsize=10)

@@ -16,7 +16,7 @@ from typing import Any
 
 from sat_toolkit.errors import SatError
 from sat_toolkit.recipe import RECIPE_FILE
-from sat_toolkit.study.aggregate import collect, learning_curves
+from sat_toolkit.study.aggregate import collect, learning_curves, validation_attack_names
 from sat_toolkit.study.grid import cells, read_metrics
 from sat_toolkit.study.ledger import Ledger, hardware, wall_clock_seconds
 from sat_toolkit.study.reuse import reused_from
@@ -53,7 +53,8 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     payload = {**context, "rows": rows, "learning_curves": learning}
     _atomic_write(out / REPORT_JSON, json.dumps(payload, indent=2) + "\n")
-    _atomic_write(out / REPORT_MD, markdown(spec, rows, context, curves=bool(learning)))
+    validation_attack = validation_attack_names(learning) if learning else None
+    _atomic_write(out / REPORT_MD, markdown(spec, rows, context, curves=validation_attack))
     from sat_toolkit.study.plot import curves, scatter
 
     compare = spec.compare_axis
@@ -189,7 +190,7 @@ def _duration(seconds: float) -> str:
 
 
 def markdown(
-    spec: StudySpec, rows: list[dict[str, Any]], context: dict[str, Any], *, curves: bool = False
+    spec: StudySpec, rows: list[dict[str, Any]], context: dict[str, Any], *, curves: str | None = None
 ) -> str:
     """The report as markdown: header (provenance) then the table(s)."""
     lines = [f"# Study `{spec.name}`", ""]
@@ -248,7 +249,7 @@ def markdown(
     lines += ["![clean vs robust accuracy](scatter.png)", ""]
     if curves:
         lines += [
-            "Learning curves: the validation after each epoch (clean and PGD-10 accuracy on "
+            f"Learning curves: the validation after each epoch (clean and {curves} accuracy on "
             "`train.validate_samples` fixed test images), mean over each row's finished seeds, "
             "and at the last epoch the final evaluation (clean accuracy on the line; the worst "
             "case as a cross). Their numbers are report.json's `learning_curves`.",
