@@ -40,8 +40,9 @@ def _process_share(count: int, accelerator: Accelerator) -> tuple[int, int, int]
 
 def validation_attacks(recipe: Recipe) -> dict[str, Any]:
     """The validation attack (``[attack.validate]``, PGD-10 by default) and FGSM, in the training
-    attack's threat model, seeded with ``attack.eval.seed`` (so a random start draws from its
-    own generator, never from the training's); none when there is no eps to attack with."""
+    attack's threat model; none when there is no eps to attack with. Seeded with
+    ``attack.eval.seed`` like the final evaluation's attacks, so a random start (APGD's)
+    does not depend on what drew from torch's global generator before it."""
     from sat_toolkit.evaluation.suites import build_attacks
 
     threat = recipe.attack.threat_model
