@@ -191,7 +191,9 @@ def test_shipped_studies_share_the_cells_their_headers_say_they_share(
 
 
 @pytest.mark.parametrize("native_bf16", [False, True], ids=["fp32-machine", "bf16-machine"])
-@pytest.mark.parametrize("study", ["fashion_mnist_protocol", "fashion_mnist_budget"])
+@pytest.mark.parametrize(
+    "study", ["fashion_mnist_protocol", "fashion_mnist_budget", "fashion_mnist_overfitting"]
+)
 def test_a_published_study_in_progress_continues_on_any_machine(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, native_bf16: bool, study: str
 ) -> None:
