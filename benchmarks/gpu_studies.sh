@@ -4,7 +4,8 @@
 #
 # Why: on the 2-core CPUs these studies ran on so far (fp32, one thread per cell), one
 # 6-epoch Fashion-MNIST cell takes 1.5-1.8 h on an AVX2-only AMD EPYC and about 40 min on
-# one with AVX512-BF16; a 12-epoch TRADES or MART cell about 13 h and 4 h. The programme of
+# one with AVX512-BF16; a 12-epoch TRADES or MART cell in bf16 about 2.5 h on the latter
+# (the converged studies' protocol: 12 epochs, bf16, PGD-2 for PGD-AT). The programme of
 # docs/results/README.md is a few hundred cell-hours. A GPU should take minutes per cell
 # (an estimate: no study has run on one yet), so a few device calls can finish what would
 # take weeks of sessions here.
@@ -19,8 +20,9 @@
 #    until 500 s have passed, then packs the studies' records (recipes, metrics, logs,
 #    study.json, reports; no weights or checkpoints) into $OUT/studies.tgz.
 #    SET="KEY=VALUE ..." adds --set to every study. The shipped Fashion-MNIST studies pin
-#    fp32 themselves (optimizer.mixed_precision = "no"), so on a GPU with bf16 they still
-#    plan the runs their published cells are.
+#    their precision themselves (optimizer.mixed_precision: "no" for the protocol ablation
+#    and the budget sweep, "bf16" for the overfitting study and the converged studies), so
+#    on a GPU they still plan the runs their published cells are.
 # 3. Here:           tar -xzf <files_at>/studies.tgz   (then --report-only, and commit)
 #    The archive holds only the studies the call ran, each whole: it replaces their
 #    study.json here, so do not run those studies here while the device runs them.

@@ -165,22 +165,25 @@ def test_shipped_studies_share_the_cells_their_headers_say_they_share(
     it elsewhere, cannot silently make it train them again or compare unlike runs."""
     monkeypatch.setattr("sat_toolkit.devices.native_bf16", lambda device=None: native_bf16)
     budget = _shipped_recipes("fashion_mnist_budget", tmp_path)
+    overfitting = _shipped_recipes("fashion_mnist_overfitting", tmp_path)
     activations = _shipped_recipes("fashion_mnist_activations_converged", tmp_path)
     objectives = _shipped_recipes("fashion_mnist_objectives", tmp_path)
     gradient = _shipped_recipes("fashion_mnist_gradient_converged", tmp_path)
-    epochs = activations["relu/seed0"]["train"]["epochs"]
-    assert {r["train"]["epochs"] for r in gradient.values()} == {epochs}, (
-        "the converged studies share one budget"
-    )
-    assert epochs in {r["train"]["epochs"] for r in budget.values()}, (
-        "the converged budget is one the sweep ran"
-    )
+    relu = activations["relu/seed0"]
+    epochs = relu["train"]["epochs"]
+    for name, recipe in [*gradient.items(), *((k, r) for k, r in objectives.items() if "pgd_at" in k)]:
+        # The converged studies share one budget, training attack and precision.
+        assert recipe["train"]["epochs"] == epochs, name
+        assert recipe["attack"]["train"] == relu["attack"]["train"], name
+        assert recipe["optimizer"]["mixed_precision"] == relu["optimizer"]["mixed_precision"], name
 
     fc_head = {seed: _published_recipe("fashion_mnist_protocol", f"fc_head/seed{seed}") for seed in (0, 1, 2)}
     pairs = [(budget["e6+relu/seed0"], fc_head[0])]
-    if epochs == 6:  # the activation study's ReLU row is then the ablation's published fc_head row
-        pairs += [(activations[f"relu/seed{seed}"], fc_head[seed]) for seed in (0, 1, 2)]
-    pairs += [(activations[f"{act}/seed0"], budget[f"e{epochs}+{act}/seed0"]) for act in ("relu", "silu")]
+    # The activation study's seed-0 ReLU and SiLU cells are the overfitting study's PGD-2 cells
+    # at the converged budget, which must be one that study ran.
+    pairs += [
+        (activations[f"{act}/seed0"], overfitting[f"e{epochs}+pgd2+{act}/seed0"]) for act in ("relu", "silu")
+    ]
     pairs += [
         (objectives[f"pgd_at+{act}/seed{seed}"], activations[f"{act}/seed{seed}"])
         for act in ("relu", "silu", "parametric_softplus")
