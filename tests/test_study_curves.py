@@ -51,7 +51,7 @@ def test_curves_average_the_epochs_every_seed_validated_and_end_at_the_final_eva
     assert list(curves) == ["relu"]
     relu = curves["relu"]
     assert relu["seeds"] == 2
-    assert relu["attack"] == "PGD-10"  # records from before runs named their validation attack
+    assert relu["attacks"] == ["PGD-10"]  # records from before runs named their validation attack
     assert [p["epoch"] for p in relu["validation"]] == [1, 2]
     assert relu["validation"][1]["clean_accuracy"] == statistics.fmean([0.70, 0.74])
     assert relu["validation"][1]["robust_accuracy"] == statistics.fmean([0.50, 0.56])
@@ -93,6 +93,6 @@ def test_curves_name_the_validation_attack_the_runs_recorded(tmp_path: Path) -> 
     _plant(spec.output_dir / "silu" / "seed0", [(1, 0.60, 0.40)], clean=0.70, robust=0.40)
 
     curves = learning_curves(spec)
-    assert (curves["relu"]["attack"], curves["silu"]["attack"]) == ("APGD-CE-10", "PGD-10")
+    assert (curves["relu"]["attacks"], curves["silu"]["attacks"]) == (["APGD-CE-10"], ["PGD-10"])
     text = write_report(spec, echo=lambda _: None)["markdown"].read_text()
     assert "(clean and APGD-CE-10 / PGD-10 accuracy on" in text

@@ -147,7 +147,7 @@ def learning_curves(spec: StudySpec) -> dict[str, dict[str, Any]]:
 
     ``validation``: one point per epoch that every finished seed validated (clean and
     validation-attack accuracy on the fixed test subset, see
-    :func:`~sat_toolkit.engine.evaluation.validate`); ``attack``: which attack that was
+    :func:`~sat_toolkit.engine.evaluation.validate`); ``attacks``: which attacks those were
     (records from before runs named it used PGD-10); ``final``: the final evaluation's
     clean and worst-case accuracy, at the run's last epoch. Why: a table of end points
     cannot show whether more training would still have helped, the curve can. Labels
@@ -171,7 +171,7 @@ def learning_curves(spec: StudySpec) -> dict[str, dict[str, Any]]:
         attacks = {h[epoch].get("attack", DEFAULT_VALIDATION_LABEL) for h in histories for epoch in shared}
         out[label] = {
             "seeds": len(members),
-            "attack": " / ".join(sorted(attacks)),
+            "attacks": sorted(attacks),
             "validation": [
                 {
                     "epoch": epoch,
@@ -190,7 +190,7 @@ def learning_curves(spec: StudySpec) -> dict[str, dict[str, Any]]:
 
 def validation_attack_names(learning: dict[str, dict[str, Any]]) -> str:
     """The validation attacks behind a study's learning curves, e.g. ``"PGD-10"``."""
-    names = {name for curve in learning.values() for name in curve["attack"].split(" / ")}
+    names = {name for curve in learning.values() for name in curve["attacks"]}
     return " / ".join(sorted(names)) or DEFAULT_VALIDATION_LABEL
 
 

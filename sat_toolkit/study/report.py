@@ -54,7 +54,7 @@ def write_report(
     payload = {**context, "rows": rows, "learning_curves": learning}
     _atomic_write(out / REPORT_JSON, json.dumps(payload, indent=2) + "\n")
     validation_attack = validation_attack_names(learning) if learning else None
-    _atomic_write(out / REPORT_MD, markdown(spec, rows, context, curves=validation_attack))
+    _atomic_write(out / REPORT_MD, markdown(spec, rows, context, validation_attack=validation_attack))
     from sat_toolkit.study.plot import curves, scatter
 
     compare = spec.compare_axis
@@ -190,9 +190,14 @@ def _duration(seconds: float) -> str:
 
 
 def markdown(
-    spec: StudySpec, rows: list[dict[str, Any]], context: dict[str, Any], *, curves: str | None = None
+    spec: StudySpec,
+    rows: list[dict[str, Any]],
+    context: dict[str, Any],
+    *,
+    validation_attack: str | None = None,
 ) -> str:
-    """The report as markdown: header (provenance) then the table(s)."""
+    """The report as markdown: header (provenance) then the table(s), and where the runs
+    validated (``validation_attack`` names the attack), the learning curves."""
     lines = [f"# Study `{spec.name}`", ""]
     if spec.description:
         lines += [spec.description, ""]
@@ -247,9 +252,9 @@ def markdown(
     if compare and len(groups) > 1:
         lines += _across_groups(spec, groups)
     lines += ["![clean vs robust accuracy](scatter.png)", ""]
-    if curves:
+    if validation_attack:
         lines += [
-            f"Learning curves: the validation after each epoch (clean and {curves} accuracy on "
+            f"Learning curves: the validation after each epoch (clean and {validation_attack} accuracy on "
             "`train.validate_samples` fixed test images), mean over each row's finished seeds, "
             "and at the last epoch the final evaluation (clean accuracy on the line; the worst "
             "case as a cross). Their numbers are report.json's `learning_curves`.",
