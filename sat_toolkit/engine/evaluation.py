@@ -15,6 +15,7 @@ from torch import nn
 
 from sat_toolkit.engine.loader import take_samples
 from sat_toolkit.engine.logging import progress_bar
+from sat_toolkit.engine.precision import unpatched
 from sat_toolkit.recipe import Recipe
 from sat_toolkit.recipe.schema import attack_label
 
@@ -67,6 +68,7 @@ def validate(recipe: Recipe, model: nn.Module, test_set: Any, accelerator: Accel
     from sat_toolkit.evaluation import evaluate_robustness
     from sat_toolkit.evaluation.robust import SURROGATE_SUFFIX
 
+    model = unpatched(model)  # each attack at its own precision, not the training's autocast
     x_all, y_all = fixed_test_subset(test_set, recipe.train.validate_samples, recipe.attack.eval.seed)
     threat = recipe.attack.threat_model
     attacks = validation_attacks(recipe)
@@ -113,6 +115,7 @@ def final_evaluation(
     from sat_toolkit.evaluation import evaluate_robustness
     from sat_toolkit.evaluation.suites import build_attacks
 
+    model = unpatched(model)  # fp32 as the attacks ask, not the training's autocast
     seed = recipe.attack.eval.seed
     x, y = fixed_test_subset(test_set, recipe.attack.eval.samples, seed)
     x, y = x.to(accelerator.device), y.to(accelerator.device)
@@ -212,7 +215,7 @@ def preflight_evaluation(recipe: Recipe, model: nn.Module, train_set: Any, devic
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             for label, attack in external.items():
                 with true_gradients():
-                    run_checked(label, attack, model, x, y, norm=norm)
+                    run_checked(label, attack, unpatched(model), x, y, norm=norm)
     finally:
         model.train(was_training)
 

@@ -230,6 +230,7 @@ def _attack_seconds(run: TrainingRun, attacks: dict[str, Any], samples: int, see
     copied for the probe.
     """
     from sat_toolkit.engine.evaluation import fixed_test_subset
+    from sat_toolkit.engine.precision import unpatched
     from sat_toolkit.evaluation.cost import estimate_cost
 
     if not attacks:
@@ -238,7 +239,11 @@ def _attack_seconds(run: TrainingRun, attacks: dict[str, Any], samples: int, see
     device = run.accelerator.device
     pinned = torch.zeros(len(x), dtype=torch.long, device=device)
     cost = estimate_cost(
-        NeverFooled(run.unwrapped), x.to(device), pinned, attacks, batch_size=run.recipe.data.eval_batch_size
+        NeverFooled(unpatched(run.unwrapped)),
+        x.to(device),
+        pinned,
+        attacks,
+        batch_size=run.recipe.data.eval_batch_size,
     )
     if cost is None or not cost.images:
         return None

@@ -55,6 +55,7 @@ from sat_toolkit.engine.logging import flatten_hparams, progress_bar
 from sat_toolkit.engine.memory import keep_freed_memory
 from sat_toolkit.engine.optim import build_optimizer
 from sat_toolkit.engine.overfitting import OverfittingError, first_collapse, judge
+from sat_toolkit.engine.precision import unpatched
 from sat_toolkit.engine.window import DivergenceError, DivergenceGuard, TrainingWindow
 from sat_toolkit.errors import SatError
 from sat_toolkit.export import save_model
@@ -190,7 +191,7 @@ class TrainingRun:
     model: nn.Module  # prepared (DDP under several processes): the training forward goes through it
     unwrapped: nn.Module  # the same weights, unwrapped: the attack runs on it
     step_model: nn.Module  # what the training loss calls: ``model``, torch.compile'd with train.compile
-    attack_model: nn.Module  # what the training attack calls: ``unwrapped``, likewise
+    attack_model: nn.Module  # what the training attack calls: ``unpatched(unwrapped)``, likewise
     optimizer: torch.optim.Optimizer
     lr_scheduler: Any  # accelerate's wrapper around a LambdaLR over the recipe's lr schedule
     train_loader: Any
@@ -279,9 +280,11 @@ def build_run(recipe: Recipe, accelerator: Accelerator, run_dir: Path) -> Traini
     # Compiled modules share the weights; checkpoints, the EMA and evaluation keep using the
     # uncompiled ones, so a run's files do not depend on this setting.
     step_model = torch.compile(model) if recipe.train.compile else model
-    attack_model = unwrapped
+    # The attack runs at its own precision (attack.train.precision), so not through the
+    # forward accelerate patches for mixed precision (sat_toolkit/engine/precision.py).
+    attack_model = unpatched(unwrapped)
     if recipe.train.compile:
-        attack_model = step_model if unwrapped is model else torch.compile(unwrapped)
+        attack_model = step_model if attack_model is model else torch.compile(attack_model)
     return TrainingRun(
         recipe=recipe, accelerator=accelerator, run_dir=run_dir, model=model, unwrapped=unwrapped,
         step_model=step_model, attack_model=attack_model,
