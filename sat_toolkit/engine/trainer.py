@@ -5,7 +5,8 @@ per concern: build the run's parts, restore, one adversarial step through the ob
 what follows an optimiser step, the end of an epoch, the finish.
 
 Per batch, the objective crafts examples on the *unwrapped* model (inside the attack
-phase, BatchNorm as the attack's ``bn_mode`` says); the training forward and backward
+phase, BatchNorm as the attack's ``bn_mode`` says, at the attack's own precision: see
+:mod:`sat_toolkit.engine.precision`); the training forward and backward
 then go through the *prepared* model, so under DDP every rank's gradients are
 synchronised (a training forward through the unwrapped model would silently
 desynchronise them). Everything that decides what happens next (weights, optimiser, lr
