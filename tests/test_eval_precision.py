@@ -90,7 +90,8 @@ def test_the_view_shares_the_models_weights_and_modes(bf16_run: tuple[Recipe, Ac
 
 def test_a_bf16_runs_metrics_are_what_eval_of_its_exported_model_measures(tmp_path: Path) -> None:
     """The user's path: train in bf16 (with an EMA, whose copy carried the patch too), then
-    ``sat-toolkit eval`` the run with the recipe's attack: the same numbers, image for image."""
+    ``sat-toolkit eval`` the run with the recipe's attack: the same clean, per-attack and
+    worst-case accuracy."""
     run_dir = tmp_path / "bf16"
     sat_toolkit.run(
         tiny_recipe(

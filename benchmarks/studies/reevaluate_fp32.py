@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -31,6 +30,7 @@ from accelerate import Accelerator
 
 from sat_toolkit.data import create_dataset
 from sat_toolkit.engine.evaluation import final_evaluation
+from sat_toolkit.engine.trainer import write_json
 from sat_toolkit.export import load_model
 from sat_toolkit.recipe import METRICS_FILE, MODEL_FILE, RECIPE_FILE, load_recipe
 
@@ -63,9 +63,7 @@ def reevaluate(run_dir: Path, command: str) -> str:
         "commit": _commit(),
         "why": WHY,
     }
-    tmp = metrics_path.with_name(f".{METRICS_FILE}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    tmp.replace(metrics_path)
+    write_json(metrics_path, metrics)
     return (
         f"{run_dir}: clean {old['clean_accuracy']:.3f} -> {evaluation['clean_accuracy']:.3f}, "
         f"worst case {old['robust_accuracy']:.3f} -> {evaluation['robust_accuracy']:.3f}"

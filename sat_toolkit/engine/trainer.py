@@ -190,7 +190,7 @@ class TrainingRun:
     accelerator: Accelerator
     run_dir: Path
     model: nn.Module  # prepared (DDP under several processes): the training forward goes through it
-    unwrapped: nn.Module  # the same weights, unwrapped: the attack runs on it
+    unwrapped: nn.Module  # the same weights, unwrapped: checkpoints, the EMA and the export read it
     step_model: nn.Module  # what the training loss calls: ``model``, torch.compile'd with train.compile
     attack_model: nn.Module  # what the training attack calls: ``unpatched(unwrapped)``, likewise
     optimizer: torch.optim.Optimizer
@@ -576,7 +576,7 @@ def guard_overfitting(run: TrainingRun) -> None:
     fix = "single-step training needs a random start and a step of at most 1.25 eps, or use 2+ PGD steps"
     if mode == "stop":
         if run.accelerator.is_main_process:
-            _write_json(run.run_dir / METRICS_FILE, _stopped_metrics(run, collapse.to_dict()))
+            write_json(run.run_dir / METRICS_FILE, _stopped_metrics(run, collapse.to_dict()))
         run.accelerator.wait_for_everyone()
         raise OverfittingError(
             f"training stopped at step {run.state.global_step}: {collapse.describe()}; {named}; {fix} "
@@ -637,7 +637,7 @@ def finish(run: TrainingRun, show_progress: bool) -> RunSummary:
         metrics["evaluation"] = evaluation
         if recipe.logging.tensorboard:
             accelerator.log(evaluation_scalars(evaluation), step=state.global_step)
-        _write_json(run.run_dir / METRICS_FILE, metrics)
+        write_json(run.run_dir / METRICS_FILE, metrics)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return RunSummary(run.run_dir, metrics)
@@ -692,7 +692,8 @@ def _steps_per_epoch(batches_per_epoch: int, accumulation: int) -> int:
     return steps
 
 
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` (a run's metrics.json) atomically: a crash leaves the old file or the new."""
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
     tmp.replace(path)
