@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sat_toolkit.activations import cpu_math
 from sat_toolkit.activations.base import Activation
 from sat_toolkit.params import Param
 
@@ -38,7 +39,7 @@ class Softplus(Activation):
     description = "log(1 + e^x)"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.softplus(x)
+        return cpu_math.softplus(x)
 
 
 class ParametricSoftplus(Activation):
@@ -55,8 +56,7 @@ class ParametricSoftplus(Activation):
         return {"alpha": self.alpha}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # F.softplus switches to the identity above threshold/beta, which keeps e^(a x) finite.
-        return F.softplus(x, beta=self.alpha, threshold=20.0)
+        return cpu_math.softplus(x, beta=self.alpha)
 
 
 class SiLU(Activation):
@@ -100,7 +100,7 @@ class ELU(Activation):
         return {"alpha": self.alpha}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.elu(x, alpha=self.alpha)
+        return cpu_math.elu(x, alpha=self.alpha)
 
 
 class CELU(Activation):
@@ -117,7 +117,7 @@ class CELU(Activation):
         return {"alpha": self.alpha}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.celu(x, alpha=self.alpha)
+        return cpu_math.elu(x, alpha=self.alpha, input_scale=1.0 / self.alpha)  # F.celu
 
 
 class SmoothReLU(Activation):
@@ -151,7 +151,7 @@ class SmoothReLU(Activation):
             alpha = alpha.to(dtype=x.dtype)
         positive = x.clamp(min=0)
         # log1p keeps precision near 0; for large x the log term is tiny next to x.
-        return positive - torch.log1p(alpha * positive) / alpha
+        return positive - cpu_math.log1p_nonnegative(alpha * positive) / alpha
 
 
 BUILTIN_ACTIVATIONS: list[type[Activation]] = [
