@@ -35,7 +35,7 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float32 if x.dtype in _LOW_PRECISION else x.dtype
 
 
-def _in_float32(x: torch.Tensor) -> torch.Tensor:
+def _in_compute_dtype(x: torch.Tensor) -> torch.Tensor:
     """``x`` to read from in its compute dtype (``x`` itself where that is its dtype)."""
     return x.to(_compute_dtype(x))
 
@@ -69,7 +69,7 @@ def _log1p_nonnegative_(v: torch.Tensor) -> torch.Tensor:
 
 
 def _elu_value(x: torch.Tensor, alpha: float, input_scale: float) -> torch.Tensor:
-    x32 = _in_float32(x)
+    x32 = _in_compute_dtype(x)
     # max(x, 0) + alpha (e^(s min(x, 0)) - 1): one term is 0 on each side, so no select.
     if input_scale == 1.0:
         scaled = x32.clamp(min=-80.0, max=0.0)
@@ -82,7 +82,7 @@ def _elu_value(x: torch.Tensor, alpha: float, input_scale: float) -> torch.Tenso
 
 
 def _softplus_value(x: torch.Tensor, beta: float) -> torch.Tensor:
-    x32 = _in_float32(x)
+    x32 = _in_compute_dtype(x)
     # log(1 + e^z) / beta = max(x, 0) + log(1 + e^-|z|) / beta, z = beta x: e^-|z| <= 1 never
     # overflows, and above z = 20 the second term is below half an ulp of x, so the result
     # is x, as torch's switch to the identity at threshold 20 makes it.
