@@ -178,7 +178,10 @@ def test_report_markdown_states_provenance_and_the_paper_table(study: dict[str, 
 
     text = (study["spec"].output_dir / "report.md").read_text()
     assert "test images evaluated per run: 100" in text
-    assert f"torch {torch.__version__.split('+')[0]}" in text and "cores" in text
+    from sat_toolkit.study.ledger import available_cores
+
+    assert f"torch {torch.__version__.split('+')[0]}" in text
+    assert f", {available_cores()} core(s) available to the study, " in text
     # the vector units, since a VM's CPU name ('AMD EPYC') can hide a 2.6x difference in speed
     assert f"({torch.backends.cpu.get_cpu_capability()}, " in text and " bf16), " in text
     assert "wall time:" in text and "command: `sat-toolkit study tiny.toml`" in text

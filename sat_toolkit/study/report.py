@@ -308,7 +308,8 @@ def _header(context: dict[str, Any]) -> list[str]:
         note = "" if context["hardware"] else " (where this report was built; no run recorded its machine)"
         features = f" ({machine['cpu_features']})" if machine.get("cpu_features") else ""
         lines.append(
-            f"- hardware: {machine['cpu']}{features}, {machine['cores']} cores, torch {machine['torch']}, "
+            f"- hardware: {machine['cpu']}{features}, {machine['cores']} core(s) available to the study, "
+            f"torch {machine['torch']}, "
             f"Python {machine['python']}{note}"
         )
     if context["devices"]:
