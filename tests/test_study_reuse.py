@@ -169,6 +169,7 @@ def test_shipped_studies_share_the_cells_their_headers_say_they_share(
     activations = _shipped_recipes("fashion_mnist_activations_converged", tmp_path)
     objectives = _shipped_recipes("fashion_mnist_objectives", tmp_path)
     gradient = _shipped_recipes("fashion_mnist_gradient_converged", tmp_path)
+    convergence = _shipped_recipes("fashion_mnist_convergence", tmp_path)
     relu = activations["relu/seed0"]
     epochs = relu["train"]["epochs"]
     for name, recipe in [*gradient.items(), *((k, r) for k, r in objectives.items() if "pgd_at" in k)]:
@@ -188,6 +189,14 @@ def test_shipped_studies_share_the_cells_their_headers_say_they_share(
         (objectives[f"pgd_at+{act}/seed{seed}"], activations[f"{act}/seed{seed}"])
         for act in ("relu", "silu", "parametric_softplus")
         for seed in (0, 1, 2)
+    ]
+    # The convergence check is the activation study's cells at twice the budget, its ReLU
+    # and SiLU cells the overfitting study's PGD-2 cells at that budget.
+    for key, recipe in convergence.items():
+        assert differences(activations[key], recipe) == [f"train.epochs: {epochs} -> {2 * epochs}"], key
+    pairs += [
+        (convergence[f"{act}/seed0"], overfitting[f"e{2 * epochs}+pgd2+{act}/seed0"])
+        for act in ("relu", "silu")
     ]
     for cell, source in pairs:
         assert differences(source, cell) == []
