@@ -309,8 +309,7 @@ def _header(context: dict[str, Any]) -> list[str]:
         features = f" ({machine['cpu_features']})" if machine.get("cpu_features") else ""
         lines.append(
             f"- hardware: {machine['cpu']}{features}, {machine['cores']} core(s) available to the study, "
-            f"torch {machine['torch']}, "
-            f"Python {machine['python']}{note}"
+            f"torch {machine['torch']}, Python {machine['python']}{note}"
         )
     if context["devices"]:
         lines.append(f"- runs trained and evaluated on: {', '.join(context['devices'])}")
