@@ -81,6 +81,11 @@ def test_a_copy_of_a_copy_names_where_the_run_was_trained(studies: dict[str, Any
     note = json.loads((third.output_dir / "relu" / "seed0" / "reused.json").read_text())
     assert note["trained_in"] == str(source / "relu" / "seed0")
     assert note["copied_from"] == str(studies["target"].output_dir / "relu" / "seed0")
+    # Nothing trained here, so no ledger: the report says why there is no wall time or machine.
+    assert not (third.output_dir / "study.json").exists()
+    report = (third.output_dir / "report.md").read_text()
+    assert "- wall time: none spent here, every finished run was reused (see below)\n" in report
+    assert "(where this report was built; every finished run was reused)\n" in report
 
 
 @pytest.mark.parametrize(

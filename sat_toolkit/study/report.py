@@ -304,8 +304,10 @@ def _header(context: dict[str, Any]) -> list[str]:
         f"- eps (attack.train.eps, inherited by the evaluation attacks): {eps}",
         f"- evaluation suite (robust = worst case per image): {attacks}",
     ]
+    all_reused = bool(context["reused"]) and len(context["reused"]) == cells_["finished"]
     for machine in context["hardware"] or [context["hardware_of_report"]]:
-        note = "" if context["hardware"] else " (where this report was built; no run recorded its machine)"
+        why = "every finished run was reused" if all_reused else "no run recorded its machine"
+        note = "" if context["hardware"] else f" (where this report was built; {why})"
         features = f" ({machine['cpu_features']})" if machine.get("cpu_features") else ""
         lines.append(
             f"- hardware: {machine['cpu']}{features}, {machine['cores']} core(s) available to the study, "
@@ -320,6 +322,8 @@ def _header(context: dict[str, Any]) -> list[str]:
             f"- wall time: {_duration(wall['elapsed'])} over {wall['invocations']} invocation(s) "
             f"({', '.join(jobs)}); {_duration(wall['cells'])} summed over cells"
         )
+    elif all_reused:
+        lines.append("- wall time: none spent here, every finished run was reused (see below)")
     else:
         lines.append(
             "- wall time: not recorded (no study.json: the runs were not made by `sat-toolkit study`)"
