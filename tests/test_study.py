@@ -20,6 +20,7 @@ from sat_toolkit.errors import SatError
 from sat_toolkit.recipe.toml_io import dumps, tomllib
 from sat_toolkit.study import StudyError, load_study, plan, run_study, write_report
 from sat_toolkit.study import runner as study_runner
+from sat_toolkit.study.ledger import available_cores
 
 REPO = Path(__file__).resolve().parents[1]
 KEYS = ["relu/seed0", "silu/seed0", "relu/seed1", "silu/seed1"]  # seed-major grid order
@@ -178,8 +179,6 @@ def test_report_markdown_states_provenance_and_the_paper_table(study: dict[str, 
 
     text = (study["spec"].output_dir / "report.md").read_text()
     assert "test images evaluated per run: 100" in text
-    from sat_toolkit.study.ledger import available_cores
-
     assert f"torch {torch.__version__.split('+')[0]}" in text
     assert f", {available_cores()} core(s) available to the study, " in text
     # the vector units, since a VM's CPU name ('AMD EPYC') can hide a 2.6x difference in speed
