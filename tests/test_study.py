@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -369,6 +370,65 @@ def test_shipped_studies_resolve_every_cell(name: str, tmp_path: Path) -> None:
     assert len(set(settings.values())) == len(settings) > 1
 
 
+def test_a_cell_resumed_late_in_its_run_is_not_counted_as_a_whole_cell(tmp_path: Path) -> None:
+    """A study stopped near a cell's end used to restart with that cell counted whole: an
+    hour's estimate for 20 minutes left. The checkpoint tells the run's length once an
+    epoch has passed (10 steps of 320 digits in batches of 32, 2 epochs: 20 steps), so
+    the cell resumed at step 12 is 60% trained and expected to take 40% of a cell."""
+    path = write_study(
+        tmp_path,
+        tmp_path / "out",
+        STUDY.replace("seeds = [0, 1]", "seeds = [0]").replace("train.epochs=1", "train.epochs=2"),
+    )
+    spec = load_study(path)
+    silu = next(p for p in plan(spec) if p.cell.key == "silu/seed0")
+    train(silu.recipe, show_progress=False, stop_after_steps=14)  # checkpoints at 4, 8, 12
+    planned = {p.cell.key: p for p in plan(spec)}
+    assert (planned["silu/seed0"].step, planned["silu/seed0"].total_steps) == (12, 20)
+    assert planned["silu/seed0"].trained == pytest.approx(0.6)
+    assert planned["relu/seed0"].trained == 0.0
+    listed = CliRunner().invoke(study_command, [str(path), "--dry-run"])
+    assert "silu seed 0: resume from step 12 of 20 (" in listed.output
+
+    def whole_cell_takes_100_s(task: study_runner.CellTask) -> study_runner.CellOutcome:
+        return dataclasses.replace(_execute_cell(task), seconds=100.0)
+
+    lines: list[str] = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(study_runner, "execute_cell", whole_cell_takes_100_s)
+        run_study(spec, jobs=1, echo=lines.append, report=False)
+    assert "[2/2] started  silu seed 0 (resuming from step 12 of 20)" in lines
+    estimate = next(line for line in lines if line.startswith("[1/2] estimated time left"))
+    assert estimate.startswith("[1/2] estimated time left: 40 s for 1 cell(s)")  # not 100 s
+
+
+def test_a_checkpoint_tells_its_runs_length_once_an_epoch_has_passed(tmp_path: Path) -> None:
+    """468 steps an epoch (Fashion-MNIST in batches of 128), 12 epochs: 5616 steps, told
+    from the counters at an epoch's end, mid-epoch and with gradient accumulation; not
+    before the first epoch ends, nor from a damaged file; ``train.steps`` needs no file."""
+    from sat_toolkit.engine.checkpoint import TRAIN_STATE_FILE, TrainState, run_length
+    from sat_toolkit.recipe import load_recipe
+
+    base = tmp_path / "tiny.toml"
+    base.write_text(dumps(tiny_base()))
+    recipe = load_recipe(base, ["train.epochs=12"])
+    accumulating = load_recipe(base, ["train.epochs=12", "optimizer.grad_accumulation=2"])
+
+    def length(of: Any, **counters: int) -> int | None:
+        checkpoint = tmp_path / "step"
+        checkpoint.mkdir(exist_ok=True)
+        (checkpoint / TRAIN_STATE_FILE).write_text(TrainState(**counters).to_json())
+        return run_length(checkpoint, of)
+
+    assert length(recipe, epoch=7, step_in_epoch=0, global_step=3276, batches_seen=3276) == 5616
+    assert length(recipe, epoch=7, step_in_epoch=100, global_step=3376, batches_seen=3376) == 5616
+    assert length(accumulating, epoch=7, step_in_epoch=0, global_step=3276, batches_seen=6552) == 5616
+    assert length(recipe, epoch=0, step_in_epoch=400, global_step=400, batches_seen=400) is None
+    (tmp_path / "step" / TRAIN_STATE_FILE).write_text("{not json")
+    assert run_length(tmp_path / "step", recipe) is None
+    assert run_length(tmp_path / "step", load_recipe(base, ["train.steps=1000"])) == 1000
+
+
 def test_a_failed_cell_is_reported_and_only_it_is_retried(tmp_path: Path) -> None:
     path = write_study(tmp_path, tmp_path / "out", STUDY.replace("seeds = [0, 1]", "seeds = [0]"))
     spec = load_study(path)
@@ -425,6 +485,8 @@ def test_study_eta_is_the_median_finished_cell_times_the_rounds_left() -> None:
         "estimated time left: 10 min for 5 cell(s), 2 at a time (median 3 min per cell over 3 finished)"
     )
     assert StudyEta(jobs=1).describe(waiting) is None and eta.describe([]) is None
+    eta.trained = {"e/seed1": 0.75}  # resumed three quarters through: a quarter of a cell left
+    assert eta.seconds_of("e/seed1") == 50.0 and eta.seconds_of("a/seed1") == 200.0
 
 
 def test_study_eta_times_cells_only_by_those_run_at_the_same_pace() -> None:

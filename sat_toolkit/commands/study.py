@@ -90,7 +90,7 @@ def study_command(
         planned = plan(spec, only)
         reusable = matches(planned, reuse)
         for p in planned:
-            how = {"resume": f"resume from step {p.step}", "running": "running in another process"}.get(
+            how = {"resume": f"resume from {p.resume_point}", "running": "running in another process"}.get(
                 p.status, p.status
             )
             if p.cell.key in reusable:

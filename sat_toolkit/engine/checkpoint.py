@@ -52,6 +52,7 @@ from sat_toolkit.recipe.rundir import CHECKPOINT_DIR
 
 if TYPE_CHECKING:
     from sat_toolkit.engine.ema import WeightEMA
+    from sat_toolkit.recipe import Recipe
 
 TRAIN_STATE_FILE = "train_state.json"
 TRAIN_STATE_FORMAT = 2  # 2: the divergence guard's reference and warning step
@@ -184,6 +185,31 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 def latest_checkpoint(run_dir: Path) -> Path | None:
     checkpoints = list_checkpoints(run_dir)
     return checkpoints[-1] if checkpoints else None
+
+
+def run_length(checkpoint: Path, recipe: Recipe) -> int | None:
+    """How many optimiser steps the run ``checkpoint`` belongs to trains for in all, or None
+    where that cannot be told without loading the data.
+
+    For a study's time left, which must not count a cell resumed near its end as a whole
+    one: ``train.steps`` where the recipe sets it, else ``train.epochs`` times the steps of
+    an epoch, which the checkpoint's counters give once a whole epoch has passed (its
+    batches seen, less those of the epoch under way, over the epochs done). None before
+    that, and for a ``train_state.json`` that is missing or damaged (the resume itself says
+    what is wrong with it).
+    """
+    if recipe.train.steps > 0:
+        return recipe.train.steps
+    path = Path(checkpoint) / TRAIN_STATE_FILE
+    try:
+        state = TrainState.from_json(path.read_text(), path)
+    except (OSError, SatError):
+        return None
+    if state.epoch < 1:
+        return None
+    batches_per_epoch = (state.batches_seen - state.step_in_epoch) // state.epoch
+    steps_per_epoch = batches_per_epoch // recipe.optimizer.grad_accumulation
+    return recipe.train.total_steps(steps_per_epoch) if steps_per_epoch > 0 else None
 
 
 def checkpoint_step(checkpoint: Path) -> int:

@@ -91,12 +91,18 @@ class StudyEta:
     """Whole-cell seconds measured so far, and what they predict for the cells left.
 
     ``predicted`` maps a cell's key to the probes' prediction of its seconds, for a study
-    of unlike cells; None counts every cell alike.
+    of unlike cells (a resumed cell's prediction counts only the steps left); None counts
+    every cell alike. ``trained`` maps a resumed cell's key to the share of its training
+    done (:attr:`~sat_toolkit.study.grid.PlannedCell.trained`): where cells count alike, it
+    is expected to take the rest of a cell, not a whole one. The evaluation at a cell's
+    end does not shrink with the training left, so that errs short, by at most the
+    evaluation's share of the cell; counting it as whole erred long by up to a cell.
     """
 
     jobs: int
     predicted: dict[str, float] | None = None
     measured: dict[str, float] = dataclasses.field(default_factory=dict)  # cell key -> seconds, from step 0
+    trained: dict[str, float] = dataclasses.field(default_factory=dict)  # cell key -> share done
 
     @classmethod
     def from_ledger(
@@ -149,7 +155,7 @@ class StudyEta:
         if scale is None:
             return None
         if self.predicted is None:
-            return scale
+            return scale * (1.0 - self.trained.get(key, 0.0))
         return scale * self.predicted[key] if key in self.predicted else None
 
     def remaining(self, waiting: Sequence[str], running: Mapping[str, float] | None = None) -> float | None:

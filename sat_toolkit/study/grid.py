@@ -58,15 +58,29 @@ class PlannedCell:
     """A cell with its resolved recipe and what running it means now.
 
     ``status`` is ``done`` (metrics.json with an evaluation), ``resume`` (a checkpoint at
-    ``step``), ``new``, or ``running`` (another process holds the run: another invocation
-    of the study, perhaps on another machine sharing the directory). The runner looks at a
-    cell again when it starts it, since another invocation may have moved it on meanwhile.
+    ``step`` of the run's ``total_steps``, None where the checkpoint cannot tell:
+    :func:`~sat_toolkit.engine.checkpoint.run_length`), ``new``, or ``running`` (another
+    process holds the run: another invocation of the study, perhaps on another machine
+    sharing the directory). The runner looks at a cell again when it starts it, since
+    another invocation may have moved it on meanwhile.
     """
 
     cell: Cell
     recipe: Recipe
     status: str
     step: int
+    total_steps: int | None = None
+
+    @property
+    def resume_point(self) -> str:
+        """``step 1872 of 5616``, or ``step 1872`` where the run's length is not known."""
+        return f"step {self.step}" + (f" of {self.total_steps}" if self.total_steps else "")
+
+    @property
+    def trained(self) -> float:
+        """The share of its training the cell has done: 0 for a new cell, or where its
+        checkpoint does not tell the run's length."""
+        return min(1.0, self.step / self.total_steps) if self.total_steps else 0.0
 
 
 def cell_label(values: dict[str, str]) -> str:
@@ -151,7 +165,7 @@ def plan(spec: StudySpec, only: tuple[str, ...] = ()) -> list[PlannedCell]:
     A directory holding a *different* run (the study or its base changed since) is an
     error here, before anything trains, rather than a failure in the middle of the study.
     """
-    from sat_toolkit.engine.checkpoint import latest_checkpoint
+    from sat_toolkit.engine.checkpoint import latest_checkpoint, run_length
 
     problems: dict[str, list[str]] = {}  # message -> cell labels, so one typo is one line
     planned = []
@@ -185,7 +199,8 @@ def plan(spec: StudySpec, only: tuple[str, ...] = ()) -> list[PlannedCell]:
         checkpoint = latest_checkpoint(cell.run_dir) if resume_flag else None
         step = int(checkpoint.name.split("-")[1]) if checkpoint is not None else 0
         status = "done" if read_metrics(cell.run_dir) else "resume" if checkpoint is not None else "new"
-        planned.append(PlannedCell(cell, recipe, status, step))
+        total = run_length(checkpoint, recipe) if status == "resume" else None
+        planned.append(PlannedCell(cell, recipe, status, step, total))
     if problems:
         lines = [f"{_which(where)}: {message}" for message, where in problems.items()]
         raise StudyError(lines, str(spec.path))

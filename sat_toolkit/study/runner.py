@@ -221,6 +221,7 @@ def run_study(
     eta = StudyEta.from_ledger(
         ledger.data["cells"], workers, ledger.invocations, pace=pace_of(machine, threads)
     )
+    eta.trained = {p.cell.key: p.trained for p in todo if p.trained}
     lines, uneven = first_estimate(eta, study_recipes(spec, planned), todo, threads, probe=probe)
     for line in lines:
         echo(line)
@@ -232,7 +233,7 @@ def run_study(
     def begin(index: int, p: PlannedCell) -> CellTask:
         started_keys.add(p.cell.key)
         attempts[p.cell.key] = ledger.begin_attempt(p.cell.key, resumed_from_step=p.step, threads=threads)
-        how = f"resuming from step {p.step}" if p.status == "resume" else "new"
+        how = f"resuming from {p.resume_point}" if p.status == "resume" else "new"
         echo(
             f"[{index:>{len(str(len(todo)))}}/{len(todo)}] started  {p.cell.label} seed {p.cell.seed} ({how})"
         )
