@@ -165,7 +165,7 @@ def plan(spec: StudySpec, only: tuple[str, ...] = ()) -> list[PlannedCell]:
     A directory holding a *different* run (the study or its base changed since) is an
     error here, before anything trains, rather than a failure in the middle of the study.
     """
-    from sat_toolkit.engine.checkpoint import latest_checkpoint, run_length
+    from sat_toolkit.engine.checkpoint import checkpoint_step, latest_checkpoint, run_length
 
     problems: dict[str, list[str]] = {}  # message -> cell labels, so one typo is one line
     planned = []
@@ -197,7 +197,7 @@ def plan(spec: StudySpec, only: tuple[str, ...] = ()) -> list[PlannedCell]:
             problems.setdefault(message, []).append(cell.key)
             continue
         checkpoint = latest_checkpoint(cell.run_dir) if resume_flag else None
-        step = int(checkpoint.name.split("-")[1]) if checkpoint is not None else 0
+        step = checkpoint_step(checkpoint) if checkpoint is not None else 0
         status = "done" if read_metrics(cell.run_dir) else "resume" if checkpoint is not None else "new"
         total = run_length(checkpoint, recipe) if status == "resume" else None
         planned.append(PlannedCell(cell, recipe, status, step, total))
