@@ -104,6 +104,8 @@ class TrainState:
             data = json.loads(text)
         except json.JSONDecodeError as error:
             raise _bad_state(path, f"not JSON ({error})") from error
+        except RecursionError as error:  # a crafted file of deeply nested brackets
+            raise _bad_state(path, "not JSON (nested too deeply to parse)") from error
         if not isinstance(data, dict):
             raise _bad_state(path, f"expected a JSON object, found {type(data).__name__}")
         if data.get("format") != TRAIN_STATE_FORMAT:
