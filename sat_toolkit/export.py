@@ -17,6 +17,7 @@ from typing import Any
 from torch import nn
 
 from sat_toolkit.errors import SatError
+from sat_toolkit.parsing import loads_json
 from sat_toolkit.recipe.rundir import MODEL_FILE
 
 CONFIG_KEY = "sat_config"
@@ -78,7 +79,7 @@ def read_sat_config(path: str | Path) -> dict[str, Any]:
             "trained elsewhere, name its architecture (sat-toolkit eval FILE --arch NAME --mean M --std S)"
         )
     try:
-        config = json.loads(metadata[CONFIG_KEY])
+        config = loads_json(metadata[CONFIG_KEY])
     except json.JSONDecodeError as exc:
         raise SatError(
             f"{path}: its sat_config metadata is not JSON ({exc.msg} at character {exc.pos}); "

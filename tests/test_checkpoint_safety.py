@@ -174,8 +174,18 @@ def _flip_a_byte(path: Path) -> None:
         (lambda c: _flip_a_byte(c / "optimizer.bin"), "optimizer.bin differs from the manifest"),
         (lambda c: (c / MANIFEST_FILE).unlink(), f"{MANIFEST_FILE} is missing"),
         (lambda c: (c / "ema.safetensors").write_bytes(b""), "ema.safetensors has 0 bytes"),
+        # Past json's recursion limit: a RecursionError, unless the reader turns it into a decode error.
+        (lambda c: (c / MANIFEST_FILE).write_text("[" * 5000), f"{MANIFEST_FILE} is not JSON"),
     ],
-    ids=["truncated-model", "missing-optimizer", "empty-rng", "flipped-byte", "no-manifest", "empty-ema"],
+    ids=[
+        "truncated-model",
+        "missing-optimizer",
+        "empty-rng",
+        "flipped-byte",
+        "no-manifest",
+        "empty-ema",
+        "nested-manifest",
+    ],
 )
 def test_a_damaged_newest_checkpoint_falls_back_to_the_intact_one(
     stopped: Path, tmp_path: Path, damage, problem: str

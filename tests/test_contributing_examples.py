@@ -19,8 +19,8 @@ from safetensors.torch import load_file
 
 import sat_toolkit
 from sat_toolkit.cli import cli
+from sat_toolkit.parsing import tomllib
 from sat_toolkit.plugins import PluginKind, get_plugin_host
-from sat_toolkit.recipe.toml_io import tomllib
 from sat_toolkit.testing import check_conformance
 
 pytestmark = pytest.mark.usefixtures("one_thread")

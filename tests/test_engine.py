@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -194,6 +195,33 @@ def test_resuming_a_finished_run_changes_nothing(finished_run: Path) -> None:
     summary = sat_toolkit.run(tiny_recipe(finished_run), resume=True, show_progress=False)
     assert summary.metrics["steps"] == 60
     assert before == {p: p.stat().st_mtime_ns for p in finished_run.rglob("*") if p.is_file()}
+
+
+def test_a_finished_run_with_damaged_metrics_says_how_to_redo_them(
+    finished_run: Path, tmp_path: Path
+) -> None:
+    """--resume of a finished run reads its metrics.json: damaged (here nested past json's
+    recursion limit), that is one line naming the file and the fix, and the fix works."""
+    run_dir = tmp_path / "tiny"
+    shutil.copytree(finished_run, run_dir)
+    recipe_file = tmp_path / "tiny.toml"
+    recipe_file.write_text(load_recipe(tiny_recipe(run_dir)).to_toml())
+    (run_dir / "metrics.json").write_text("[" * 5000)
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    result = CliRunner().invoke(cli, ["run", str(recipe_file), "--resume", "--no-progress"])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert f"{run_dir / 'metrics.json'} is damaged (unreadable: nested too deeply to parse)" in line
+    assert "delete it and run again with --resume" in line
+    assert before == {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+
+    (run_dir / "metrics.json").unlink()  # as the message says
+    result = CliRunner().invoke(cli, ["run", str(recipe_file), "--resume", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    redone = json.loads((run_dir / "metrics.json").read_text())
+    original = json.loads((finished_run / "metrics.json").read_text())
+    for key in ("clean_accuracy", "robust_accuracy"):
+        assert redone["evaluation"][key] == original["evaluation"][key], key
 
 
 def test_gradient_accumulation_and_bf16_autocast(tmp_path: Path) -> None:

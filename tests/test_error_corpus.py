@@ -31,6 +31,10 @@ ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = (ROOT / "recipes" / "quickstart.toml").read_text(encoding="utf-8")
 
 
+# Past the parsers' recursion limit: json and tomllib raise RecursionError on it, not their decode error.
+TOO_DEEP = "[" * 5000
+
+
 def _recipe(**replace: str) -> str:
     """The quickstart recipe with whole lines replaced (``old line`` -> ``new line``)."""
     text = QUICKSTART
@@ -75,6 +79,7 @@ RECIPES: dict[str, str] = {
     "nesterov_no_momentum": _recipe(**{"momentum = 0.9\n": "momentum = 0.0\n"}),
     "missing_attack": QUICKSTART.split("[attack.train]")[0],
     "toml_syntax": QUICKSTART + "\n[run\n",
+    "toml_nested": f"a = {TOO_DEEP}\n",
     "name_slash": _recipe(**{'name = "quickstart"': 'name = "a/b"'}),
     "data_path_missing": _recipe(**{'name = "digits"\n': 'name = "fashion_mnist"\npath = "nowhere"\n'}),
     "idx_garbage": _recipe(**{'name = "digits"\n': 'name = "fashion_mnist"\npath = "fm"\n'}),
@@ -92,6 +97,7 @@ RECIPES: dict[str, str] = {
     "output_other_run": _recipe(**{"seed = 0\n": 'seed = 0\noutput_dir = "runs/other"\n'}),
     "output_not_a_run": _recipe(**{"seed = 0\n": 'seed = 0\noutput_dir = "runs/junk"\n'}),
     "output_same_run": _recipe(**{"seed = 0\n": 'seed = 0\noutput_dir = "runs/same"\n'}),
+    "output_nested_recipe": _recipe(**{"seed = 0\n": 'seed = 0\noutput_dir = "runs/nested"\n'}),
 }
 
 STUDY = """\
@@ -130,6 +136,7 @@ def _write_model_files(workspace: Path) -> None:
     save_file(reshaped, str(workspace / "shape.safetensors"), {"sat_config": json.dumps(config)})
     save_file(state, str(workspace / "notjson.safetensors"), {"sat_config": "{not json"})
     save_file(state, str(workspace / "jsonlist.safetensors"), {"sat_config": "[1, 2]"})
+    save_file(state, str(workspace / "nested.safetensors"), {"sat_config": TOO_DEEP})
     save_file(state, str(workspace / "noconfig.safetensors"), {"format": "pt"})
     lacking = {k: v for k, v in config.items() if k != "data_info"}
     save_file(state, str(workspace / "lacking.safetensors"), {"sat_config": json.dumps(lacking)})
@@ -167,6 +174,8 @@ def _write_run_dirs(workspace: Path) -> None:
     same = load_recipe(workspace / "output_same_run.toml")
     save_resolved_recipe(same, workspace / "runs" / "same")
     (workspace / "runs" / "same" / "checkpoints" / "step-00000010").mkdir(parents=True)
+    (workspace / "runs" / "nested").mkdir()
+    (workspace / "runs" / "nested" / "recipe.toml").write_text(f"a = {TOO_DEEP}\n", encoding="utf-8")
 
 
 @pytest.fixture(scope="module")
@@ -179,6 +188,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "study_bad_set.toml").write_text(bad_set, encoding="utf-8")
     (root / "blocker").write_text("a file where a directory is expected")
     (root / "reports").mkdir()
+    (root / "reports" / "nested.json").write_text(TOO_DEEP, encoding="utf-8")
     _write_model_files(root)
     _write_data(root)
     old = Path.cwd()
@@ -239,6 +249,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("unknown schedule", ["recipe", "validate", "unknown_schedule.toml"], "unknown schedule 'cosinee'"),
     ("missing attack", ["recipe", "validate", "missing_attack.toml"], "attack: required section"),
     ("toml syntax", ["recipe", "validate", "toml_syntax.toml"], "toml_syntax.toml"),
+    ("toml nested", ["recipe", "validate", "toml_nested.toml"], "invalid TOML: nested too deeply to parse"),
     ("no such recipe", ["run", "nowhere.toml"], "recipe file not found"),
     ("run name slash", ["recipe", "validate", "name_slash.toml"], "run.name: must be a non-empty name"),
     # -- --set ----------------------------------------------------------------------------------
@@ -254,6 +265,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("--set unknown", ["run", "good.toml", "--set", "optimizer.lrr=0.1"], "did you mean 'lr'? (from --set)"),
     ("--set into value", ["recipe", "show", "good.toml", "--set", "optimizer.lr.x=1"], "not a table"),
     ("--set activation", ["run", "good.toml", "--set", "activation=siluu"], "unknown activation 'siluu'"),
+    ("--set nested", ["recipe", "show", "good.toml", "--set", f"optimizer.lr={TOO_DEEP}"], "optimizer.lr"),
     # -- run options and output locations ----------------------------------------------------
     ("--dry-run-size alone", ["run", "good.toml", "--dry-run-size", "16"], "--dry-run-size only applies"),
     ("--keep alone", ["run", "good.toml", "--keep"], "--keep only applies with --dry-run"),
@@ -272,6 +284,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ),
     ("output not a run", ["run", "output_not_a_run.toml"], "not a sat-toolkit run"),
     ("output same run", ["run", "output_same_run.toml"], "pass --resume to continue it"),
+    ("output recipe nested", ["run", "output_nested_recipe.toml"], "nested too deeply to parse"),
     # -- data --------------------------------------------------------------------------------------
     ("data path missing", ["run", "data_path_missing.toml"], "data.path: no such file or directory"),
     ("idx garbage", ["run", "idx_garbage.toml"], "not an IDX file"),
@@ -295,6 +308,8 @@ CASES: list[tuple[str, list[str], str]] = [
     ("model wrong shapes", ["eval", "shape.safetensors"], "weights do not fit the rebuilt small_cnn"),
     ("model config not JSON", ["eval", "notjson.safetensors"], "sat_config metadata is not JSON"),
     ("model config a list", ["eval", "jsonlist.safetensors"], "JSON but not an object"),
+    ("model config nested", ["eval", "nested.safetensors"], "not JSON (nested too deeply to parse"),
+    ("eval --compare nested", ["eval", "--compare", "reports/nested.json", "good.safetensors"], "nested too"),
     ("model without config", ["eval", "noconfig.safetensors"], "carries no sat_config"),
     ("model config lacking", ["eval", "lacking.safetensors"], "sat_config lacks 'data_info'"),
     ("model truncated", ["eval", "truncated.safetensors"], "truncated.safetensors"),

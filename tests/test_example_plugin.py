@@ -253,7 +253,7 @@ def test_plugin_attack_trains_and_evaluates_through_a_recipe(plugin_run: Path) -
     assert settings == {"name": "mifgsm", "eps": 0.1, "steps": 5, "decay": 1.0, "step_size": None, "seed": 0}
     assert 0.0 <= attack["robust_accuracy"] <= evaluation["clean_accuracy"]
     # The plugin is installed in the child environment only: read the resolved recipe as TOML.
-    from sat_toolkit.recipe.toml_io import tomllib
+    from sat_toolkit.parsing import tomllib
 
     resolved = tomllib.loads((plugin_run / "recipe.toml").read_text(encoding="utf-8"))
     assert resolved["attack"]["train"]["name"] == "mifgsm"

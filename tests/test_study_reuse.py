@@ -14,9 +14,9 @@ from test_study import REPO, STUDY, Counter, write_study
 
 from sat_toolkit.commands.study import study_command
 from sat_toolkit.engine.trainer import train
+from sat_toolkit.parsing import tomllib
 from sat_toolkit.recipe import RECIPE_FILE
 from sat_toolkit.recipe.rundir import as_read_back, differences
-from sat_toolkit.recipe.toml_io import tomllib
 from sat_toolkit.study import load_study, plan, run_study
 from sat_toolkit.study import runner as study_runner
 
@@ -122,7 +122,11 @@ def test_an_unfinished_run_is_not_reused(studies: dict[str, Any], tmp_path: Path
     assert listed.exit_code == 0 and "would reuse" not in listed.output
 
 
-@pytest.mark.parametrize("damage", [b"\xff\xfe not text", b"[run\nname = 'unclosed"], ids=["bytes", "toml"])
+@pytest.mark.parametrize(
+    "damage",
+    [b"\xff\xfe not text", b"[run\nname = 'unclosed", b"a = " + b"[" * 5000],
+    ids=["bytes", "toml", "nested-past-the-recursion-limit"],
+)
 def test_a_run_whose_saved_recipe_is_damaged_is_passed_over(
     studies: dict[str, Any], tmp_path: Path, damage: bytes
 ) -> None:

@@ -20,9 +20,9 @@ from safetensors.torch import load_file
 
 from sat_toolkit.cli import cli
 from sat_toolkit.engine import trainer
+from sat_toolkit.parsing import tomllib
 from sat_toolkit.recipe import RecipeError, load_recipe
 from sat_toolkit.recipe.rundir import as_read_back, differences
-from sat_toolkit.recipe.toml_io import tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "recipes" / "quickstart.toml"

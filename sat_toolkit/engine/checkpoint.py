@@ -48,6 +48,7 @@ from accelerate.utils.constants import OPTIMIZER_NAME, SAFE_WEIGHTS_NAME, SCHEDU
 from sat_toolkit.engine.ema import EMA_FILE
 from sat_toolkit.engine.rng import load_rng_state, rng_state_problem, save_rng_state
 from sat_toolkit.errors import SatError
+from sat_toolkit.parsing import loads_json
 from sat_toolkit.recipe.rundir import CHECKPOINT_DIR
 
 if TYPE_CHECKING:
@@ -101,11 +102,9 @@ class TrainState:
     def from_json(cls, text: str, path: Path) -> TrainState:
         """Parse and type-check ``train_state.json``; a bad file is a one-line :class:`SatError`."""
         try:
-            data = json.loads(text)
+            data = loads_json(text)
         except json.JSONDecodeError as error:
             raise _bad_state(path, f"not JSON ({error})") from error
-        except RecursionError as error:  # a crafted file of deeply nested brackets
-            raise _bad_state(path, "not JSON (nested too deeply to parse)") from error
         if not isinstance(data, dict):
             raise _bad_state(path, f"expected a JSON object, found {type(data).__name__}")
         if data.get("format") != TRAIN_STATE_FORMAT:
@@ -391,7 +390,7 @@ def _manifest_problem(checkpoint: Path) -> str | None:
     if not path.is_file():
         return f"{MANIFEST_FILE} is missing (an incomplete checkpoint, or written by an older sat-toolkit)"
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest = loads_json(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
         return f"{MANIFEST_FILE} is not JSON"
     files = manifest.get("files") if isinstance(manifest, dict) else None
@@ -440,7 +439,7 @@ def _load_problem(path: Path) -> str | None:
             if path.name.startswith("rng_state_"):
                 problem = rng_state_problem(path)
                 return None if problem is None else f"does not load as data ({problem})"
-            json.loads(path.read_text(encoding="utf-8"))
+            loads_json(path.read_text(encoding="utf-8"))
             return None
     except Exception as error:  # any failure to parse means the file cannot be trusted
         return f"does not load as data ({type(error).__name__}: {_first_line(error)})"

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from sat_toolkit.errors import SatError
+from sat_toolkit.parsing import loads_json
 
 RNG_FORMAT = 1
 
@@ -96,7 +97,7 @@ def _problem(state: Any) -> str | None:
 def rng_state_problem(path: Path) -> str | None:
     """Why ``path`` is not a loadable RNG state, or None (used when vetting a checkpoint)."""
     try:
-        return _problem(json.loads(Path(path).read_text(encoding="utf-8")))
+        return _problem(loads_json(Path(path).read_text(encoding="utf-8")))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         return f"is not JSON ({type(error).__name__})"
 
@@ -115,7 +116,7 @@ def load_rng_state(directory: Path, process_index: int) -> bool:
     problem = rng_state_problem(path)
     if problem:
         raise SatError(f"{path}: {problem}; delete this checkpoint to resume from the one before it")
-    state = json.loads(path.read_text(encoding="utf-8"))
+    state = loads_json(path.read_text(encoding="utf-8"))
     python, numpy_state = state["python"], state["numpy"]
     try:
         random.setstate((python["version"], tuple(python["internal"]), python["gauss"]))

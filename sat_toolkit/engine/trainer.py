@@ -61,6 +61,7 @@ from sat_toolkit.engine.window import DivergenceError, DivergenceGuard, Training
 from sat_toolkit.errors import SatError
 from sat_toolkit.export import save_model
 from sat_toolkit.objectives import Objective, build_objective
+from sat_toolkit.parsing import loads_json
 from sat_toolkit.plugins.provenance import run_plugins
 from sat_toolkit.recipe import METRICS_FILE, MODEL_FILE, Recipe, check_run_dir, save_resolved_recipe
 from sat_toolkit.recipe.rundir import RunInProgress, hold_run_lock, is_failed_start
@@ -120,7 +121,7 @@ def train(
                 accelerator.print(
                     f"{run_dir} is already finished ({run.state.global_step} steps); nothing to do"
                 )
-                return RunSummary(run_dir, json.loads((run_dir / METRICS_FILE).read_text(encoding="utf-8")))
+                return RunSummary(run_dir, _finished_metrics(run_dir))
         if accelerator.is_main_process:
             save_resolved_recipe(recipe, run_dir)
         if recipe.logging.tensorboard:
@@ -151,6 +152,22 @@ def train(
     finally:
         if lock is not None:
             lock.close()
+
+
+def _finished_metrics(run_dir: Path) -> dict[str, Any]:
+    """A finished run's ``metrics.json``; damaged, it is a one-line error saying how to redo it."""
+    path = run_dir / METRICS_FILE
+    try:
+        metrics = loads_json(path.read_text(encoding="utf-8"))
+        problem = None if isinstance(metrics, dict) else "not a JSON object"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        problem = f"unreadable: {error}"
+    if problem:
+        raise SatError(
+            f"{path} is damaged ({problem}); delete it and run again with --resume: "
+            "the final evaluation runs again on the finished weights"
+        )
+    return metrics
 
 
 def make_accelerator(recipe: Recipe, run_dir: Path) -> Accelerator:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sat_toolkit.errors import SatError
+from sat_toolkit.parsing import loads_json
 
 Z_95 = 1.959963984540054
 
@@ -80,7 +81,7 @@ class Comparison:
 def read_report(path: Path) -> dict[str, Any]:
     """An evaluation report (JSON) with its per-image outcome; a one-line error otherwise."""
     try:
-        report = json.loads(path.read_text(encoding="utf-8"))
+        report = loads_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SatError(f"--compare {path}: no such file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:

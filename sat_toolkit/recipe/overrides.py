@@ -22,11 +22,12 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sat_toolkit.errors import SatError
+from sat_toolkit.parsing import TOMLDecodeError, loads_toml
 from sat_toolkit.plugins import PluginWarning
 from sat_toolkit.recipe.coerce import toml_type
 from sat_toolkit.recipe.errors import Problem, RecipeError
 from sat_toolkit.recipe.schema import EVAL_SETTINGS, DataConfig
-from sat_toolkit.recipe.toml_io import TOMLDecodeError, _value, tomllib
+from sat_toolkit.recipe.toml_io import _value
 
 _KEY_PART = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -59,7 +60,7 @@ class OverrideNote(PluginWarning):
 def parse_value(text: str) -> Any:
     """A TOML value if ``text`` is one, else ``text`` itself (stripped)."""
     try:
-        return tomllib.loads(f"value = {text}")["value"]
+        return loads_toml(f"value = {text}")["value"]
     except TOMLDecodeError:
         return text.strip()
 

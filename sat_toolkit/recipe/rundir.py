@@ -25,8 +25,8 @@ from typing import IO, Any
 
 from sat_toolkit import __version__
 from sat_toolkit.errors import SatError
+from sat_toolkit.parsing import TOMLDecodeError, loads_toml
 from sat_toolkit.recipe.schema import Recipe
-from sat_toolkit.recipe.toml_io import TOMLDecodeError, tomllib
 
 # A run directory's layout, declared here (torch-free) for the engine that writes it and
 # for export, eval and study, which read it.
@@ -63,7 +63,7 @@ def _relevant(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def as_read_back(recipe: Recipe) -> dict[str, Any]:
     """The recipe as a later ``tomllib`` read of the saved file will see it (lists, not tuples)."""
-    return tomllib.loads(recipe.to_toml())
+    return loads_toml(recipe.to_toml())
 
 
 def differences(saved: Mapping[str, Any], current: Mapping[str, Any], prefix: str = "") -> list[str]:
@@ -96,7 +96,7 @@ def read_saved_recipe(run_dir: str | Path) -> dict[str, Any] | None:
 
 def _read_saved(path: Path) -> dict[str, Any]:
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        return loads_toml(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, TOMLDecodeError) as exc:
         raise SatError(
             f"{path} cannot be read ({exc}); pick another run.output_dir rather than overwrite it"

@@ -2,8 +2,8 @@
 
 The writer covers exactly what a resolved recipe holds (tables, strings, booleans,
 integers, floats, arrays, inline tables), which keeps the toolkit free of a TOML-writing
-dependency; ``tomllib`` (or ``tomli`` on Python 3.10) reads it back, and the round trip is
-tested.
+dependency; ``tomllib`` (or ``tomli`` on Python 3.10), through :mod:`sat_toolkit.parsing`,
+reads it back, and the round trip is tested.
 """
 
 from __future__ import annotations
@@ -14,14 +14,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
-
+from sat_toolkit.parsing import TOMLDecodeError, loads_toml
 from sat_toolkit.recipe.errors import RecipeError
 
-TOMLDecodeError = tomllib.TOMLDecodeError
 _LOCATION = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -39,7 +34,7 @@ def syntax_error(exc: TOMLDecodeError, source: str) -> RecipeError:
 def loads(text: str, source: str = "<string>") -> dict[str, Any]:
     """Parse TOML text; a syntax error becomes a :class:`RecipeError` with its location."""
     try:
-        return tomllib.loads(text)
+        return loads_toml(text)
     except TOMLDecodeError as exc:
         raise syntax_error(exc, source) from None
 

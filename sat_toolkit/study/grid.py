@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sat_toolkit.errors import SatError
+from sat_toolkit.parsing import loads_json
 from sat_toolkit.recipe import METRICS_FILE, Recipe, RecipeError, check_run_dir, load_recipe
 from sat_toolkit.recipe.rundir import RunInProgress, as_read_back, differences, read_saved_recipe
 from sat_toolkit.study.spec import LABEL_SEPARATOR, StudyError, StudySpec
@@ -117,7 +118,7 @@ def cells(spec: StudySpec) -> list[Cell]:
 def read_metrics(run_dir: Path) -> dict[str, Any] | None:
     """The run's metrics if it finished (metrics.json with an evaluation), else None."""
     try:
-        metrics = json.loads((run_dir / METRICS_FILE).read_text(encoding="utf-8"))
+        metrics = loads_json((run_dir / METRICS_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return metrics if isinstance(metrics, dict) and isinstance(metrics.get("evaluation"), dict) else None

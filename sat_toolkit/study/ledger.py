@@ -36,6 +36,8 @@ try:
 except ImportError:  # Windows: no flock; concurrent invocations may then lose records
     fcntl = None  # type: ignore[assignment]
 
+from sat_toolkit.parsing import loads_json
+
 LEDGER_FILE = "study.json"
 LOCK_FILE = ".study.json.lock"
 #: How often a running invocation rewrites its seconds (the most a kill can lose).
@@ -121,7 +123,7 @@ class Ledger:
         data: dict[str, Any] = {"invocations": [], "cells": {}}
         if self.path.is_file():
             try:
-                loaded = json.loads(self.path.read_text(encoding="utf-8"))
+                loaded = loads_json(self.path.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 loaded = None  # a damaged ledger only costs the timing history
             if isinstance(loaded, dict):

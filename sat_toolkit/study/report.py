@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sat_toolkit.errors import SatError
+from sat_toolkit.parsing import TOMLDecodeError, loads_toml
 from sat_toolkit.recipe import RECIPE_FILE
 from sat_toolkit.study.aggregate import collect, learning_curves, validation_attack_names
 from sat_toolkit.study.grid import cells, read_metrics
@@ -128,11 +129,9 @@ def _context(spec: StudySpec, rows: list[dict[str, Any]], command: str | None) -
 
 def _train_eps(run_dir: Path) -> float | None:
     """attack.train.eps from the run's resolved recipe (eval attacks inherit it)."""
-    from sat_toolkit.recipe.toml_io import TOMLDecodeError, tomllib
-
     try:
-        recipe = tomllib.loads((run_dir / RECIPE_FILE).read_text(encoding="utf-8"))
-    except (OSError, TOMLDecodeError):
+        recipe = loads_toml((run_dir / RECIPE_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, TOMLDecodeError):
         return None
     eps = recipe.get("attack", {}).get("train", {}).get("eps")
     return float(eps) if isinstance(eps, (int, float)) and not isinstance(eps, bool) else None

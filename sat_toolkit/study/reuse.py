@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from sat_toolkit.parsing import loads_json
 from sat_toolkit.recipe import METRICS_FILE, MODEL_FILE, RECIPE_FILE, Recipe
 from sat_toolkit.recipe.rundir import (
     RunInProgress,
@@ -49,7 +50,7 @@ class FinishedRun:
     def origin(self) -> str:
         """Where it was trained: its own directory, or the origin a copy of it names."""
         try:
-            return str(json.loads((self.run_dir / REUSED_FILE).read_text(encoding="utf-8"))["trained_in"])
+            return str(loads_json((self.run_dir / REUSED_FILE).read_text(encoding="utf-8"))["trained_in"])
         except (OSError, ValueError, KeyError, TypeError):
             return str(self.run_dir)
 
