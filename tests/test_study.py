@@ -6,6 +6,7 @@ import dataclasses
 import itertools
 import json
 import math
+import shutil
 import statistics
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,8 @@ from PIL import Image
 from sat_toolkit.commands.study import study_command
 from sat_toolkit.engine.trainer import train
 from sat_toolkit.errors import SatError
-from sat_toolkit.recipe.toml_io import dumps, tomllib
+from sat_toolkit.parsing import tomllib
+from sat_toolkit.recipe.toml_io import dumps
 from sat_toolkit.study import StudyError, load_study, plan, run_study, write_report
 from sat_toolkit.study import runner as study_runner
 from sat_toolkit.study.ledger import available_cores
@@ -228,6 +230,20 @@ def test_report_only_rebuilds_the_same_numbers(study: dict[str, Any]) -> None:
     assert f"report rebuilt by: `{after['report_command']}`" in (out / "report.md").read_text()
 
 
+def test_a_damaged_ledger_costs_only_the_timing_history(study: dict[str, Any], tmp_path: Path) -> None:
+    """study.json nested past json's recursion limit: the report is rebuilt from the runs."""
+    out = tmp_path / "out"
+    shutil.copytree(study["spec"].output_dir, out)
+    (out / "study.json").write_text("[" * 5000)
+    args = [str(study["spec"].path), "--report-only", "--output-dir", str(out)]
+    result = CliRunner().invoke(study_command, args)
+    assert result.exit_code == 0, result.output
+    original = study["spec"].output_dir
+    rebuilt = (out / "report.json").read_text().replace(str(out), "OUT")
+    first = (original / "report.json").read_text().replace(str(original), "OUT")
+    assert json.loads(rebuilt)["rows"] == json.loads(first)["rows"]
+
+
 def test_jobs_2_gives_the_same_metrics_as_jobs_1(study: dict[str, Any], tmp_path: Path) -> None:
     """Spawned workers with 1 thread each reproduce the in-process runs (and the resumed one)."""
     spec = load_study(study["spec"].path, output_dir=tmp_path / "parallel")
@@ -374,7 +390,9 @@ def test_a_cell_resumed_late_in_its_run_is_not_counted_as_a_whole_cell(tmp_path:
     """A study stopped near a cell's end used to restart with that cell counted whole: an
     hour's estimate for 20 minutes left. The checkpoint tells the run's length once an
     epoch has passed (10 steps of 320 digits in batches of 32, 2 epochs: 20 steps), so
-    the cell resumed at step 12 is 60% trained and expected to take 40% of a cell."""
+    the cell resumed at step 12 is 60% trained; a finished cell spent a quarter of its time
+    on its final evaluation, which a resumed cell still makes whole: it is expected to take
+    40% of the rest and all of the evaluation, 0.4 x 75 + 25 = 55% of a cell."""
     path = write_study(
         tmp_path,
         tmp_path / "out",
@@ -391,7 +409,14 @@ def test_a_cell_resumed_late_in_its_run_is_not_counted_as_a_whole_cell(tmp_path:
     assert "silu seed 0: resume from step 12 of 20 (" in listed.output
 
     def whole_cell_takes_100_s(task: study_runner.CellTask) -> study_runner.CellOutcome:
-        return dataclasses.replace(_execute_cell(task), seconds=100.0)
+        outcome = _execute_cell(task)
+        metrics_file = Path(task.recipe["run"]["output_dir"]) / "metrics.json"
+        metrics = json.loads(metrics_file.read_text())
+        attacks = metrics["evaluation"]["attacks"]
+        for attack in attacks.values():
+            attack["seconds"] = 25.0 / len(attacks)
+        metrics_file.write_text(json.dumps(metrics))
+        return dataclasses.replace(outcome, seconds=100.0)
 
     lines: list[str] = []
     with pytest.MonkeyPatch.context() as patch:
@@ -399,7 +424,7 @@ def test_a_cell_resumed_late_in_its_run_is_not_counted_as_a_whole_cell(tmp_path:
         run_study(spec, jobs=1, echo=lines.append, report=False)
     assert "[2/2] started  silu seed 0 (resuming from step 12 of 20)" in lines
     estimate = next(line for line in lines if line.startswith("[1/2] estimated time left"))
-    assert estimate.startswith("[1/2] estimated time left: 40 s for 1 cell(s)")  # not 100 s
+    assert estimate.startswith("[1/2] estimated time left: 55 s for 1 cell(s)")  # not 100 s, nor 40 s
 
 
 def test_a_checkpoint_tells_its_runs_length_once_an_epoch_has_passed(tmp_path: Path) -> None:
@@ -487,6 +512,21 @@ def test_study_eta_is_the_median_finished_cell_times_the_rounds_left() -> None:
     assert StudyEta(jobs=1).describe(waiting) is None and eta.describe([]) is None
     eta.trained = {"e/seed1": 0.75}  # resumed three quarters through: a quarter of a cell left
     assert eta.seconds_of("e/seed1") == 50.0 and eta.seconds_of("a/seed1") == 200.0
+    # The final evaluation is made whole however far training got: its median share of the
+    # measured cells (0.5, 0.2, 0.2) stays, the rest shrinks to a quarter.
+    eta.evaluated = {"a/seed0": 50.0, "b/seed0": 60.0, "d/seed0": 40.0}
+    assert eta.seconds_of("e/seed1") == pytest.approx(200.0 * (0.8 * 0.25 + 0.2))
+    assert eta.seconds_of("a/seed1") == pytest.approx(200.0)  # from step 0: still a whole cell
+
+
+def test_a_runs_evaluation_seconds_are_its_attacks_seconds() -> None:
+    from sat_toolkit.study.eta import evaluation_seconds
+
+    attacks = {"pgd20": {"seconds": 20.0}, "apgd_ce": {"seconds": 87.5}, "apgd_t": {"seconds": 672.5}}
+    assert evaluation_seconds({"evaluation": {"attacks": attacks}}) == 780.0
+    assert evaluation_seconds({"evaluation": {"attacks": {"pgd20": {"seconds": True}}}}) is None
+    assert evaluation_seconds({"evaluation": {"attacks": {}}}) is None
+    assert evaluation_seconds({"steps": 10}) is None and evaluation_seconds(None) is None
 
 
 def test_study_eta_times_cells_only_by_those_run_at_the_same_pace() -> None:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from sat_toolkit.errors import SatError
-from sat_toolkit.study.eta import StudyEta, pace_of
+from sat_toolkit.study.eta import StudyEta, evaluation_seconds, pace_of
 from sat_toolkit.study.grid import LOG_DIR, PlannedCell, cells, plan, read_metrics, study_recipes
 from sat_toolkit.study.ledger import Ledger, available_cores, hardware
 from sat_toolkit.study.probing import first_estimate, torch_threads
@@ -222,6 +222,9 @@ def run_study(
         ledger.data["cells"], workers, ledger.invocations, pace=pace_of(machine, threads)
     )
     eta.trained = {p.cell.key: p.trained for p in todo if p.trained}
+    for cell in cells(spec):
+        if cell.key in eta.measured and (seconds := evaluation_seconds(read_metrics(cell.run_dir))):
+            eta.evaluated[cell.key] = seconds
     lines, uneven = first_estimate(eta, study_recipes(spec, planned), todo, threads, probe=probe)
     for line in lines:
         echo(line)
@@ -260,7 +263,7 @@ def run_study(
                 f"clean {_fmt(outcome.clean_accuracy)}, robust {_fmt(outcome.robust_accuracy)}"
             )
             if p.status == "new":  # a resumed cell ran only part of the work
-                eta.record(p.cell.key, outcome.seconds)
+                eta.record(p.cell.key, outcome.seconds, evaluation_seconds(read_metrics(p.cell.run_dir)))
         waiting = [q.cell.key for q in todo if q.cell.key not in started_keys]
         if line := eta.describe(waiting, ledger.running_for()):
             echo(f"{prefix} {line}{uneven}")
