@@ -265,6 +265,11 @@ CASES: list[tuple[str, list[str], str]] = [
     ("--set unknown", ["run", "good.toml", "--set", "optimizer.lrr=0.1"], "did you mean 'lr'? (from --set)"),
     ("--set into value", ["recipe", "show", "good.toml", "--set", "optimizer.lr.x=1"], "not a table"),
     ("--set activation", ["run", "good.toml", "--set", "activation=siluu"], "unknown activation 'siluu'"),
+    (
+        "batch x accumulation > data",
+        ["run", "good.toml", "--set", "data.batch_size=1024", "--set", "optimizer.grad_accumulation=2"],
+        "data.batch_size x optimizer.grad_accumulation is larger than the training set (1 batches",
+    ),
     ("--set nested", ["recipe", "show", "good.toml", "--set", f"optimizer.lr={TOO_DEEP}"], "optimizer.lr"),
     # -- run options and output locations ----------------------------------------------------
     ("--dry-run-size alone", ["run", "good.toml", "--dry-run-size", "16"], "--dry-run-size only applies"),

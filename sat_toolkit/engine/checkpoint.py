@@ -209,7 +209,7 @@ def run_length(checkpoint: Path, recipe: Recipe) -> int | None:
     if state.epoch < 1:
         return None
     batches_per_epoch = (state.batches_seen - state.step_in_epoch) // state.epoch
-    steps_per_epoch = batches_per_epoch // recipe.optimizer.grad_accumulation
+    steps_per_epoch = recipe.optimizer.steps_per_epoch(batches_per_epoch)
     return recipe.train.total_steps(steps_per_epoch) if steps_per_epoch > 0 else None
 
 

@@ -275,7 +275,7 @@ def build_run(recipe: Recipe, accelerator: Accelerator, run_dir: Path) -> Traini
                 "set it to false for a multi-process CPU run (--set train.sync_batchnorm=false)"
             )
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    steps_per_epoch = _steps_per_epoch(len(train_loader), recipe.optimizer.grad_accumulation)
+    steps_per_epoch = _steps_per_epoch(len(train_loader), recipe)
     total_steps = recipe.train.total_steps(steps_per_epoch)
     lr_schedule, eps_schedule = recipe.schedule.lr.build(), recipe.schedule.eps.build()
     # Stepped once per optimiser step; accelerate checkpoints it (scheduler.bin, its step only).
@@ -699,8 +699,8 @@ def _step_seed(seed: int, batches_seen: int, accelerator: Accelerator) -> int:
     return (seed * 1_000_003 + batches_seen * accelerator.num_processes + accelerator.process_index) % 2**63
 
 
-def _steps_per_epoch(batches_per_epoch: int, accumulation: int) -> int:
-    steps = batches_per_epoch // accumulation
+def _steps_per_epoch(batches_per_epoch: int, recipe: Recipe) -> int:
+    steps = recipe.optimizer.steps_per_epoch(batches_per_epoch)
     if steps < 1:
         raise SatError(
             f"data.batch_size x optimizer.grad_accumulation is larger than the training set "

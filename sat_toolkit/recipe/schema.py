@@ -218,6 +218,12 @@ class OptimizerConfig:
         "says otherwise (evaluation attacks stay fp32)",
     )
 
+    def steps_per_epoch(self, batches_per_epoch: int) -> int:
+        """Optimiser steps in an epoch of ``batches_per_epoch`` micro-batches: one per
+        ``grad_accumulation`` of them. The trainer sizes its run by it, and a study reads a
+        checkpoint's run length by it, so the two cannot disagree."""
+        return batches_per_epoch // self.grad_accumulation
+
 
 @dataclass(frozen=True)
 class ScheduleConfig:
