@@ -217,6 +217,26 @@ def test_scatter_plot_is_a_valid_png(study: dict[str, Any]) -> None:
         assert image.format == "PNG" and image.size[0] > 200
 
 
+def test_the_changes_figure_draws_the_reports_paired_changes(study: dict[str, Any]) -> None:
+    """changes.png: one dot and interval per compared row and panel, the numbers of
+    report.json's change_vs_baseline in points; the baseline row is not drawn."""
+    from sat_toolkit.study.plot import change_points
+
+    out = study["spec"].output_dir
+    with Image.open(out / "changes.png") as image:
+        assert image.format == "PNG" and image.size[0] > 200
+    assert "![changes against the baseline](changes.png)" in (out / "report.md").read_text()
+    rows = json.loads((out / "report.json").read_text())["rows"]
+    (silu,) = (row for row in rows if row["label"] == "silu")
+    for key in ("clean_accuracy", "robust_accuracy"):
+        (point,) = change_points(rows, key, compare_axis="activation", baseline="relu")
+        paired = silu["change_vs_baseline"][key]["paired"]
+        assert point["label"] == "silu" and point["baseline"] == "relu" and point["seeds"] == 2
+        assert point["mean"] == pytest.approx(100 * paired["mean"])
+        assert point["interval"] == pytest.approx([100 * end for end in paired["interval"]])
+        assert point["beyond_noise"] == paired["beyond_noise"]
+
+
 def test_report_only_rebuilds_the_same_numbers(study: dict[str, Any]) -> None:
     out = study["spec"].output_dir
     before = json.loads((out / "report.json").read_text())["rows"]

@@ -1,5 +1,5 @@
-"""The study's figures: clean vs robust accuracy per cell label, like the paper's, and
-each label's learning curves.
+"""The study's figures: clean vs robust accuracy per cell label, like the paper's, each
+label's learning curves, and each row's seed-paired change against its baseline.
 
 Scatter: error bars are the sample std over seeds in each direction; each group (a
 capacity, say) gets its own marker and colour, and the baseline of each group is drawn
@@ -110,6 +110,86 @@ def curves(learning: dict[str, dict[str, Any]], path: Path, *, title: str) -> Pa
     fig.legend(handles, names, loc="lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.05 * rows + 0.02, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    plt.close(fig)
+    return path
+
+
+def change_points(
+    rows: list[dict[str, Any]], key: str, *, compare_axis: str | None, baseline: str | None
+) -> list[dict[str, Any]]:
+    """Each compared row's seed-paired change against its baseline in ``key`` (clean_accuracy
+    or robust_accuracy), in points: what :func:`changes` draws, straight from report.json's
+    ``change_vs_baseline``. The baseline rows and rows without a paired change are left out."""
+    points = []
+    for row in rows:
+        if compare_axis is None or row["axes"].get(compare_axis) == baseline:
+            continue
+        change = row.get("change_vs_baseline") or {}
+        paired = (change.get(key) or {}).get("paired")
+        if paired is None:
+            continue
+        interval = paired["interval"]
+        group = ", ".join(f"{k} = {v}" for k, v in row["group"].items())
+        points.append(
+            {
+                "label": f"{row['label']} ({group})" if group else row["label"],
+                "baseline": change["baseline"],
+                "mean": 100 * paired["mean"],
+                "interval": None if interval is None else (100 * interval[0], 100 * interval[1]),
+                "beyond_noise": bool(paired["beyond_noise"]),
+                "seeds": paired["n"],
+            }
+        )
+    return points
+
+
+def changes(
+    rows: list[dict[str, Any]], path: Path, *, title: str, compare_axis: str | None, baseline: str | None
+) -> Path | None:
+    """Write ``path`` (PNG): each row's seed-paired change against its baseline, clean
+    accuracy on the left and the worst case on the right, as a dot with its 95% interval.
+
+    What the report's table says in numbers, seen at once: which rows sit left or right of
+    zero and whether their interval crosses it (a filled dot is beyond seed noise, a hollow
+    one is not). Returns None, writing nothing, where no row has a paired change.
+    """
+    panels = [("clean_accuracy", "clean accuracy"), ("robust_accuracy", "worst case")]
+    points = {
+        key: change_points(rows, key, compare_axis=compare_axis, baseline=baseline) for key, _ in panels
+    }
+    labels = list(dict.fromkeys(p["label"] for key, _ in panels for p in points[key]))
+    if not labels:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    height = 1.4 + 0.42 * len(labels)
+    fig, axes = plt.subplots(1, 2, figsize=(9.6, height), dpi=120, sharey=True)
+    baselines = sorted({p["baseline"] for key, _ in panels for p in points[key]})
+    for ax, (key, name) in zip(axes, panels, strict=True):
+        for point in points[key]:
+            y = labels.index(point["label"])
+            colour = "C3" if point["beyond_noise"] else "C0"
+            if point["interval"] is not None:
+                low, high = point["interval"]
+                ax.plot([low, high], [y, y], "-", color=colour, linewidth=1.5)
+            face = colour if point["beyond_noise"] else "white"
+            ax.plot(point["mean"], y, "o", color=colour, markerfacecolor=face, markersize=6)
+            ax.annotate(
+                f"{point['mean']:+.1f}", (point["mean"], y), xytext=(0, 6), textcoords="offset points",
+                ha="center", fontsize=7, color=colour,
+            )  # fmt: skip
+        ax.axvline(0.0, color="grey", linewidth=1)
+        ax.set_xlabel(f"change in {name} vs {' / '.join(baselines)} (points)")
+        ax.grid(True, axis="x", alpha=0.3)
+    axes[0].set_yticks(range(len(labels)), labels)
+    axes[0].set_ylim(len(labels) - 0.5, -0.8)  # top to bottom in report order, room for the top value
+    fig.suptitle(f"{title}\nseed-paired mean and 95% interval; filled: beyond seed noise", fontsize=10)
+    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png")
     plt.close(fig)

@@ -1,5 +1,6 @@
-"""The study report: ``report.md`` (the paper's table layout), ``report.json``, ``scatter.png``
-and, where the runs validated during training, ``curves.png``.
+"""The study report: ``report.md`` (the paper's table layout), ``report.json``, ``scatter.png``,
+where the runs validated during training ``curves.png``, and where rows are compared with
+a baseline on paired seeds ``changes.png``.
 
 Everything is rebuilt from the run directories and the ledger, never from memory of the
 current invocation, so ``--report-only`` gives the same report as the run that finished
@@ -20,6 +21,7 @@ from sat_toolkit.recipe import RECIPE_FILE
 from sat_toolkit.study.aggregate import collect, learning_curves, validation_attack_names
 from sat_toolkit.study.grid import cells, read_metrics
 from sat_toolkit.study.ledger import Ledger, hardware, wall_clock_seconds
+from sat_toolkit.study.plot import change_points
 from sat_toolkit.study.reuse import reused_from
 from sat_toolkit.study.spec import StudySpec
 
@@ -27,6 +29,7 @@ REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
 SCATTER_PNG = "scatter.png"
 CURVES_PNG = "curves.png"
+CHANGES_PNG = "changes.png"
 STATISTICS = (
     "accuracies are fractions of the evaluated test images; mean = statistics.fmean over seeds, "
     "std = statistics.stdev (sample std, n - 1; null for one seed); a change vs the baseline is "
@@ -37,7 +40,7 @@ STATISTICS = (
 def write_report(
     spec: StudySpec, *, echo: Callable[[str], Any] = print, command: str | None = None
 ) -> dict[str, Path]:
-    """Aggregate the finished runs and write the three report files; return their paths.
+    """Aggregate the finished runs and write the report's files; return their paths.
 
     ``command`` is the command that asked for the report, quoted in the header when it
     differs from the commands that ran the cells (``--report-only``).
@@ -56,7 +59,7 @@ def write_report(
     _atomic_write(out / REPORT_JSON, json.dumps(payload, indent=2) + "\n")
     validation_attack = validation_attack_names(learning) if learning else None
     _atomic_write(out / REPORT_MD, markdown(spec, rows, context, validation_attack=validation_attack))
-    from sat_toolkit.study.plot import curves, scatter
+    from sat_toolkit.study.plot import changes, curves, scatter
 
     compare = spec.compare_axis
     scatter(
@@ -72,6 +75,17 @@ def write_report(
         paths["curves"] = curves(learning, out / CURVES_PNG, title=title)
     else:
         (out / CURVES_PNG).unlink(missing_ok=True)  # from an earlier report whose runs are gone
+    drawn = changes(
+        rows,
+        out / CHANGES_PNG,
+        title=f"{spec.name}: change against the baseline",
+        compare_axis=compare.name if compare else None,
+        baseline=spec.baseline,
+    )
+    if drawn:
+        paths["changes"] = drawn
+    else:
+        (out / CHANGES_PNG).unlink(missing_ok=True)
     figures = ", ".join(p.name for key, p in paths.items() if key != "markdown")
     echo(f"report: {paths['markdown']} ({figures})")
     return paths
@@ -251,6 +265,15 @@ def markdown(
     if compare and len(groups) > 1:
         lines += _across_groups(spec, groups)
     lines += ["![clean vs robust accuracy](scatter.png)", ""]
+    compared = {"compare_axis": compare.name if compare else None, "baseline": spec.baseline}
+    if any(change_points(rows, key, **compared) for key in ("clean_accuracy", "robust_accuracy")):
+        lines += [
+            "The changes of the table against the baseline, seed-paired: each row's mean change "
+            "with its 95% interval; a filled dot is beyond seed noise (the interval excludes 0).",
+            "",
+            f"![changes against the baseline]({CHANGES_PNG})",
+            "",
+        ]
     if validation_attack:
         lines += [
             f"Learning curves: the validation after each epoch (clean and {validation_attack} accuracy on "
