@@ -82,7 +82,7 @@ def read_sat_config(path: str | Path) -> dict[str, Any]:
         config = loads_json(metadata[CONFIG_KEY])
     except json.JSONDecodeError as exc:
         raise SatError(
-            f"{path}: its sat_config metadata is not JSON ({exc.msg} at character {exc.pos}); "
+            f"{path}: its sat_config metadata is not JSON ({exc}); "
             "the file is damaged: export it again, or evaluate the weights with --arch NAME --mean M --std S"
         ) from None
     if not isinstance(config, dict):

@@ -151,7 +151,7 @@ def _good_state() -> dict:
     ("change", "problem"),
     [
         (lambda s: "{not json", "not JSON"),
-        (lambda s: "[" * 100_000 + "]" * 100_000, "not JSON \\(nested too deeply to parse\\)"),
+        (lambda s: "[" * 100_000 + "]" * 100_000, "not JSON \\(nested too deeply to parse"),
         (lambda s: json.dumps([s]), "expected a JSON object"),
         (lambda s: {**s, "format": 1}, "format is 1"),
         (lambda s: {**s, "loss_reference": [1.0, "2"]}, "loss_reference must be a list of finite numbers"),

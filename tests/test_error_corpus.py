@@ -31,8 +31,10 @@ ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = (ROOT / "recipes" / "quickstart.toml").read_text(encoding="utf-8")
 
 
-# Past the parsers' recursion limit: json and tomllib raise RecursionError on it, not their decode error.
-TOO_DEEP = "[" * 5000
+# Valid JSON and a valid TOML value, nested past sat_toolkit.parsing.MAX_DEPTH; a TOML table
+# header nested as deep (tomllib builds it without recursing; comparing recipes would not).
+TOO_DEEP = "[" * 100 + "]" * 100
+DEEP_HEADER = "[" + ".".join(["a"] * 100) + "]\n"
 
 
 def _recipe(**replace: str) -> str:
@@ -80,6 +82,7 @@ RECIPES: dict[str, str] = {
     "missing_attack": QUICKSTART.split("[attack.train]")[0],
     "toml_syntax": QUICKSTART + "\n[run\n",
     "toml_nested": f"a = {TOO_DEEP}\n",
+    "toml_deep_header": QUICKSTART + "\n" + DEEP_HEADER,
     "name_slash": _recipe(**{'name = "quickstart"': 'name = "a/b"'}),
     "data_path_missing": _recipe(**{'name = "digits"\n': 'name = "fashion_mnist"\npath = "nowhere"\n'}),
     "idx_garbage": _recipe(**{'name = "digits"\n': 'name = "fashion_mnist"\npath = "fm"\n'}),
@@ -175,7 +178,7 @@ def _write_run_dirs(workspace: Path) -> None:
     save_resolved_recipe(same, workspace / "runs" / "same")
     (workspace / "runs" / "same" / "checkpoints" / "step-00000010").mkdir(parents=True)
     (workspace / "runs" / "nested").mkdir()
-    (workspace / "runs" / "nested" / "recipe.toml").write_text(f"a = {TOO_DEEP}\n", encoding="utf-8")
+    (workspace / "runs" / "nested" / "recipe.toml").write_text(DEEP_HEADER, encoding="utf-8")
 
 
 @pytest.fixture(scope="module")
@@ -250,6 +253,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("missing attack", ["recipe", "validate", "missing_attack.toml"], "attack: required section"),
     ("toml syntax", ["recipe", "validate", "toml_syntax.toml"], "toml_syntax.toml"),
     ("toml nested", ["recipe", "validate", "toml_nested.toml"], "invalid TOML: nested too deeply to parse"),
+    ("toml deep header", ["recipe", "validate", "toml_deep_header.toml"], "invalid TOML: nested too deeply"),
     ("no such recipe", ["run", "nowhere.toml"], "recipe file not found"),
     ("run name slash", ["recipe", "validate", "name_slash.toml"], "run.name: must be a non-empty name"),
     # -- --set ----------------------------------------------------------------------------------

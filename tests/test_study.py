@@ -251,10 +251,10 @@ def test_report_only_rebuilds_the_same_numbers(study: dict[str, Any]) -> None:
 
 
 def test_a_damaged_ledger_costs_only_the_timing_history(study: dict[str, Any], tmp_path: Path) -> None:
-    """study.json nested past json's recursion limit: the report is rebuilt from the runs."""
+    """study.json nested past what sat_toolkit.parsing reads: the report is rebuilt from the runs."""
     out = tmp_path / "out"
     shutil.copytree(study["spec"].output_dir, out)
-    (out / "study.json").write_text("[" * 5000)
+    (out / "study.json").write_text("[" * 100 + "]" * 100)
     args = [str(study["spec"].path), "--report-only", "--output-dir", str(out)]
     result = CliRunner().invoke(study_command, args)
     assert result.exit_code == 0, result.output
@@ -308,6 +308,16 @@ def test_a_group_axis_gets_its_own_baseline(tmp_path: Path) -> None:
         "| silu | +5.0 [+5.0, +5.0]* | +10.0 [+10.0, +10.0]* "
         "| +10.0 [+10.0, +10.0]* | +20.0 [+20.0, +20.0]* |" in text
     )
+    # changes.png: one row per group, named by the compared value and its group.
+    from sat_toolkit.study.plot import change_points
+
+    points = change_points(list(rows.values()), "clean_accuracy", compare_axis="activation", baseline="relu")
+    assert [(p["label"], p["baseline"]) for p in points] == [
+        ("silu (model = small)", "small+relu"),
+        ("silu (model = wide)", "wide+relu"),
+    ]
+    assert [p["mean"] for p in points] == pytest.approx([10.0, 20.0])
+    assert (spec.output_dir / "changes.png").is_file()
 
 
 def test_changes_are_paired_by_seed_with_a_student_t_interval() -> None:
@@ -406,6 +416,18 @@ def test_shipped_studies_resolve_every_cell(name: str, tmp_path: Path) -> None:
     assert len(set(settings.values())) == len(settings) > 1
 
 
+def _a_cell_of_100_s_a_quarter_evaluating(task: study_runner.CellTask) -> study_runner.CellOutcome:
+    """The real cell, recorded as 100 s long with 25 s of final evaluation (metrics.json)."""
+    outcome = _execute_cell(task)
+    metrics_file = Path(task.recipe["run"]["output_dir"]) / "metrics.json"
+    metrics = json.loads(metrics_file.read_text())
+    attacks = metrics["evaluation"]["attacks"]
+    for attack in attacks.values():
+        attack["seconds"] = 25.0 / len(attacks)
+    metrics_file.write_text(json.dumps(metrics))
+    return dataclasses.replace(outcome, seconds=100.0)
+
+
 def test_a_cell_resumed_late_in_its_run_is_not_counted_as_a_whole_cell(tmp_path: Path) -> None:
     """A study stopped near a cell's end used to restart with that cell counted whole: an
     hour's estimate for 20 minutes left. The checkpoint tells the run's length once an
@@ -428,23 +450,32 @@ def test_a_cell_resumed_late_in_its_run_is_not_counted_as_a_whole_cell(tmp_path:
     listed = CliRunner().invoke(study_command, [str(path), "--dry-run"])
     assert "silu seed 0: resume from step 12 of 20 (" in listed.output
 
-    def whole_cell_takes_100_s(task: study_runner.CellTask) -> study_runner.CellOutcome:
-        outcome = _execute_cell(task)
-        metrics_file = Path(task.recipe["run"]["output_dir"]) / "metrics.json"
-        metrics = json.loads(metrics_file.read_text())
-        attacks = metrics["evaluation"]["attacks"]
-        for attack in attacks.values():
-            attack["seconds"] = 25.0 / len(attacks)
-        metrics_file.write_text(json.dumps(metrics))
-        return dataclasses.replace(outcome, seconds=100.0)
-
     lines: list[str] = []
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(study_runner, "execute_cell", whole_cell_takes_100_s)
+        patch.setattr(study_runner, "execute_cell", _a_cell_of_100_s_a_quarter_evaluating)
         run_study(spec, jobs=1, echo=lines.append, report=False)
     assert "[2/2] started  silu seed 0 (resuming from step 12 of 20)" in lines
     estimate = next(line for line in lines if line.startswith("[1/2] estimated time left"))
     assert estimate.startswith("[1/2] estimated time left: 55 s for 1 cell(s)")  # not 100 s, nor 40 s
+
+
+def test_a_restarted_study_reads_the_evaluation_share_from_the_finished_cells(tmp_path: Path) -> None:
+    """The same estimate at a later invocation's start: the finished cell's time from the
+    ledger, its evaluation's from its metrics.json."""
+    path = write_study(
+        tmp_path,
+        tmp_path / "out",
+        STUDY.replace("seeds = [0, 1]", "seeds = [0]").replace("train.epochs=1", "train.epochs=2"),
+    )
+    spec = load_study(path)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(study_runner, "execute_cell", _a_cell_of_100_s_a_quarter_evaluating)
+        run_study(spec, jobs=1, echo=lambda line: None, report=False, only=("relu/seed0",))
+    silu = next(p for p in plan(spec) if p.cell.key == "silu/seed0")
+    train(silu.recipe, show_progress=False, stop_after_steps=14)  # resumes at step 12 of 20
+    lines: list[str] = []
+    run_study(spec, jobs=1, echo=lines.append, report=False, probe=False)
+    assert "estimated time left: 55 s for 1 cell(s) (median 2 min per cell over 1 finished)" in lines
 
 
 def test_a_checkpoint_tells_its_runs_length_once_an_epoch_has_passed(tmp_path: Path) -> None:
@@ -547,6 +578,7 @@ def test_a_runs_evaluation_seconds_are_its_attacks_seconds() -> None:
     assert evaluation_seconds({"evaluation": {"attacks": {"pgd20": {"seconds": True}}}}) is None
     assert evaluation_seconds({"evaluation": {"attacks": {}}}) is None
     assert evaluation_seconds({"steps": 10}) is None and evaluation_seconds(None) is None
+    assert evaluation_seconds({"evaluation": "damaged"}) is None
 
 
 def test_study_eta_times_cells_only_by_those_run_at_the_same_pace() -> None:

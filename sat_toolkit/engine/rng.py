@@ -99,7 +99,7 @@ def rng_state_problem(path: Path) -> str | None:
     try:
         return _problem(loads_json(Path(path).read_text(encoding="utf-8")))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        return f"is not JSON ({type(error).__name__})"
+        return f"is not JSON ({error})"
 
 
 def load_rng_state(directory: Path, process_index: int) -> bool:

@@ -118,10 +118,11 @@ def train(
         if resume or resuming:  # restore() also says so when --resume finds nothing to resume
             restore(run)
             if _is_finished(run):
+                metrics = _finished_metrics(run_dir)  # damaged: that is the message, not 'nothing to do'
                 accelerator.print(
                     f"{run_dir} is already finished ({run.state.global_step} steps); nothing to do"
                 )
-                return RunSummary(run_dir, _finished_metrics(run_dir))
+                return RunSummary(run_dir, metrics)
         if accelerator.is_main_process:
             save_resolved_recipe(recipe, run_dir)
         if recipe.logging.tensorboard:

@@ -74,7 +74,8 @@ def evaluation_seconds(metrics: Mapping[str, Any] | None) -> float | None:
     """How long a finished run's final evaluation took: its attacks' seconds (metrics.json);
     None where the metrics do not say. The clean pass is left out, a forward pass per image
     beside the attacks' hundreds."""
-    attacks = (metrics or {}).get("evaluation", {}).get("attacks")
+    evaluation = (metrics or {}).get("evaluation")
+    attacks = evaluation.get("attacks") if isinstance(evaluation, dict) else None
     if not isinstance(attacks, dict):
         return None
     seconds = [a.get("seconds") for a in attacks.values() if isinstance(a, dict)]

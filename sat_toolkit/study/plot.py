@@ -132,9 +132,10 @@ def change_points(
             continue
         interval = paired["interval"]
         group = ", ".join(f"{k} = {v}" for k, v in row["group"].items())
+        value = row["axes"][compare_axis]
         points.append(
             {
-                "label": f"{row['label']} ({group})" if group else row["label"],
+                "label": f"{value} ({group})" if group else value,
                 "baseline": change["baseline"],
                 "mean": 100 * paired["mean"],
                 "interval": None if interval is None else (100 * interval[0], 100 * interval[1]),
@@ -169,26 +170,29 @@ def changes(
 
     height = 1.4 + 0.42 * len(labels)
     fig, axes = plt.subplots(1, 2, figsize=(9.6, height), dpi=120, sharey=True)
-    baselines = sorted({p["baseline"] for key, _ in panels for p in points[key]})
+    one_seed = False
     for ax, (key, name) in zip(axes, panels, strict=True):
         for point in points[key]:
             y = labels.index(point["label"])
-            colour = "C3" if point["beyond_noise"] else "C0"
+            colour, marker = ("C3" if point["beyond_noise"] else "C0"), "o"
             if point["interval"] is not None:
                 low, high = point["interval"]
                 ax.plot([low, high], [y, y], "-", color=colour, linewidth=1.5)
+            else:  # one seed: no interval, so neither within nor beyond noise
+                colour, marker, one_seed = "grey", "s", True
             face = colour if point["beyond_noise"] else "white"
-            ax.plot(point["mean"], y, "o", color=colour, markerfacecolor=face, markersize=6)
+            ax.plot(point["mean"], y, marker, color=colour, markerfacecolor=face, markersize=6)
             ax.annotate(
                 f"{point['mean']:+.1f}", (point["mean"], y), xytext=(0, 6), textcoords="offset points",
                 ha="center", fontsize=7, color=colour,
             )  # fmt: skip
         ax.axvline(0.0, color="grey", linewidth=1)
-        ax.set_xlabel(f"change in {name} vs {' / '.join(baselines)} (points)")
+        ax.set_xlabel(f"change in {name} vs {baseline} (points)")
         ax.grid(True, axis="x", alpha=0.3)
     axes[0].set_yticks(range(len(labels)), labels)
     axes[0].set_ylim(len(labels) - 0.5, -0.8)  # top to bottom in report order, room for the top value
-    fig.suptitle(f"{title}\nseed-paired mean and 95% interval; filled: beyond seed noise", fontsize=10)
+    legend = "seed-paired mean and 95% interval; filled: beyond seed noise"
+    fig.suptitle(f"{title}\n{legend}{'; grey square: one seed' if one_seed else ''}", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png")

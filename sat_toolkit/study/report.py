@@ -21,7 +21,7 @@ from sat_toolkit.recipe import RECIPE_FILE
 from sat_toolkit.study.aggregate import collect, learning_curves, validation_attack_names
 from sat_toolkit.study.grid import cells, read_metrics
 from sat_toolkit.study.ledger import Ledger, hardware, wall_clock_seconds
-from sat_toolkit.study.plot import change_points
+from sat_toolkit.study.plot import change_points, changes, curves, scatter
 from sat_toolkit.study.reuse import reused_from
 from sat_toolkit.study.spec import StudySpec
 
@@ -59,8 +59,6 @@ def write_report(
     _atomic_write(out / REPORT_JSON, json.dumps(payload, indent=2) + "\n")
     validation_attack = validation_attack_names(learning) if learning else None
     _atomic_write(out / REPORT_MD, markdown(spec, rows, context, validation_attack=validation_attack))
-    from sat_toolkit.study.plot import changes, curves, scatter
-
     compare = spec.compare_axis
     scatter(
         rows,
