@@ -267,7 +267,8 @@ def markdown(
     if any(change_points(rows, key, **compared) for key in ("clean_accuracy", "robust_accuracy")):
         lines += [
             "The changes of the table against the baseline, seed-paired: each row's mean change "
-            "with its 95% interval; a filled dot is beyond seed noise (the interval excludes 0).",
+            "with its 95% interval; a filled dot is beyond seed noise (the interval excludes 0), a "
+            "grey square a change measured on one seed (no interval).",
             "",
             f"![changes against the baseline]({CHANGES_PNG})",
             "",
