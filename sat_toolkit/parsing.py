@@ -13,6 +13,7 @@ nested deeper than :data:`MAX_DEPTH` is the decode error those readers already h
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 try:
@@ -26,28 +27,29 @@ MAX_DEPTH = 64
 NESTED_TOO_DEEPLY = f"nested too deeply to parse (more than {MAX_DEPTH} levels)"
 
 
-class JSONNestedTooDeeply(json.JSONDecodeError):
-    """A JSON document nested deeper than :data:`MAX_DEPTH`."""
+class _NestedTooDeeply(ValueError):
+    """What both formats' errors for a document nested too deeply share.
+
+    Not the decode errors' own ``__init__``: json's and Python 3.14's TOMLDecodeError want
+    (msg, doc, pos), and 3.14 warns on a bare message, while older TOMLDecodeErrors take the
+    message alone. The attributes are set as those errors set them, and ``__reduce__``
+    rebuilds the error from its document, so it survives pickling like the parsers' own.
+    """
 
     def __init__(self, document: str) -> None:
         ValueError.__init__(self, NESTED_TOO_DEEPLY)  # str(error) is the reason alone, no position
         self.msg, self.doc, self.pos, self.lineno, self.colno = NESTED_TOO_DEEPLY, document, 0, 1, 1
 
-    def __reduce__(self) -> tuple[type, tuple[str]]:  # the base's would pass (msg, doc, pos)
-        return type(self), (self.doc,)
-
-
-class TOMLNestedTooDeeply(TOMLDecodeError):
-    """A TOML document nested deeper than :data:`MAX_DEPTH`."""
-
-    def __init__(self, document: str) -> None:
-        # Not the base's __init__: Python 3.14's wants (msg, doc, pos) and warns on a bare
-        # message, older ones take the message alone. Its attributes, as 3.14 sets them:
-        ValueError.__init__(self, NESTED_TOO_DEEPLY)
-        self.msg, self.doc, self.pos, self.lineno, self.colno = NESTED_TOO_DEEPLY, document, 0, 1, 1
-
     def __reduce__(self) -> tuple[type, tuple[str]]:
         return type(self), (self.doc,)
+
+
+class JSONNestedTooDeeply(_NestedTooDeeply, json.JSONDecodeError):
+    """A JSON document nested deeper than :data:`MAX_DEPTH`."""
+
+
+class TOMLNestedTooDeeply(_NestedTooDeeply, TOMLDecodeError):
+    """A TOML document nested deeper than :data:`MAX_DEPTH`."""
 
 
 def _too_deep(value: Any) -> bool:
@@ -64,23 +66,22 @@ def _too_deep(value: Any) -> bool:
     return False
 
 
+def _parse(parse: Callable[[str], Any], text: str, too_deep: type[_NestedTooDeeply]) -> Any:
+    """``parse(text)``, with nesting too deep for it, or past :data:`MAX_DEPTH`, as ``too_deep``."""
+    try:
+        value = parse(text)
+    except RecursionError:
+        raise too_deep(text) from None
+    if _too_deep(value):
+        raise too_deep(text)
+    return value
+
+
 def loads_json(text: str) -> Any:
     """``json.loads``; a document nested too deeply raises :class:`json.JSONDecodeError` too."""
-    try:
-        value = json.loads(text)
-    except RecursionError:
-        raise JSONNestedTooDeeply(text) from None
-    if _too_deep(value):
-        raise JSONNestedTooDeeply(text)
-    return value
+    return _parse(json.loads, text, JSONNestedTooDeeply)
 
 
 def loads_toml(text: str) -> dict[str, Any]:
     """``tomllib.loads``; a document nested too deeply raises ``TOMLDecodeError`` too."""
-    try:
-        value = tomllib.loads(text)
-    except RecursionError:
-        raise TOMLNestedTooDeeply(text) from None
-    if _too_deep(value):
-        raise TOMLNestedTooDeeply(text)
-    return value
+    return _parse(tomllib.loads, text, TOMLNestedTooDeeply)
