@@ -21,7 +21,7 @@ from sat_toolkit.recipe import RECIPE_FILE
 from sat_toolkit.study.aggregate import collect, learning_curves, validation_attack_names
 from sat_toolkit.study.grid import cells, read_metrics
 from sat_toolkit.study.ledger import Ledger, hardware, wall_clock_seconds
-from sat_toolkit.study.plot import change_points, changes, curves, scatter
+from sat_toolkit.study.plot import changes, curves, scatter
 from sat_toolkit.study.reuse import reused_from
 from sat_toolkit.study.spec import StudySpec
 
@@ -57,9 +57,17 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     payload = {**context, "rows": rows, "learning_curves": learning}
     _atomic_write(out / REPORT_JSON, json.dumps(payload, indent=2) + "\n")
-    validation_attack = validation_attack_names(learning) if learning else None
-    _atomic_write(out / REPORT_MD, markdown(spec, rows, context, validation_attack=validation_attack))
     compare = spec.compare_axis
+    drawn = changes(  # first: the markdown shows it where it was drawn
+        rows,
+        out / CHANGES_PNG,
+        title=f"{spec.name}: change against the baseline",
+        compare_axis=compare.name if compare else None,
+        baseline=spec.baseline,
+    )
+    validation_attack = validation_attack_names(learning) if learning else None
+    text = markdown(spec, rows, context, validation_attack=validation_attack, changes_figure=bool(drawn))
+    _atomic_write(out / REPORT_MD, text)
     scatter(
         rows,
         out / SCATTER_PNG,
@@ -73,13 +81,6 @@ def write_report(
         paths["curves"] = curves(learning, out / CURVES_PNG, title=title)
     else:
         (out / CURVES_PNG).unlink(missing_ok=True)  # from an earlier report whose runs are gone
-    drawn = changes(
-        rows,
-        out / CHANGES_PNG,
-        title=f"{spec.name}: change against the baseline",
-        compare_axis=compare.name if compare else None,
-        baseline=spec.baseline,
-    )
     if drawn:
         paths["changes"] = drawn
     else:
@@ -206,9 +207,11 @@ def markdown(
     context: dict[str, Any],
     *,
     validation_attack: str | None = None,
+    changes_figure: bool = False,
 ) -> str:
-    """The report as markdown: header (provenance) then the table(s), and where the runs
-    validated (``validation_attack`` names the attack), the learning curves."""
+    """The report as markdown: header (provenance) then the table(s), where the runs
+    validated (``validation_attack`` names the attack) the learning curves, and with
+    ``changes_figure`` (drawn by :func:`~sat_toolkit.study.plot.changes`) the changes."""
     lines = [f"# Study `{spec.name}`", ""]
     if spec.description:
         lines += [spec.description, ""]
@@ -263,8 +266,7 @@ def markdown(
     if compare and len(groups) > 1:
         lines += _across_groups(spec, groups)
     lines += ["![clean vs robust accuracy](scatter.png)", ""]
-    compared = {"compare_axis": compare.name if compare else None, "baseline": spec.baseline}
-    if any(change_points(rows, key, **compared) for key in ("clean_accuracy", "robust_accuracy")):
+    if changes_figure:
         lines += [
             "The changes of the table against the baseline, seed-paired: each row's mean change "
             "with its 95% interval; a filled dot is beyond seed noise (the interval excludes 0), a "
