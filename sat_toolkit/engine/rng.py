@@ -94,12 +94,18 @@ def _problem(state: Any) -> str | None:
     return None
 
 
+def _read(path: Path) -> tuple[Any, str | None]:
+    """The decoded state at ``path`` and what is wrong with it (None when it loads)."""
+    try:
+        state = loads_json(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        return None, f"is not JSON ({error})"
+    return state, _problem(state)
+
+
 def rng_state_problem(path: Path) -> str | None:
     """Why ``path`` is not a loadable RNG state, or None (used when vetting a checkpoint)."""
-    try:
-        return _problem(loads_json(Path(path).read_text(encoding="utf-8")))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        return f"is not JSON ({error})"
+    return _read(path)[1]
 
 
 def load_rng_state(directory: Path, process_index: int) -> bool:
@@ -113,10 +119,9 @@ def load_rng_state(directory: Path, process_index: int) -> bool:
     path = rng_file(directory, process_index)
     if not path.is_file():
         return False
-    problem = rng_state_problem(path)
+    state, problem = _read(path)
     if problem:
         raise SatError(f"{path}: {problem}; delete this checkpoint to resume from the one before it")
-    state = loads_json(path.read_text(encoding="utf-8"))
     python, numpy_state = state["python"], state["numpy"]
     try:
         random.setstate((python["version"], tuple(python["internal"]), python["gauss"]))
