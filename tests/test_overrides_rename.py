@@ -143,3 +143,41 @@ def test_the_last_rename_of_a_table_decides() -> None:
 )
 def test_the_recipe_layout_says_which_kind_a_table_names(path: tuple[str, ...], kind: str | None) -> None:
     assert plugin_table_kind(path) == kind
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        # a plugin name replacing the table keeps what an earlier override set in it
+        (["objective.beta=3", "objective=trades"], {"name": "trades", "beta": 3}),
+        # an inline table keeps it too, unless it sets that key itself
+        (["objective.beta=3", 'objective={name = "trades"}'], {"name": "trades", "beta": 3}),
+        (["objective.beta=3", 'objective={name = "trades", beta = 1.0}'], {"name": "trades", "beta": 1.0}),
+        # the file's parameters are still replaced with the table
+        (["objective=trades"], "trades"),
+    ],
+)
+def test_a_whole_table_override_keeps_what_earlier_overrides_set_inside(
+    overrides: list[str], expected: object
+) -> None:
+    raw = {"objective": {"name": "mart", "beta": 6.0}}
+    result, applied = apply_overrides(raw, overrides)
+    assert result["objective"] == expected
+    assert applied == [item.partition("=")[0] for item in overrides]
+
+
+def test_a_nested_earlier_override_survives_its_ancestor_being_replaced() -> None:
+    raw = {"attack": {"train": {"name": "pgd", "eps": 0.1, "steps": 1}}}
+    result, _ = apply_overrides(raw, ["attack.train.eps=0.2", 'attack={train = {name = "pgd", steps = 2}}'])
+    assert result["attack"] == {"train": {"name": "pgd", "steps": 2, "eps": 0.2}}
+
+
+def test_an_earlier_override_the_new_plugin_does_not_take_is_refused_not_lost() -> None:
+    """Before: ``objective.weight=3`` then ``objective=trades`` trained TRADES, the 3 silently gone."""
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(QUICKSTART, ["objective.weight=3", "objective=trades"])
+    assert "objective.weight: unknown parameter of objective 'trades'; valid: beta (from --set)" in str(
+        caught.value
+    )
+    recipe = load_recipe(QUICKSTART, ["objective.beta=3", "objective=trades"])
+    assert (recipe.objective.name, recipe.objective.params) == ("trades", {"beta": 3})

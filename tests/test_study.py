@@ -396,6 +396,30 @@ def test_a_bad_cell_override_fails_before_anything_trains(tmp_path: Path) -> Non
     assert not (tmp_path / "out").exists()
 
 
+def test_the_studys_own_overrides_survive_an_axis_value_naming_the_plugin(tmp_path: Path) -> None:
+    """``set = ["objective.beta=3"]`` reaches every cell whose axis value says ``objective=trades``.
+
+    The axis value replaces the [objective] table after the study's overrides; it used to
+    take their beta with it, so the cells trained beta 6 while the study file said 3.
+    """
+    grid = STUDY.replace('set = ["train.epochs=1"]', 'set = ["train.epochs=1", "objective.beta=3"]')
+    grid = grid.replace('"activation=relu"', '"activation=relu", "objective=trades"')
+    grid = grid.replace('"activation=silu"', '"activation=silu", "objective={name = \'mart\'}"')
+    path = write_study(tmp_path, tmp_path / "out", grid)
+    recipes = {p.cell.label: p.recipe.objective for p in plan(load_study(path))}
+    assert {label: (o.name, o.params) for label, o in recipes.items()} == {
+        "relu": ("trades", {"beta": 3}),
+        "silu": ("mart", {"beta": 3}),
+    }
+    # where the axis's plugin has no such parameter, the study is refused before training
+    path = write_study(tmp_path, tmp_path / "out", grid.replace("objective=trades", "objective=pgd_at"))
+    result = CliRunner().invoke(study_command, [str(path), "--dry-run"])
+    assert result.exit_code == 2
+    assert result.output.strip().endswith(
+        "cell relu: objective.beta: unknown parameter of objective 'pgd_at' (from the study's overrides)"
+    ), result.output
+
+
 @pytest.mark.parametrize("name", sorted(path.stem for path in (REPO / "recipes" / "studies").glob("*.toml")))
 def test_shipped_studies_resolve_every_cell(name: str, tmp_path: Path) -> None:
     """Every cell of the shipped studies is a valid recipe (checked, not trained)."""

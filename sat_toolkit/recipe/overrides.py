@@ -82,6 +82,11 @@ def apply_overrides(
     Missing tables on the way are created. A plain name on the way is promoted to a
     table (``activation = "smoothrelu"`` plus ``--set activation.alpha=5`` gives
     ``{name = "smoothrelu", alpha = 5}``); any other non-table is an error. An override
+    that replaces a whole table (``objective=trades``, ``model={name = "timm"}``) replaces
+    what the file had there but keeps what earlier overrides set inside it, unless it sets
+    those keys itself: a study's ``set = ["objective.beta=3"]`` is not silently lost to an
+    axis value ``objective=trades`` (validation refuses it where the new plugin has no such
+    parameter). An override
     that switches a plugin table to another plugin drops the table's parameters from the
     file that the new plugin does not take (:func:`drop_stale_parameters`; ``host`` is the
     plugin host to look it up in, default the process-wide one).
@@ -105,7 +110,8 @@ def apply_overrides(
                 break
             table = current
         else:
-            table[parts[-1]] = value
+            kept = _set_earlier_inside(table.get(parts[-1]), ".".join(parts), applied)
+            table[parts[-1]] = _with_earlier(value, kept)
             applied.append(".".join(parts))
             if parts[-1] == "name":
                 renames.append((item.strip(), parts[:-1]))
@@ -113,6 +119,39 @@ def apply_overrides(
         raise RecipeError(problems)
     drop_stale_parameters(raw, result, renames, applied, host)
     return result, applied
+
+
+def _set_earlier_inside(current: Any, dotted: str, applied: Iterable[str]) -> dict[tuple[str, ...], Any]:
+    """The values earlier overrides set inside the table ``current`` (at ``dotted``), by path within it."""
+    if not isinstance(current, dict):
+        return {}
+    kept = {}
+    for key in applied:
+        if key.startswith(dotted + "."):
+            inner = tuple(key[len(dotted) + 1 :].split("."))
+            value = _table_at(current, inner)
+            if value is not None:
+                kept[inner] = value
+    return kept
+
+
+def _with_earlier(value: Any, kept: Mapping[tuple[str, ...], Any]) -> Any:
+    """``value`` (a plugin name is promoted to a table) with ``kept`` put back where it sets nothing."""
+    if not kept:
+        return value
+    if isinstance(value, str):
+        value = {"name": value}
+    if not isinstance(value, dict):
+        return value  # a number or list where a table was: validation reports the type
+    for inner, earlier in kept.items():
+        table = value
+        for part in inner[:-1]:
+            table = table.setdefault(part, {})
+            if not isinstance(table, dict):
+                break
+        else:
+            table.setdefault(inner[-1], earlier)
+    return value
 
 
 def plugin_table_kind(path: tuple[str, ...]) -> str | None:

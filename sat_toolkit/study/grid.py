@@ -1,9 +1,12 @@
 """The grid: every (axis values x seed) cell, its recipe, its directory and where it stands.
 
-Each cell is an ordinary run: the base recipe with the study's overrides, the cell's axis
-values' overrides, any command-line ``--set``, then ``run.seed`` and ``run.output_dir``
-set by the study. Every cell's recipe is resolved before anything trains, so a typo in
-one axis value fails the whole study in a second instead of an hour in.
+Each cell is an ordinary run: the base recipe with the study's overrides, any
+command-line ``--set``, the cell's axis values' overrides (so an axis keeps its values
+whatever the command line sets), then ``run.seed`` and ``run.output_dir`` set by the
+study. An axis value that replaces a whole table (``objective=trades``) keeps what the
+overrides before it set inside that table. Every cell's recipe is resolved before
+anything trains, so a typo in one axis value fails the whole study in a second instead
+of an hour in.
 """
 
 from __future__ import annotations
