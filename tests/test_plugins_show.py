@@ -91,3 +91,28 @@ def test_an_unknown_name_is_one_line_with_the_closest() -> None:
     result = show("tradez")
     assert result.exit_code == 2
     assert result.output == "Error: --show tradez: no plugin has that name; did you mean 'trades'?\n"
+
+
+def test_a_name_two_packages_share_says_so_and_each_shows_by_its_qualified_name(
+    fake_distribution: Any,
+) -> None:
+    """Before: ``--show wave`` said "no plugin has that name" although two packages register it."""
+    wave = COSINE_ACTIVATION.replace('"cosine"', '"wave"')
+    fake_distribution("wave-one", wave, version="1.0")
+    fake_distribution("wave-two", wave, version="2.0")
+    result = show("wave")
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert "name the one you mean: 'wave-one:wave' or 'wave-two:wave'" in result.output
+    result = show("wave-two:wave")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("activation 'wave-two:wave' from wave-two 2.0: x times cos(scale x)")
+
+
+def test_a_name_whose_plugin_failed_to_load_says_why(fake_distribution: Any) -> None:
+    broken = COSINE_ACTIVATION.replace('"cosine"', '"broken"').replace(
+        "    smooth = True\n", "    smooth = 'yes'\n"
+    )
+    fake_distribution("broken-acts", broken)
+    result = show("broken")
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert result.output.startswith("Error: activation 'broken' cannot be used:"), result.output

@@ -11,6 +11,7 @@ from sat_toolkit.commands.plugin_params_view import parameter_rows
 from sat_toolkit.commands.table import format_table
 from sat_toolkit.errors import SatError
 from sat_toolkit.plugins import DISABLE_ENV_VAR, PluginKind, PluginRecord, get_plugin_host
+from sat_toolkit.plugins.manager import PluginHost, split_qualified
 
 
 @click.command("plugins")
@@ -58,7 +59,10 @@ def plugins_command(kind: str | None, show: str | None, as_json: bool) -> None:
 def _show(name: str, kind: str | None, as_json: bool) -> None:
     """The parameters of plugin ``name`` (of ``kind``, needed when several kinds use the name)."""
     host = get_plugin_host()
-    kinds = [kind] if kind else [k.value for k in PluginKind if name in host.names(k.value)]
+    # Every kind with a plugin of that name, usable or not: a name two packages share, or
+    # whose plugin failed to load, then gets host.get's message saying so (not "no plugin").
+    bare = split_qualified(name)[1]
+    kinds = [kind] if kind else [k.value for k in PluginKind if _has_name(host, k.value, bare)]
     if len(kinds) > 1:
         raise SatError(
             f"--show {name}: plugins of several kinds are called that ({', '.join(kinds)}); add --kind"
@@ -83,6 +87,10 @@ def _show(name: str, kind: str | None, as_json: bool) -> None:
         return
     table = [(r.name, r.type, r.default, r.bounds, r.doc) for r in rows]
     click.echo(format_table(("parameter", "type", "default", "bounds", "doc"), table))
+
+
+def _has_name(host: PluginHost, kind: str, bare: str) -> bool:
+    return any(r.kind == kind and r.name == bare for r in host.records(kind))
 
 
 def _status(record: PluginRecord) -> str:
