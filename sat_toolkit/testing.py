@@ -897,6 +897,7 @@ def _objective_problems(cls: type, params: Mapping[str, Any]) -> list[str]:
 def _objective_step(objective: Any, problems: list[str]) -> tuple[torch.Tensor | None, list[str]]:
     """One attacker phase and one optimiser phase on the tiny model; (the loss, problems)."""
     from sat_toolkit.attacks import PGD
+    from sat_toolkit.objectives.base import loss_problem
 
     attack = PGD(eps=CHECK_EPS, steps=2, random_start_fraction=1.0)
     x, y = _attack_batch()
@@ -922,17 +923,10 @@ def _objective_step(objective: Any, problems: list[str]) -> tuple[torch.Tensor |
         outcome = objective.loss(model, x, x_adv, y, label_smoothing=0.0)
     except Exception as exc:
         return None, [*problems, f"loss(model, x, x_adv, y, label_smoothing=0.0) raised {_describe(exc)}"]
-    loss, logits = getattr(outcome, "loss", None), getattr(outcome, "logits", None)
-    if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
-        what = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
-        return None, [
-            *problems,
-            f"loss(...) must return sat_toolkit.objectives.ObjectiveLoss(loss=<scalar tensor>, logits=...); "
-            f"its loss is {what}",
-        ]
-    if not isinstance(logits, torch.Tensor) or logits.shape != (len(x), _CLASSES):
-        what = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-        problems.append(f"loss(...).logits must be the model's logits [{len(x)}, {_CLASSES}], got {what}")
+    wrong = loss_problem(outcome, len(x), _CLASSES)
+    if wrong:
+        return None, [*problems, wrong]
+    loss = outcome.loss
     if not torch.isfinite(loss):
         problems.append(f"loss(...) is not finite ({float(loss)}) on a healthy model")
     if "attack" in probe.seen:

@@ -245,6 +245,21 @@ def test_the_conformance_check_catches_a_bare_tensor_loss() -> None:
     assert len(problems) == 1 and "ObjectiveLoss" in problems[0], problems
 
 
+def test_the_conformance_check_names_what_a_wrong_loss_returned() -> None:
+    class Pair(PGDAT):
+        name = "pair"
+
+        def loss(self, model: nn.Module, x: torch.Tensor, x_adv: Any, y: torch.Tensor, **kw: Any) -> Any:
+            logits = model(x_adv)
+            return F.cross_entropy(logits, y), logits  # a tuple, not an ObjectiveLoss
+
+    problems = conformance_problems("objective", Pair)
+    assert problems == [
+        "loss(...) returned tuple; it must return sat_toolkit.objectives.ObjectiveLoss(loss=<scalar tensor>, "
+        "logits=<[batch, classes] tensor>)"
+    ]
+
+
 def test_the_contract_needs_both_methods_and_defaults() -> None:
     class NoLoss:
         name = "no_loss"
@@ -374,3 +389,44 @@ def test_a_digits_run_finishes_with_each_objective(
     # standard training attacks nothing.
     assert calls["train_attack"] == {"pgd_at": 4, "mart": 4, "trades": 0, "standard": 0}[name]
     assert summary.metrics["steps"] == 4
+
+
+PAIR_OBJECTIVE = """
+import torch.nn.functional as F
+from sat_toolkit.objectives import PGDAT
+from sat_toolkit.plugins import hookimpl
+
+
+class Pair(PGDAT):
+    name = "pair"
+    description = "returns (loss, logits) instead of an ObjectiveLoss"
+
+    def loss(self, model, x, x_adv, y, *, label_smoothing=0.0):
+        logits = model(x_adv)
+        return F.cross_entropy(logits, y), logits
+
+
+@hookimpl
+def sat_register_objectives():
+    return [Pair]
+"""
+
+
+def test_a_plugin_objective_returning_the_wrong_thing_stops_the_run_in_one_line(
+    tmp_path: Path, fake_distribution: Any
+) -> None:
+    """Before: AttributeError: 'tuple' object has no attribute 'loss', a traceback from the trainer."""
+    from click.testing import CliRunner
+
+    from sat_toolkit.cli import cli
+
+    fake_distribution("pair-objective", PAIR_OBJECTIVE)
+    out = tmp_path / "run"
+    args = ["run", str(QUICKSTART), *(f"--set={o}" for o in TINY), "--set=objective=pair"]
+    result = CliRunner().invoke(cli, [*args, f"--set=run.output_dir={json.dumps(str(out))}"])
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: objective 'pair': loss(...) returned tuple; it must return "
+        "sat_toolkit.objectives.ObjectiveLoss(loss=<scalar tensor>, logits=<[batch, classes] tensor>)"
+    )
+    assert "Traceback" not in result.output and not (out / "model.safetensors").exists()

@@ -61,6 +61,7 @@ from sat_toolkit.engine.window import DivergenceError, DivergenceGuard, Training
 from sat_toolkit.errors import SatError
 from sat_toolkit.export import save_model
 from sat_toolkit.objectives import Objective, build_objective
+from sat_toolkit.objectives.base import loss_problem
 from sat_toolkit.parsing import loads_json
 from sat_toolkit.plugins.provenance import run_plugins
 from sat_toolkit.recipe import METRICS_FILE, MODEL_FILE, Recipe, check_run_dir, save_resolved_recipe
@@ -414,6 +415,7 @@ def adversarial_step(run: TrainingRun, x: torch.Tensor, y: torch.Tensor) -> bool
         outer = run.objective.loss(
             run.step_model, x, x_adv, y, label_smoothing=run.recipe.optimizer.label_smoothing
         )
+        _check_objective_loss(run, outer, len(y))
         accelerator.backward(outer.loss)
         run.optimizer.step()
         run.optimizer.zero_grad(set_to_none=True)
@@ -421,6 +423,13 @@ def adversarial_step(run: TrainingRun, x: torch.Tensor, y: torch.Tensor) -> bool
     state.step_in_epoch += 1
     run.window.add(outer.loss, outer.logits, y, state.global_step + 1)
     return accelerator.sync_gradients
+
+
+def _check_objective_loss(run: TrainingRun, outer: object, batch_size: int) -> None:
+    """A plugin objective whose loss returns the wrong thing fails in one line, not a traceback."""
+    problem = loss_problem(outer, batch_size)
+    if problem:
+        raise SatError(f"objective '{run.recipe.objective.name}': {problem}")
 
 
 def _attack_result(run: TrainingRun, result: object, x: torch.Tensor, eps: float | None) -> AttackResult:

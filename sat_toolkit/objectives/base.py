@@ -40,6 +40,39 @@ class ObjectiveLoss:
     logits: torch.Tensor
 
 
+#: What :meth:`Objective.loss` must return, as error messages spell it.
+LOSS_CONTRACT = "sat_toolkit.objectives.ObjectiveLoss(loss=<scalar tensor>, logits=<[batch, classes] tensor>)"
+
+
+def loss_problem(outcome: object, batch_size: int, num_classes: int | None = None) -> str | None:
+    """What is wrong with what :meth:`Objective.loss` returned, or None.
+
+    Types and shapes only, so the check needs no device synchronisation and the training
+    loop runs it on every step; :func:`sat_toolkit.testing.check_objective` runs it too.
+    """
+    loss, logits = getattr(outcome, "loss", None), getattr(outcome, "logits", None)
+    if loss is None and logits is None:
+        return f"loss(...) returned {type(outcome).__name__}; it must return {LOSS_CONTRACT}"
+    if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+        return f"loss(...).loss is {_described(loss)}; it must return {LOSS_CONTRACT}"
+    classes = "classes" if num_classes is None else str(num_classes)
+    if (
+        not isinstance(logits, torch.Tensor)
+        or logits.dim() != 2
+        or logits.shape[0] != batch_size
+        or (num_classes is not None and logits.shape[1] != num_classes)
+    ):
+        expected = f"[{batch_size}, {classes}]"
+        return f"loss(...).logits must be the model's logits {expected}, got {_described(logits)}"
+    return None
+
+
+def _described(value: object) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)}"
+    return type(value).__name__
+
+
 class Objective(ABC):
     """Base class of training objectives (plugins may subclass it or follow the contract).
 
