@@ -645,6 +645,31 @@ def test_auto_precision_is_bf16_only_where_the_hardware_has_it(monkeypatch, nati
     assert f'mixed_precision = "{expected}"' in recipe.to_toml()
 
 
+@pytest.mark.parametrize(
+    ("mixed_precision", "native", "warned"),
+    [("bf16", False, True), ("bf16", True, False), ("no", False, False)],
+)
+def test_a_run_asking_for_bf16_where_it_is_emulated_is_warned(
+    tmp_path: Path, monkeypatch, capsys, mixed_precision: str, native: bool, warned: bool
+) -> None:
+    """A study pinned to bf16, started on an AVX2-only CPU, trained for 27 minutes before anyone
+    saw that a cell would take 38 hours: the run now says why on its first line."""
+    import torch
+
+    import sat_toolkit.devices
+    from sat_toolkit.engine.trainer import make_accelerator
+    from sat_toolkit.recipe import load_recipe
+
+    monkeypatch.setattr(sat_toolkit.devices, "native_bf16", lambda device=None: native)
+    recipe = load_recipe(QUICKSTART, [f"optimizer.mixed_precision={mixed_precision}"])
+    device = make_accelerator(recipe, tmp_path).device
+    err = capsys.readouterr().err
+    expected = sat_toolkit.devices.emulated_bf16_warning("bf16", device)
+    assert (f"warning: {expected}\n" in err) is warned and err.count("warning:") == int(warned), err
+    if warned and device == torch.device("cpu"):
+        assert "neither AVX512-BF16 nor AMX" in err and '"auto" uses bf16 only where it is native' in err
+
+
 def test_native_bf16_on_the_cpu_agrees_with_the_cpu_flags() -> None:
     import torch
 

@@ -483,6 +483,21 @@ def test_a_cell_resumed_late_in_its_run_is_not_counted_as_a_whole_cell(tmp_path:
     assert estimate.startswith("[1/2] estimated time left: 55 s for 1 cell(s)")  # not 100 s, nor 40 s
 
 
+def test_a_study_to_run_in_emulated_bf16_says_so_before_its_first_cell(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sat_toolkit.devices.native_bf16", lambda device=None: False)
+    grid = STUDY.replace("seeds = [0, 1]", "seeds = [0]")
+    bf16 = 'set = ["train.epochs=1", "optimizer.mixed_precision=bf16"]'
+    grid = grid.replace('set = ["train.epochs=1"]', bf16)
+    spec = load_study(write_study(tmp_path, tmp_path / "out", grid))
+    lines: list[str] = []
+    run_study(spec, jobs=1, echo=lines.append, report=False, probe=False, only=("relu/seed0",))
+    warnings = [line for line in lines if line.startswith("warning: ")]
+    assert len(warnings) == 1 and 'optimizer.mixed_precision = "bf16" on this' in warnings[0]
+    assert lines.index(warnings[0]) < next(i for i, line in enumerate(lines) if "started" in line)
+
+
 def test_a_restarted_study_reads_the_evaluation_share_from_the_finished_cells(tmp_path: Path) -> None:
     """The same estimate at a later invocation's start: the finished cell's time from the
     ledger, its evaluation's from its metrics.json."""

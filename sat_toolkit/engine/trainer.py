@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from sat_toolkit.attacks.checked import as_attack_result, checked_result
 from sat_toolkit.attacks.result import AttackResult
 from sat_toolkit.devices import describe as describe_device
+from sat_toolkit.devices import emulated_bf16_warning
 from sat_toolkit.engine.checkpoint import (
     TrainState,
     checkpoint_problem,
@@ -188,6 +189,9 @@ def make_accelerator(recipe: Recipe, run_dir: Path) -> Accelerator:
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=recipe.run.seed),
         step_scheduler_with_optimizer=False,
     )
+    slow = emulated_bf16_warning(recipe.optimizer.mixed_precision, accelerator.device)
+    if slow and accelerator.is_main_process:
+        print(f"warning: {slow}", file=sys.stderr, flush=True)
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched != accelerator.num_processes:
         raise SatError(

@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from sat_toolkit.devices import emulated_bf16_warning
 from sat_toolkit.errors import SatError
 from sat_toolkit.study.eta import StudyEta, evaluation_seconds, pace_of
 from sat_toolkit.study.grid import LOG_DIR, PlannedCell, cells, plan, read_metrics, study_recipes
@@ -204,6 +205,9 @@ def run_study(
         f"study {spec.name}: {size} in {spec.output_dir}; {counts['done']} finished{copied}, {running}"
         f"{counts['resume']} to resume, {counts['new']} new; {workers} job(s) x {threads} torch thread(s)"
     )
+    slow = {emulated_bf16_warning(p.recipe.optimizer.mixed_precision) for p in todo} - {None}
+    for warning in slow:
+        echo(f"warning: {warning}")
     for p in planned:
         if p.cell.key in reused:
             origin = reused[p.cell.key]
