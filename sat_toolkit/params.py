@@ -210,13 +210,17 @@ def _annotations(cls: type) -> dict[str, Any]:
     return hints
 
 
-def check(cls: type, values: Mapping[str, Any]) -> tuple[dict[str, Any], list[tuple[str | None, str]]]:
+def check(
+    cls: type, values: Mapping[str, Any], *, complete: bool = True
+) -> tuple[dict[str, Any], list[tuple[str | None, str]]]:
     """``values`` typed and checked against ``cls``'s schema: ``(typed, problems)``.
 
     Each problem is ``(key, message)``; ``key`` is ``None`` for one ``check_params`` could
     not pin on a parameter. Keys the schema does not declare pass through untouched (the
     caller reports unknown keys, with suggestions). ``check_params`` runs only when every
-    value passed its own checks, so it always sees typed values.
+    value passed its own checks, so it always sees typed values, and only when ``values``
+    is ``complete`` (the caller found no unknown or missing key): the constraints between
+    parameters would judge a set the user has still to fix.
     """
     from sat_toolkit.recipe.coerce import Invalid, coerce  # the recipe package imports plugins
 
@@ -240,7 +244,7 @@ def check(cls: type, values: Mapping[str, Any]) -> tuple[dict[str, Any], list[tu
         if message:
             problems.append((key, message))
     hook = getattr(cls, "check_params", None)
-    if not problems and callable(hook):
+    if complete and not problems and callable(hook):
         try:
             hook(dict(typed))
         except Exception as exc:  # ValueError / SatError by contract; any other is still one line

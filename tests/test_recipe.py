@@ -217,6 +217,16 @@ def test_unknown_keys_get_the_closest_valid_key(fake_plugins: PluginHost) -> Non
     ]
 
 
+def test_a_plugin_tables_bad_value_is_reported_beside_its_unknown_key(fake_plugins: PluginHost) -> None:
+    """One `recipe validate` lists both: the range error used to appear only once the typo was fixed."""
+    raw = base_recipe()
+    raw["attack"]["train"].update({"setps": 3, "eps": -0.1})
+    assert problems_of(raw) == [
+        "attack.train.setps: unknown parameter of attack 'pgd'; did you mean 'steps'?",
+        "attack.train.eps: must be >= 0, got -0.1",
+    ]
+
+
 def test_unknown_key_without_close_match_lists_valid_keys(fake_plugins: PluginHost) -> None:
     raw = base_recipe()
     raw["logging"] = {"wandb": True}

@@ -132,10 +132,9 @@ def check_plugin(
         for key, spec in schema.params.items():
             if spec.required and key not in values:
                 problems.add(join(path, key), f"required by {kind} '{raw_name}' (no default)")
-    if len(problems) > before:
-        return None
-
-    resolved, found = check(cls, values)
+    # The known values are checked even beside an unknown or missing key, so one run of
+    # `recipe validate` lists every problem of the table, not one per attempt.
+    resolved, found = check(cls, values, complete=len(problems) == before)
     for key, message in found:
         problems.add(path if key is None else join(path, key), message)
     if kind == "attack" and not any(p.path == join(path, "eps") for p in problems[before:]):
