@@ -116,8 +116,29 @@ def test_both_ranks_end_with_identical_weights(two_process_run: tuple[Path, Path
     assert metrics["global_batch_size"] == 64
     rows = metrics["rank_weight_fingerprints"]
     assert len(rows) == 2 and rows[0] == rows[1]
-    # 640 images sharded over 2 ranks, batch 32 each: 10 optimiser steps per epoch.
+    # 640 images sharded over 2 ranks, batch 32 each: 10 optimiser steps per epoch, and the
+    # lr schedule sized for those 20 steps ends where it should (it was sized for 40).
     assert metrics["steps"] == 20
+    recipe = load_recipe(run_dir / "recipe.toml")
+    assert metrics["final_lr"] == pytest.approx(
+        recipe.schedule.lr.build().value(20, 20, recipe.optimizer.lr), abs=1e-12
+    )
+
+
+def test_two_processes_train_exactly_train_steps(tmp_path: Path) -> None:
+    """train.steps = 15 under 2 processes: 15 optimiser steps (it trained 10 = one epoch of
+    20 unsharded batches per epoch, halved), and the lr schedule runs to its end."""
+    run_dir = tmp_path / "steps"
+    recipe_file = _recipe_file(
+        tmp_path, run_dir, train={"steps": 15, "validate_every_epochs": 0}, attack={"eval": {"samples": 20}}
+    )
+    _launch(recipe_file, tmp_path / "probe")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert (metrics["world_size"], metrics["steps"], metrics["epochs"]) == (2, 15, 2)
+    recipe = load_recipe(recipe_file)
+    assert metrics["final_lr"] == pytest.approx(
+        recipe.schedule.lr.build().value(15, 15, recipe.optimizer.lr), abs=1e-12
+    )
 
 
 def test_two_process_validation_counts_every_image_once_as_one_process_would(

@@ -281,14 +281,17 @@ def build_run(recipe: Recipe, accelerator: Accelerator, run_dir: Path) -> Traini
                 "set it to false for a multi-process CPU run (--set train.sync_batchnorm=false)"
             )
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    # The run is sized by the batches each process sees: prepared, the loader is sharded
+    # over the processes (N of them take 1/N of an epoch's batches each, N batches a step).
+    # Sized by the whole loader, N processes trained 1/N of train.steps and stopped with
+    # the lr schedule unfinished.
+    train_loader = accelerator.prepare(train_loader)
     steps_per_epoch = _steps_per_epoch(len(train_loader), recipe)
     total_steps = recipe.train.total_steps(steps_per_epoch)
     lr_schedule, eps_schedule = recipe.schedule.lr.build(), recipe.schedule.eps.build()
     # Stepped once per optimiser step; accelerate checkpoints it (scheduler.bin, its step only).
     lr_scheduler = lambda_lr(optimizer, lr_schedule, total_steps)
-    model, optimizer, train_loader, lr_scheduler = accelerator.prepare(
-        model, optimizer, train_loader, lr_scheduler
-    )
+    model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     unwrapped = accelerator.unwrap_model(model)
     # The early loss level is measured once both the lr warm-up and an eps ramp are over:
     # while eps grows, a healthy adversarial loss rises with it.
@@ -645,6 +648,9 @@ def finish(run: TrainingRun, show_progress: bool) -> RunSummary:
     metrics: dict[str, Any] = {
         "steps": state.global_step,
         "epochs": state.epoch,
+        # The lr after the last step: the schedule's end (about 0 for cosine) when the run
+        # was sized right, which a multi-process run once was not.
+        "final_lr": run.lr_scheduler.get_last_lr()[0],
         "final_train_loss": state.last_loss,
         "train_seconds_this_process": round(time.perf_counter() - run.started, 2),
         "world_size": accelerator.num_processes,
