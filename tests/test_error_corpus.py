@@ -305,6 +305,8 @@ CASES: list[tuple[str, list[str], str]] = [
     ("eval --eps -1", ["eval", "good.safetensors", "--eps", "-0.5"], "--eps must be >= 0"),
     ("eval --output dir", ["eval", "good.safetensors", "--output", "reports"], "is a directory"),
     ("eval --output under file", ["eval", "good.safetensors", "--output", "blocker/r.json"], "cannot write"),
+    # /proc takes no new file, though os.access says it does to root: refused before evaluating
+    ("eval --output in /proc", ["eval", "good.safetensors", "--output", "/proc/sat-r.json"], "cannot write"),
     ("eval --suite", ["eval", "good.safetensors", "--suite", "strongest"], "strongest"),
     ("eval --attack", ["eval", "good.safetensors", "--attack", "pgdd:steps=5"], "pgdd"),
     ("eval --samples", ["eval", "good.safetensors", "--samples", "-1"], "--samples must be >= 0"),

@@ -281,3 +281,21 @@ def test_eval_defaults_to_the_gpu_and_matches_the_cpu(timm_digits_model: nn.Modu
     assert gpu.to_dict()["environment"]["device"].startswith("cuda:0")
     assert gpu.clean_accuracy == cpu.clean_accuracy
     assert abs(gpu.robust_accuracy - cpu.robust_accuracy) <= 1 / 40
+
+
+def test_a_report_the_file_system_refuses_at_the_end_is_kept_and_located(tmp_path: Path) -> None:
+    """The location is checked before the evaluation; should the write still fail, the
+    hours of evaluation are not lost: the report goes to the temp directory, one line says where."""
+    from sat_toolkit.commands.eval import _write_report
+    from sat_toolkit.errors import SatError
+
+    (tmp_path / "blocker").write_text("a file where the report's folder would be")
+    with pytest.raises(SatError) as caught:
+        _write_report(tmp_path / "blocker" / "report.json", '{"robust_accuracy": 0.5}\n')
+    message = caught.value.message
+    assert message.startswith(
+        f"--output {tmp_path / 'blocker' / 'report.json'}: could not write the report ("
+    )
+    kept = Path(message.rsplit("it is saved in ", 1)[1])
+    assert kept.read_text() == '{"robust_accuracy": 0.5}\n'
+    kept.unlink()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -220,9 +221,28 @@ def eval_command(
         )
         if not evaluation.passed_checks:
             click.echo("warning: some checks failed; the robust accuracy above may be overstated", err=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
+    _write_report(path, json.dumps(result, indent=2, default=str) + "\n")
     click.echo(f"report: {path}")
+
+
+def _write_report(path: Path, text: str) -> None:
+    """Write the report; where that fails after all, keep it in the temp directory and say where.
+
+    The location was checked before the evaluation, but a file system can still refuse
+    (a full disk, a pseudo-file system): the evaluation's result is not thrown away.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as error:
+        with tempfile.NamedTemporaryFile(
+            "w", suffix=".json", prefix="sat-eval-", delete=False, encoding="utf-8"
+        ) as kept:
+            kept.write(text)
+        raise SatError(
+            f"--output {path}: could not write the report ({error.strerror or error}); "
+            f"it is saved in {kept.name}"
+        ) from None
 
 
 def _print_comparison(path_a: Path, path_b: Path) -> None:
@@ -371,8 +391,18 @@ def check_writable(output: Path, option: str = "--output") -> None:
         raise SatError(f"{option} {output}: is a directory; give a file name such as {example}")
     parent = output.parent if str(output.parent) else Path(".")
     existing = next((p for p in (parent, *parent.parents) if p.exists()), Path("."))
-    if not existing.is_dir() or not os.access(existing, os.W_OK):
+    if not existing.is_dir() or not os.access(existing, os.W_OK) or not _can_create_in(existing):
         raise SatError(f"{option} {output}: cannot write there ({existing} is not a writable directory)")
+
+
+def _can_create_in(directory: Path) -> bool:
+    """Whether a file can be created in ``directory``, tried, since os.access says yes to root
+    everywhere (even in /proc) and knows nothing of read-only mounts."""
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            return True
+    except OSError:
+        return False
 
 
 def _output_path(
