@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -252,3 +254,32 @@ def test_trades_two_forwards_through_ddp_before_one_backward_keep_the_ranks_in_s
     rows = metrics["rank_weight_fingerprints"]
     assert len(rows) == 2 and rows[0] == rows[1]
     assert 'name = "trades"' in (run_dir / "recipe.toml").read_text()
+
+
+def test_ctrl_c_of_a_two_process_run_says_how_to_resume_once(tmp_path: Path) -> None:
+    """Ctrl-C reaches every process of the launch (the terminal's process group); the resume
+    command is printed by the main process alone, not once per rank."""
+    run_dir = tmp_path / "run"
+    recipe = _recipe_file(tmp_path, run_dir, train={"epochs": 50})
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--main_process_port", str(_free_port()), "-m", "sat_toolkit", "run", str(recipe), "--no-progress",
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        start_new_session=True,  # its own process group, as a terminal's foreground job has
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 300
+    while not list(run_dir.glob("checkpoints/step-*")) and process.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint within 300 s"
+        time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 130, stderr[-3000:]
+    assert stderr.count("interrupted; continue the run with:") == 1, stderr[-3000:]
+    assert f"interrupted; continue the run with: sat-toolkit run {recipe} --resume" in stderr

@@ -70,6 +70,11 @@ def run_command(
     except KeyboardInterrupt:
         # Checkpoints are written atomically, so an interrupt loses at most the steps since
         # the last one; say how to continue rather than click's bare "Aborted!" (exit 1).
+        # Under `accelerate launch` every rank is interrupted; the main process says it once.
+        from accelerate import PartialState
+
+        if not PartialState().is_main_process:
+            raise click.exceptions.Exit(INTERRUPTED_EXIT_CODE) from None
         if dry_run:
             click.echo("interrupted; a dry run has nothing to resume", err=True)
         else:

@@ -243,7 +243,8 @@ def run_checks(
         CheckResult(
             "gradient-free Square does not beat the white-box suite",
             broken_only_by_square <= allowed,
-            f"Square breaks {broken_only_by_square} images the white-box attacks missed ({rule}; "
+            f"Square breaks {broken_only_by_square} image{'' if broken_only_by_square == 1 else 's'} "
+            f"the white-box attacks missed ({rule}; "
             f"white-box {white_box_accuracy:.4f}, {square_text})"
             + ("" if broken_only_by_square <= allowed else " -> gradients look MASKED"),
             {
