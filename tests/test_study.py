@@ -346,6 +346,12 @@ def test_changes_are_paired_by_seed_with_a_student_t_interval() -> None:
         and noisy["beyond_noise"] is False
         and noisy["interval"][0] < 0 < noisy["interval"][1]
     )
+    # One image of 32 on both seeds: no spread to judge noise by, so not "beyond noise"
+    # (the zero-width Student-t interval called it so).
+    same = paired_difference({0: 0.40625, 1: 0.5}, {0: 0.375, 1: 0.46875})
+    assert same is not None and same["interval"] == [0.03125, 0.03125] and same["beyond_noise"] is None
+    rounded = paired_difference({0: 0.72, 1: 0.82}, {0: 0.70, 1: 0.80})  # +2 points, float-rounded
+    assert rounded is not None and rounded["beyond_noise"] is None
     one = paired_difference({0: 0.75, 5: 0.9}, relu)  # only seed 0 is shared
     assert one is not None and one["n"] == 1 and one["interval"] is None and one["beyond_noise"] is None
     assert paired_difference({7: 0.5}, relu) is None

@@ -33,6 +33,9 @@ from sat_toolkit.study.spec import StudySpec
 METRICS = ("clean_accuracy", "robust_accuracy", "pgd")
 #: Two-sided coverage of the paired interval.
 CONFIDENCE = 0.95
+#: Paired differences (multiples of one image over the test set) closer than this are the
+#: same difference; float rounding alone leaves about 1e-17 between them.
+NO_SPREAD = 1e-9
 
 
 def stat(values: Sequence[float]) -> dict[str, Any]:
@@ -58,6 +61,10 @@ def paired_difference(
 
     ``interval`` (and ``beyond_noise``, true when it excludes 0) needs two paired seeds;
     with one the mean is the single difference. None when no seed is shared.
+
+    Where every seed gives the same difference (one image on each of two seeds, say), the
+    Student-t interval has zero width, which would call any such difference beyond noise:
+    the seeds show no spread to judge the noise by, so ``beyond_noise`` stays None there.
     """
     from scipy import stats
 
@@ -79,10 +86,11 @@ def paired_difference(
     if len(seeds) > 1:
         std = statistics.stdev(differences)
         half = float(stats.t.ppf(0.5 + confidence / 2, len(seeds) - 1)) * std / math.sqrt(len(seeds))
+        spread = std > NO_SPREAD
         result.update(
             std=std,
             interval=[mean - half, mean + half],
-            beyond_noise=bool(mean - half > 0 or mean + half < 0),
+            beyond_noise=bool(mean - half > 0 or mean + half < 0) if spread else None,
         )
     return result
 
