@@ -262,6 +262,34 @@ def test_a_damaged_ledger_costs_only_the_timing_history(study: dict[str, Any], t
     rebuilt = (out / "report.json").read_text().replace(str(out), "OUT")
     first = (original / "report.json").read_text().replace(str(original), "OUT")
     assert json.loads(rebuilt)["rows"] == json.loads(first)["rows"]
+    assert (
+        "- wall time: not known (study.json is damaged: nested too deeply" in (out / "report.md").read_text()
+    )
+
+
+@pytest.mark.parametrize(
+    ("damage", "why"),
+    [
+        ('{"invocations": [{"id": "a", "seconds": 60', "Expecting"),  # truncated
+        ('{"invocations": 5, "cells": []}', "'invocations' is not a list of objects"),
+        ("[1, 2]", "a JSON list, not an object"),
+    ],
+)
+def test_a_study_with_a_damaged_ledger_refuses_to_run_over_it(
+    study: dict[str, Any], tmp_path: Path, damage: str, why: str
+) -> None:
+    """Running cells would save a fresh ledger over the damaged one and lose its records
+    (a truncated file can still be mended by hand): refused before anything trains."""
+    out = tmp_path / "out"
+    shutil.copytree(study["spec"].output_dir, out)
+    shutil.rmtree(out / "silu" / "seed1")  # a cell left to run
+    (out / "study.json").write_text(damage)
+    result = CliRunner().invoke(study_command, [str(study["spec"].path), "--output-dir", str(out)])
+    assert result.exit_code == 2 and "started" not in result.output, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith(f"Error: {out / 'study.json'} is damaged (") and why in last, last
+    assert "restore it, or move it away to start a new record" in last
+    assert (out / "study.json").read_text() == damage and not (out / "silu" / "seed1").exists()
 
 
 def test_jobs_2_gives_the_same_metrics_as_jobs_1(study: dict[str, Any], tmp_path: Path) -> None:

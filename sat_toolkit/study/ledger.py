@@ -36,6 +36,7 @@ try:
 except ImportError:  # Windows: no flock; concurrent invocations may then lose records
     fcntl = None  # type: ignore[assignment]
 
+from sat_toolkit.errors import SatError
 from sat_toolkit.parsing import loads_json
 
 LEDGER_FILE = "study.json"
@@ -110,6 +111,9 @@ class Ledger:
 
     def __init__(self, output_dir: Path) -> None:
         self.path = Path(output_dir) / LEDGER_FILE
+        #: Why the file on disk is not a ledger, or None: a report then does without the
+        #: timing history, and the runner refuses to write over it (its records would go).
+        self.damaged: str | None = None
         self.data: dict[str, Any] = self._read()
         self.id = uuid.uuid4().hex[:12]  # this invocation's, on every record it adds
         self._invocation: dict[str, Any] | None = None
@@ -121,14 +125,26 @@ class Ledger:
 
     def _read(self) -> dict[str, Any]:
         data: dict[str, Any] = {"invocations": [], "cells": {}}
-        if self.path.is_file():
-            try:
-                loaded = loads_json(self.path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                loaded = None  # a damaged ledger only costs the timing history
-            if isinstance(loaded, dict):
-                data.update(loaded)
+        if not self.path.exists():
+            return data
+        try:
+            loaded = loads_json(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            self.damaged = _first_line(error)
+            return data
+        self.damaged = _shape_problem(loaded)
+        if self.damaged is None:
+            data.update(loaded)
         return data
+
+    def refuse_if_damaged(self) -> None:
+        """Stop before a run would replace a damaged ledger, and say how to go on."""
+        if self.damaged:
+            raise SatError(
+                f"{self.path} is damaged ({self.damaged}); running the study would replace it and "
+                "lose its records: restore it, or move it away to start a new record (the report's "
+                "wall time and the time estimates then forget the earlier invocations)"
+            )
 
     @property
     def invocations(self) -> list[dict[str, Any]]:
@@ -266,6 +282,25 @@ class Ledger:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _shape_problem(loaded: Any) -> str | None:
+    """What makes decoded JSON not a ledger (invocations and cell attempts), or None."""
+    if not isinstance(loaded, dict):
+        return f"a JSON {type(loaded).__name__}, not an object"
+    invocations, cells = loaded.get("invocations", []), loaded.get("cells", {})
+    if not isinstance(invocations, list) or not all(isinstance(i, dict) for i in invocations):
+        return "'invocations' is not a list of objects"
+    if not isinstance(cells, dict) or not all(
+        isinstance(tried, list) and all(isinstance(a, dict) for a in tried) for tried in cells.values()
+    ):
+        return "'cells' is not an object of attempt lists"
+    return None
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0][:160] if lines else type(error).__name__
 
 
 def wall_clock_seconds(invocations: list[dict[str, Any]]) -> float:

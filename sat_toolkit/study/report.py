@@ -132,6 +132,7 @@ def _context(spec: StudySpec, rows: list[dict[str, Any]], command: str | None) -
             "cells": round(sum(a.get("seconds", 0.0) for a in attempts), 2),
             "invocations": len(invocations),
         },
+        "ledger_damaged": ledger.damaged,
         "reused": {c.key: _shown(Path(origin)) for c in finished if (origin := reused_from(c.run_dir))},
         "commands": list(dict.fromkeys(i["command"] for i in invocations)),
         "report_command": command,
@@ -345,6 +346,8 @@ def _header(context: dict[str, Any]) -> list[str]:
             f"- wall time: {_duration(wall['elapsed'])} over {wall['invocations']} invocation(s) "
             f"({', '.join(jobs)}); {_duration(wall['cells'])} summed over cells"
         )
+    elif context.get("ledger_damaged"):
+        lines.append(f"- wall time: not known (study.json is damaged: {context['ledger_damaged']})")
     elif all_reused:
         lines.append("- wall time: none spent here, every finished run was reused (see below)")
     else:

@@ -220,6 +220,7 @@ def run_study(
         written = write_report(spec, echo=echo) if report else None
         return StudyRun(planned, [], written, time.perf_counter() - started)
     ledger = Ledger(spec.output_dir)
+    ledger.refuse_if_damaged()  # before any cell trains
     # before this invocation adds to it; only cells timed on this kind of machine and threads
     machine = hardware()
     eta = StudyEta.from_ledger(
