@@ -197,21 +197,28 @@ def test_resuming_a_finished_run_changes_nothing(finished_run: Path) -> None:
     assert before == {p: p.stat().st_mtime_ns for p in finished_run.rglob("*") if p.is_file()}
 
 
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        ("[" * 100 + "]" * 100, "unreadable: nested too deeply to parse"),  # past what parsing reads
+        ('{"clean": "x"}', "no evaluation in it"),  # JSON, but not a finished run's: looped in a study
+    ],
+)
 def test_a_finished_run_with_damaged_metrics_says_how_to_redo_them(
-    finished_run: Path, tmp_path: Path
+    finished_run: Path, tmp_path: Path, damage: str, problem: str
 ) -> None:
-    """--resume of a finished run reads its metrics.json: damaged (here nested past what
-    sat_toolkit.parsing reads), that is one line naming the file and the fix, and the fix works."""
+    """--resume of a finished run reads its metrics.json: damaged, that is one line naming
+    the file and the fix, and the fix works."""
     run_dir = tmp_path / "tiny"
     shutil.copytree(finished_run, run_dir)
     recipe_file = tmp_path / "tiny.toml"
     recipe_file.write_text(load_recipe(tiny_recipe(run_dir)).to_toml())
-    (run_dir / "metrics.json").write_text("[" * 100 + "]" * 100)
+    (run_dir / "metrics.json").write_text(damage)
     before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
     result = CliRunner().invoke(cli, ["run", str(recipe_file), "--resume", "--no-progress"])
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     (line,) = result.stderr.strip().splitlines()
-    assert f"{run_dir / 'metrics.json'} is damaged (unreadable: nested too deeply to parse" in line
+    assert f"{run_dir / 'metrics.json'} is damaged ({problem}" in line
     assert "delete it and run again with --resume" in line
     assert "nothing to do" not in result.output  # not a finished run as far as the user can tell
     assert before == {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}

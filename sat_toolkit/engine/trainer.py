@@ -158,17 +158,24 @@ def train(
 
 
 def _finished_metrics(run_dir: Path) -> dict[str, Any]:
-    """A finished run's ``metrics.json``; damaged, it is a one-line error saying how to redo it."""
+    """A finished run's ``metrics.json``; damaged, it is a one-line error saying how to redo it.
+
+    Finished means evaluated, as a study reads it (``grid.read_metrics``): a file without
+    its ``evaluation`` would have the run report "nothing to do" and the study rerun the
+    cell at every invocation, without ever a number.
+    """
     path = run_dir / METRICS_FILE
     try:
         metrics = loads_json(path.read_text(encoding="utf-8"))
         problem = None if isinstance(metrics, dict) else "not a JSON object"
+        if problem is None and not isinstance(metrics.get("evaluation"), dict):
+            problem = "no evaluation in it"
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         problem = f"unreadable: {error}"
     if problem:
         raise SatError(
-            f"{path} is damaged ({problem}); delete it and run again with --resume: "
-            "the final evaluation runs again on the finished weights"
+            f"{path} is damaged ({problem}); delete it and run again with --resume (in a study: run "
+            "the study again): the final evaluation runs again on the finished weights"
         )
     return metrics
 
