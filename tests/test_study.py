@@ -267,6 +267,22 @@ def test_a_damaged_ledger_costs_only_the_timing_history(study: dict[str, Any], t
     )
 
 
+def test_a_file_where_the_logs_go_is_one_line_before_anything_trains(
+    study: dict[str, Any], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(study["spec"].output_dir, out)
+    shutil.rmtree(out / "silu" / "seed1")  # a cell left to run
+    shutil.rmtree(out / "logs")
+    (out / "logs").write_text("not a folder")
+    result = CliRunner().invoke(study_command, [str(study["spec"].path), "--output-dir", str(out)])
+    assert result.exit_code == 2 and "started" not in result.output, result.output
+    assert result.output.strip().splitlines()[-1] == (
+        f"Error: {out / 'logs'} is not a directory; the study writes each cell's log in it: move it away"
+    )
+    assert not (out / "silu" / "seed1").exists()
+
+
 @pytest.mark.parametrize(
     ("damage", "why"),
     [

@@ -221,6 +221,9 @@ def run_study(
         return StudyRun(planned, [], written, time.perf_counter() - started)
     ledger = Ledger(spec.output_dir)
     ledger.refuse_if_damaged()  # before any cell trains
+    logs = spec.output_dir / LOG_DIR
+    if logs.exists() and not logs.is_dir():
+        raise SatError(f"{logs} is not a directory; the study writes each cell's log in it: move it away")
     # before this invocation adds to it; only cells timed on this kind of machine and threads
     machine = hardware()
     eta = StudyEta.from_ledger(
