@@ -420,6 +420,8 @@ def test_an_attack_only_some_runs_made_is_listed_with_its_count(tmp_path: Path) 
     ("edit", "message"),
     [
         (("seeds = [0, 1]", "seedz = [0, 1]"), "study.seedz: unknown key; did you mean 'seeds'?"),
+        (("seeds = [0, 1]", "seeds = []"), "study.seeds: must be a non-empty array of integers >= 0, got []"),
+        (("seeds = [0, 1]", 'seeds = ["a"]'), 'integers >= 0, got ["a"]'),
         (("base/tiny.toml", "base/missing.toml"), "study.base: base recipe not found: "),
         (
             ('name = "activation"', 'name = "activation"\nvalus = 1'),

@@ -29,6 +29,7 @@ recipe can move together.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -185,7 +186,7 @@ class _Validator:
         ok = isinstance(value, list) and value and all(type(s) is int and s >= 0 for s in value)
         if not ok:
             self.problems.add(
-                "study.seeds", f"must be a non-empty array of integers >= 0, got {_show(value)}"
+                "study.seeds", f"must be a non-empty array of integers >= 0, got {_shown_seeds(value)}"
             )
             return None
         if len(set(value)) != len(value):
@@ -303,3 +304,11 @@ class _Validator:
 
 def _show(value: Any) -> str:
     return "nothing" if value is None else toml_type(value)
+
+
+def _shown_seeds(value: Any) -> str:
+    """``[]`` or ``["a"]`` as written (short), where "an array" would not say what is wrong."""
+    if isinstance(value, list):
+        text = json.dumps(value)
+        return text if len(text) <= 40 else text[:37] + "..."
+    return _show(value)
