@@ -468,7 +468,8 @@ def test_the_studys_own_overrides_survive_an_axis_value_naming_the_plugin(tmp_pa
     result = CliRunner().invoke(study_command, [str(path), "--dry-run"])
     assert result.exit_code == 2
     assert result.output.strip().endswith(
-        "cell relu: objective.beta: unknown parameter of objective 'pgd_at' (from the study's overrides)"
+        "cell relu: objective.beta: unknown parameter of objective 'pgd_at' (from the study's set, its axis "
+        "values or the command line's --set)"
     ), result.output
 
 

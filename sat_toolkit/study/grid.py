@@ -162,6 +162,10 @@ def study_recipes(spec: StudySpec, planned: Sequence[PlannedCell]) -> dict[str, 
     return recipes
 
 
+#: Where a problem an override caused came from, in a study: one of three places.
+OVERRIDDEN_HERE = " (from the study's set, its axis values or the command line's --set)"
+
+
 def plan(spec: StudySpec, only: tuple[str, ...] = ()) -> list[PlannedCell]:
     """Resolve every cell's recipe (of those ``only`` names, see :func:`select`) and check
     its directory; all problems in one error.
@@ -181,8 +185,8 @@ def plan(spec: StudySpec, only: tuple[str, ...] = ()) -> list[PlannedCell]:
             recipe = load_recipe(spec.base, cell.overrides)
         except RecipeError as exc:
             failed.add(cell.label)
-            for problem in exc.problems:  # the recipe loader blames '--set'; here the study set it
-                text = str(problem).replace(" (from --set)", " (from the study's overrides)")
+            for problem in exc.problems:  # the recipe loader blames '--set'; here any override may have
+                text = str(problem).replace(" (from --set)", OVERRIDDEN_HERE)
                 problems.setdefault(text, []).append(cell.label)
             continue
         try:
