@@ -154,3 +154,16 @@ def test_create_timm_model_reaches_efficientnet_norm_act_layers() -> None:
     acts = [m for m in model.modules() if isinstance(m, SmoothReLU)]
     assert len(acts) == 49 and all(m.hparams() == {"alpha": 5.0, "learnable": False} for m in acts)
     assert report.replaced == {}  # act_layer reached every site, nothing left to sweep
+
+
+def test_one_activation_instance_used_at_two_places_is_replaced_at_both() -> None:
+    """named_modules() lists a shared module once: the second place kept its ReLU, and the
+    report said one activation was replaced where the forward ran two."""
+    relu = nn.ReLU()
+    model = nn.Sequential(nn.Linear(3, 3), relu, nn.Linear(3, 3), relu)
+    report = replace_activations(model, "silu", example_input=torch.randn(2, 3))
+    assert not isinstance(model[3], nn.ReLU) and model[1] is model[3]  # shared before, shared after
+    assert report.replaced == {"1": "ReLU", "3": "ReLU"}
+    x = torch.randn(4, 3)
+    expected = model[2](torch.nn.functional.silu(model[0](x)))
+    assert torch.allclose(model(x), torch.nn.functional.silu(expected))

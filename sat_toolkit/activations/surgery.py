@@ -127,8 +127,12 @@ def replace_activations(
     factory = ActivationFactory(activation)
     report = report or SurgeryReport()
     targets = activation_types()
+    # Every place a module sits, not only its first: one ReLU instance reused at two places
+    # (nn.Sequential(lin, relu, lin, relu)) was replaced at the first and left at the second.
     candidates = [
-        (path, module) for path, module in model.named_modules() if path and isinstance(module, targets)
+        (path, module)
+        for path, module in model.named_modules(remove_duplicate=False)
+        if path and isinstance(module, targets)
     ]
     # A module nested in an activation (the surrogate's smooth function) goes with its parent;
     # collect first, then swap: mutating while iterating named_modules would skip children.
@@ -137,11 +141,14 @@ def replace_activations(
         for path, module in candidates
         if not _inside_activation(path, candidates) and not _already(module, factory)
     ]
+    replacements: dict[int, nn.Module] = {}  # shared before, shared after (a learnable one stays one)
     for path, module in found:
         parent_path, _, attr = path.rpartition(".")
         parent = model.get_submodule(parent_path) if parent_path else model
-        replacement = factory()
-        replacement.train(module.training)
+        if id(module) not in replacements:
+            replacements[id(module)] = factory()
+            replacements[id(module)].train(module.training)
+        replacement = replacements[id(module)]
         if isinstance(parent, (nn.Sequential, nn.ModuleList)) and attr.isdigit():
             parent[int(attr)] = replacement
         else:
