@@ -7,13 +7,31 @@ without a traceback; library callers can catch it like any other exception.
 
 from __future__ import annotations
 
+import re
+
 import click
+
+#: torch re-raises an error from a DataLoader worker as the same class with this message:
+#: "Caught SatError in DataLoader worker process 0.\nOriginal Traceback ...\n<module.Class>: <message>".
+_WORKER_TRACEBACK = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.\nOriginal Traceback")
+_QUALIFIED_CLASS = re.compile(r"^[\w.]+: ")
+
+
+def _without_worker_traceback(message: str) -> str:
+    """The one line a SatError raised in a data-loading worker was made with, not the worker's traceback."""
+    if not isinstance(message, str) or not _WORKER_TRACEBACK.match(message):
+        return message
+    last = message.strip().splitlines()[-1]
+    return _QUALIFIED_CLASS.sub("", last, count=1)
 
 
 class SatError(click.ClickException):
     """A problem the user can fix; the message says what and how."""
 
     exit_code = 2
+
+    def __init__(self, message: str) -> None:
+        super().__init__(_without_worker_traceback(message))
 
     def format_message(self) -> str:
         return self.message

@@ -174,3 +174,43 @@ def test_cifar_recipe_trains_and_evaluates_on_a_local_copy(
     classes = next(iter(labels.values()))  # the recipe's label column: label / fine_label
     model = load_model(out / "model.safetensors")
     assert model(torch.rand(2, 3, SIDE, SIDE)).shape == (2, classes)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_images_the_augmentation_cannot_take_stop_the_run_before_it_writes_anything(
+    cifar10: Path, tmp_path: Path, num_workers: int
+) -> None:
+    """crop_flip at image_size 28 on 32x32 images: one line naming the fix, and no run
+    directory. It used to fail at the first batch, in a loader worker (the worker's traceback
+    inside the message), after recipe.toml was written: a corrected recipe was then refused."""
+    out = tmp_path / "run"
+    small = [
+        f"data.path={str(cifar10)!r}", f"run.output_dir={str(out)!r}", "data.image_size=28",
+        "train.steps=2", "data.batch_size=8", f"data.num_workers={num_workers}", "model.width=8",
+    ]  # fmt: skip
+    args = ["run", str(RECIPES / "cifar10_preact_resnet18.toml"), "--no-progress"]
+    for item in small:
+        args += ["--set", item]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: dataset 'hub': augmentation = 'crop_flip' serves images at their own size, but an image "
+        "is 32x32 and image_size = 28; set image_size to the images' size, or augmentation = 'imagenet' "
+        "to resize and crop"
+    )
+    assert not out.exists()
+
+
+def test_a_sat_error_from_a_loader_worker_keeps_its_one_line() -> None:
+    """torch re-raises a worker's exception with the worker's traceback as its message."""
+
+    class Broken(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return 2
+
+        def __getitem__(self, index: int) -> object:
+            raise SatError("dataset 'broken': image 3 is not an image; remove it")
+
+    with pytest.raises(SatError) as caught:
+        list(torch.utils.data.DataLoader(Broken(), num_workers=1))
+    assert caught.value.format_message() == "dataset 'broken': image 3 is not an image; remove it"

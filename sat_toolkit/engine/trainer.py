@@ -110,6 +110,7 @@ def train(
     if not resuming:
         check_files(run.train_loader.dataset)
         check_files(run.test_set)
+        _first_training_sample(run.train_loader.dataset)
     # Seconds here instead of a traceback after the last epoch (nothing is written yet).
     preflight_evaluation(recipe, run.unwrapped, run.train_loader.dataset, accelerator.device)
     lock = hold_run_lock(run_dir)  # from here a second launch into run_dir sees this run in progress
@@ -155,6 +156,25 @@ def train(
     finally:
         if lock is not None:
             lock.close()
+
+
+def _first_training_sample(dataset: Any) -> None:
+    """Decode and augment one training image here, before the run writes anything.
+
+    An augmentation the images cannot take (a crop larger than they are) otherwise fails in
+    a loader worker at the first batch, after recipe.toml exists, leaving a directory that
+    a corrected recipe is then refused. The generators are left as they were, so the run
+    draws the same random numbers as without this look.
+    """
+    import random
+
+    import numpy as np
+
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        dataset[0]
+    random.setstate(python_state)
+    np.random.set_state(numpy_state)
 
 
 def _finished_metrics(run_dir: Path) -> dict[str, Any]:
