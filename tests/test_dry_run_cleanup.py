@@ -143,3 +143,31 @@ def test_keep_without_dry_run_is_one_line_with_exit_2(tmp_path: Path) -> None:
     assert not (tmp_path / "r").exists()
     with pytest.raises(SatError, match="keep=True only applies with dry_run=True"):
         sat_toolkit.run(QUICKSTART, keep=True)
+
+
+def test_a_terminated_dry_run_deletes_its_directory(tmp_path: Path) -> None:
+    """SIGTERM (what `timeout` and a cancelled CI job send) unwinds like Ctrl-C: Python's
+    default ended the process at once and left the directory in the temp folder."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = tmp_path / "tmp"
+    root.mkdir()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sat_toolkit", "run", str(QUICKSTART), "--dry-run", "--no-progress"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TMPDIR": str(root), "OMP_NUM_THREADS": "1"},
+    )
+    deadline = time.monotonic() + 120
+    while not list(root.glob("sat-dry-run-*/recipe.toml")):  # training has begun
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert _dry_run_dirs(root) == []

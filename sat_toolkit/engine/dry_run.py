@@ -16,12 +16,15 @@ leaves it for inspection.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import re
 import shutil
+import signal
 import sys
 import tempfile
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -139,8 +142,9 @@ def dry_run(
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", str((raw.get("run") or {}).get("name", "run")))[:40]
     directory = tempfile.mkdtemp(prefix=f"sat-dry-run-{name}-")
     try:
-        recipe = load_recipe(dry_run_recipe(raw, image_size=image_size, output_dir=directory))
-        return train(recipe, show_progress=show_progress)
+        with _termination_unwinds():
+            recipe = load_recipe(dry_run_recipe(raw, image_size=image_size, output_dir=directory))
+            return train(recipe, show_progress=show_progress)
     except BaseException:
         if keep:  # the caller sees only the error; say where its files are
             print(f"the failed dry run's files are kept in {directory}", file=sys.stderr)
@@ -148,6 +152,27 @@ def dry_run(
     finally:
         if not keep:
             _remove_run_dir(Path(directory))
+
+
+@contextlib.contextmanager
+def _termination_unwinds() -> Iterator[None]:
+    """SIGTERM (``timeout``, a cancelled CI job) exits through ``finally``, as Ctrl-C does.
+
+    Python's default for SIGTERM ends the process at once, leaving the dry run's temporary
+    directory behind. Only the main thread can set a handler; elsewhere nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _remove_run_dir(directory: Path) -> None:
