@@ -87,6 +87,18 @@ def test_create_timm_model_with_surrogate_activation_passes_params() -> None:
 def test_unknown_timm_architecture_is_a_clear_error() -> None:
     with pytest.raises(SatError, match="unknown timm architecture 'resnet17'"):
         create_timm_model("resnet17", "silu")
+    # a misspelling no name contains still gets the closest names
+    with pytest.raises(SatError, match=r"unknown timm architecture 'resnet18x'\. Similar: resnet18, "):
+        create_timm_model("resnet18x", "silu")
+
+
+def test_an_architecture_without_act_layer_is_built_plain_and_swept() -> None:
+    """dla34 takes no act_layer: the public helper raised timm's TypeError, where the recipe
+    route already fell back to the sweep."""
+    model, report = create_timm_model("dla34", "silu", num_classes=10)
+    assert model.surgery_route == "sweep"
+    assert count_modules(model, (nn.ReLU,)) == 0 and len(report.replaced) == 21
+    assert model.eval()(torch.rand(1, 3, 32, 32)).shape == (1, 10)
 
 
 class _FunctionalNet(nn.Module):

@@ -243,7 +243,11 @@ def create_timm_model(
     """``timm.create_model`` with ``act_layer`` set to the activation (never downloads).
 
     timm builds its blocks with our activation; a surgery sweep then replaces any layer
-    the architecture hard-codes, and the report says what was swapped afterwards.
+    the architecture hard-codes, and the report says what was swapped afterwards. Some
+    architectures have no ``act_layer`` argument (``dla34``, ``legacy_xception``) and some
+    take only classes or functions there (timm's norm-act layers assert it, e.g.
+    ``efficientnet_b0``): those are built plain and the sweep alone swaps every activation
+    module. ``model.surgery_route`` says which (``"act_layer+sweep"`` or ``"sweep"``).
     """
     import timm
 
@@ -253,11 +257,29 @@ def create_timm_model(
     factory = ActivationFactory(activation)
     try:
         model = timm.create_model(architecture, act_layer=factory.layer, **timm_kwargs)
+        route = "act_layer+sweep"
     except RuntimeError as exc:
         if "Unknown model" not in str(exc):
             raise
-        close = timm.list_models(f"*{architecture}*")[:5]
-        hint = f" Similar: {', '.join(close)}" if close else ""
-        raise SatError(f"unknown timm architecture '{architecture}'.{hint}") from None
+        raise SatError(f"unknown timm architecture '{architecture}'.{_similar(architecture)}") from None
+    except (TypeError, AssertionError):  # act_layer refused: build plain and rely on the sweep
+        try:
+            model = timm.create_model(architecture, **timm_kwargs)
+        except TypeError as exc:
+            raise SatError(f"timm architecture '{architecture}': {exc}") from None
+        route = "sweep"
+    model.surgery_route = route
     report = replace_activations(model, activation, example_input=example_input, strict=strict)
     return model, report
+
+
+def _similar(architecture: str) -> str:
+    """`` Similar: a, b`` from timm's names containing ``architecture``, else the closest spellings."""
+    import difflib
+
+    import timm
+
+    close = timm.list_models(f"*{architecture}*")[:5] or difflib.get_close_matches(
+        architecture, timm.list_models(), n=5
+    )
+    return f" Similar: {', '.join(close)}" if close else ""

@@ -22,7 +22,6 @@ from sat_toolkit.activations.surgery import (
     SurgeryReport,
     create_timm_model,
     find_functional_activations,
-    replace_activations,
 )
 from sat_toolkit.data.info import DatasetInfo
 from sat_toolkit.errors import SatError
@@ -118,29 +117,11 @@ class TimmModel(ModelBuilder):
         return body
 
     def _create(self, info: DatasetInfo, activation: ActivationSpec) -> tuple[nn.Module, SurgeryReport]:
-        """``act_layer`` + sweep where timm takes our factory as ``act_layer``; else sweep only.
-
-        Some architectures have no ``act_layer`` argument (``legacy_xception``) and some
-        only accept classes or functions there (timm's norm-act layers assert it, e.g.
-        ``efficientnet_b0``). For those the sweep alone swaps every activation module,
-        and ``report.replaced`` lists them all.
-        """
-        import timm
-
+        """``act_layer`` + sweep where timm takes our factory as ``act_layer``; else sweep only
+        (:func:`~sat_toolkit.activations.surgery.create_timm_model` decides, and
+        ``body.surgery_route`` says which)."""
         kwargs = {"in_chans": info.channels, "num_classes": info.num_classes, **self.timm_kwargs}
-        try:
-            body, report = create_timm_model(self.architecture, activation, **kwargs)
-            body.surgery_route = "act_layer+sweep"
-            return body, report
-        except (TypeError, AssertionError):
-            pass  # act_layer refused: build plain and rely on the sweep
-        try:
-            body = timm.create_model(self.architecture, pretrained=False, **kwargs)
-        except TypeError as exc:
-            raise SatError(f"model 'timm' ({self.architecture}): {exc}") from None
-        report = replace_activations(body, activation)
-        body.surgery_route = "sweep"
-        return body, report
+        return create_timm_model(self.architecture, activation, **kwargs)
 
     def build(self, info: DatasetInfo, activation: ActivationSpec) -> NormalizedModel:
         """As :meth:`ModelBuilder.build`, plus ``model.surgery_report`` (a :class:`SurgeryReport`)."""
