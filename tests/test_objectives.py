@@ -303,6 +303,12 @@ def test_set_objective_switches_it_and_its_parameters_are_validated() -> None:
         RecipeError, match=r"objective.name: unknown objective 'trade'. Did you mean 'trades'"
     ):
         load_recipe(QUICKSTART, ["objective=trade"])
+    # a parameter without a name: the message names the parameter the user wrote
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(QUICKSTART, ["objective.beta=1"])
+    message = str(caught.value)
+    assert "objective.name: required: which objective to use (installed: mart, pgd_at" in message
+    assert message.endswith("; the table sets beta but names no objective")
 
 
 def test_trades_refuses_a_training_attack_without_steps() -> None:

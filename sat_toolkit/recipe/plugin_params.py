@@ -106,7 +106,10 @@ def check_plugin(
     """
     before = len(problems)
     if raw_name is None:
-        problems.add(join(path, "name"), f"required: which {kind} to use ({_installed(host, kind)})")
+        # `--set objective.beta=1` alone makes a table with parameters and no plugin: say so,
+        # since the user wrote the parameter, not the missing name.
+        given = f"; the table sets {', '.join(sorted(params))} but names no {kind}" if params else ""
+        problems.add(join(path, "name"), f"required: which {kind} to use ({_installed(host, kind)}){given}")
         return None
     if not isinstance(raw_name, str):
         problems.add(join(path, "name"), f"expected a string, got {toml_type(raw_name)}")
