@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from torch import nn
 from sat_toolkit.commands.table import format_table
 from sat_toolkit.errors import SatError
 from sat_toolkit.evaluation.suites import DEFAULT_SUITE, suite_names
-from sat_toolkit.recipe.rundir import MODEL_FILE
+from sat_toolkit.recipe.rundir import MODEL_FILE, write_refused
 
 
 @dataclasses.dataclass
@@ -391,18 +390,8 @@ def check_writable(output: Path, option: str = "--output") -> None:
         raise SatError(f"{option} {output}: is a directory; give a file name such as {example}")
     parent = output.parent if str(output.parent) else Path(".")
     existing = next((p for p in (parent, *parent.parents) if p.exists()), Path("."))
-    if not existing.is_dir() or not os.access(existing, os.W_OK) or not _can_create_in(existing):
+    if not existing.is_dir() or write_refused(existing) is not None:
         raise SatError(f"{option} {output}: cannot write there ({existing} is not a writable directory)")
-
-
-def _can_create_in(directory: Path) -> bool:
-    """Whether a file can be created in ``directory``, tried, since os.access says yes to root
-    everywhere (even in /proc) and knows nothing of read-only mounts."""
-    try:
-        with tempfile.TemporaryFile(dir=directory):
-            return True
-    except OSError:
-        return False
 
 
 def _output_path(

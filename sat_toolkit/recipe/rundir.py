@@ -117,13 +117,23 @@ def check_writable(run_dir: str | Path) -> None:
             f"run.output_dir {run_dir} {what}, not a directory; pick another run.output_dir "
             "(--set run.output_dir=DIR)"
         )
-    try:
-        os.rmdir(tempfile.mkdtemp(prefix=".sat-toolkit-write-check-", dir=existing))
-    except OSError as exc:
+    refused = write_refused(existing)
+    if refused is not None:
         raise SatError(
-            f"run.output_dir {run_dir}: cannot write in {existing} ({exc.strerror or exc}); "
+            f"run.output_dir {run_dir}: cannot write in {existing} ({refused.strerror or refused}); "
             "pick a writable run.output_dir (--set run.output_dir=DIR)"
-        ) from None
+        )
+
+
+def write_refused(directory: Path) -> OSError | None:
+    """Why nothing can be created in ``directory``, or None: tried, by creating and removing
+    an empty folder, since the permission bits do not tell (root ignores them, even in
+    /proc; a read-only mount does not show in them)."""
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".sat-toolkit-write-check-", dir=directory))
+    except OSError as exc:
+        return exc
+    return None
 
 
 LOCK_FILE = ".lock"
