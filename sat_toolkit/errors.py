@@ -25,6 +25,12 @@ def _without_worker_traceback(message: str) -> str:
     return _QUALIFIED_CLASS.sub("", last, count=1)
 
 
+def first_line(error: BaseException) -> str:
+    """An error's message reduced to its first line (160 characters at most), for one-line reports."""
+    lines = str(error).strip().splitlines()
+    return lines[0][:160] if lines else "no detail"
+
+
 class SatError(click.ClickException):
     """A problem the user can fix; the message says what and how."""
 

@@ -47,7 +47,7 @@ from accelerate.utils.constants import OPTIMIZER_NAME, SAFE_WEIGHTS_NAME, SCHEDU
 
 from sat_toolkit.engine.ema import EMA_FILE
 from sat_toolkit.engine.rng import load_rng_state, rng_state_problem, save_rng_state
-from sat_toolkit.errors import SatError
+from sat_toolkit.errors import SatError, first_line
 from sat_toolkit.parsing import loads_json
 from sat_toolkit.recipe.rundir import CHECKPOINT_DIR
 
@@ -442,13 +442,8 @@ def _load_problem(path: Path) -> str | None:
             loads_json(path.read_text(encoding="utf-8"))
             return None
     except Exception as error:  # any failure to parse means the file cannot be trusted
-        return f"does not load as data ({type(error).__name__}: {_first_line(error)})"
+        return f"does not load as data ({type(error).__name__}: {first_line(error)})"
     return "is not a file this engine writes"
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0][:160] if lines else "no detail"
 
 
 def set_aside(checkpoint: Path) -> Path:

@@ -36,7 +36,7 @@ try:
 except ImportError:  # Windows: no flock; concurrent invocations may then lose records
     fcntl = None  # type: ignore[assignment]
 
-from sat_toolkit.errors import SatError
+from sat_toolkit.errors import SatError, first_line
 from sat_toolkit.parsing import loads_json
 
 LEDGER_FILE = "study.json"
@@ -130,7 +130,7 @@ class Ledger:
         try:
             loaded = loads_json(self.path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as error:
-            self.damaged = _first_line(error)
+            self.damaged = first_line(error)
             return data
         self.damaged = _shape_problem(loaded)
         if self.damaged is None:
@@ -296,11 +296,6 @@ def _shape_problem(loaded: Any) -> str | None:
     ):
         return "'cells' is not an object of attempt lists"
     return None
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0][:160] if lines else type(error).__name__
 
 
 def wall_clock_seconds(invocations: list[dict[str, Any]]) -> float:
