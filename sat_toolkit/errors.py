@@ -25,10 +25,16 @@ def _without_worker_traceback(message: str) -> str:
     return _QUALIFIED_CLASS.sub("", last, count=1)
 
 
-def first_line(error: BaseException) -> str:
-    """An error's message reduced to its first line (160 characters at most), for one-line reports."""
+def first_line(error: BaseException, *, with_type: bool = False) -> str:
+    """An error's message reduced to its first line (160 characters at most), for one-line reports.
+
+    A message-less error reads as its class name; ``with_type`` prefixes the class name
+    where the message alone would not say what failed (a library's ``KeyError: 'x'``).
+    """
     lines = str(error).strip().splitlines()
-    return lines[0][:160] if lines else "no detail"
+    if not lines:
+        return type(error).__name__
+    return f"{type(error).__name__}: {lines[0][:160]}" if with_type else lines[0][:160]
 
 
 class SatError(click.ClickException):

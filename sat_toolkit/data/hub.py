@@ -47,15 +47,10 @@ from sat_toolkit.data.transforms import (
     check_image_size,
     normalisation_stats,
 )
-from sat_toolkit.errors import SatError
+from sat_toolkit.errors import SatError, first_line
 
 TEST_SPLIT_CANDIDATES = ("validation", "val", "test")
 OFFLINE_VARS = "HF_HUB_OFFLINE / HF_DATASETS_OFFLINE"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 class HubSplit(DecodedImageDataset):
@@ -209,7 +204,7 @@ class HubImages:
                 f"and {OFFLINE_VARS} is set, so nothing is downloaded; unset HF_HUB_OFFLINE to download it, "
                 "or set path to a folder saved with DatasetDict.save_to_disk"
             )
-        return SatError(f"dataset 'hub': cannot {action} {self._where()} ({_first_line(exc)})")
+        return SatError(f"dataset 'hub': cannot {action} {self._where()} ({first_line(exc, with_type=True)})")
 
     def _local_dict(self) -> datasets.DatasetDict:
         if self._local is None:
@@ -217,7 +212,8 @@ class HubImages:
             try:
                 loaded = datasets.load_from_disk(str(self.path))
             except Exception as exc:  # corrupt or foreign folder: one line naming it
-                raise SatError(f"dataset 'hub': cannot read '{self.path}' ({_first_line(exc)})") from None
+                detail = first_line(exc, with_type=True)
+                raise SatError(f"dataset 'hub': cannot read '{self.path}' ({detail})") from None
             if not isinstance(loaded, datasets.DatasetDict):
                 raise SatError(f"dataset 'hub': '{self.path}' holds a single split; save a DatasetDict")
             self._local = loaded

@@ -442,7 +442,7 @@ def _load_problem(path: Path) -> str | None:
             loads_json(path.read_text(encoding="utf-8"))
             return None
     except Exception as error:  # any failure to parse means the file cannot be trusted
-        return f"does not load as data ({type(error).__name__}: {first_line(error)})"
+        return f"does not load as data ({first_line(error, with_type=True)})"
     return "is not a file this engine writes"
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from torch import nn
 
-from sat_toolkit.errors import SatError
+from sat_toolkit.errors import SatError, first_line
 
 EMA_FILE = "ema.safetensors"
 
@@ -55,8 +55,7 @@ class WeightEMA:
         try:
             load_model(self.ema.module, str(path), strict=True)
         except Exception as error:  # a damaged header, another architecture, missing tensors
-            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise SatError(
-                f"{path}: not the EMA weights of this recipe's model ({first_line}); delete "
+                f"{path}: not the EMA weights of this recipe's model ({first_line(error)}); delete "
                 f"{Path(checkpoint_dir)} to resume from the checkpoint before it"
             ) from error

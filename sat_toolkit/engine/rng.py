@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sat_toolkit.errors import SatError
+from sat_toolkit.errors import SatError, first_line
 from sat_toolkit.parsing import loads_json
 
 RNG_FORMAT = 1
@@ -139,7 +139,7 @@ def load_rng_state(directory: Path, process_index: int) -> bool:
             visible = state["cuda"][: torch.cuda.device_count()]
             torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in visible])
     except (ValueError, TypeError, RuntimeError, IndexError) as error:
-        first = (str(error).splitlines() or [type(error).__name__])[0][:120]
-        print(f"warning: {path}: random generator state not restored ({first})", file=sys.stderr, flush=True)
+        warning = f"warning: {path}: random generator state not restored ({first_line(error)})"
+        print(warning, file=sys.stderr, flush=True)
         return False
     return True
