@@ -140,6 +140,21 @@ BROKEN: dict[str, tuple[str, str, str]] = {
         "schedule class Plugin breaks the schedule contract: 'targets' must be a non-empty tuple of "
         "'lr' and/or 'eps', got ('momentum',)",
     ),
+    "alias_as_a_string": (
+        "sat_register_activations",
+        """
+        import torch
+
+        class Plugin(torch.nn.Module):
+            name = "swishy"
+            also_known_as = "swish"  # a string, whose letters would each be an alias
+            smooth = True
+            def forward(self, x):
+                return x * torch.sigmoid(x)
+        """,
+        "activation class Plugin breaks the activation contract: 'also_known_as' must be a tuple "
+        "of names, e.g. ('swish',) (got 'swish')",
+    ),
     "model_without_build": (
         "sat_register_models",
         """

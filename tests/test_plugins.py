@@ -196,6 +196,30 @@ def test_unknown_name_lists_known_names_and_closest_match(fresh_plugin_host: Non
         assert name in message
 
 
+@pytest.mark.parametrize(
+    ("kind", "asked", "meant"),
+    [
+        ("activation", "swish", "silu"),  # another name, declared in silu's also_known_as
+        ("activation", "Swish", "silu"),
+        ("activation", "SiLU", "silu"),  # the paper's spelling, not a typo
+        ("attack", "PGD", "pgd"),
+        ("activation", "smooth_relu", "smoothrelu"),
+    ],
+)
+def test_unknown_name_suggests_the_name_meant_whatever_its_case_or_other_name(
+    fresh_plugin_host: None, kind: str, asked: str, meant: str
+) -> None:
+    with pytest.raises(UnknownPluginError) as info:
+        get_plugin_host().get(kind, asked)
+    assert f"unknown {kind} '{asked}'. Did you mean '{meant}'?" in str(info.value)
+
+
+def test_a_name_close_to_nothing_gets_no_suggestion(fresh_plugin_host: None) -> None:
+    with pytest.raises(UnknownPluginError) as info:
+        get_plugin_host().get("activation", "leaky_relu")
+    assert "Did you mean" not in str(info.value)
+
+
 def test_unknown_kind_is_rejected() -> None:
     with pytest.raises(ValueError):
         PluginHost(entry_points=[]).get("optimizer", "sgd")

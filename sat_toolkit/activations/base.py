@@ -2,8 +2,10 @@
 
 An activation plugin is an ``nn.Module`` subclass with a registry ``name``, a one-line
 ``description`` and a ``smooth`` flag (True when its gradient is continuous, which is
-what SAT asks of it). It is built from keyword parameters only, so a recipe line such as
-``activation = {name = "smoothrelu", alpha = 20}`` maps onto ``SmoothReLU(alpha=20)``.
+what SAT asks of it); ``also_known_as`` may list the other names the literature uses, so
+that a recipe asking for one of them is told the registry name. It is built from keyword
+parameters only, so a recipe line such as ``activation = {name = "smoothrelu", alpha = 20}``
+maps onto ``SmoothReLU(alpha=20)``.
 Subclassing :class:`Activation` is a convenience, not a requirement.
 """
 
@@ -20,6 +22,7 @@ class Activation(nn.Module):
     name: ClassVar[str]
     description: ClassVar[str] = ""
     smooth: ClassVar[bool] = True
+    also_known_as: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self) -> None:
         # An explicit signature: activations without parameters accept none.

@@ -64,6 +64,7 @@ class SiLU(Activation):
 
     name = "silu"
     description = "x * sigmoid(x) (Swish)"
+    also_known_as = ("swish",)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.silu(x)

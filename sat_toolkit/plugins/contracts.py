@@ -10,9 +10,10 @@ behavioural conformance checks plugin authors run in their own tests
 The contract, per kind (CONTRIBUTING.md explains each with an example):
 
 every kind
-    a class; ``name`` in lower snake case; ``description`` a string if given; a
-    constructor whose parameters can all be passed by keyword (no positional-only
-    parameter, no ``*args``), because a recipe table becomes keyword arguments.
+    a class; ``name`` in lower snake case; ``description`` a string and ``also_known_as``
+    a tuple of strings if given; a constructor whose parameters can all be passed by
+    keyword (no positional-only parameter, no ``*args``), because a recipe table becomes
+    keyword arguments.
 activation
     an ``nn.Module`` subclass with its own ``forward`` and a boolean ``smooth``.
 attack
@@ -86,6 +87,9 @@ def _name_problems(cls: type) -> list[str]:
     description = getattr(cls, "description", "")
     if not isinstance(description, str):
         problems.append(f"'description' must be a one-line string (got {type(description).__name__})")
+    aliases = getattr(cls, "also_known_as", ())
+    if not isinstance(aliases, tuple) or not all(isinstance(alias, str) for alias in aliases):
+        problems.append(f"'also_known_as' must be a tuple of names, e.g. ('swish',) (got {aliases!r})")
     return problems
 
 

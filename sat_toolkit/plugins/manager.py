@@ -408,10 +408,22 @@ class PluginHost:
         """The plugin class registered as ``name`` (bare or ``distribution:name``) for ``kind``."""
         return self.record(kind, name).obj
 
+    def _known_as(self, kind: str, name: str) -> list[str]:
+        """The plugin that lists ``name`` in its ``also_known_as`` ('swish' is silu's other name)."""
+        return [
+            r.name
+            for r in self.records(kind)
+            if r.status == "ok"
+            and r.kind == kind
+            and name.lower() in (alias.lower() for alias in getattr(r.obj, "also_known_as", ()))
+        ][:1]
+
     def _unknown(self, kind: str, name: str) -> Exception:
         known = self.names(kind)
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
+        by_lower_case = {known_name.lower(): known_name for known_name in known}
+        close = [by_lower_case[n] for n in difflib.get_close_matches(name.lower(), list(by_lower_case), n=1)]
+        suggestion = (self._known_as(kind, name) or close or [None])[0]
+        hint = f" Did you mean '{suggestion}'?" if suggestion else ""
         known_text = ", ".join(known) if known else "none (is sat-toolkit installed? pip install -e .)"
         message = f"unknown {kind} '{name}'.{hint} Known {kind}s: {known_text}"
         failed = [r for r in self.records(kind) if r.status == "failed" and r.kind in (kind, "*")]
