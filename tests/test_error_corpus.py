@@ -266,6 +266,17 @@ CASES: list[tuple[str, list[str], str]] = [
     ),  # fmt: skip
     ("--set epochs", ["run", "good.toml", "--set", "train.epochs=1000000000000"], "train.epochs: must be <="),
     ("--set malformed", ["run", "good.toml", "--set", "optimizer.lr"], "expected KEY.PATH=VALUE"),
+    (
+        "--set unclosed table",
+        ["run", "good.toml", "--set", 'activation={name = "smoothrelu"'],
+        '--set activation: {name = "smoothrelu" is not a TOML inline table or array (Unclosed inline table)',
+    ),
+    (
+        "--set unquoted name in table",
+        ["recipe", "validate", "good.toml", "--set", "activation={name = silu}"],
+        "is not a TOML inline table or array (Invalid value); strings inside need quotes",
+    ),
+    ("--set steps 1e3", ["run", "good.toml", "--set", "train.steps=1e3"], "got float 1000.0; write 1000"),
     ("--set unknown", ["run", "good.toml", "--set", "optimizer.lrr=0.1"], "did you mean 'lr'? (from --set)"),
     ("--set into value", ["recipe", "show", "good.toml", "--set", "optimizer.lr.x=1"], "not a table"),
     ("--set activation", ["run", "good.toml", "--set", "activation=siluu"], "unknown activation 'siluu'"),

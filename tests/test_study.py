@@ -430,6 +430,10 @@ def test_an_attack_only_some_runs_made_is_listed_with_its_count(tmp_path: Path) 
         ),
         (('baseline = "relu"', 'baseline = "rleu"'), "study.baseline: 'rleu' is not a value label"),
         (('set = ["train.epochs=1"]', 'set = ["run.seed=1"]'), "study.set[0]: run.seed is set by the study"),
+        (
+            ('set = ["train.epochs=1"]', "set = ['activation={name = silu}']"),
+            "study.set[0]: {name = silu} is not a TOML inline table or array (Invalid value); strings inside",
+        ),
     ],
 )
 def test_study_mistakes_are_one_line_errors(tmp_path: Path, edit: tuple[str, str], message: str) -> None:

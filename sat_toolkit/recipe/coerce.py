@@ -108,6 +108,9 @@ def coerce(value: Any, hint: Any) -> Any:
     elif hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
+        if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+            # 1e3 and 1000.0 are floats in TOML; name the integer spelling rather than guess.
+            raise Invalid(f"expected an integer, got float {value!r}; write {int(value)}")
     elif hint is float:
         return _float(value)
     elif hint is str:

@@ -21,7 +21,7 @@ import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sat_toolkit.errors import SatError
+from sat_toolkit.errors import SatError, first_line
 from sat_toolkit.parsing import TOMLDecodeError, loads_toml
 from sat_toolkit.plugins import PluginWarning
 from sat_toolkit.recipe.coerce import toml_type
@@ -30,6 +30,7 @@ from sat_toolkit.recipe.schema import EVAL_SETTINGS, DataConfig
 from sat_toolkit.recipe.toml_io import _value
 
 _KEY_PART = re.compile(r"^[A-Za-z0-9_-]+$")
+_AT_POSITION = re.compile(r" \(at [^)]*\)$")  # tomllib's position, counted in its own wrapper line
 
 #: Recipe tables that name a plugin, by key path, and the plugin kind each names.
 PLUGIN_TABLES: dict[tuple[str, ...], str] = {
@@ -65,12 +66,34 @@ def parse_value(text: str) -> Any:
         return text.strip()
 
 
+def malformed_compound(text: str) -> str | None:
+    """Why ``text``, which opens a TOML table or array, is not one; None if it parses or opens neither.
+
+    Any other text that is not TOML is a bare string (``activation=silu``), but one that
+    opens with ``{`` or ``[`` was meant as a table or array: read as a name it would only
+    be refused as an unknown plugin, far from the missing quote or brace.
+    """
+    if not text.strip().startswith(("{", "[")):
+        return None
+    try:
+        loads_toml(f"value = {text}")
+    except TOMLDecodeError as error:
+        why = _AT_POSITION.sub("", first_line(error))
+        return (
+            f"{text.strip()} is not a TOML inline table or array ({why}); strings inside need quotes "
+            """and the whole must close, e.g. 'activation={name = "smoothrelu", alpha = 20}'"""
+        )
+    return None
+
+
 def parse_override(item: str) -> tuple[tuple[str, ...], Any]:
     """``"attack.train.eps=8/255"`` -> ``(("attack", "train", "eps"), "8/255")``."""
     key, sep, value = item.partition("=")
     parts = tuple(part.strip() for part in key.strip().split("."))
     if not sep or not all(_KEY_PART.match(part) for part in parts):
         raise RecipeError([f"--set {item}: expected KEY.PATH=VALUE, e.g. --set optimizer.lr=0.05"])
+    if reason := malformed_compound(value):
+        raise RecipeError([f"--set {key.strip()}: {reason}"])
     return parts, parse_value(value)
 
 

@@ -38,6 +38,7 @@ from typing import Any
 from sat_toolkit.recipe import RecipeError, parse_override
 from sat_toolkit.recipe.coerce import toml_type
 from sat_toolkit.recipe.errors import Problems, ProblemsError, join, suggest
+from sat_toolkit.recipe.overrides import malformed_compound
 from sat_toolkit.recipe.toml_io import read_file
 
 STUDY_KEYS = ("name", "description", "base", "output_dir", "seeds", "baseline", "set", "axis")
@@ -210,6 +211,9 @@ class _Validator:
         where = path if index is None else f"{path}[{index}]"
         if not isinstance(item, str):
             self.problems.add(where, f"must be a 'key.path=value' string, got {toml_type(item)}")
+            return
+        if reason := malformed_compound(item.partition("=")[2]):
+            self.problems.add(where, reason)
             return
         try:
             keys, _ = parse_override(item)
