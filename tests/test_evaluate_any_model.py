@@ -172,6 +172,48 @@ def test_eval_cli_refuses_a_pickle_that_would_run_code(tmp_path: Path) -> None:
     assert "Traceback" not in output and not marker.exists()
 
 
+def _pickle_that_touches(marker: Path, path: Path) -> Path:
+    """A torch file whose unpickling would create ``marker``."""
+
+    class Payload:
+        def __reduce__(self):
+            import os
+
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"state_dict": Payload()}, path)
+    return path
+
+
+@pytest.mark.parametrize("route", ["model file's sat_config", "--arch"])
+def test_a_checkpoint_path_for_timm_to_load_is_refused_on_every_route(tmp_path: Path, route: str) -> None:
+    """A model file or --arch naming a pickle for timm.create_model(checkpoint_path=...) runs nothing.
+
+    timm reads checkpoint_path with torch.load (without weights_only in versions our
+    requirements once allowed), so the model's own parameters must never reach it.
+    """
+    from sat_toolkit.export import save_model
+    from sat_toolkit.models import create_model
+
+    marker = tmp_path / "pwned"
+    evil = _pickle_that_touches(marker, tmp_path / "evil.pth")
+    info = create_dataset("digits").info()
+    model = create_model({"name": "timm", "architecture": "resnet10t"}, info, {"name": "relu"})
+    config = {**model.sat_config, "dataset": {"name": "digits"}}
+    if route == "--arch":
+        weights = tmp_path / "w.safetensors"
+        save_file({k: v.contiguous() for k, v in model.body.state_dict().items()}, str(weights))
+        code, output, report = _eval_weights(weights, tmp_path, "--arch", f"resnet10t:checkpoint_path={evil}")
+    else:
+        config["model"] = {**config["model"], "checkpoint_path": str(evil)}
+        weights = save_model(model, config, tmp_path / "crafted.safetensors")
+        result = CliRunner().invoke(cli, ["eval", str(weights), "--samples", "8", "--no-checks"])
+        code, output, report = result.exit_code, result.output, None
+    assert code == 2, output
+    assert "parameter 'checkpoint_path' would make timm read or fetch weights" in output
+    assert "Traceback" not in output and report is None and not marker.exists()
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

@@ -32,6 +32,11 @@ from sat_toolkit.models.pinning import check_pin, pin_build
 
 #: timm arguments that the dataset and the activation decide.
 RESERVED_KWARGS = ("in_chans", "num_classes", "act_layer")
+#: timm arguments that make ``timm.create_model`` read or fetch weights. A model file's
+#: ``sat_config`` and ``eval --arch NAME:key=value`` reach these keyword arguments, and
+#: timm reads ``checkpoint_path`` with ``torch.load`` (older versions without
+#: ``weights_only``), so a crafted model file could name a pickle to run.
+FILE_KWARGS = ("checkpoint_path", "pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
 
 
 class ActivationSurgeryWarning(UserWarning):
@@ -81,6 +86,12 @@ class TimmModel(ModelBuilder):
         if pretrained:
             raise SatError(
                 "model 'timm': pretrained = true would download weights; remove it (random init only)"
+            )
+        reading = [key for key in timm_kwargs if key in FILE_KWARGS]
+        if reading:
+            raise SatError(
+                f"model 'timm': parameter '{reading[0]}' would make timm read or fetch weights, which the "
+                "toolkit never lets it do; remove it (to start from a file: init_from = a .safetensors file)"
             )
         reserved = [key for key in timm_kwargs if key in RESERVED_KWARGS]
         if reserved:
