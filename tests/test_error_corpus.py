@@ -26,6 +26,7 @@ import torch
 from click.testing import CliRunner
 
 from sat_toolkit.cli import cli
+from sat_toolkit.errors import SatError
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = (ROOT / "recipes" / "quickstart.toml").read_text(encoding="utf-8")
@@ -192,6 +193,9 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "blocker").write_text("a file where a directory is expected")
     (root / "reports").mkdir()
     (root / "reports" / "nested.json").write_text(TOO_DEEP, encoding="utf-8")
+    (root / "reports" / "r-sweep.png").write_text("a file that is not a plot", encoding="utf-8")
+    (root / "victim.txt").write_text("a file outside the reports", encoding="utf-8")
+    (root / "link.json").symlink_to(root / "victim.txt")
     _write_model_files(root)
     _write_data(root)
     old = Path.cwd()
@@ -318,6 +322,18 @@ CASES: list[tuple[str, list[str], str]] = [
     ("eval --output under file", ["eval", "good.safetensors", "--output", "blocker/r.json"], "cannot write"),
     # /proc takes no new file, though os.access says it does to root: refused before evaluating
     ("eval --output in /proc", ["eval", "good.safetensors", "--output", "/proc/sat-r.json"], "cannot write"),
+    (
+        "eval --output onto the weights",
+        ["eval", "good.safetensors", "--output", "good.safetensors"],
+        "--output good.safetensors: exists and is not an earlier evaluation report, so it is left as it is",
+    ),
+    ("eval --output onto a recipe", ["eval", "good.safetensors", "--output", "good.toml"], "not an earlier"),
+    ("eval --output a link", ["eval", "good.safetensors", "--output", "link.json"], "is a symbolic link"),
+    (
+        "eval --sweep plot onto a file",
+        ["eval", "good.safetensors", "--sweep", "0.05,0.1", "--output", "reports/r.json"],
+        "the --sweep plot beside the report, reports/r-sweep.png: exists and is not an earlier PNG plot",
+    ),
     ("eval --suite", ["eval", "good.safetensors", "--suite", "strongest"], "strongest"),
     ("eval --attack", ["eval", "good.safetensors", "--attack", "pgdd:steps=5"], "pgdd"),
     ("eval --samples", ["eval", "good.safetensors", "--samples", "-1"], "--samples must be >= 0"),
@@ -346,7 +362,26 @@ CASES: list[tuple[str, list[str], str]] = [
     ("activations --only --plot", ["activations", "--only", "nope", "--plot", "x.png"], "unknown activation"),
     ("activations --plot under file", ["activations", "--plot", "blocker/x.png"], "--plot blocker/x.png"),
     ("activations --plot dir", ["activations", "--plot", "reports"], "reports"),
+    ("activations --plot onto weights", ["activations", "--plot", "good.safetensors"], "not an earlier PNG"),
 ]
+
+
+def test_an_earlier_report_or_plot_is_what_may_be_replaced(tmp_path: Path) -> None:
+    """The other side of the cases above: rerunning into one's own earlier output works."""
+    from sat_toolkit.commands.eval import check_writable
+
+    report = tmp_path / "r.json"
+    report.write_text(json.dumps({"threat_model": "linf", "clean_acc": 0.9, "robust_acc": 0.5}))
+    plot = tmp_path / "p.png"
+    plot.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(32))
+    check_writable(report)
+    check_writable(plot, "--plot", plot=True)
+    with pytest.raises(SatError, match="not an earlier evaluation report"):
+        check_writable(plot)  # a plot where a report goes
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"robust_acc": 0.5}))  # JSON, but not a report
+    with pytest.raises(SatError, match="not an earlier evaluation report"):
+        check_writable(other)
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ def activations_command(plot_path: Path | None, only: tuple[str, ...]) -> None:
     if plot_path is not None:
         from sat_toolkit.commands.eval import check_writable
 
-        check_writable(plot_path, "--plot")  # before the table and the drawing, not after
+        check_writable(plot_path, "--plot", plot=True)  # before the table and the drawing, not after
     if only:
         for name in only:
             host.get(PluginKind.ACTIVATION, name)  # an unknown name: one line with the closest match

@@ -20,6 +20,7 @@ from torch import nn
 from sat_toolkit.commands.table import format_table
 from sat_toolkit.errors import SatError
 from sat_toolkit.evaluation.suites import DEFAULT_SUITE, suite_names
+from sat_toolkit.parsing import loads_json
 from sat_toolkit.recipe.rundir import MODEL_FILE, write_refused
 
 
@@ -177,6 +178,8 @@ def eval_command(
     x, y = fixed_test_subset(source.load("test"), samples, seed)
     path = _output_path(output, loaded.file, suite, attacks, norm, eps, len(y), seed)
     check_writable(path)  # before the evaluation, which can take hours: its results are never lost
+    if sweep_values:
+        check_writable(_sweep_plot_path(path), "the --sweep plot beside the report,", plot=True)
     click.echo(
         f"evaluating {loaded.file} on {len(y)} test images, {norm} eps {eps:.6g}, on {device}", err=True
     )
@@ -201,7 +204,7 @@ def eval_command(
     result.update(evaluation.to_dict())
     result["plugins"] = _with_dataset(result["plugins"], dataset_spec)
     if evaluation.sweep:
-        plot_path = path.with_name(path.stem + "-sweep.png")
+        plot_path = _sweep_plot_path(path)
         plot_sweep(
             evaluation.sweep,
             report.clean_accuracy,
@@ -222,6 +225,10 @@ def eval_command(
             click.echo("warning: some checks failed; the robust accuracy above may be overstated", err=True)
     _write_report(path, json.dumps(result, indent=2, default=str) + "\n")
     click.echo(f"report: {path}")
+
+
+def _sweep_plot_path(report: Path) -> Path:
+    return report.with_name(report.stem + "-sweep.png")
 
 
 def _write_report(path: Path, text: str) -> None:
@@ -383,15 +390,48 @@ def _parse_eps(text: str) -> float:
     return value
 
 
-def check_writable(output: Path, option: str = "--output") -> None:
-    """Refuse an unusable output file before the (long) work, not after it."""
+#: The first bytes of every PNG file: what an earlier plot starts with.
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: Keys every evaluation report has; a JSON file without them is someone else's.
+REPORT_KEYS = ("threat_model", "clean_acc", "robust_acc")
+
+
+def check_writable(output: Path, option: str = "--output", *, plot: bool = False) -> None:
+    """Refuse an unusable output file before the (long) work, not after it.
+
+    An existing file is replaced only when it is this option's own kind of output from an
+    earlier call (a report, a PNG): anything else, the weights being evaluated above all,
+    is left as it is. A symbolic link is refused, since writing would follow it elsewhere.
+    """
+    if output.is_symlink():
+        raise SatError(f"{option} {output}: is a symbolic link; give the path of a plain file")
+    if output.is_file() and not _earlier_output(output, plot):
+        what = "PNG plot" if plot else "evaluation report"
+        raise SatError(
+            f"{option} {output}: exists and is not an earlier {what}, so it is left as it is; "
+            "give another file name, or delete it"
+        )
     if output.is_dir():
-        example = output / ("plot.png" if option == "--plot" else "report.json")
+        example = output / ("plot.png" if plot else "report.json")
         raise SatError(f"{option} {output}: is a directory; give a file name such as {example}")
     parent = output.parent if str(output.parent) else Path(".")
     existing = next((p for p in (parent, *parent.parents) if p.exists()), Path("."))
     if not existing.is_dir() or write_refused(existing) is not None:
         raise SatError(f"{option} {output}: cannot write there ({existing} is not a writable directory)")
+
+
+def _earlier_output(path: Path, plot: bool) -> bool:
+    """Whether ``path`` holds what an earlier eval or plot wrote there (a PNG, a report)."""
+    try:
+        if plot:
+            with path.open("rb") as handle:
+                return handle.read(len(PNG_SIGNATURE)) == PNG_SIGNATURE
+        if path.stat().st_size > 512 * 2**20:  # reports are kilobytes to megabytes
+            return False
+        report = loads_json(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # unreadable, not UTF-8, not JSON (JSONDecodeError is a ValueError)
+        return False
+    return isinstance(report, dict) and all(key in report for key in REPORT_KEYS)
 
 
 def _output_path(
