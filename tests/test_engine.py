@@ -202,6 +202,11 @@ def test_resuming_a_finished_run_changes_nothing(finished_run: Path) -> None:
     [
         ("[" * 100 + "]" * 100, "unreadable: nested too deeply to parse"),  # past what parsing reads
         ('{"clean": "x"}', "no evaluation in it"),  # JSON, but not a finished run's: looped in a study
+        (
+            '{"evaluation": {"clean_accuracy": 0.9, "robust_accuracy": "high"}}',
+            "evaluation.robust_accuracy is 'high', not an accuracy in [0, 1]",
+        ),  # once a TypeError in a study's report
+        ('{"evaluation": {"clean_accuracy": NaN}}', "evaluation.clean_accuracy is nan, not an accuracy"),
     ],
 )
 def test_a_finished_run_with_damaged_metrics_says_how_to_redo_them(

@@ -267,6 +267,32 @@ def test_a_damaged_ledger_costs_only_the_timing_history(study: dict[str, Any], t
     )
 
 
+@pytest.mark.parametrize(
+    ("evaluation", "why"),
+    [
+        ({"clean_accuracy": 0.9, "robust_accuracy": "high"}, "evaluation.robust_accuracy is 'high'"),
+        (
+            {"clean_accuracy": 0.9, "robust_accuracy": 0.5, "attacks": {"pgd": {"robust_accuracy": -1}}},
+            "evaluation.attacks.pgd.robust_accuracy is -1",
+        ),
+    ],
+)
+def test_a_damaged_metrics_file_is_left_out_of_the_report_and_named(
+    study: dict[str, Any], tmp_path: Path, evaluation: dict[str, Any], why: str
+) -> None:
+    """Valid JSON with a wrong-typed accuracy once crashed --report-only with a TypeError."""
+    out = tmp_path / "out"
+    shutil.copytree(study["spec"].output_dir, out)
+    (out / "silu" / "seed0" / "metrics.json").write_text(json.dumps({"evaluation": evaluation}))
+    args = [str(study["spec"].path), "--report-only", "--output-dir", str(out)]
+    result = CliRunner().invoke(study_command, args)
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    assert f"warning: silu/seed0: metrics.json is damaged ({why}" in result.output
+    report = json.loads((out / "report.json").read_text())
+    assert "silu/seed0" in report["cells"]["missing"] and why in report["cells"]["damaged"]["silu/seed0"]
+    assert "- **damaged**: silu/seed0's metrics.json (" in (out / "report.md").read_text()
+
+
 def test_a_file_where_the_logs_go_is_one_line_before_anything_trains(
     study: dict[str, Any], tmp_path: Path
 ) -> None:

@@ -63,9 +63,9 @@ from sat_toolkit.errors import SatError
 from sat_toolkit.export import save_model
 from sat_toolkit.objectives import Objective, build_objective
 from sat_toolkit.objectives.base import loss_problem
-from sat_toolkit.parsing import loads_json
 from sat_toolkit.plugins.provenance import run_plugins
 from sat_toolkit.recipe import METRICS_FILE, MODEL_FILE, Recipe, check_run_dir, save_resolved_recipe
+from sat_toolkit.recipe.finished import REDO, read_finished_metrics
 from sat_toolkit.recipe.rundir import RunInProgress, hold_run_lock, is_failed_start
 from sat_toolkit.schedules import lambda_lr
 
@@ -184,18 +184,11 @@ def _finished_metrics(run_dir: Path) -> dict[str, Any]:
     its ``evaluation`` would have the run report "nothing to do" and the study rerun the
     cell at every invocation, without ever a number.
     """
-    path = run_dir / METRICS_FILE
-    try:
-        metrics = loads_json(path.read_text(encoding="utf-8"))
-        problem = None if isinstance(metrics, dict) else "not a JSON object"
-        if problem is None and not isinstance(metrics.get("evaluation"), dict):
-            problem = "no evaluation in it"
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        problem = f"unreadable: {error}"
-    if problem:
+    metrics, problem = read_finished_metrics(run_dir)
+    if metrics is None:
         raise SatError(
-            f"{path} is damaged ({problem}); delete it and run again with --resume (in a study: run "
-            "the study again): the final evaluation runs again on the finished weights"
+            f"{run_dir / METRICS_FILE} is damaged ({problem or 'gone'}); {REDO}: the final evaluation "
+            "runs again on the finished weights"
         )
     return metrics
 

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from sat_toolkit.errors import SatError
-from sat_toolkit.parsing import loads_json
-from sat_toolkit.recipe import METRICS_FILE, Recipe, RecipeError, check_run_dir, load_recipe
+from sat_toolkit.recipe import Recipe, RecipeError, check_run_dir, load_recipe
+from sat_toolkit.recipe.finished import read_finished_metrics
 from sat_toolkit.recipe.rundir import RunInProgress, as_read_back, differences, read_saved_recipe
 from sat_toolkit.study.spec import LABEL_SEPARATOR, StudyError, StudySpec
 
@@ -119,12 +119,14 @@ def cells(spec: StudySpec) -> list[Cell]:
 
 
 def read_metrics(run_dir: Path) -> dict[str, Any] | None:
-    """The run's metrics if it finished (metrics.json with an evaluation), else None."""
-    try:
-        metrics = loads_json((run_dir / METRICS_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return metrics if isinstance(metrics, dict) and isinstance(metrics.get("evaluation"), dict) else None
+    """The run's metrics if it finished (an intact metrics.json), else None (damaged ones too:
+    :func:`damaged_metrics` says why)."""
+    return read_finished_metrics(run_dir)[0]
+
+
+def damaged_metrics(run_dir: Path) -> str | None:
+    """Why the run's metrics.json cannot be read as a finished run's, or None (intact or absent)."""
+    return read_finished_metrics(run_dir)[1]
 
 
 def select(all_cells: list[Cell], only: tuple[str, ...]) -> list[Cell]:

@@ -18,8 +18,9 @@ from typing import Any
 from sat_toolkit.errors import SatError
 from sat_toolkit.parsing import TOMLDecodeError, loads_toml
 from sat_toolkit.recipe import RECIPE_FILE
+from sat_toolkit.recipe.finished import REDO
 from sat_toolkit.study.aggregate import collect, learning_curves, validation_attack_names
-from sat_toolkit.study.grid import cells, read_metrics
+from sat_toolkit.study.grid import cells, damaged_metrics, read_metrics
 from sat_toolkit.study.ledger import Ledger, hardware, wall_clock_seconds
 from sat_toolkit.study.plot import changes, curves, scatter
 from sat_toolkit.study.reuse import reused_from
@@ -86,6 +87,8 @@ def write_report(
     else:
         (out / CHANGES_PNG).unlink(missing_ok=True)
     figures = ", ".join(p.name for key, p in paths.items() if key != "markdown")
+    for key, why in context["cells"]["damaged"].items():
+        echo(f"warning: {key}: metrics.json is damaged ({why}); left out of the report; {REDO}")
     echo(f"report: {paths['markdown']} ({figures})")
     return paths
 
@@ -120,6 +123,8 @@ def _context(spec: StudySpec, rows: list[dict[str, Any]], command: str | None) -
             "expected": len(all_cells),
             "finished": len(finished),
             "missing": [c.key for c in all_cells if c not in finished],
+            # A finished cell whose metrics.json cannot be read: it counts as missing, and says why.
+            "damaged": {c.key: why for c in all_cells if (why := damaged_metrics(c.run_dir))},
         },
         "test_images": sorted({e.get("samples") for e in evaluations} - {None}),
         "eps": sorted({_train_eps(c.run_dir) for c in finished} - {None}),
@@ -367,6 +372,8 @@ def _header(context: dict[str, Any]) -> list[str]:
     if cells_["missing"]:
         shown = ", ".join(cells_["missing"][:8]) + (" ..." if len(cells_["missing"]) > 8 else "")
         lines.append(f"- **incomplete**: missing {shown}")
+    for key, why in cells_.get("damaged", {}).items():
+        lines.append(f"- **damaged**: {key}'s metrics.json ({why}), left out")
     return [*lines, ""]
 
 
