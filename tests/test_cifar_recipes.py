@@ -214,3 +214,17 @@ def test_a_sat_error_from_a_loader_worker_keeps_its_one_line() -> None:
     with pytest.raises(SatError) as caught:
         list(torch.utils.data.DataLoader(Broken(), num_workers=1))
     assert caught.value.format_message() == "dataset 'broken': image 3 is not an image; remove it"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.channels=2", "data.channels: must be one of 1, 3, got integer 2 (from --set)"),
+        ("data.image_size=0", "data.image_size: must be >= 1, got 0 (from --set)"),
+    ],
+)
+def test_recipe_validate_checks_the_image_shape_a_run_would_refuse(override: str, message: str) -> None:
+    """`recipe validate` once said ok to both; only `run` refused them, without the key."""
+    recipe = RECIPES / "cifar10_preact_resnet18.toml"
+    result = CliRunner().invoke(cli, ["recipe", "validate", str(recipe), "--set", override])
+    assert result.exit_code == 2 and message in result.output, result.output

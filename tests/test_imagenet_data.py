@@ -233,8 +233,8 @@ def test_imagefolder_errors(tree: Path, tmp_path: Path) -> None:
     with pytest.raises(SatError, match="lighting noise needs RGB"):
         ImageFolder(path=tree, channels=1, lighting=0.1)
     assert ImageFolder(path=tree, channels=1).augmentation.lighting == 0.0  # grey: no lighting by default
-    with pytest.raises(SatError, match="image_size"):
-        ImageFolder(path=tree, image_size=0)
+    with pytest.raises(SatError, match="dataset 'imagefolder': image_size must be >= 1, got 0"):
+        create_dataset({"name": "imagefolder", "path": str(tree), "image_size": 0})
     with pytest.raises(SatError, match="no parameter 'size'"):
         create_dataset({"name": "imagefolder", "path": str(tree), "size": 3})
 
@@ -313,12 +313,23 @@ def test_synthetic_is_deterministic_per_index() -> None:
     assert x.shape == (4, 3, 16, 16) and y.shape == (4,)
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("num_classes", 1, "num_classes must be >= 2, got 1"),
+        ("test_size", 0, "test_size must be >= 1, got 0"),
+        ("channels", 2, "channels must be one of 1, 3, got integer 2"),
+        ("image_size", 0, "image_size must be >= 1, got 0"),
+    ],
+)
+def test_synthetic_parameters_are_checked_by_the_factory_from_their_declaration(
+    key: str, value: int, message: str
+) -> None:
+    """Declared once in the signature: recipe validation and create_dataset share the check."""
+    with pytest.raises(SatError, match=message):
+        create_dataset({"name": "synthetic", key: value})
+
+
 def test_synthetic_errors() -> None:
-    with pytest.raises(SatError, match="num_classes"):
-        Synthetic(num_classes=1)
-    with pytest.raises(SatError, match="test_size"):
-        Synthetic(test_size=0)
-    with pytest.raises(SatError, match="channels"):
-        Synthetic(channels=2)
     with pytest.raises(IndexError):
         Synthetic(train_size=3).load("train")[3]

@@ -38,13 +38,13 @@ from sat_toolkit.data.info import DatasetInfo
 from sat_toolkit.data.transforms import (
     Augmentation,
     AugmentationParam,
+    ChannelsParam,
     ColorJitterParam,
     CropPaddingParam,
     DecodedImageDataset,
+    ImageSizeParam,
     LightingParam,
     Transform,
-    check_channels,
-    check_image_size,
     normalisation_stats,
 )
 from sat_toolkit.errors import SatError, first_line
@@ -113,8 +113,8 @@ class HubImages:
         label_column: str = "label",
         train_split: str = "train",
         test_split: str | None = None,
-        image_size: int = 224,
-        channels: int = 3,
+        image_size: ImageSizeParam = 224,
+        channels: ChannelsParam = 3,
         augmentation: AugmentationParam = "imagenet",
         color_jitter: ColorJitterParam = None,
         lighting: LightingParam = None,
@@ -134,8 +134,8 @@ class HubImages:
         self.label_column = label_column
         self.train_split = train_split
         self.test_split = test_split
-        self.image_size = check_image_size(self.name, image_size)
-        self.channels = check_channels(self.name, channels)
+        self.image_size = image_size
+        self.channels = channels
         self.augmentation = Augmentation.checked(
             self.name,
             augmentation,

@@ -29,13 +29,13 @@ from sat_toolkit.data.info import DatasetInfo
 from sat_toolkit.data.transforms import (
     Augmentation,
     AugmentationParam,
+    ChannelsParam,
     ColorJitterParam,
     CropPaddingParam,
     DecodedImageDataset,
+    ImageSizeParam,
     LightingParam,
     Transform,
-    check_channels,
-    check_image_size,
     normalisation_stats,
     pil_mode,
 )
@@ -169,10 +169,10 @@ class ImageFolder:
     def __init__(
         self,
         path: str | os.PathLike[str],
-        image_size: int = 224,
+        image_size: ImageSizeParam = 224,
         train_split: str = "train",
         test_split: str = "val",
-        channels: int = 3,
+        channels: ChannelsParam = 3,
         augmentation: AugmentationParam = "imagenet",
         color_jitter: ColorJitterParam = None,
         lighting: LightingParam = None,
@@ -182,8 +182,8 @@ class ImageFolder:
         limit_test: Limit = None,
     ) -> None:
         self.path = Path(path).expanduser()
-        self.image_size = check_image_size(self.name, image_size)
-        self.channels = check_channels(self.name, channels)
+        self.image_size = image_size
+        self.channels = channels
         self.augmentation = Augmentation.checked(
             self.name,
             augmentation,

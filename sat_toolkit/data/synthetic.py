@@ -15,7 +15,7 @@ model built for a dry run is built exactly like the real one.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
@@ -23,8 +23,9 @@ from torch.utils.data import Dataset
 
 from sat_toolkit.data.base import SPLITS
 from sat_toolkit.data.info import DatasetInfo
-from sat_toolkit.data.transforms import check_channels, check_image_size, normalisation_stats, single_threaded
+from sat_toolkit.data.transforms import ChannelsParam, ImageSizeParam, normalisation_stats, single_threaded
 from sat_toolkit.errors import SatError
+from sat_toolkit.params import Param
 
 _SPLIT_IDS = {"train": 0, "test": 1}
 _CLASS_STREAM = 2  # a third stream, for the per-class colours
@@ -95,20 +96,16 @@ class Synthetic:
 
     def __init__(
         self,
-        num_classes: int = 1000,
-        image_size: int = 224,
-        channels: int = 3,
-        train_size: int = 1024,
-        test_size: int = 256,
-        seed: int = 0,
+        num_classes: Annotated[int, Param(ge=2)] = 1000,
+        image_size: ImageSizeParam = 224,
+        channels: ChannelsParam = 3,
+        train_size: Annotated[int, Param(ge=1)] = 1024,
+        test_size: Annotated[int, Param(ge=1)] = 256,
+        seed: Annotated[int, Param(ge=0)] = 0,
     ) -> None:
-        checks = (("num_classes", num_classes, 2), ("train_size", train_size, 1), ("test_size", test_size, 1))
-        for key, value, low in (*checks, ("seed", seed, 0)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise SatError(f"dataset 'synthetic': {key} must be an integer >= {low}, got {value!r}")
         self.num_classes = num_classes
-        self.image_size = check_image_size(self.name, image_size)
-        self.channels = check_channels(self.name, channels)
+        self.image_size = image_size
+        self.channels = channels
         self.train_size = train_size
         self.test_size = test_size
         self.seed = seed

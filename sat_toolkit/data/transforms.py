@@ -141,18 +141,6 @@ def single_threaded() -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def check_image_size(dataset: str, image_size: Any) -> int:
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-        raise SatError(f"dataset '{dataset}': image_size must be a positive integer, got {image_size!r}")
-    return image_size
-
-
-def check_channels(dataset: str, channels: Any) -> int:
-    if channels not in (1, 3) or isinstance(channels, bool):
-        raise SatError(f"dataset '{dataset}': channels must be 1 (grey) or 3 (RGB), got {channels!r}")
-    return int(channels)
-
-
 #: The training augmentations a recipe chooses from (``data.augmentation``); each fixes
 #: the evaluation transform too (see :class:`Augmentation`).
 AugmentationName = Literal["imagenet", "crop_flip", "none"]
@@ -182,6 +170,9 @@ LightingParam = Annotated[
 CropPaddingParam = Annotated[
     int | None, Param(doc="crop_flip's zero padding in pixels before the crop (default 4)")
 ]
+# The served images' shape, declared once for every dataset plugin that decodes or makes images.
+ImageSizeParam = Annotated[int, Param(ge=1, le=8192, doc="side of the square images served")]
+ChannelsParam = Annotated[Literal[1, 3], Param(doc="3 (RGB) or 1 (grey); every image is converted to it")]
 
 
 @dataclasses.dataclass(frozen=True)
