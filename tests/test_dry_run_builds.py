@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import re
 from pathlib import Path
 from typing import Any
 
@@ -46,3 +47,31 @@ def test_a_dry_run_builds_each_dataset_once(monkeypatch: pytest.MonkeyPatch) -> 
         "Synthetic.load('train',)": 1,
         "Synthetic.load('test',)": 1,
     }
+
+
+CIFAR = Path(__file__).resolve().parents[1] / "recipes" / "cifar10_preact_resnet18.toml"
+SMALL = ("data.batch_size=4",)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "data.image_colum=img",
+            "data.image_colum: unknown parameter of dataset 'hub'; did you mean 'image_column'?",
+        ),
+        ("data.name=hubb", "data.name: unknown dataset 'hubb'. Did you mean 'hub'?"),
+        ("data.channels=2", "data.channels: must be one of 1, 3, got integer 2"),
+    ],
+)
+def test_a_dry_run_refuses_the_data_table_recipe_validate_refuses(override: str, message: str) -> None:
+    """The dry run trains on synthetic images, yet once said ok to a [data] the real run refuses."""
+    from sat_toolkit.recipe import RecipeError
+
+    with pytest.raises(RecipeError, match=re.escape(message)):
+        dry_run(CIFAR, [*SMALL, override], image_size=16, show_progress=False)
+
+
+def test_a_dry_run_forgives_only_the_absent_data_files() -> None:
+    summary = dry_run(CIFAR, [*SMALL, "data.path=/nowhere/cifar10"], image_size=16, show_progress=False)
+    assert summary.metrics["steps"] == 2

@@ -138,6 +138,7 @@ def dry_run(
     from sat_toolkit.engine.trainer import train
     from sat_toolkit.recipe import load_recipe
 
+    _check_all_but_the_data_files(source, overrides)
     raw = _read_raw(source, overrides)
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", str((raw.get("run") or {}).get("name", "run")))[:40]
     directory = tempfile.mkdtemp(prefix=f"sat-dry-run-{name}-")
@@ -152,6 +153,23 @@ def dry_run(
     finally:
         if not keep:
             _remove_run_dir(Path(directory))
+
+
+def _check_all_but_the_data_files(source: str | Path | Mapping[str, Any], overrides: Iterable[str]) -> None:
+    """Validate the recipe as ``recipe validate`` would, except that its files may be absent.
+
+    The dry run replaces ``[data]`` by synthetic images, so without this a misspelt data
+    key, an unknown dataset or an out-of-range value there would pass the dry run and stop
+    the real run. Only "no such file or directory" is forgiven: absent data is the point.
+    """
+    from sat_toolkit.recipe import RecipeError, load_recipe
+
+    try:
+        load_recipe(source, overrides)
+    except RecipeError as error:
+        kept = [problem for problem in error.problems if not problem.missing_file]
+        if kept:
+            raise RecipeError(kept, error.source) from None
 
 
 @contextlib.contextmanager

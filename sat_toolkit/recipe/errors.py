@@ -16,6 +16,7 @@ class Problem:
     path: str
     message: str
     unknown_key: bool = False  # lets an override's typo be traced back to its --set
+    missing_file: bool = False  # a local path that does not exist: what a dry run does without
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}" if self.path else self.message
@@ -53,8 +54,8 @@ class RecipeError(ProblemsError):
 class Problems(list[Problem]):
     """An accumulator the validators append to instead of raising at the first problem."""
 
-    def add(self, path: str, message: str, *, unknown_key: bool = False) -> None:
-        self.append(Problem(path, message, unknown_key))
+    def add(self, path: str, message: str, *, unknown_key: bool = False, missing_file: bool = False) -> None:
+        self.append(Problem(path, message, unknown_key, missing_file))
 
     def unknown(self, path: str, key: str, valid: Iterable[str], what: str = "key") -> None:
         """``path.key: unknown key; did you mean 'x'?`` (or the valid keys when nothing is close)."""

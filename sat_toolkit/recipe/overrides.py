@@ -278,6 +278,6 @@ def mark_override_problems(problems: Iterable[Problem], applied: Iterable[str]) 
             for key in applied
         )
         if caused:
-            problem = Problem(problem.path, problem.message + " (from --set)", problem.unknown_key)
+            problem = dataclasses.replace(problem, message=problem.message + " (from --set)")
         marked.append(problem)
     return marked

@@ -149,6 +149,7 @@ def check_plugin(
                 join(path, key),
                 f"no such file or directory: '{value}' "
                 f"(point it at {what}: --set {join(path, key)}={placeholder})",
+                missing_file=True,
             )
     if len(problems) > before:
         return None
