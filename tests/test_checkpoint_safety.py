@@ -431,3 +431,53 @@ def test_the_divergence_guard_can_be_switched_on_resume_as_its_error_suggests(
     result = _cli_run(run_dir, train={"epochs": 1, "divergence": "off"})
     assert result.exit_code == 0, result.output
     assert (run_dir / "metrics.json").is_file()
+
+
+def test_a_checkpoint_that_is_a_link_elsewhere_is_set_aside_not_resumed_from(
+    stopped: Path, tmp_path: Path
+) -> None:
+    """A step directory linked to another run's checkpoint was once resumed from silently."""
+    run_dir, newest = _copy(stopped, tmp_path)
+    elsewhere = tmp_path / "elsewhere" / "step-00000008"
+    shutil.copytree(newest, elsewhere)
+    shutil.rmtree(newest)
+    newest.symlink_to(elsewhere, target_is_directory=True)
+    before = {p.name: p.read_bytes() for p in elsewhere.iterdir()}
+    warning = _assert_fell_back(_cli_run(run_dir), run_dir, newest)
+    assert "a symbolic link, not the run's own directory" in warning
+    assert (run_dir / "checkpoints" / "damaged-step-00000008").is_symlink()  # the link moved, not its target
+    assert before == {p.name: p.read_bytes() for p in elsewhere.iterdir()}
+
+
+@pytest.mark.parametrize("entry", ["lock_link", "lock_dir", "checkpoints_file", "checkpoints_link"])
+def test_a_planted_entry_where_the_run_keeps_its_lock_or_checkpoints_is_one_line(
+    stopped: Path, tmp_path: Path, entry: str
+) -> None:
+    """A .lock linked outside was followed (a file created there); a file or a directory of the
+    wrong kind was a traceback, one of them only after the whole training."""
+    run_dir, _ = _copy(stopped, tmp_path)
+    victim = tmp_path / "victim"
+    name, what = {
+        "lock_link": (".lock", "is a symbolic link"),
+        "lock_dir": (".lock", "is not a plain file (the run's lock)"),
+        "checkpoints_file": ("checkpoints", "is not a directory (the run's checkpoints)"),
+        "checkpoints_link": ("checkpoints", "is a symbolic link"),
+    }[entry]
+    planted = run_dir / name
+    if planted.is_dir():
+        shutil.move(planted, tmp_path / "moved")
+    planted.unlink(missing_ok=True)
+    if entry == "lock_link":
+        planted.symlink_to(victim)
+    elif entry == "checkpoints_link":
+        planted.symlink_to(tmp_path / "moved", target_is_directory=True)
+    elif entry == "lock_dir":
+        planted.mkdir()
+    else:
+        planted.write_text("not a folder")
+    before = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*"))
+    result = _cli_run(run_dir)
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert f"{planted} {what}" in line
+    assert not victim.exists() and before == sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*"))

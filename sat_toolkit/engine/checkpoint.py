@@ -365,6 +365,8 @@ def checkpoint_problem(checkpoint: Path, expect_ema: bool) -> str | None:
     pickle fails the load (an ``UnpicklingError``) without running.
     """
     checkpoint = Path(checkpoint)
+    if checkpoint.is_symlink():  # the run would resume from, and prune, whatever it points at
+        return "a symbolic link, not the run's own directory"
     problem = _manifest_problem(checkpoint)
     if problem:
         return problem

@@ -141,11 +141,24 @@ LOCK_FILE = ".lock"
 
 def _lock_file(run_dir: Path, create: bool) -> IO[str] | None:
     path = run_dir / LOCK_FILE
-    if not create and not path.is_file():
+    _refuse_if_not_plain(path, "a plain file (the run's lock)")
+    if not create and not path.exists():
         return None
     if create:
         run_dir.mkdir(parents=True, exist_ok=True)
-    return open(path, "a+", encoding="utf-8")  # noqa: SIM115 (held open while the run lives)
+    # O_NOFOLLOW: a link planted between the check and here fails instead of being followed.
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    return os.fdopen(descriptor, "a+", encoding="utf-8")
+
+
+def _refuse_if_not_plain(path: Path, what: str) -> None:
+    """A symbolic link or the wrong kind of entry where the run keeps ``what``: one line, before
+    anything follows the link out of the run directory or fails on it mid-run."""
+    wanted_dir = what.startswith("a directory")
+    if path.is_symlink():
+        raise SatError(f"{path} is a symbolic link, not {what}; remove it (nothing in a run is a link)")
+    if path.exists() and path.is_dir() != wanted_dir:
+        raise SatError(f"{path} is not {what}; move it out of the run directory")
 
 
 def hold_run_lock(run_dir: str | Path) -> IO[str] | None:
@@ -222,6 +235,7 @@ def check_run_dir(run_dir: str | Path, recipe: Recipe, resume: bool) -> bool:
         return False
     if _locked_by_another(run_dir):  # a live run, perhaps before its first checkpoint
         raise RunInProgress(run_dir)
+    _refuse_if_not_plain(run_dir / CHECKPOINT_DIR, "a directory (the run's checkpoints)")
     if not any(not p.name.startswith(".") for p in run_dir.iterdir()):
         return False  # hidden entries: another rank's write probe, the run lock
     saved_path = run_dir / RECIPE_FILE
