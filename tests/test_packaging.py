@@ -51,6 +51,18 @@ def _distributions_providing_sat_toolkit() -> set[str]:
     return {normalise_distribution(name) for name in providers}
 
 
+def test_contributings_pyproject_is_the_example_plugins_in_every_key_it_shows() -> None:
+    """A stranger copies it: it once lacked version and [build-system], and pip refused it."""
+    text = (REPO / "CONTRIBUTING.md").read_text(encoding="utf-8")
+    snippet = re.search(r"```toml\n(# pyproject.toml of the plugin package.*?)```", text, re.DOTALL)
+    assert snippet is not None
+    shown = tomllib.loads(snippet.group(1))
+    real = tomllib.loads(PLUGIN_PYPROJECT.read_text())
+    assert shown["build-system"] == real["build-system"]
+    assert {key: real["project"][key] for key in shown["project"]} == shown["project"]
+    assert {"name", "version", "dependencies", "entry-points"} <= set(shown["project"])
+
+
 def test_the_builtin_distribution_provides_sat_toolkit_and_is_not_the_taken_name() -> None:
     assert normalise_distribution(BUILTIN_DISTRIBUTION) != TAKEN_ON_PYPI
     assert normalise_distribution(BUILTIN_DISTRIBUTION) in _distributions_providing_sat_toolkit()
