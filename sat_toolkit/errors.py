@@ -31,10 +31,13 @@ def first_line(error: BaseException, *, with_type: bool = False) -> str:
     A message-less error reads as its class name; ``with_type`` prefixes the class name
     where the message alone would not say what failed (a library's ``KeyError: 'x'``).
     """
-    lines = str(error).strip().splitlines()
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
     if not lines:
         return type(error).__name__
-    return f"{type(error).__name__}: {lines[0][:160]}" if with_type else lines[0][:160]
+    line = lines[0][:160]
+    if line.endswith(":") and len(lines) > 1:  # a header ("Error(s) in loading state_dict for X:")
+        line = f"{line} {lines[1][:200]}"
+    return f"{type(error).__name__}: {line}" if with_type else line
 
 
 class SatError(click.ClickException):

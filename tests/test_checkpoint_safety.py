@@ -481,3 +481,18 @@ def test_a_planted_entry_where_the_run_keeps_its_lock_or_checkpoints_is_one_line
     (line,) = result.stderr.strip().splitlines()
     assert f"{planted} {what}" in line
     assert not victim.exists() and before == sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*"))
+
+
+def test_weights_of_another_shape_are_named_by_their_tensor_and_shapes(stopped: Path, tmp_path: Path) -> None:
+    """Intact data that does not fit the model: the warning once kept only torch's header line."""
+    from safetensors.torch import save_file
+
+    run_dir, newest = _copy(stopped, tmp_path)
+    weights = load_file(str(newest / "model.safetensors"))
+    key = next(k for k, v in weights.items() if v.ndim == 4)
+    weights[key] = torch.zeros(*(n + 1 for n in weights[key].shape))
+    save_file(weights, str(newest / "model.safetensors"))
+    write_manifest(newest)
+    warning = _assert_fell_back(_cli_run(run_dir), run_dir, newest)
+    assert "does not load into this recipe's run (Error(s) in loading state_dict for" in warning
+    assert f"size mismatch for {key.split('.', 1)[-1]}" in warning or f"size mismatch for {key}" in warning

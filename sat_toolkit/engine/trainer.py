@@ -59,7 +59,7 @@ from sat_toolkit.engine.optim import build_optimizer
 from sat_toolkit.engine.overfitting import OverfittingError, first_collapse, judge
 from sat_toolkit.engine.precision import unpatched
 from sat_toolkit.engine.window import DivergenceError, DivergenceGuard, TrainingWindow
-from sat_toolkit.errors import SatError
+from sat_toolkit.errors import SatError, first_line
 from sat_toolkit.export import save_model
 from sat_toolkit.objectives import Objective, build_objective
 from sat_toolkit.objectives.base import loss_problem
@@ -388,7 +388,7 @@ def restore(run: TrainingRun) -> None:
         try:
             run.state = load_checkpoint(accelerator, checkpoint, run.ema)
         except Exception as error:  # intact files that do not fit this run (another model)
-            failure = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+            failure = first_line(error)
         failed = torch.tensor([1.0 if failure else 0.0], device=accelerator.device)
         if float(accelerator.reduce(failed, reduction="sum")) == 0.0:
             break
