@@ -67,6 +67,7 @@ def entry(kind: str, name: str, distribution: str | None = BUILTIN, version: str
 MODEL_PLUGINS = [
     entry("activation", "mish", FAKE, FAKE_VERSION),
     entry("activation", "relu_smooth_grad"),
+    entry("dataset", "digits"),  # what eval reads unless told --data
     entry("model", "small_cnn"),
 ]
 
@@ -90,13 +91,13 @@ def tiny_recipe(output_dir: Path) -> dict[str, Any]:
     }
 
 
-def uninstall(dist_info: Path) -> None:
+def uninstall(dist_info: Path, module: str = FAKE_MODULE) -> None:
     """What ``pip uninstall`` leaves: no metadata, no module, a host that forgot the plugin."""
     for path in dist_info.iterdir():
         path.unlink()
     dist_info.rmdir()
-    (dist_info.parent / f"{FAKE_MODULE}.py").unlink()
-    sys.modules.pop(FAKE_MODULE, None)
+    (dist_info.parent / f"{module}.py").unlink()
+    sys.modules.pop(module, None)
     importlib.invalidate_caches()
     reset_plugin_host()
 
@@ -158,6 +159,42 @@ def test_a_model_whose_plugin_is_uninstalled_names_the_package_to_install(
     result = CliRunner().invoke(cli, ["eval", str(run_dir), "--suite", "none", "--attack", "fgsm"])
     assert result.exit_code == 2
     assert result.output == f"Error: {model_file}: {MISSING}\n"
+
+
+DATA_PLUGIN = """
+from sat_toolkit.data.digits import Digits
+from sat_toolkit.plugins import hookimpl
+
+class DigitsCopy(Digits):
+    name = "digits_copy"
+    description = "the 8x8 digits under another name"
+
+@hookimpl
+def sat_register_datasets():
+    return [DigitsCopy]
+"""
+
+
+def test_a_model_whose_dataset_plugin_is_uninstalled_says_what_eval_needs(
+    fake_distribution: Any, tmp_path: Path
+) -> None:
+    """eval reads the dataset the model file names: gone, it said only 'unknown dataset'."""
+    dist_info = fake_distribution("sat-more-data", DATA_PLUGIN, version="0.2.0")
+    recipe = tiny_recipe(tmp_path / "run")
+    recipe["data"]["name"] = "digits_copy"
+    recipe["activation"] = {"name": "silu"}
+    sat_toolkit.run(recipe, show_progress=False)
+    uninstall(dist_info, "sat_more_data_plugin")
+    args = ["eval", str(tmp_path / "run"), "--suite", "none", "--attack", "fgsm", "--samples", "8"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert result.output == (
+        "Error: evaluating on the model's own data needs dataset 'digits_copy' from the package "
+        "sat-more-data 0.2.0, which is not installed: pip install 'sat-more-data>=0.2.0' "
+        "(or pass --data NAME)\n"
+    )
+    other = CliRunner().invoke(cli, [*args, "--data", "digits", "--no-checks"])
+    assert other.exit_code == 0, other.output  # the model itself needs no dataset plugin
 
 
 def _small_model_config(activation: str = "silu") -> dict[str, Any]:

@@ -34,6 +34,7 @@ class _LoadedModel:
     dataset: dict[str, Any] | None  # the dataset plugin spec it was trained on
     train_attack: dict[str, Any]  # its training attack (eps, norm), if recorded
     num_classes: int | None
+    plugins: Any = None  # the model file's record of the plugins it was made with
 
 
 @click.command("eval")
@@ -163,7 +164,7 @@ def eval_command(
     if arch is None:
         loaded = _load_sat_model(model_path)
         dataset_spec = _dataset_spec(loaded.dataset, data, data_path)
-        source = create_dataset(dataset_spec)
+        source = _recorded_dataset(dataset_spec, None if data else loaded.plugins)
     else:
         if data is None:
             raise SatError(
@@ -297,6 +298,7 @@ def _load_sat_model(model_path: Path) -> _LoadedModel:
         dataset=config.get("dataset"),
         train_attack=dict(config.get("train_attack") or {}),
         num_classes=int(config["data_info"]["num_classes"]),
+        plugins=config.get("plugins"),
     )
 
 
@@ -344,6 +346,22 @@ def _numbers(text: str, option: str) -> list[float]:
         raise SatError(
             f"{option} {text!r}: give comma-separated numbers, e.g. {option} 0.5,0.5,0.5"
         ) from None
+
+
+def _recorded_dataset(spec: dict[str, Any], recorded_plugins: Any) -> Any:
+    """The dataset a model file names, or what to install where its plugin is missing."""
+    from sat_toolkit.data import create_dataset
+    from sat_toolkit.errors import PluginLoadError, UnknownPluginError
+    from sat_toolkit.plugins.provenance import missing_plugin_message
+
+    try:
+        return create_dataset(spec)
+    except (UnknownPluginError, PluginLoadError):
+        entries = [e for e in recorded_plugins or [] if isinstance(e, dict) and e.get("kind") == "dataset"]
+        missing = missing_plugin_message(entries)
+        if missing is None:
+            raise
+        raise SatError(f"evaluating on the model's own data {missing} (or pass --data NAME)") from None
 
 
 def _dataset_spec(

@@ -103,7 +103,8 @@ def recipe_plugin_refs(recipe: Any) -> list[PluginRef]:
 
 
 def sat_config_plugin_refs(config: Mapping[str, Any]) -> list[PluginRef]:
-    """The model and activation(s) a ``sat_config`` builds (what a rebuild needs installed)."""
+    """The model and activation(s) a ``sat_config`` builds (what a rebuild needs installed),
+    and the dataset it was trained on (what ``eval`` reads unless told ``--data``)."""
     refs: list[PluginRef] = []
     model = config.get("model")
     if isinstance(model, Mapping) and isinstance(model.get("name"), str):
@@ -111,6 +112,11 @@ def sat_config_plugin_refs(config: Mapping[str, Any]) -> list[PluginRef]:
     activation = config.get("activation")
     if isinstance(activation, str) or (isinstance(activation, Mapping) and "name" in activation):
         refs += activation_refs(activation)
+    dataset = config.get("dataset")
+    if isinstance(dataset, Mapping) and isinstance(dataset.get("name"), str):
+        refs.append(("dataset", dataset["name"]))
+    elif isinstance(dataset, str):
+        refs.append(("dataset", dataset))
     return refs
 
 
