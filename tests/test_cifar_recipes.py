@@ -228,3 +228,35 @@ def test_recipe_validate_checks_the_image_shape_a_run_would_refuse(override: str
     recipe = RECIPES / "cifar10_preact_resnet18.toml"
     result = CliRunner().invoke(cli, ["recipe", "validate", str(recipe), "--set", override])
     assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_eval_of_foreign_weights_reads_a_local_cifar_copy_at_its_own_size(
+    cifar10: Path, tmp_path: Path
+) -> None:
+    """--data takes the plugin's parameters as --arch does: the copy's column, its 32 px, no resize.
+
+    Without them eval could not name the column 'img', and the hub's defaults served the
+    32 px images upscaled to 224 px without a word.
+    """
+    import timm
+    from safetensors.torch import save_file
+
+    body = timm.create_model("resnet10t", pretrained=False, num_classes=10, in_chans=3)
+    weights = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in body.state_dict().items()}, str(weights))
+    report = tmp_path / "report.json"
+    data = "hub:image_column=img,image_size=32,augmentation=crop_flip"
+    args = [
+        "eval", str(weights), "--arch", "resnet10t", "--data", data, "--data-path", str(cifar10),
+        "--mean", "0.5", "--std", "0.25", "--eps", "8/255", "--suite", "none", "--attack", "fgsm",
+        "--samples", "8", "--no-checks", "--output", str(report),
+    ]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    recorded = json.loads(report.read_text())["dataset"]
+    chosen = {"image_column": "img", "image_size": 32, "augmentation": "crop_flip", "path": str(cifar10)}
+    assert recorded == {"name": "hub", **chosen}
+    served = create_dataset(recorded).load("test")[0][0]
+    assert served.shape == (3, SIDE, SIDE)
+    wrong = CliRunner().invoke(cli, [*args[:5], "hub:image_colum=img", *args[6:]])
+    assert wrong.exit_code == 2 and "image_colum" in wrong.output and "image_column" in wrong.output

@@ -61,7 +61,12 @@ class _LoadedModel:
 @click.option(
     "--device", "device_name", help="cpu, cuda, cuda:1, mps, ... (default: the accelerator if there is one)."
 )
-@click.option("--data", help="Dataset plugin (default: the one the model was trained on).")
+@click.option(
+    "--data",
+    metavar="NAME[:k=v,...]",
+    help="Dataset plugin and its parameters, e.g. hub:image_column=img,image_size=32,augmentation=crop_flip "
+    "(default: the one the model was trained on).",
+)
 @click.option("--data-path", help="Dataset location, for plugins that read files.")
 @click.option(
     "--arch",
@@ -305,7 +310,6 @@ def _load_sat_model(model_path: Path) -> _LoadedModel:
 def _load_foreign_model(
     weights: Path, arch: str, info: Any, num_classes: int | None, mean: str | None, std: str | None
 ) -> _LoadedModel:
-    from sat_toolkit.evaluation.suites import parse_attack_option
     from sat_toolkit.models.external import build_timm_model, check_forward, load_weights, read_state_dict
 
     if mean is None or std is None:
@@ -313,7 +317,7 @@ def _load_foreign_model(
             "--arch: give the normalisation your weights were trained with, --mean and --std per channel "
             "(--mean 0 --std 1 if the model normalises nothing)"
         )
-    architecture, arch_kwargs = _arch_option(arch, parse_attack_option)
+    architecture, arch_kwargs = _arch_option(arch)
     classes = num_classes or info.num_classes
     model = build_timm_model(
         architecture, arch_kwargs, num_classes=classes, channels=info.channels,
@@ -330,9 +334,11 @@ def _load_foreign_model(
     return _LoadedModel(model.eval(), weights, description, None, {}, classes)
 
 
-def _arch_option(text: str, parse: Any) -> tuple[str, dict[str, Any]]:
+def _arch_option(text: str) -> tuple[str, dict[str, Any]]:
     """``"vit_tiny_patch16_224:img_size=32"`` -> ``("vit_tiny_patch16_224", {"img_size": 32})``."""
-    _, spec = parse(text)
+    from sat_toolkit.evaluation.suites import parse_plugin_option
+
+    _, spec = parse_plugin_option(text, "--arch", "resnet18:drop_rate=0.1")
     name = spec.pop("name")
     return name, spec
 
@@ -368,7 +374,9 @@ def _dataset_spec(
     trained_on: dict[str, Any] | None, data: str | None, data_path: str | None
 ) -> dict[str, Any]:
     if data is not None:
-        spec: dict[str, Any] = {"name": data}
+        from sat_toolkit.evaluation.suites import parse_plugin_option
+
+        spec: dict[str, Any] = parse_plugin_option(data, "--data", "hub:image_column=img,image_size=32")[1]
     elif trained_on is not None:
         spec = dict(trained_on)
     else:

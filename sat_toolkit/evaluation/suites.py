@@ -74,18 +74,24 @@ def suite_names() -> str:
 
 def parse_attack_option(text: str) -> tuple[str, dict[str, Any]]:
     """``"pgd:steps=50,restarts=2"`` -> ``("pgd_steps50_restarts2", {"name": "pgd", ...})``."""
+    return parse_plugin_option(text, "--attack", "pgd:steps=50")
+
+
+def parse_plugin_option(text: str, option: str, example: str) -> tuple[str, dict[str, Any]]:
+    """``NAME[:key=value,...]`` as ``--attack``, ``--arch`` and ``--data`` take it: a label
+    naming the values, and the plugin table (``{"name": NAME, key: value, ...}``)."""
     from sat_toolkit.recipe import parse_value
 
     name, _, rest = text.partition(":")
     name = name.strip()
     if not name:
-        raise SatError(f"--attack {text!r}: give an attack name, e.g. --attack pgd:steps=50")
+        raise SatError(f"{option} {text!r}: give a name, e.g. {option} {example}")
     spec: dict[str, Any] = {"name": name}
     label = name
     for item in filter(None, (part.strip() for part in rest.split(","))):
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise SatError(f"--attack {text!r}: parameters are key=value pairs separated by commas")
+            raise SatError(f"{option} {text!r}: parameters are key=value pairs separated by commas")
         spec[key.strip()] = parse_value(value.strip())
         label += f"_{key.strip()}{value.strip()}".replace("/", "-")
     return label, spec
