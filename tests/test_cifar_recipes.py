@@ -260,3 +260,28 @@ def test_eval_of_foreign_weights_reads_a_local_cifar_copy_at_its_own_size(
     assert served.shape == (3, SIDE, SIDE)
     wrong = CliRunner().invoke(cli, [*args[:5], "hub:image_colum=img", *args[6:]])
     assert wrong.exit_code == 2 and "image_colum" in wrong.output and "image_column" in wrong.output
+
+
+def _integer_labelled_copy(directory: Path, labels: list[int]) -> Path:
+    features = datasets.Features({"img": datasets.Image(), "label": datasets.Value("int64")})
+    rng = np.random.default_rng(0)
+    rows = {
+        "img": [Image.fromarray(rng.integers(0, 256, (SIDE, SIDE, 3), dtype=np.uint8)) for _ in labels],
+        "label": labels,
+    }
+    split = datasets.Dataset.from_dict(rows, features=features)
+    path = directory / "copy"
+    datasets.DatasetDict({"train": split, "test": split}).save_to_disk(str(path))
+    return path
+
+
+def test_integer_labels_that_skip_a_class_are_refused_not_turned_into_an_untrained_output(
+    tmp_path: Path,
+) -> None:
+    """1-based labels (1..10) once made an 11-class model whose class 0 no image taught."""
+    spec = {"name": "hub", "image_column": "img", "image_size": SIDE, "augmentation": "crop_flip"}
+    one_based = _integer_labelled_copy(tmp_path / "one", [1 + i % 10 for i in range(20)])
+    with pytest.raises(SatError, match=r"run from 1 to 10 with no training image of class 0; number the"):
+        create_dataset({**spec, "path": str(one_based)}).info()
+    zero_based = _integer_labelled_copy(tmp_path / "zero", [i % 10 for i in range(20)])
+    assert create_dataset({**spec, "path": str(zero_based)}).info().num_classes == 10

@@ -14,7 +14,8 @@ Two sources; a recipe names at least one:
 The image column must be a ``datasets.Image`` feature: rows are decoded lazily, one at
 a time, in ``__getitem__``, i.e. in the ``DataLoader`` workers. The label column is a
 ``ClassLabel`` (names become ``class_names``) or an integer column (``num_classes`` is
-then the largest training label + 1, which costs one pass over the label column).
+then the largest training label + 1, which costs one pass over the label column; a class
+below it without a training image, as 1-based labels leave class 0, is refused).
 
 ``test_split`` defaults to the first of ``validation``, ``val``, ``test`` that exists:
 hub datasets such as ImageNet-1k publish an unlabelled ``test`` split next to the
@@ -318,6 +319,7 @@ class HubImages:
             else:
                 labels = self.labels(self.table("train"))
                 num_classes, names = (int(labels.max()) + 1 if len(labels) else 0), None
+                self._refuse_empty_classes(labels)
             if num_classes < 2:
                 raise SatError(f"dataset 'hub': {self._where()} has {num_classes} classes; need at least 2")
             mean, std = normalisation_stats(self.channels)
@@ -330,6 +332,21 @@ class HubImages:
                 class_names=names,
             )
         return self._info
+
+    def _refuse_empty_classes(self, labels: np.ndarray) -> None:
+        """Integer labels that skip a class (1-based ones skip 0) would give the model an output
+        no training image ever teaches: refused, since the class count is read off the labels."""
+        if not len(labels) or labels.min() < 0:
+            return  # no labels, or unlabelled rows: load() names those
+        empty = np.flatnonzero(np.bincount(labels) == 0)
+        if len(empty):
+            shown = ", ".join(str(c) for c in empty[:5]) + (" ..." if len(empty) > 5 else "")
+            raise SatError(
+                f"dataset 'hub': the integer labels of {self._where()}'s train split run from "
+                f"{int(labels.min())} to {int(labels.max())} with no training image of class {shown}; "
+                "number the classes 0..K-1, or make the column a ClassLabel "
+                "(table.cast_column(column, datasets.ClassLabel(names=[...])))"
+            )
 
     def load(self, split: str) -> HubSplit:
         """The split, lazily decoded; cached on this instance."""
