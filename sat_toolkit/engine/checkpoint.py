@@ -35,6 +35,7 @@ import hashlib
 import json
 import math
 import os
+import pickle
 import re
 import shutil
 from collections.abc import Iterable, Iterator
@@ -443,6 +444,8 @@ def _load_problem(path: Path) -> str | None:
                 return None if problem is None else f"does not load as data ({problem})"
             loads_json(path.read_text(encoding="utf-8"))
             return None
+    except pickle.UnpicklingError:  # torch's weights_only refusal, whose text suggests turning it off
+        return "holds objects other than tensors and plain data (refused unread: loading them could run code)"
     except Exception as error:  # any failure to parse means the file cannot be trusted
         return f"does not load as data ({first_line(error, with_type=True)})"
     return "is not a file this engine writes"

@@ -379,7 +379,10 @@ def restore(run: TrainingRun) -> None:
         if found < 0:
             newest, why = damaged[0] if damaged else (ordered[0], "damaged (see the main process)")
             more = len(ordered) - 1
-            older = f" (and the {more} older ones are damaged too)" if more > 0 else ""
+            older = (
+                f" (and the {more} older ones are damaged too)" if more > 1
+                else " (and the older one is damaged too)" if more == 1 else ""
+            )  # fmt: skip
             raise SatError(
                 f"--resume: no intact checkpoint in {root}: {newest.name}: {why}{older}; delete {root} "
                 "to train from step 0, or start afresh in a new run.output_dir"
