@@ -28,8 +28,10 @@ def _without_worker_traceback(message: str) -> str:
 def first_line(error: BaseException, *, with_type: bool = False) -> str:
     """An error's message reduced to its first line (160 characters at most), for one-line reports.
 
-    A message-less error reads as its class name; ``with_type`` prefixes the class name
-    where the message alone would not say what failed (a library's ``KeyError: 'x'``).
+    A first line that is a header ending in ":" ("Error(s) in loading state_dict for X:")
+    keeps its first item too, which is what names the problem. A message-less error reads
+    as its class name; ``with_type`` prefixes the class name where the message alone would
+    not say what failed (a library's ``KeyError: 'x'``).
     """
     lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
     if not lines:

@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from sat_toolkit.errors import first_line
 from sat_toolkit.parsing import loads_json
 from sat_toolkit.recipe.rundir import METRICS_FILE
 
@@ -30,7 +31,7 @@ def read_finished_metrics(run_dir: Path) -> tuple[dict[str, Any] | None, str | N
     try:
         metrics = loads_json(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:  # unreadable, not UTF-8, not JSON
-        return None, f"unreadable: {str(error).splitlines()[0] if str(error) else type(error).__name__}"
+        return None, f"unreadable: {first_line(error)}"
     problem = metrics_problem(metrics)
     return (None, problem) if problem else (metrics, None)
 

@@ -141,7 +141,7 @@ LOCK_FILE = ".lock"
 
 def _lock_file(run_dir: Path, create: bool) -> IO[str] | None:
     path = run_dir / LOCK_FILE
-    _refuse_if_not_plain(path, "a plain file (the run's lock)")
+    _refuse_if_not_plain(path, "a plain file (the run's lock)", directory=False)
     if not create and not path.exists():
         return None
     if create:
@@ -151,13 +151,12 @@ def _lock_file(run_dir: Path, create: bool) -> IO[str] | None:
     return os.fdopen(descriptor, "a+", encoding="utf-8")
 
 
-def _refuse_if_not_plain(path: Path, what: str) -> None:
+def _refuse_if_not_plain(path: Path, what: str, *, directory: bool) -> None:
     """A symbolic link or the wrong kind of entry where the run keeps ``what``: one line, before
     anything follows the link out of the run directory or fails on it mid-run."""
-    wanted_dir = what.startswith("a directory")
     if path.is_symlink():
         raise SatError(f"{path} is a symbolic link, not {what}; remove it (nothing in a run is a link)")
-    if path.exists() and path.is_dir() != wanted_dir:
+    if path.exists() and path.is_dir() != directory:
         raise SatError(f"{path} is not {what}; move it out of the run directory")
 
 
@@ -235,7 +234,7 @@ def check_run_dir(run_dir: str | Path, recipe: Recipe, resume: bool) -> bool:
         return False
     if _locked_by_another(run_dir):  # a live run, perhaps before its first checkpoint
         raise RunInProgress(run_dir)
-    _refuse_if_not_plain(run_dir / CHECKPOINT_DIR, "a directory (the run's checkpoints)")
+    _refuse_if_not_plain(run_dir / CHECKPOINT_DIR, "a directory (the run's checkpoints)", directory=True)
     if not any(not p.name.startswith(".") for p in run_dir.iterdir()):
         return False  # hidden entries: another rank's write probe, the run lock
     saved_path = run_dir / RECIPE_FILE
