@@ -120,13 +120,8 @@ def cells(spec: StudySpec) -> list[Cell]:
 
 def read_metrics(run_dir: Path) -> dict[str, Any] | None:
     """The run's metrics if it finished (an intact metrics.json), else None (damaged ones too:
-    :func:`damaged_metrics` says why)."""
+    :func:`~sat_toolkit.recipe.finished.read_finished_metrics` says why)."""
     return read_finished_metrics(run_dir)[0]
-
-
-def damaged_metrics(run_dir: Path) -> str | None:
-    """Why the run's metrics.json cannot be read as a finished run's, or None (intact or absent)."""
-    return read_finished_metrics(run_dir)[1]
 
 
 def select(all_cells: list[Cell], only: tuple[str, ...]) -> list[Cell]:

@@ -18,9 +18,9 @@ from typing import Any
 from sat_toolkit.errors import SatError
 from sat_toolkit.parsing import TOMLDecodeError, loads_toml
 from sat_toolkit.recipe import RECIPE_FILE
-from sat_toolkit.recipe.finished import REDO
+from sat_toolkit.recipe.finished import REDO, read_finished_metrics
 from sat_toolkit.study.aggregate import collect, learning_curves, validation_attack_names
-from sat_toolkit.study.grid import cells, damaged_metrics, read_metrics
+from sat_toolkit.study.grid import cells
 from sat_toolkit.study.ledger import Ledger, hardware, wall_clock_seconds
 from sat_toolkit.study.plot import changes, curves, scatter
 from sat_toolkit.study.reuse import reused_from
@@ -100,8 +100,9 @@ def _context(spec: StudySpec, rows: list[dict[str, Any]], command: str | None) -
     attempts = [a for c in all_cells for a in ledger.attempts(c.key)]
     ran = {a.get("invocation") for a in attempts}  # killed ones included: their attempts say "interrupted"
     invocations = [i for i in ledger.invocations if i.get("id") in ran]
-    finished = [c for c in all_cells if read_metrics(c.run_dir) is not None]
-    evaluations = [read_metrics(c.run_dir)["evaluation"] for c in finished]
+    read = {c.key: read_finished_metrics(c.run_dir) for c in all_cells}  # (metrics, why damaged)
+    finished = [c for c in all_cells if read[c.key][0] is not None]
+    evaluations = [read[c.key][0]["evaluation"] for c in finished]
     machines = []
     for entry in invocations:
         if entry.get("hardware") and entry["hardware"] not in machines:
@@ -124,13 +125,13 @@ def _context(spec: StudySpec, rows: list[dict[str, Any]], command: str | None) -
             "finished": len(finished),
             "missing": [c.key for c in all_cells if c not in finished],
             # A finished cell whose metrics.json cannot be read: it counts as missing, and says why.
-            "damaged": {c.key: why for c in all_cells if (why := damaged_metrics(c.run_dir))},
+            "damaged": {c.key: why for c in all_cells if (why := read[c.key][1])},
         },
         "test_images": sorted({e.get("samples") for e in evaluations} - {None}),
         "eps": sorted({_train_eps(c.run_dir) for c in finished} - {None}),
         "eval_attacks": _attacks(evaluations),
         "hardware": machines,
-        "devices": sorted({str(read_metrics(c.run_dir).get("device") or "unknown") for c in finished}),
+        "devices": sorted({str(read[c.key][0].get("device") or "unknown") for c in finished}),
         "hardware_of_report": hardware(),
         "wall_seconds": {
             "elapsed": round(wall_clock_seconds(invocations), 2),
