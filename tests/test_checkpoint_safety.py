@@ -218,6 +218,36 @@ def test_damage_with_a_matching_manifest_is_still_caught_by_the_loads(
     assert "does not load as data" in _assert_fell_back(_cli_run(run_dir), run_dir, newest)
 
 
+@pytest.mark.parametrize(
+    ("counter", "value", "problem"),
+    [
+        ("epoch", 7, "train_state.json is at epoch 7, past this run's last, 1"),
+        ("global_step", 99, "train_state.json is at step 99, past this run's last, 20"),
+    ],
+)
+def test_a_train_state_past_the_run_length_falls_back_instead_of_finishing(
+    stopped: Path, tmp_path: Path, counter: str, value: int, problem: str
+) -> None:
+    """A rewritten state (manifest rewritten too) whose position lies past the recipe's end.
+
+    Resumed as it is, the training loop would not run a step and the run would report
+    itself finished after 8 of its 20 steps.
+    """
+    run_dir, newest = _copy(stopped, tmp_path)
+    if counter == "global_step":  # the directory must still be named after the state's step
+        newest = newest.rename(newest.with_name(f"step-{value:08d}"))
+    state = json.loads((newest / "train_state.json").read_text())
+    state[counter] = value
+    (newest / "train_state.json").write_text(json.dumps(state))
+    write_manifest(newest)
+    result = _cli_run(run_dir)
+    assert result.exit_code == 0, result.output
+    (warning,) = _warnings(result)
+    assert f"checkpoint {newest} is damaged (does not load into this recipe's run ({problem}))" in warning
+    assert "resuming from step-00000004" in warning
+    assert json.loads((run_dir / "metrics.json").read_text())["steps"] == 20
+
+
 def test_the_fallback_resume_ends_where_the_uninterrupted_run_does(
     stopped: Path, uninterrupted: tuple[Path, Result], tmp_path: Path
 ) -> None:

@@ -40,6 +40,7 @@ from sat_toolkit.attacks.result import AttackResult
 from sat_toolkit.devices import describe as describe_device
 from sat_toolkit.devices import emulated_bf16_warning
 from sat_toolkit.engine.checkpoint import (
+    TRAIN_STATE_FILE,
     TrainState,
     checkpoint_problem,
     checkpoint_root,
@@ -390,6 +391,7 @@ def restore(run: TrainingRun) -> None:
         checkpoint, failure = ordered[found], ""
         try:
             run.state = load_checkpoint(accelerator, checkpoint, run.ema)
+            failure = _position_problem(run) or ""
         except Exception as error:  # intact files that do not fit this run (another model)
             failure = first_line(error)
         failed = torch.tensor([1.0 if failure else 0.0], device=accelerator.device)
@@ -416,6 +418,20 @@ def restore(run: TrainingRun) -> None:
         before = [c for c in list_checkpoints(run.run_dir) if checkpoint_step(c) <= warned_at]
         run.trusted_checkpoint = before[-1] if before else None
     accelerator.print(f"resumed from {checkpoint} (step {run.state.global_step}/{run.total_steps})")
+
+
+def _position_problem(run: TrainingRun) -> str | None:
+    """Where a checkpoint's train state puts the run beyond this recipe's length, or None.
+
+    The recipe cannot change on a resume, so such a state was written by hand (or for
+    another run): resumed, it would end the run at once and call it finished.
+    """
+    state = run.state
+    if state.global_step > run.total_steps:
+        return f"{TRAIN_STATE_FILE} is at step {state.global_step}, past this run's last, {run.total_steps}"
+    if state.epoch > run.epochs:
+        return f"{TRAIN_STATE_FILE} is at epoch {state.epoch}, past this run's last, {run.epochs}"
+    return None
 
 
 def _is_finished(run: TrainingRun) -> bool:
