@@ -102,6 +102,7 @@ def load_model(location: str | Path, device: str | None = None) -> nn.Module:
     from safetensors.torch import load_file
 
     from sat_toolkit.models.config import rebuild_model
+    from sat_toolkit.models.tensor_check import first_unusable
 
     path = resolve_model_file(location)
     config = read_sat_config(path)
@@ -131,6 +132,9 @@ def load_model(location: str | Path, device: str | None = None) -> nn.Module:
             f"the model needs {tuple(expected[key].shape)} ({len(wrong)} of {len(state)} tensors differ); "
             "the file's sat_config does not match its weights: export it again"
         )
+    unusable = first_unusable(state, expected)
+    if unusable:
+        raise SatError(f"{path}: {unusable}, so the weights would give meaningless results; export it again")
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         problem = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"

@@ -138,6 +138,13 @@ def _write_model_files(workspace: Path) -> None:
     key = next(k for k, v in state.items() if v.ndim == 4)
     reshaped = {**state, key: torch.zeros(*(n + 1 for n in state[key].shape))}
     save_file(reshaped, str(workspace / "shape.safetensors"), {"sat_config": json.dumps(config)})
+    metadata = {"sat_config": json.dumps(config)}
+    save_file(
+        {**state, key: torch.full_like(state[key], float("nan"))},
+        str(workspace / "nan.safetensors"),
+        metadata,
+    )
+    save_file({**state, key: state[key].to(torch.int64)}, str(workspace / "int.safetensors"), metadata)
     save_file(state, str(workspace / "notjson.safetensors"), {"sat_config": "{not json"})
     save_file(state, str(workspace / "jsonlist.safetensors"), {"sat_config": "[1, 2]"})
     save_file(state, str(workspace / "nested.safetensors"), {"sat_config": TOO_DEEP})
@@ -344,6 +351,12 @@ CASES: list[tuple[str, list[str], str]] = [
     ("eval run dir unfinished", ["eval", "runs/other"], "has no model.safetensors"),
     ("eval wrong suffix", ["eval", "weights.bin"], "expected a run directory or a .safetensors"),
     ("model wrong shapes", ["eval", "shape.safetensors"], "weights do not fit the rebuilt small_cnn"),
+    (
+        "model NaN weights",
+        ["eval", "nan.safetensors"],
+        "' holds NaN or inf, so the weights would give meaningless",
+    ),
+    ("model int weights", ["eval", "int.safetensors"], "' is int64, the model's is float32"),
     ("model config not JSON", ["eval", "notjson.safetensors"], "sat_config metadata is not JSON"),
     ("model config a list", ["eval", "jsonlist.safetensors"], "JSON but not an object"),
     ("model config nested", ["eval", "nested.safetensors"], "not JSON (nested too deeply to parse"),

@@ -236,6 +236,54 @@ def test_eval_cli_foreign_weights_mistakes_are_one_line(
     assert "Traceback" not in output and report is None
 
 
+@pytest.mark.parametrize(
+    ("dtype", "value", "message"),
+    [
+        (
+            torch.float32,
+            float("nan"),
+            "'fc.weight' holds NaN or inf, so the weights would give meaningless results",
+        ),
+        (torch.int64, 0, "'fc.weight' is int64, the model's is float32"),
+    ],
+)
+def test_eval_cli_refuses_weights_that_hold_nan_or_integers(
+    timm_digits_model: nn.Module, tmp_path: Path, dtype: torch.dtype, value: float, message: str
+) -> None:
+    """load_state_dict would copy both without a word, and the evaluation would report a number."""
+    state = {k: v.contiguous() for k, v in timm_digits_model.body.state_dict().items()}
+    state["fc.weight"] = torch.full_like(state["fc.weight"], value, dtype=dtype)
+    weights = tmp_path / "w.safetensors"
+    save_file(state, str(weights))
+    code, output, report = _eval_weights(weights, tmp_path)
+    assert code == 2 and message in output and len(output.strip().splitlines()) == 1, output
+    assert report is None
+
+
+def test_eval_cli_takes_half_precision_weights_as_the_widened_fp32_model(
+    timm_digits_model: nn.Module, tmp_path: Path
+) -> None:
+    """fp16 weights are widened losslessly: the scores are those of the fp16-rounded fp32 model."""
+    rounded = {
+        k: v.half() if v.is_floating_point() else v for k, v in timm_digits_model.body.state_dict().items()
+    }
+    save_file({k: v.contiguous() for k, v in rounded.items()}, str(tmp_path / "half.safetensors"))
+    save_file(
+        {k: (v.float() if v.is_floating_point() else v).contiguous() for k, v in rounded.items()},
+        str(tmp_path / "widened.safetensors"),
+    )
+    half = _eval_weights(tmp_path / "half.safetensors", tmp_path)
+    (tmp_path / "second").mkdir()
+    widened = _eval_weights(tmp_path / "widened.safetensors", tmp_path / "second")
+    assert half[0] == widened[0] == 0, half[1]
+    assert half[2]["clean_acc"] == widened[2]["clean_acc"] > 0.5
+    scores = [
+        {name: attack["robust_accuracy"] for name, attack in report["attacks"].items()}
+        for report in (half[2], widened[2])
+    ]
+    assert scores[0] == scores[1]
+
+
 def test_eval_cli_arch_needs_normalisation_and_data(tmp_path: Path) -> None:
     weights = tmp_path / "w.safetensors"
     save_file({"x": torch.zeros(1)}, str(weights))

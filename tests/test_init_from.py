@@ -153,6 +153,16 @@ def test_a_file_lacking_tensors_says_which(tmp_path: Path) -> None:
         build(tmp_path / "part.safetensors")
 
 
+def test_weights_holding_nan_are_refused_before_training_starts(tmp_path: Path) -> None:
+    state = timm_weights(tmp_path / "w.safetensors")
+    state["layer1.0.conv1.weight"][0, 0, 0, 0] = float("inf")
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "inf.safetensors"))
+    with pytest.raises(
+        SatError, match=r"'layer1.0.conv1.weight' holds NaN or inf; training from it would start"
+    ):
+        build(tmp_path / "inf.safetensors")
+
+
 @pytest.mark.parametrize("low_bytes", [b"\x80", b"PK"])
 def test_a_safetensors_header_that_looks_like_a_pickle_still_loads(tmp_path: Path, low_bytes: bytes) -> None:
     """A safetensors file opens with its header's length: its low byte may be 0x80 or spell "PK"."""

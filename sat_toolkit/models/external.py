@@ -20,6 +20,7 @@ from torch import nn
 
 from sat_toolkit.errors import SatError
 from sat_toolkit.models.normalize import Normalize, NormalizedModel
+from sat_toolkit.models.tensor_check import first_unusable
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 #: Keys under which training scripts commonly nest the weights in a checkpoint dict.
@@ -102,6 +103,9 @@ def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: st
             f"unexpected {unexpected[:3]}" if unexpected else "",
         ) if part)  # fmt: skip
         raise SatError(f"{source}: weights do not fit the model ({found}); check --arch and the keys' prefix")
+    unusable = first_unusable(state, own)
+    if unusable:
+        raise SatError(f"{source}: {unusable}, so the weights would give meaningless results")
     model.load_state_dict(state, strict=True)
 
 

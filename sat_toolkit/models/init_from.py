@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from sat_toolkit.errors import SatError
+from sat_toolkit.models.tensor_check import first_unusable
 
 #: The prefix a sat-toolkit export puts before the body's tensors (NormalizedModel.body).
 EXPORT_PREFIX = "body."
@@ -99,6 +100,9 @@ def load_initial_weights(body: nn.Module, path: str | Path, *, head: bool = True
             else f"has '{unexpected[0]}', which the model lacks ({len(unexpected)} unexpected tensors)"
         )
         raise SatError(f"{KEY}: '{path}' does not fit the model: it {what}; is it the same architecture?")
+    unusable = first_unusable(state, expected)
+    if unusable:
+        raise SatError(f"{KEY}: '{path}': {unusable}; training from it would start broken")
     with torch.no_grad():
         for key, value in state.items():
             expected[key].copy_(value.to(expected[key].dtype))
