@@ -28,7 +28,7 @@ import types
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 #: numpy (and so accelerate's ``set_seed``) takes seeds below 2**32 only.
 MAX_SEED = 2**32 - 1
@@ -47,6 +47,9 @@ class Param:
         one_of: the valid names, when they come from a registry a plugin can extend
             (anything with ``names()``, or a callable returning them); fixed sets are
             better written as ``Literal[...]``.
+        local: ``"file"`` or ``"folder"`` for a path on this machine: the recipe resolver
+            refuses one that does not exist or is the other kind, before anything runs (a
+            dry run forgives only its absence, for a recipe written for another machine).
     """
 
     doc: str = ""
@@ -55,6 +58,7 @@ class Param:
     le: float | None = None
     lt: float | None = None
     one_of: Any = None
+    local: Literal["file", "folder"] | None = None
 
     def bounds(self) -> dict[str, float]:
         """The bounds that are set, as ``{"ge": 0, ...}``."""

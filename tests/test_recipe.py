@@ -38,7 +38,10 @@ class FakeDigits:
     name = "digits"
 
     def __init__(
-        self, path: str | None = None, limit_train: Annotated[int | None, Param(ge=1)] = None, seed: int = 0
+        self,
+        path: Annotated[str | None, Param(local="file")] = None,  # a plugin whose data is one file
+        limit_train: Annotated[int | None, Param(ge=1)] = None,
+        seed: int = 0,
     ) -> None:
         pass
 
@@ -311,10 +314,27 @@ def test_missing_data_path(fake_plugins: PluginHost, tmp_path: Path) -> None:
     raw["data"]["path"] = str(tmp_path / "nowhere.npz")
     assert problems_of(raw) == [
         f"data.path: no such file or directory: '{tmp_path / 'nowhere.npz'}' "
-        "(point it at the data: --set data.path=DIR)"
+        "(point it at a file: --set data.path=FILE)"
     ]
+    (tmp_path / "nowhere.npz").mkdir()
+    assert problems_of(raw) == [
+        f"data.path: '{tmp_path / 'nowhere.npz'}' is a folder (point it at a file: --set data.path=FILE)"
+    ]
+    (tmp_path / "nowhere.npz").rmdir()
     (tmp_path / "nowhere.npz").write_bytes(b"")
     assert load_recipe(raw).data.params["path"] == str(tmp_path / "nowhere.npz")
+
+
+@pytest.mark.parametrize("name", ["fashion_mnist", "hub", "imagefolder"])
+def test_a_builtin_datasets_path_must_be_a_folder(tmp_path: Path, name: str) -> None:
+    """Declared once, on the plugin (``Param(local="folder")``): validate refuses a file there."""
+    (tmp_path / "train.npz").write_bytes(b"")
+    raw = {**base_recipe(), "data": {"name": name, "batch_size": 32, "path": str(tmp_path / "train.npz")}}
+    lines = problems_of(raw)
+    assert (
+        f"data.path: '{tmp_path / 'train.npz'}' is a file (point it at a folder: --set data.path=DIR)"
+        in lines
+    )
 
 
 def test_check_params_sees_every_typed_value_of_a_kwargs_plugin(fake_plugins: PluginHost) -> None:

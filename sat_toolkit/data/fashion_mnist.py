@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import datasets
 import numpy as np
@@ -25,6 +25,7 @@ from sat_toolkit.data.idx import IdxFormatError, read_idx
 from sat_toolkit.data.info import DatasetInfo
 from sat_toolkit.data.store import build_store
 from sat_toolkit.errors import SatError
+from sat_toolkit.params import Param
 
 DEFAULT_DIR = Path("/usr/share/datasets/fashion-mnist")
 HUB_ID = "zalando-datasets/fashion_mnist"
@@ -137,7 +138,7 @@ class FashionMNIST(DatasetSource):
 
     def __init__(
         self,
-        path: str | os.PathLike[str] | None = None,
+        path: Annotated[str | os.PathLike[str] | None, Param(local="folder")] = None,
         hub: bool = True,
         limit_train: Limit = None,
         limit_test: Limit = None,

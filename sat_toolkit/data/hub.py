@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import datasets
 import numpy as np
@@ -49,6 +49,7 @@ from sat_toolkit.data.transforms import (
     normalisation_stats,
 )
 from sat_toolkit.errors import SatError, first_line
+from sat_toolkit.params import Param
 
 TEST_SPLIT_CANDIDATES = ("validation", "val", "test")
 OFFLINE_VARS = "HF_HUB_OFFLINE / HF_DATASETS_OFFLINE"
@@ -109,7 +110,7 @@ class HubImages:
     def __init__(
         self,
         id: str | None = None,  # shadows the builtin: it is the recipe key users know from the hub
-        path: str | os.PathLike[str] | None = None,
+        path: Annotated[str | os.PathLike[str] | None, Param(local="folder")] = None,
         image_column: str = "image",
         label_column: str = "label",
         train_split: str = "train",

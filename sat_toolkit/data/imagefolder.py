@@ -18,7 +18,7 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
@@ -40,6 +40,7 @@ from sat_toolkit.data.transforms import (
     pil_mode,
 )
 from sat_toolkit.errors import SatError
+from sat_toolkit.params import Param
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 LAYOUT = "<path>/<split>/<class>/<image>.jpg|.jpeg|.png"
@@ -168,7 +169,7 @@ class ImageFolder:
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        path: Annotated[str | os.PathLike[str], Param(local="folder")],
         image_size: ImageSizeParam = 224,
         train_split: str = "train",
         test_split: str = "val",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import difflib
 import warnings
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from torch import nn
@@ -29,6 +29,7 @@ from sat_toolkit.models.base import ModelBuilder
 from sat_toolkit.models.init_from import load_initial_weights
 from sat_toolkit.models.normalize import NormalizedModel
 from sat_toolkit.models.pinning import check_pin, pin_build
+from sat_toolkit.params import Param
 
 #: timm arguments that the dataset and the activation decide.
 RESERVED_KWARGS = ("in_chans", "num_classes", "act_layer")
@@ -69,7 +70,7 @@ class TimmModel(ModelBuilder):
         pretrained: bool = False,
         timm_version: str | None = None,
         num_params: int | None = None,
-        init_from: str | None = None,
+        init_from: Annotated[str | None, Param(local="file")] = None,
         init_head: bool = True,
         **timm_kwargs: Any,
     ) -> None:

@@ -27,13 +27,8 @@ from sat_toolkit.recipe.coerce import Invalid, coerce, is_known, toml_type
 from sat_toolkit.recipe.errors import Problems, join
 from sat_toolkit.recipe.schema import MAX_SEED  # one bound for every seed
 
+
 # Parameters that name a local file or directory, checked to exist before anything is built.
-_LOCAL_PATHS: dict[str, dict[str, tuple[str, str]]] = {
-    "dataset": {"path": ("the data", "DIR")},
-    "model": {"init_from": ("a .safetensors weights file", "FILE")},
-}
-
-
 def check_bounds(value: Any, bounds: Mapping[str, float]) -> str | None:
     """``must be >= 0, got -0.1`` when a number falls outside ``bounds``; else ``None``."""
     return bounds_problem(value, bounds)
@@ -142,15 +137,10 @@ def check_plugin(
         problems.add(path if key is None else join(path, key), message)
     if kind == "attack" and not any(p.path == join(path, "eps") for p in problems[before:]):
         _check_eps(resolved, schema, input_shape, path, problems)
-    for key, (what, placeholder) in _LOCAL_PATHS.get(kind, {}).items():
-        value = resolved.get(key)
-        if isinstance(value, str) and not Path(value).expanduser().exists():
-            problems.add(
-                join(path, key),
-                f"no such file or directory: '{value}' "
-                f"(point it at {what}: --set {join(path, key)}={placeholder})",
-                missing_file=True,
-            )
+    if schema is not None:
+        for key, spec in schema.params.items():
+            if spec.param.local and isinstance(resolved.get(key), str):
+                _check_local_path(resolved[key], spec.param.local, join(path, key), problems)
     if len(problems) > before:
         return None
     if schema is not None:
@@ -158,6 +148,16 @@ def check_plugin(
         order = {key: index for index, key in enumerate(schema)}
         resolved = dict(sorted(resolved.items(), key=lambda item: order.get(item[0], len(order))))
     return raw_name, resolved
+
+
+def _check_local_path(value: str, want: str, key: str, problems: Problems) -> None:
+    """A declared local path (``Param(local=...)``) must exist and be a ``want`` (file or folder)."""
+    local = Path(value).expanduser()
+    fix = f"point it at a {want}: --set {key}={'DIR' if want == 'folder' else 'FILE'}"
+    if not local.exists():
+        problems.add(key, f"no such file or directory: '{value}' ({fix})", missing_file=True)
+    elif local.is_dir() != (want == "folder"):
+        problems.add(key, f"'{value}' is a {'folder' if local.is_dir() else 'file'} ({fix})")
 
 
 def _toml_default(value: Any) -> bool:
