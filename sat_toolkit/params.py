@@ -284,6 +284,29 @@ def defaults(cls: type) -> dict[str, Any]:
     return {k: d.default for k, d in schema.params.items() if not d.required}
 
 
+def toml_like(value: Any) -> bool:
+    """Whether a value can stand in a TOML recipe (a constructor default the resolved recipe records)."""
+    if isinstance(value, (bool, int, float, str)):
+        return not isinstance(value, float) or math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return all(toml_like(v) for v in value)
+    if isinstance(value, Mapping):
+        return all(isinstance(k, str) and toml_like(v) for k, v in value.items())
+    return False
+
+
+def default_problems(cls: type) -> list[str]:
+    """Defaults that break their own declaration (``weight: Annotated[float, Param(ge=0)] = -1.0``).
+
+    The resolved recipe records every default, so such a class trains on a value that the
+    run's own ``recipe.toml`` is then refused for; the plugin host lists it as failed.
+    ``None`` ("the plugin's default") and defaults a recipe cannot hold are not checked.
+    """
+    found = {k: v for k, v in defaults(cls).items() if v is not None and toml_like(v)}
+    _, refused = check(cls, found, complete=False)
+    return [f"the default {key} = {found[key]!r} breaks its declaration ({why})" for key, why in refused]
+
+
 __all__ = [
     "MAX_SEED",
     "Declared",

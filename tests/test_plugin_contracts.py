@@ -175,6 +175,34 @@ BROKEN: dict[str, tuple[str, str, str]] = {
         """,
         "dataset class Plugin breaks the dataset contract: has no method load(split)",
     ),
+    "default_out_of_bounds": (
+        "sat_register_objectives",
+        """
+        from typing import Annotated
+        from sat_toolkit.objectives import PGDAT
+        from sat_toolkit.params import Param
+
+        class Plugin(PGDAT):
+            name = "weighted"
+            def __init__(self, weight: Annotated[float, Param(ge=0, le=1)] = -1.0):
+                self.weight = weight
+        """,
+        "objective class Plugin breaks the objective contract: the default weight = -1.0 breaks its "
+        "declaration (must be >= 0, got -1.0)",
+    ),
+    "default_of_the_wrong_type": (
+        "sat_register_schedules",
+        """
+        class Plugin:
+            name = "halved"
+            def __init__(self, factor: float = "half"):
+                self.factor = factor
+            def value(self, step, total_steps, base):
+                return base
+        """,
+        "schedule class Plugin breaks the schedule contract: the default factor = 'half' breaks its "
+        "declaration (expected a number or a fraction like '4/255', got 'half')",
+    ),
     "abstract_builder": (
         "sat_register_models",
         """

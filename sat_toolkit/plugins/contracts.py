@@ -46,6 +46,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from sat_toolkit.params import default_problems
 from sat_toolkit.plugins.specs import PluginKind
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -118,6 +119,7 @@ def _constructor_problems(kind: PluginKind, cls: type) -> list[str]:
             )
         elif param.kind is inspect.Parameter.VAR_POSITIONAL:
             problems.append(f"constructor takes *{param.name}; recipes pass keywords only")
+    problems += default_problems(cls)
     if kind in (PluginKind.ATTACK, PluginKind.OBJECTIVE):
         required = [
             p.name

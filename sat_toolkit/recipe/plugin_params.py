@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sat_toolkit.errors import SatError
-from sat_toolkit.params import Schema, bounds_problem, check, declared
+from sat_toolkit.params import Schema, bounds_problem, check, declared, toml_like
 from sat_toolkit.recipe.coerce import Invalid, coerce, is_known, toml_type
 from sat_toolkit.recipe.errors import Problems, join
 from sat_toolkit.recipe.schema import MAX_SEED  # one bound for every seed
@@ -160,21 +160,10 @@ def _check_local_path(value: str, want: str, key: str, problems: Problems) -> No
         problems.add(key, f"'{value}' is a {'folder' if local.is_dir() else 'file'} ({fix})")
 
 
-def _toml_default(value: Any) -> bool:
-    """Whether a constructor default can be written into the resolved recipe."""
-    if isinstance(value, (bool, int, float, str)):
-        return not isinstance(value, float) or math.isfinite(value)
-    if isinstance(value, (list, tuple)):
-        return all(_toml_default(v) for v in value)
-    if isinstance(value, Mapping):
-        return all(isinstance(k, str) and _toml_default(v) for k, v in value.items())
-    return False
-
-
 def _fill_defaults(resolved: dict[str, Any], schema: Schema) -> None:
     """Write every TOML-representable default into the resolved recipe (explicit > implicit)."""
     for key, spec in schema.params.items():
-        if key in resolved or not _toml_default(spec.default):
+        if key in resolved or not toml_like(spec.default):
             continue
         try:
             # The same conversion a value read back from TOML gets, so round trips are exact.
