@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sat_toolkit.data.checks import PREFLIGHT_ITEMS, split_problems
 from sat_toolkit.plugins.contracts import constructor_signature, contract_problems
 from sat_toolkit.plugins.specs import PluginKind
 
@@ -227,10 +228,12 @@ def check_model(cls: Any, *, info: Any = None, activation: Any = "silu", **param
     check_conformance(PluginKind.MODEL, cls, info=info, activation=activation, **params)
 
 
-def check_dataset(cls: Any, *, items: int = 4, **params: Any) -> None:
+def check_dataset(cls: Any, *, items: int = PREFLIGHT_ITEMS, **params: Any) -> None:
     """A dataset: ``info()`` is a ``DatasetInfo``; ``load("train")`` and ``load("test")`` are
-    non-empty and their first ``items`` items (and the last) are ``(float32 image of
-    info().input_shape in [0, 1], int label in 0 .. num_classes - 1)``."""
+    non-empty, ``items`` items spread over each (the first and the last among them) are
+    ``(float32 image of info().input_shape in [0, 1], int label in 0 .. num_classes - 1)``,
+    and so is every label a split exposes as ``labels`` or ``targets``: what a training run
+    checks before its first step (:mod:`sat_toolkit.data.checks`)."""
     check_conformance(PluginKind.DATASET, cls, items=items, **params)
 
 
@@ -810,7 +813,7 @@ def _dataset_problems(cls: type, params: Mapping[str, Any]) -> list[str]:
     from sat_toolkit.data.info import DatasetInfo
 
     params = dict(params)
-    items = int(params.pop("items", 4))
+    items = int(params.pop("items", PREFLIGHT_ITEMS))
     problems: list[str] = []
     source = _build(cls, params, problems)
     if source is None:
@@ -830,46 +833,7 @@ def _dataset_problems(cls: type, params: Mapping[str, Any]) -> list[str]:
         except Exception as exc:
             problems.append(f"load({split!r}) raised {_describe(exc)}")
             continue
-        try:
-            size = len(dataset)
-        except Exception as exc:
-            problems.append(f"load({split!r}) returned a dataset without len(): {_describe(exc)}")
-            continue
-        if size == 0:
-            problems.append(f"load({split!r}) is empty")
-            continue
-        for index in dict.fromkeys([*range(min(items, size)), size - 1]):
-            found = _item_problems(dataset, index, info, f"load({split!r})[{index}]")
-            if found:
-                problems += found
-                break
-    return problems
-
-
-def _item_problems(dataset: Any, index: int, info: Any, where: str) -> list[str]:
-    try:
-        item = dataset[index]
-    except Exception as exc:
-        return [f"{where} raised {_describe(exc)}"]
-    if not isinstance(item, (tuple, list)) or len(item) != 2:
-        return [f"{where} is {type(item).__name__}; yield (image, label) pairs"]
-    image, label = item
-    problems = []
-    if not isinstance(image, torch.Tensor) or image.dtype != torch.float32:
-        what = image.dtype if isinstance(image, torch.Tensor) else type(image).__name__
-        problems.append(f"{where}: the image is {what}; yield a float32 tensor C x H x W")
-    elif tuple(image.shape) != info.input_shape:
-        problems.append(
-            f"{where}: the image has shape {tuple(image.shape)} but info() says {info.input_shape}"
-        )
-    elif not bool(torch.isfinite(image).all()) or float(image.min()) < 0 or float(image.max()) > 1:
-        problems.append(f"{where}: image values lie outside [0, 1]; scale pixels to [0, 1]")
-    if isinstance(label, torch.Tensor):
-        label = label.item() if label.numel() == 1 and not label.is_floating_point() else label
-    if isinstance(label, bool) or not isinstance(label, int):
-        problems.append(f"{where}: the label is {label!r}; yield an int (or an int64 scalar tensor)")
-    elif not 0 <= label < info.num_classes:
-        problems.append(f"{where}: label {label} is outside 0 .. {info.num_classes - 1} (info().num_classes)")
+        problems += split_problems(dataset, info, f"load({split!r})", items)
     return problems
 
 

@@ -221,8 +221,17 @@ def test_damage_with_a_matching_manifest_is_still_caught_by_the_loads(
 @pytest.mark.parametrize(
     ("counter", "value", "problem"),
     [
-        ("epoch", 7, "train_state.json is at epoch 7, past this run's last, 1"),
-        ("global_step", 99, "train_state.json is at step 99, past this run's last, 20"),
+        (
+            "epoch",
+            7,
+            "does not load into this recipe's run (train_state.json is at epoch 7, past this run's last, 1)",
+        ),
+        (
+            "global_step",
+            99,
+            "does not load into this recipe's run (train_state.json is at step 99, past this run's last, 20)",
+        ),
+        ("epoch", 99, "train_state.json says epoch 99 after only 8 steps"),  # an epoch takes a step at least
     ],
 )
 def test_a_train_state_past_the_run_length_falls_back_instead_of_finishing(
@@ -243,7 +252,7 @@ def test_a_train_state_past_the_run_length_falls_back_instead_of_finishing(
     result = _cli_run(run_dir)
     assert result.exit_code == 0, result.output
     (warning,) = _warnings(result)
-    assert f"checkpoint {newest} is damaged (does not load into this recipe's run ({problem}))" in warning
+    assert f"checkpoint {newest} is damaged ({problem})" in warning
     assert "resuming from step-00000004" in warning
     assert json.loads((run_dir / "metrics.json").read_text())["steps"] == 20
 

@@ -214,6 +214,32 @@ def test_two_process_checkpoint_resumes_in_one_process(tmp_path: Path) -> None:
     assert any(not torch.equal(final[k], weights_at_4[k]) for k in final)  # training went on
 
 
+def test_a_two_process_checkpoint_of_a_train_steps_run_resumes_in_one_process_to_train_steps(
+    tmp_path: Path,
+) -> None:
+    """A stranger's walk: 2 processes killed at step 44 of 300, resumed in 1, stopped at 264.
+
+    The checkpoint counts two-process epochs (10 steps here, 20 for one process); the loop
+    compared them with the one-process run's epochs and ended early, lr schedule unfinished.
+    """
+    run_dir = tmp_path / "steps"
+    recipe_file = _recipe_file(
+        tmp_path, run_dir, train={"steps": 30, "validate_every_epochs": 0}, attack={"eval": {"samples": 20}}
+    )
+    _launch(recipe_file, tmp_path / "probe", stop=25)
+    newest = list_checkpoints(run_dir)[-1]
+    assert newest.name == "step-00000024"
+    assert json.loads((newest / "train_state.json").read_text())["epoch"] == 2  # of 10 steps each
+
+    summary = train(load_recipe(recipe_file), resume=True, show_progress=False)
+    assert summary.metrics["world_size"] == 1
+    assert summary.metrics["steps"] == 30
+    recipe = load_recipe(recipe_file)
+    assert summary.metrics["final_lr"] == pytest.approx(  # the schedule ran to its end
+        recipe.schedule.lr.build().value(30, 30, recipe.optimizer.lr), abs=1e-12
+    )
+
+
 def test_sync_batchnorm_on_cpu_is_refused_with_the_fix(tmp_path: Path) -> None:
     recipe_file = _recipe_file(tmp_path, tmp_path / "sync", train={"epochs": 1, "sync_batchnorm": True})
     stderr = _launch(recipe_file, tmp_path / "probe", expect_ok=False)

@@ -385,6 +385,8 @@ def checkpoint_problem(checkpoint: Path, expect_ema: bool) -> str | None:
         return f"{TRAIN_STATE_FILE} is invalid ({error.message.split('; ')[0].split(': ', 1)[-1]})"
     if state.global_step != checkpoint_step(checkpoint):
         return f"{TRAIN_STATE_FILE} says step {state.global_step}, not {checkpoint_step(checkpoint)}"
+    if state.epoch > state.global_step:  # every epoch takes at least one optimiser step
+        return f"{TRAIN_STATE_FILE} says epoch {state.epoch} after only {state.global_step} steps"
     return None
 
 

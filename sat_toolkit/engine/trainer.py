@@ -19,12 +19,14 @@ stay on it until a log window or a checkpoint asks for a number.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +71,7 @@ from sat_toolkit.recipe import METRICS_FILE, MODEL_FILE, Recipe, check_run_dir, 
 from sat_toolkit.recipe.finished import REDO, read_finished_metrics
 from sat_toolkit.recipe.rundir import RunInProgress, hold_run_lock, is_failed_start
 from sat_toolkit.schedules import lambda_lr
+from sat_toolkit.schedules.base import run_value
 
 
 class NonFiniteLossError(SatError):
@@ -139,7 +142,7 @@ def train(
         run.started = time.perf_counter()
         steps_this_process = 0
         with bar:
-            while state.epoch < run.epochs and state.global_step < run.total_steps:
+            while state.global_step < run.total_steps and not _epochs_done(run):
                 run.train_loader.set_epoch(state.epoch)
                 run.model.train()
                 for x, y in _remaining_batches(run):
@@ -159,23 +162,64 @@ def train(
             lock.close()
 
 
-def _first_training_sample(dataset: Any) -> None:
-    """Decode and augment one training image here, before the run writes anything.
-
-    An augmentation the images cannot take (a crop larger than they are) otherwise fails in
-    a loader worker at the first batch, after recipe.toml exists, leaving a directory that
-    a corrected recipe is then refused. The generators are left as they were, so the run
-    draws the same random numbers as without this look.
-    """
+@contextlib.contextmanager
+def _generators_left_alone() -> Iterator[None]:
+    """Whatever the body draws, python's, numpy's and torch's CPU generators end as they began,
+    so a run draws the same random numbers with or without a look at its data."""
     import random
 
     import numpy as np
 
     python_state, numpy_state = random.getstate(), np.random.get_state()
     with torch.random.fork_rng(devices=[]):
-        dataset[0]
+        yield
     random.setstate(python_state)
     np.random.set_state(numpy_state)
+
+
+def _first_training_sample(dataset: Any) -> None:
+    """Decode and augment one training image here, before the run writes anything.
+
+    An augmentation the images cannot take (a crop larger than they are) otherwise fails in
+    a loader worker at the first batch, after recipe.toml exists, leaving a directory that
+    a corrected recipe is then refused.
+    """
+    with _generators_left_alone():
+        dataset[0]
+
+
+def _check_schedules(recipe: Recipe, lr_schedule: Any, eps_schedule: Any, total_steps: int) -> None:
+    """Ask both schedules for 65 steps spread over the run, the last included, before anything
+    is written: a plugin schedule that turns negative or NaN part-way is one line now, not a
+    run that fails after its first checkpoints (:func:`run_value` checks every step too)."""
+    steps = sorted({*range(0, total_steps, max(total_steps // 64, 1)), total_steps - 1})
+    for key, schedule, base in (
+        ("schedule.lr", lr_schedule, recipe.optimizer.lr),
+        ("schedule.eps", eps_schedule, recipe.attack.eps),
+    ):
+        for step in steps if base is not None else ():
+            run_value(schedule, step, total_steps, base, key)
+
+
+def _check_plugin_data(recipe: Recipe, source: Any, train_set: Any, test_set: Any) -> None:
+    """Hold a plugin dataset's splits to the item contract before anything is written.
+
+    A plugin's off-by-one label or float64 image would otherwise be a traceback from inside
+    the loss or the attack (:mod:`sat_toolkit.data.checks`). Built-in datasets are trusted:
+    their tests check them.
+    """
+    from sat_toolkit.data.checks import split_problems
+    from sat_toolkit.plugins import get_plugin_host
+
+    name = recipe.data.plugin.name
+    if get_plugin_host().record("dataset", name).builtin:
+        return
+    info = source.info()
+    with _generators_left_alone():
+        for split, dataset in (("train", train_set), ("test", test_set)):
+            problems = split_problems(dataset, info, f"load({split!r})")
+            if problems:
+                raise SatError(f"dataset '{name}': {problems[0]}")
 
 
 def _finished_metrics(run_dir: Path) -> dict[str, Any]:
@@ -275,6 +319,7 @@ def build_run(recipe: Recipe, accelerator: Accelerator, run_dir: Path) -> Traini
     if accelerator.device.type == "cpu":
         keep_freed_memory()
     source, train_set, test_set = _build_data(recipe)
+    _check_plugin_data(recipe, source, train_set, test_set)
     model = create_model(recipe.model.to_dict(), source.info(), recipe.activation.to_dict())
     if recipe.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -310,6 +355,7 @@ def build_run(recipe: Recipe, accelerator: Accelerator, run_dir: Path) -> Traini
     steps_per_epoch = _steps_per_epoch(len(train_loader), recipe)
     total_steps = recipe.train.total_steps(steps_per_epoch)
     lr_schedule, eps_schedule = recipe.schedule.lr.build(), recipe.schedule.eps.build()
+    _check_schedules(recipe, lr_schedule, eps_schedule, total_steps)
     # Stepped once per optimiser step; accelerate checkpoints it (scheduler.bin, its step only).
     lr_scheduler = lambda_lr(optimizer, lr_schedule, total_steps)
     model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
@@ -420,16 +466,28 @@ def restore(run: TrainingRun) -> None:
     accelerator.print(f"resumed from {checkpoint} (step {run.state.global_step}/{run.total_steps})")
 
 
+def _epochs_done(run: TrainingRun) -> bool:
+    """Whether a run whose length the recipe gives in epochs has had them all.
+
+    A run of ``train.steps`` ends on its step count alone: its epochs are counted in the
+    epochs of the process count that ran them (N processes share an epoch, so one of
+    theirs is 1/N of one process's steps), so a checkpoint of 2 processes resumed in 1
+    would otherwise stop short of ``train.steps``, its lr schedule unfinished.
+    """
+    return run.recipe.train.steps == 0 and run.state.epoch >= run.epochs
+
+
 def _position_problem(run: TrainingRun) -> str | None:
     """Where a checkpoint's train state puts the run beyond this recipe's length, or None.
 
     The recipe cannot change on a resume, so such a state was written by hand (or for
-    another run): resumed, it would end the run at once and call it finished.
+    another run): resumed, it would end the run at once and call it finished. Epochs
+    bound a run only where the recipe counts them (see :func:`_epochs_done`).
     """
     state = run.state
     if state.global_step > run.total_steps:
         return f"{TRAIN_STATE_FILE} is at step {state.global_step}, past this run's last, {run.total_steps}"
-    if state.epoch > run.epochs:
+    if run.recipe.train.steps == 0 and state.epoch > run.epochs:
         return f"{TRAIN_STATE_FILE} is at epoch {state.epoch}, past this run's last, {run.epochs}"
     return None
 
@@ -473,7 +531,7 @@ def adversarial_step(run: TrainingRun, x: torch.Tensor, y: torch.Tensor) -> bool
 
 def _check_objective_loss(run: TrainingRun, outer: object, batch_size: int) -> None:
     """A plugin objective whose loss returns the wrong thing fails in one line, not a traceback."""
-    problem = loss_problem(outer, batch_size)
+    problem = loss_problem(outer, batch_size, run.sat_config["data_info"]["num_classes"])
     if problem:
         raise SatError(f"objective '{run.recipe.objective.name}': {problem}")
 
@@ -498,7 +556,7 @@ def _attack_result(run: TrainingRun, result: object, x: torch.Tensor, eps: float
 
 def _eps(run: TrainingRun, step: int) -> float | None:
     base = run.recipe.attack.eps
-    return None if base is None else run.eps_schedule.value(step, run.total_steps, base)
+    return None if base is None else run_value(run.eps_schedule, step, run.total_steps, base, "schedule.eps")
 
 
 # -- what follows an optimiser step ------------------------------------------------------------

@@ -55,6 +55,11 @@ def loss_problem(outcome: object, batch_size: int, num_classes: int | None = Non
         return f"loss(...) returned {type(outcome).__name__}; it must return {LOSS_CONTRACT}"
     if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
         return f"loss(...).loss is {_described(loss)}; it must return {LOSS_CONTRACT}"
+    if torch.is_grad_enabled() and not loss.requires_grad:
+        return (
+            "loss(...).loss does not depend on the model's weights (no grad_fn: detached, .item()-ed "
+            "or computed under torch.no_grad()); compute it from the model's logits"
+        )
     classes = "classes" if num_classes is None else str(num_classes)
     if (
         not isinstance(logits, torch.Tensor)

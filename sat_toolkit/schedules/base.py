@@ -15,9 +15,28 @@ Conventions every schedule follows:
 from __future__ import annotations
 
 import math
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar
 
+from sat_toolkit.errors import SatError
 from sat_toolkit.params import Param
+
+
+def run_value(schedule: Any, step: int, total_steps: int, base: float, key: str) -> float:
+    """``schedule.value(step, total_steps, base)`` as a run takes it: a finite number >= 0.
+
+    A plugin schedule that returns anything else (a negative lr) would otherwise train on
+    until the weights overflow, and the error would blame the lr the recipe set; ``key``
+    (``schedule.lr``) names the schedule in the one-line error instead.
+    """
+    value = schedule.value(step, total_steps, base)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or value < 0:
+        name = getattr(schedule, "name", type(schedule).__name__)
+        raise SatError(
+            f"{key} '{name}': value({step}, {total_steps}, {base:g}) returned {value!r}; a schedule returns "
+            "a finite number >= 0 (sat_toolkit.testing.check_schedule tests a schedule plugin for this)"
+        )
+    return float(value)
 
 
 def check_int(name: str, value: object, minimum: int) -> int:

@@ -6,14 +6,14 @@ from collections.abc import Callable
 
 import torch
 
-from sat_toolkit.schedules.base import Schedule, check_int
+from sat_toolkit.schedules.base import Schedule, check_int, run_value
 
 
 def _factor(schedule: Schedule, total_steps: int, base: float) -> Callable[[int], float]:
     # A closure, not a callable object: LambdaLR.state_dict() then leaves it out, so a
     # checkpoint holds only the step counter and loads with torch.load(weights_only=True).
     def factor(step: int) -> float:
-        return schedule.value(step, total_steps, base) / base if base else 0.0
+        return run_value(schedule, step, total_steps, base, "schedule.lr") / base if base else 0.0
 
     return factor
 
