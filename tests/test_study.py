@@ -293,6 +293,41 @@ def test_a_damaged_metrics_file_is_left_out_of_the_report_and_named(
     assert "- **damaged**: silu/seed0's metrics.json (" in (out / "report.md").read_text()
 
 
+def test_report_only_leaves_out_cells_the_study_file_no_longer_describes(
+    study: dict[str, Any], tmp_path: Path
+) -> None:
+    """A stranger's walk: relu given another lr after it ran; --report-only showed the old runs
+    as the relu row under the new settings, without a word (a run refuses those cells)."""
+    out = tmp_path / "out"
+    shutil.copytree(study["spec"].output_dir, out)
+    text = (
+        study["spec"]
+        .path.read_text()
+        .replace('relu = ["activation=relu"]', 'relu = ["activation=relu", "optimizer.lr=0.02"]')
+    )
+    changed = tmp_path / "changed.toml"
+    changed.write_text(text.replace('base = "base/tiny.toml"', f'base = "{study["spec"].base}"'))
+    result = CliRunner().invoke(study_command, [str(changed), "--report-only", "--output-dir", str(out)])
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    from sat_toolkit.recipe import load_recipe
+
+    lr = load_recipe(study["spec"].base).optimizer.lr
+    for seed in (0, 1):
+        changed_lr = f"optimizer.lr: {lr!r} -> 0.02"
+        assert (
+            f"relu/seed{seed}: its run differs from the study file now ({changed_lr}); left out"
+            in result.output
+        )
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["cells"]["stale"]) == {"relu/seed0", "relu/seed1"}
+    (relu,) = (row for row in report["rows"] if row["label"] == "relu")
+    assert relu["seeds_finished"] == [] and report["cells"]["finished"] == 2
+    assert (
+        "- **stale**: relu/seed0 ran with settings the study no longer has (optimizer.lr"
+        in (out / "report.md").read_text()
+    )
+
+
 def test_a_file_where_the_logs_go_is_one_line_before_anything_trains(
     study: dict[str, Any], tmp_path: Path
 ) -> None:

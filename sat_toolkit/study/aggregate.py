@@ -27,7 +27,7 @@ from typing import Any
 
 from sat_toolkit.recipe import RECIPE_FILE
 from sat_toolkit.recipe.schema import DEFAULT_VALIDATION_LABEL
-from sat_toolkit.study.grid import cell_label, cells, labels, read_metrics
+from sat_toolkit.study.grid import FinishedCells, cell_label, cells, labels, read_finished
 from sat_toolkit.study.spec import StudySpec
 
 METRICS = ("clean_accuracy", "robust_accuracy", "pgd")
@@ -115,11 +115,12 @@ def _metric(runs: list[tuple[int, Path, dict[str, Any]]], pick: Any) -> dict[str
     return {**stat([s["value"] for s in sources]), "runs": sources}
 
 
-def collect(spec: StudySpec) -> list[dict[str, Any]]:
+def collect(spec: StudySpec, finished_cells: FinishedCells | None = None) -> list[dict[str, Any]]:
     """One row per cell label (grid order) from the finished runs; rows with no run have n = 0."""
+    usable = (finished_cells or read_finished(spec)).metrics
     finished: dict[str, list[tuple[int, Path, dict[str, Any]]]] = {}
     for cell in cells(spec):
-        metrics = read_metrics(cell.run_dir)
+        metrics = usable.get(cell.key)
         if metrics is not None:
             finished.setdefault(cell.label, []).append((cell.seed, cell.run_dir, metrics["evaluation"]))
     rows = []
@@ -150,7 +151,9 @@ def collect(spec: StudySpec) -> list[dict[str, Any]]:
     return rows
 
 
-def learning_curves(spec: StudySpec) -> dict[str, dict[str, Any]]:
+def learning_curves(
+    spec: StudySpec, finished_cells: FinishedCells | None = None
+) -> dict[str, dict[str, Any]]:
     """label -> its validation history averaged over the finished seeds, and its end point.
 
     ``validation``: one point per epoch that every finished seed validated (clean and
@@ -161,9 +164,10 @@ def learning_curves(spec: StudySpec) -> dict[str, dict[str, Any]]:
     cannot show whether more training would still have helped, the curve can. Labels
     whose runs never validated are left out.
     """
+    usable = (finished_cells or read_finished(spec)).metrics
     runs: dict[str, list[dict[str, Any]]] = {}
     for cell in cells(spec):
-        metrics = read_metrics(cell.run_dir)
+        metrics = usable.get(cell.key)
         if metrics is not None:
             runs.setdefault(cell.label, []).append(metrics)
     out = {}

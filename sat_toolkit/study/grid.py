@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import itertools
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,60 @@ def read_metrics(run_dir: Path) -> dict[str, Any] | None:
     """The run's metrics if it finished (an intact metrics.json), else None (damaged ones too:
     :func:`~sat_toolkit.recipe.finished.read_finished_metrics` says why)."""
     return read_finished_metrics(run_dir)[0]
+
+
+@dataclasses.dataclass
+class FinishedCells:
+    """What a study's run directories hold, read once for a report.
+
+    Attributes:
+        metrics: key -> the metrics of a finished run of the cell as the study file now
+            defines it.
+        damaged: key -> why the cell's metrics.json cannot be read.
+        stale: key -> how the cell's finished run differs from what the study file (or
+            its base recipe) now asks; a run would refuse such a cell, so a report leaves
+            it out too rather than show old numbers under the new settings.
+    """
+
+    metrics: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    damaged: dict[str, str] = dataclasses.field(default_factory=dict)
+    stale: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+def read_finished(spec: StudySpec) -> FinishedCells:
+    """Every cell's finished run, each metrics.json and recipe read once (see :class:`FinishedCells`)."""
+    found = FinishedCells()
+    for cell in cells(spec):
+        metrics, why = read_finished_metrics(cell.run_dir)
+        if why:
+            found.damaged[cell.key] = why
+        elif metrics is not None:
+            changed = _changed_since(spec, cell)
+            if changed:
+                found.stale[cell.key] = changed
+            else:
+                found.metrics[cell.key] = metrics
+    return found
+
+
+def _changed_since(spec: StudySpec, cell: Cell) -> str:
+    """The settings of the cell's saved run that its recipe now sets otherwise ('' if none).
+
+    Keys the saved recipe lacks are not counted: they were added to the toolkit after the
+    run, which ran with what their default now says (a published study's older cells
+    would otherwise all be stale); a run refuses those too, a report need not.
+    """
+    saved = read_saved_recipe(cell.run_dir)
+    try:
+        with warnings.catch_warnings():  # override notes were said when the cell ran
+            warnings.simplefilter("ignore")
+            recipe = load_recipe(spec.base, cell.overrides)
+    except RecipeError as exc:
+        return f"its recipe no longer loads: {exc.problems[0] if exc.problems else exc}"
+    if saved is None:
+        return ""
+    changed = [line for line in differences(saved, as_read_back(recipe)) if ": '<unset>' -> " not in line]
+    return "; ".join(changed[:3]) + (f"; and {len(changed) - 3} more" if len(changed) > 3 else "")
 
 
 def select(all_cells: list[Cell], only: tuple[str, ...]) -> list[Cell]:

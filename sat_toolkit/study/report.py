@@ -18,9 +18,9 @@ from typing import Any
 from sat_toolkit.errors import SatError
 from sat_toolkit.parsing import TOMLDecodeError, loads_toml
 from sat_toolkit.recipe import RECIPE_FILE
-from sat_toolkit.recipe.finished import REDO, read_finished_metrics
+from sat_toolkit.recipe.finished import REDO
 from sat_toolkit.study.aggregate import collect, learning_curves, validation_attack_names
-from sat_toolkit.study.grid import cells
+from sat_toolkit.study.grid import FinishedCells, cells, read_finished
 from sat_toolkit.study.ledger import Ledger, hardware, wall_clock_seconds
 from sat_toolkit.study.plot import changes, curves, scatter
 from sat_toolkit.study.reuse import reused_from
@@ -46,14 +46,15 @@ def write_report(
     ``command`` is the command that asked for the report, quoted in the header when it
     differs from the commands that ran the cells (``--report-only``).
     """
-    rows = collect(spec)
+    finished_cells = read_finished(spec)
+    rows = collect(spec, finished_cells)
     if not any(row["seeds_finished"] for row in rows):
         raise SatError(
             f"study {spec.name}: no finished runs under {spec.output_dir}; run the study first "
             f"(sat-toolkit study {spec.path})"
         )
-    context = _context(spec, rows, command)
-    learning = learning_curves(spec)
+    context = _context(spec, command, finished_cells)
+    learning = learning_curves(spec, finished_cells)
     out = spec.output_dir
     out.mkdir(parents=True, exist_ok=True)
     payload = {**context, "rows": rows, "learning_curves": learning}
@@ -89,20 +90,22 @@ def write_report(
     figures = ", ".join(p.name for key, p in paths.items() if key != "markdown")
     for key, why in context["cells"]["damaged"].items():
         echo(f"warning: {key}: metrics.json is damaged ({why}); left out of the report; {REDO}")
+    for key, changed in context["cells"]["stale"].items():
+        echo(f"warning: {key}: its run differs from the study file now ({changed}); left out of the report")
     echo(f"report: {paths['markdown']} ({figures})")
     return paths
 
 
-def _context(spec: StudySpec, rows: list[dict[str, Any]], command: str | None) -> dict[str, Any]:
+def _context(spec: StudySpec, command: str | None, finished_cells: FinishedCells) -> dict[str, Any]:
     """Everything the header states: where the numbers came from, on what, at what cost."""
     ledger = Ledger(spec.output_dir)
     all_cells = cells(spec)
     attempts = [a for c in all_cells for a in ledger.attempts(c.key)]
     ran = {a.get("invocation") for a in attempts}  # killed ones included: their attempts say "interrupted"
     invocations = [i for i in ledger.invocations if i.get("id") in ran]
-    read = {c.key: read_finished_metrics(c.run_dir) for c in all_cells}  # (metrics, why damaged)
-    finished = [c for c in all_cells if read[c.key][0] is not None]
-    evaluations = [read[c.key][0]["evaluation"] for c in finished]
+    usable = finished_cells.metrics
+    finished = [c for c in all_cells if c.key in usable]
+    evaluations = [usable[c.key]["evaluation"] for c in finished]
     machines = []
     for entry in invocations:
         if entry.get("hardware") and entry["hardware"] not in machines:
@@ -125,13 +128,15 @@ def _context(spec: StudySpec, rows: list[dict[str, Any]], command: str | None) -
             "finished": len(finished),
             "missing": [c.key for c in all_cells if c not in finished],
             # A finished cell whose metrics.json cannot be read: it counts as missing, and says why.
-            "damaged": {c.key: why for c in all_cells if (why := read[c.key][1])},
+            "damaged": finished_cells.damaged,
+            # A finished run of settings the study file no longer asks for: missing too.
+            "stale": finished_cells.stale,
         },
         "test_images": sorted({e.get("samples") for e in evaluations} - {None}),
         "eps": sorted({_train_eps(c.run_dir) for c in finished} - {None}),
         "eval_attacks": _attacks(evaluations),
         "hardware": machines,
-        "devices": sorted({str(read[c.key][0].get("device") or "unknown") for c in finished}),
+        "devices": sorted({str(usable[c.key].get("device") or "unknown") for c in finished}),
         "hardware_of_report": hardware(),
         "wall_seconds": {
             "elapsed": round(wall_clock_seconds(invocations), 2),
@@ -375,6 +380,8 @@ def _header(context: dict[str, Any]) -> list[str]:
         lines.append(f"- **incomplete**: missing {shown}")
     for key, why in cells_.get("damaged", {}).items():
         lines.append(f"- **damaged**: {key}'s metrics.json ({why}), left out")
+    for key, changed in cells_.get("stale", {}).items():
+        lines.append(f"- **stale**: {key} ran with settings the study no longer has ({changed}), left out")
     return [*lines, ""]
 
 
