@@ -581,8 +581,12 @@ def test_run_dir_guard(fake_plugins: PluginHost, tmp_path: Path) -> None:
     for resume in (False, True):
         with pytest.raises(
             SatError, match=r"holds a different run \(optimizer.lr: 0.1 -> 0.2\); pick another"
-        ):
+        ) as info:
             check_run_dir(run_dir, other, resume=resume)
+        # The way back to the run that is there, without its --set: its own saved recipe.
+        assert info.value.message.endswith(
+            f"(sat-toolkit run {saved} --resume continues the run that is there)"
+        )
     with pytest.raises(SatError, match="belongs to a different run"):
         save_resolved_recipe(other, run_dir)
     after = {p.relative_to(run_dir): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}

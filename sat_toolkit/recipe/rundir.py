@@ -254,7 +254,8 @@ def check_run_dir(run_dir: str | Path, recipe: Recipe, resume: bool) -> bool:
             )
         raise SatError(
             f"{run_dir} holds a different run ({shown}); pick another run.output_dir "
-            "(e.g. --set run.output_dir=runs/<new-name>); --resume only continues the same recipe"
+            "(e.g. --set run.output_dir=runs/<new-name>); --resume only continues the same recipe "
+            f"(sat-toolkit run {saved_path} --resume continues the run that is there)"
         )
     if not resume:
         if is_failed_start(run_dir):
