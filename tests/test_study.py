@@ -293,6 +293,30 @@ def test_a_damaged_metrics_file_is_left_out_of_the_report_and_named(
     assert "- **damaged**: silu/seed0's metrics.json (" in (out / "report.md").read_text()
 
 
+def test_a_nan_validation_accuracy_is_damage_the_dry_run_names_too(
+    study: dict[str, Any], tmp_path: Path
+) -> None:
+    """A stranger's walk: validation[0].clean_accuracy = NaN counted as finished, and report.json
+    carried a bare NaN token (not JSON to strict readers); the dry run said "done" of a cell the
+    run then refused."""
+    out = tmp_path / "out"
+    shutil.copytree(study["spec"].output_dir, out)
+    metrics_file = out / "silu" / "seed0" / "metrics.json"
+    metrics = json.loads(metrics_file.read_text())
+    metrics["validation"] = [{"epoch": 1, "step": 5, "clean_accuracy": float("nan"), "robust_accuracy": 0.5}]
+    metrics_file.write_text(json.dumps(metrics))
+    args = [str(study["spec"].path), "--output-dir", str(out)]
+    why = "validation[0].clean_accuracy is nan, not an accuracy in [0, 1]"
+    dry = CliRunner().invoke(study_command, [*args, "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert f"silu seed 0: metrics.json is damaged ({why}); delete it and run again" in dry.output
+    report_only = CliRunner().invoke(study_command, [*args, "--report-only"])
+    assert report_only.exit_code == 0, report_only.output
+    text = (out / "report.json").read_text()
+    assert "NaN" not in text
+    assert json.loads(text)["cells"]["damaged"] == {"silu/seed0": why}
+
+
 def test_report_only_leaves_out_cells_the_study_file_no_longer_describes(
     study: dict[str, Any], tmp_path: Path
 ) -> None:

@@ -86,6 +86,7 @@ def study_command(
         write_report(spec, echo=click.echo, command=command)
         return
     if dry_run:
+        from sat_toolkit.recipe.finished import REDO, read_finished_metrics
         from sat_toolkit.study.reuse import matches
 
         planned = plan(spec, only)
@@ -96,6 +97,8 @@ def study_command(
             )
             if p.cell.key in reusable:
                 how = f"new, would reuse the run in {reusable[p.cell.key].origin}"
+            if damaged := read_finished_metrics(p.cell.run_dir)[1]:  # the run would stop at it
+                how = f"metrics.json is damaged ({damaged}); {REDO}"
             click.echo(f"{p.cell.label} seed {p.cell.seed}: {how} ({p.cell.run_dir})")
         finished = sum(p.status == "done" for p in planned)
         copied = f", {len(reusable)} to copy with --reuse" if reusable else ""

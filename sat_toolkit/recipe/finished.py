@@ -60,10 +60,14 @@ def metrics_problem(metrics: Any) -> str | None:
     for index, record in enumerate(validation):
         if not isinstance(record, dict) or not _count(record.get("epoch")):
             return f"validation[{index}] has no epoch"
-        for key in ("clean_accuracy", "robust_accuracy"):
-            value = record.get(key)  # None or NaN: a validation without attacks
-            if not (_fraction(value) or value is None or (isinstance(value, float) and math.isnan(value))):
-                return f"validation[{index}].{key} is {value!r}, not an accuracy in [0, 1]"
+        clean, robust = record.get("clean_accuracy"), record.get("robust_accuracy")
+        if not _fraction(clean):
+            return f"validation[{index}].clean_accuracy is {clean!r}, not an accuracy in [0, 1]"
+        no_attack = robust is None or (
+            isinstance(robust, float) and math.isnan(robust)
+        )  # validated without one
+        if not (_fraction(robust) or no_attack):
+            return f"validation[{index}].robust_accuracy is {robust!r}, not an accuracy in [0, 1]"
     return None
 
 

@@ -10,6 +10,7 @@ the study, and a report can always be regenerated after runs are added or repair
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -58,7 +59,7 @@ def write_report(
     out = spec.output_dir
     out.mkdir(parents=True, exist_ok=True)
     payload = {**context, "rows": rows, "learning_curves": learning}
-    _atomic_write(out / REPORT_JSON, json.dumps(payload, indent=2) + "\n")
+    _atomic_write(out / REPORT_JSON, json.dumps(_standard_json(payload), indent=2, allow_nan=False) + "\n")
     compare = spec.compare_axis
     drawn = changes(  # first: the markdown shows it where it was drawn
         rows,
@@ -391,6 +392,18 @@ def _shown(path: Path) -> str:
         return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(path)
+
+
+def _standard_json(value: Any) -> Any:
+    """``value`` with every NaN or infinity as null: report.json is read by tools (JavaScript's
+    ``JSON.parse`` among them) that refuse Python's ``NaN`` token."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _standard_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_standard_json(item) for item in value]
+    return value
 
 
 def _atomic_write(path: Path, text: str) -> None:
