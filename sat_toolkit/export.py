@@ -33,6 +33,7 @@ def save_model(model: nn.Module, sat_config: dict[str, Any], path: str | Path) -
     from safetensors.torch import save_file
 
     from sat_toolkit.plugins.provenance import sat_config_plugins
+    from sat_toolkit.recipe.rundir import as_umask_allows
 
     sat_config = {**sat_config, "plugins": sat_config_plugins(sat_config)}
     path = Path(path)
@@ -42,6 +43,7 @@ def save_model(model: nn.Module, sat_config: dict[str, Any], path: str | Path) -
     # One metadata key, canonical JSON: safetensors writes its metadata map in an order that
     # varies from process to process, so with two keys the same weights gave different bytes.
     save_file(state, str(tmp), metadata={CONFIG_KEY: json.dumps(sat_config, sort_keys=True)})
+    as_umask_allows(tmp)
     tmp.replace(path)
     return path
 

@@ -539,3 +539,20 @@ def test_weights_of_another_shape_are_named_by_their_tensor_and_shapes(stopped: 
     warning = _assert_fell_back(_cli_run(run_dir), run_dir, newest)
     assert "does not load into this recipe's run (Error(s) in loading state_dict for" in warning
     assert f"size mismatch for {key.split('.', 1)[-1]}" in warning or f"size mismatch for {key}" in warning
+
+
+def test_every_file_of_a_run_is_as_readable_as_the_umask_allows(uninterrupted: tuple[Path, Result]) -> None:
+    """safetensors creates its files 0600: the exported model and the checkpoints' weights were
+    the files of a run a colleague on a shared machine could not read (a stranger's walk)."""
+    from sat_toolkit.recipe.rundir import _umask
+
+    run_dir, result = uninterrupted
+    assert result.exit_code == 0, result.output
+    expected = 0o666 & ~_umask()
+    files = [p for p in run_dir.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    assert run_dir / "model.safetensors" in files and any(p.parent.name.startswith("step-") for p in files)
+    assert {
+        p.relative_to(run_dir).as_posix(): oct(p.stat().st_mode & 0o777)
+        for p in files
+        if p.stat().st_mode & 0o777 != expected
+    } == {}

@@ -50,7 +50,7 @@ from sat_toolkit.engine.ema import EMA_FILE
 from sat_toolkit.engine.rng import load_rng_state, rng_state_problem, save_rng_state
 from sat_toolkit.errors import SatError, first_line
 from sat_toolkit.parsing import loads_json
-from sat_toolkit.recipe.rundir import CHECKPOINT_DIR
+from sat_toolkit.recipe.rundir import CHECKPOINT_DIR, as_umask_allows
 
 if TYPE_CHECKING:
     from sat_toolkit.engine.ema import WeightEMA
@@ -314,6 +314,9 @@ def save_checkpoint(
         (temporary / TRAIN_STATE_FILE).write_text(state.to_json(), encoding="utf-8")
         if ema is not None:
             ema.save(temporary)
+        for written in temporary.iterdir():
+            if written.is_file():
+                as_umask_allows(written)
         write_manifest(temporary)  # last: it vouches for every file written above
         if final.exists():  # same step saved twice (epoch end right after a periodic save)
             shutil.rmtree(final)

@@ -85,6 +85,28 @@ def _short(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def as_umask_allows(path: Path) -> None:
+    """Give a file the permissions the umask allows, as ``open()`` would (0644 under 022).
+
+    safetensors creates its files 0600, so a model or checkpoint written with it was the one
+    file of a run that a colleague on a shared machine could not read.
+    """
+    os.chmod(path, 0o666 & ~_umask())
+
+
+def _umask() -> int:
+    """The process's umask, read without setting it: ``os.umask`` can only be read by setting
+    it, and a study's cells write files from several threads at once (Linux's
+    /proc/self/status has it; elsewhere the usual 022)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
+
+
 def read_saved_recipe(run_dir: str | Path) -> dict[str, Any] | None:
     """The recipe a run directory saved, as data; None where there is none or it cannot be
     read (damaged, not TOML). For callers that only look: a study's plan, ``--reuse``."""
