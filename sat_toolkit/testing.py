@@ -108,6 +108,20 @@ def install_fake_distribution(
     return info
 
 
+def _installed_plugin_distributions() -> list[str]:
+    """The third-party distributions installed now that declare ``sat_toolkit`` entry points."""
+    from importlib import metadata
+
+    from sat_toolkit.plugins.manager import BUILTIN_DISTRIBUTION, normalise_distribution
+
+    names = {
+        normalise_distribution(ep.dist.metadata["Name"])
+        for ep in metadata.entry_points(group="sat_toolkit")
+        if ep.dist is not None
+    }
+    return sorted(names - {BUILTIN_DISTRIBUTION})
+
+
 if pytest is not None:
 
     @pytest.fixture
@@ -116,21 +130,39 @@ if pytest is not None:
 
         Each call installs a throw-away distribution (:func:`install_fake_distribution`)
         into a temporary directory put on ``sys.path`` for the test. The plugin host is
-        reset before and after the test (and ``SAT_TOOLKIT_DISABLE_PLUGINS`` cleared), so
-        the test sees exactly what it installed and leaves nothing behind.
+        reset before and after the test, and every third-party plugin package already
+        installed in the environment is blocked for it (``SAT_TOOLKIT_DISABLE_PLUGINS``)
+        unless a fake takes its name (and its place), so the test sees the built-ins and
+        exactly what it installed, whatever else the developer's environment holds, and
+        leaves nothing behind.
         """
         from sat_toolkit.plugins import DISABLE_ENV_VAR, reset_plugin_host
 
         site = tmp_path / "site"
         site.mkdir()
         monkeypatch.syspath_prepend(str(site))
-        monkeypatch.delenv(DISABLE_ENV_VAR, raising=False)
+        others = set(_installed_plugin_distributions())
+
+        def block_others() -> None:
+            if others:
+                monkeypatch.setenv(DISABLE_ENV_VAR, ",".join(sorted(others)))
+            else:
+                monkeypatch.delenv(DISABLE_ENV_VAR, raising=False)
+
+        block_others()
         modules: list[str] = []
 
         def install(
             dist_name: str, module_source: str, *, version: str = "1.0", entry_point: str | None = None
         ) -> Path:
             modules.append(fake_module_name(dist_name))
+            # A fake named like an installed package stands in for it (it comes first on
+            # sys.path), so that name is no longer blocked.
+            from sat_toolkit.plugins.manager import normalise_distribution
+
+            others.discard(normalise_distribution(dist_name))
+            block_others()
+            reset_plugin_host()
             return install_fake_distribution(
                 site, dist_name, module_source, version=version, entry_point=entry_point
             )

@@ -512,27 +512,64 @@ def test_install_fake_distribution_writes_what_pip_would(tmp_path: Path) -> None
     assert (tmp_path / "my_acts_plugin.py").read_text() == "VALUE = 1\n"
 
 
-def test_fake_distribution_fixture_installs_a_discoverable_plugin(fake_distribution: Any) -> None:
-    fake_distribution(
-        "wavy-acts",
-        """
-        import torch
-        from sat_toolkit.activations import Activation
-        from sat_toolkit.plugins import hookimpl
+@pytest.fixture
+def a_broken_package_installed_already(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """What a developer's environment may hold: a plugin package whose module fails to import."""
+    site = tmp_path_factory.mktemp("installed")
+    install_fake_distribution(site, "someones-broken-acts", "raise ImportError('half-installed')\n")
+    monkeypatch.syspath_prepend(str(site))
+    return "someones-broken-acts"
 
-        class Wavy(Activation):
-            name = "wavy"
-            description = "x + sin(x) / 2"
 
-            def forward(self, x):
-                return x + torch.sin(x) / 2
+def test_fake_distribution_fixture_blocks_what_the_environment_had_installed(
+    a_broken_package_installed_already: str, fake_distribution: Any
+) -> None:
+    """A plugin author's test sees the built-ins and its own fakes only (a stranger's walk got
+    seven warnings from unrelated packages in a test of its own)."""
+    import warnings
 
-        @hookimpl
-        def sat_register_activations():
-            return [Wavy]
-        """,
-        version="0.3",
+    from sat_toolkit.plugins import PluginWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PluginWarning)  # the broken package would warn if it loaded
+        records = get_plugin_host().records()
+    (blocked,) = (r for r in records if r.distribution == a_broken_package_installed_already)
+    assert blocked.status == "blocked"
+    assert not any(r.status == "failed" for r in records)
+    # A fake named like the installed package stands in for it: it loads, the broken copy does not.
+    fake_distribution(a_broken_package_installed_already, WAVY, version="9.9")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PluginWarning)
+        record = next(r for r in get_plugin_host().records("activation") if r.name == "wavy")
+    assert (record.distribution, record.version, record.status) == (
+        a_broken_package_installed_already,
+        "9.9",
+        "ok",
     )
+
+
+WAVY = """
+import torch
+from sat_toolkit.activations import Activation
+from sat_toolkit.plugins import hookimpl
+
+class Wavy(Activation):
+    name = "wavy"
+    description = "x + sin(x) / 2"
+
+    def forward(self, x):
+        return x + torch.sin(x) / 2
+
+@hookimpl
+def sat_register_activations():
+    return [Wavy]
+"""
+
+
+def test_fake_distribution_fixture_installs_a_discoverable_plugin(fake_distribution: Any) -> None:
+    fake_distribution("wavy-acts", WAVY, version="0.3")
     record = next(r for r in get_plugin_host().records("activation") if r.name == "wavy")
     assert (record.distribution, record.version, record.status) == ("wavy-acts", "0.3", "ok")
     check_activation(record.obj)
