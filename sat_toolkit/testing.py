@@ -200,10 +200,30 @@ def conformance_problems(kind: PluginKind | str, cls: Any, **params: Any) -> lis
     without ``perturb`` cannot be run).
     """
     kind = PluginKind(kind)
-    problems = contract_problems(kind, cls)
+    problems = contract_problems(kind, cls) + _untyped_parameters(cls)
     if problems:
         return problems
     return _BEHAVIOUR[kind](cls, params)
+
+
+def _untyped_parameters(cls: Any) -> list[str]:
+    """Constructor parameters without a type: a recipe's value reaches them unchecked.
+
+    Discovery lets such a class load (an older plugin keeps working); its author's tests
+    say so, since ``weight=abc`` then passes validation and fails inside the plugin.
+    """
+    import inspect
+
+    signature = constructor_signature(cls) if isinstance(cls, type) else None
+    if signature is None:
+        return []
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [
+        f"constructor parameter '{p.name}' has no type annotation, so a recipe's value reaches it "
+        f"unchecked; declare it (e.g. {p.name}: float = ..., or Annotated[float, Param(ge=0)])"
+        for p in signature.parameters.values()
+        if p.kind in named and p.annotation is inspect.Parameter.empty
+    ]
 
 
 def check_activation(cls: Any, **params: Any) -> None:

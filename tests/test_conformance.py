@@ -503,6 +503,25 @@ def test_dataset_check_names_pixels_and_labels() -> None:
         check_dataset(RawPixels)
 
 
+def test_an_untyped_constructor_parameter_is_a_conformance_problem() -> None:
+    """Discovery loads it, but ``weight=abc`` passed validation and failed inside the plugin."""
+
+    class Loose(Schedule):
+        name = "loose"
+        description = "untyped weight"
+
+        def __init__(self, weight=0.5) -> None:  # noqa: ANN001 - the mistake under test
+            self.weight = weight
+
+        def _value(self, step: int, total_steps: int, base: float) -> float:
+            return base * self.weight
+
+    assert conformance_problems("schedule", Loose) == [
+        "constructor parameter 'weight' has no type annotation, so a recipe's value reaches it unchecked; "
+        "declare it (e.g. weight: float = ..., or Annotated[float, Param(ge=0)])"
+    ]
+
+
 # -- the fake distribution -------------------------------------------------------------------
 def test_install_fake_distribution_writes_what_pip_would(tmp_path: Path) -> None:
     info = install_fake_distribution(tmp_path, "my-acts", "VALUE = 1\n", version="2.0", entry_point="acts")
