@@ -173,6 +173,13 @@ def test_environment_variable_blocks_external_plugins(
     assert host.get("activation", "silu").name == "silu"  # built-ins are never blocked
     (record,) = [r for r in host.records() if r.distribution == "wobble-acts"]
     assert record.status == "blocked"
+    # Asked for by name, the blocked package is named too: nothing else would hint at it.
+    with pytest.raises(UnknownPluginError) as info:
+        host.get("activation", "wobble")
+    assert str(info.value).endswith(
+        "Blocked by SAT_TOOLKIT_DISABLE_PLUGINS, so not looked into: 'wobble-acts' (take a package "
+        "out of that variable to use its plugins)"
+    )
 
 
 def test_blocking_skips_the_import_of_a_broken_plugin(fake_distribution, monkeypatch) -> None:

@@ -426,6 +426,13 @@ class PluginHost:
         hint = f" Did you mean '{suggestion}'?" if suggestion else ""
         known_text = ", ".join(known) if known else "none (is sat-toolkit installed? pip install -e .)"
         message = f"unknown {kind} '{name}'.{hint} Known {kind}s: {known_text}"
+        blocked = sorted({r.distribution for r in self.records(kind) if r.status == "blocked"})
+        if blocked:  # never imported, so what they would provide is unknown: say they exist
+            packages = ", ".join(f"'{d}'" for d in blocked)
+            message += (
+                f". Blocked by {DISABLE_ENV_VAR}, so not looked into: {packages} (take a package "
+                "out of that variable to use its plugins)"
+            )
         failed = [r for r in self.records(kind) if r.status == "failed" and r.kind in (kind, "*")]
         if not failed:
             return UnknownPluginError(message)
