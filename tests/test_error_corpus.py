@@ -139,6 +139,11 @@ def _write_model_files(workspace: Path) -> None:
     reshaped = {**state, key: torch.zeros(*(n + 1 for n in state[key].shape))}
     save_file(reshaped, str(workspace / "shape.safetensors"), {"sat_config": json.dumps(config)})
     metadata = {"sat_config": json.dumps(config)}
+    moved = {
+        **config,
+        "dataset": {"name": "fashion_mnist", "path": str(workspace / "gone" / "fashion-mnist")},
+    }
+    save_file(state, str(workspace / "moved.safetensors"), {"sat_config": json.dumps(moved)})
     save_file(
         {**state, key: torch.full_like(state[key], float("nan"))},
         str(workspace / "nan.safetensors"),
@@ -357,6 +362,11 @@ CASES: list[tuple[str, list[str], str]] = [
         "' holds NaN or inf, so the weights would give meaningless",
     ),
     ("model int weights", ["eval", "int.safetensors"], "' is int64, the model's is float32"),
+    (
+        "model of moved data",
+        ["eval", "moved.safetensors"],
+        "fashion-mnist', which is not on this machine; pass --data-path DIR, the folder of that dataset here",
+    ),
     ("model config not JSON", ["eval", "notjson.safetensors"], "sat_config metadata is not JSON"),
     ("model config a list", ["eval", "jsonlist.safetensors"], "JSON but not an object"),
     ("model config nested", ["eval", "nested.safetensors"], "not JSON (nested too deeply to parse"),

@@ -379,6 +379,13 @@ def _dataset_spec(
         spec: dict[str, Any] = parse_plugin_option(data, "--data", "hub:image_column=img,image_size=32")[1]
     elif trained_on is not None:
         spec = dict(trained_on)
+        recorded = spec.get("path")
+        moved = isinstance(recorded, str) and recorded and not Path(recorded).expanduser().exists()
+        if data_path is None and moved:
+            raise SatError(
+                f"the model was trained on {spec.get('name', 'its')} data in '{recorded}', which is not "
+                "on this machine; pass --data-path DIR, the folder of that dataset here"
+            )
     else:
         raise SatError("this model file does not say which dataset it was trained on; pass --data NAME")
     if data_path is not None:
