@@ -197,6 +197,21 @@ def test_resuming_a_finished_run_changes_nothing(finished_run: Path) -> None:
     assert before == {p: p.stat().st_mtime_ns for p in finished_run.rglob("*") if p.is_file()}
 
 
+def test_resuming_a_finished_run_says_only_that_it_is_finished(finished_run: Path, tmp_path: Path) -> None:
+    """It also said "resumed from ... (step 20/20)" first, as if training went on (a stranger's walk)."""
+    run_dir = tmp_path / "tiny"
+    shutil.copytree(finished_run, run_dir)
+    recipe_file = tmp_path / "tiny.toml"
+    recipe_file.write_text(load_recipe(tiny_recipe(run_dir)).to_toml())
+    result = CliRunner().invoke(cli, ["run", str(recipe_file), "--resume", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    steps = json.loads((run_dir / "metrics.json").read_text())["steps"]
+    assert result.stdout.strip().splitlines() == [
+        f"{run_dir} is already finished ({steps} steps); nothing to do",
+        f"run directory: {run_dir}",
+    ]
+
+
 @pytest.mark.parametrize(
     ("damage", "problem"),
     [

@@ -463,7 +463,8 @@ def restore(run: TrainingRun) -> None:
         # the newest from before the warning, which pruning protected.
         before = [c for c in list_checkpoints(run.run_dir) if checkpoint_step(c) <= warned_at]
         run.trusted_checkpoint = before[-1] if before else None
-    accelerator.print(f"resumed from {checkpoint} (step {run.state.global_step}/{run.total_steps})")
+    if not _is_finished(run):  # a finished run says so instead, and trains nothing
+        accelerator.print(f"resumed from {checkpoint} (step {run.state.global_step}/{run.total_steps})")
 
 
 def _epochs_done(run: TrainingRun) -> bool:
