@@ -308,4 +308,4 @@ def test_ctrl_c_of_a_two_process_run_says_how_to_resume_once(tmp_path: Path) -> 
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 130, stderr[-3000:]
     assert stderr.count("interrupted; continue the run with:") == 1, stderr[-3000:]
-    assert f"interrupted; continue the run with: sat-toolkit run {recipe} --resume" in stderr
+    assert f"interrupted; continue the run with: sat-toolkit run {recipe} --no-progress --resume" in stderr

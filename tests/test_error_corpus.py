@@ -503,6 +503,7 @@ def test_sigint_during_run_says_how_to_resume_and_exits_130(workspace: Path, tmp
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr and "Aborted!" not in stderr
     assert _error_lines(stderr)[-1] == (
-        "interrupted; continue the run with: sat-toolkit run good.toml --set run.output_dir=runs/int --resume"
+        "interrupted; continue the run with: sat-toolkit run good.toml --set run.output_dir=runs/int "
+        "--no-progress --resume"  # the run's own options kept
     )
     assert not (run_dir / "metrics.json").exists()

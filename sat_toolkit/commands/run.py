@@ -14,12 +14,13 @@ from sat_toolkit.errors import SatError
 INTERRUPTED_EXIT_CODE = 130
 
 
-def resume_command(recipe_path: Path, overrides: tuple[str, ...]) -> str:
-    """The command line that continues this run: the same recipe and overrides, plus --resume."""
+def resume_command(recipe_path: Path, overrides: tuple[str, ...], *, no_progress: bool = False) -> str:
+    """The command line that continues this run: the same recipe, overrides and output
+    options, plus --resume."""
     args = ["sat-toolkit", "run", str(recipe_path)]
     for item in overrides:
         args += ["--set", item]
-    return shlex.join([*args, "--resume"])
+    return shlex.join([*args, *(["--no-progress"] if no_progress else []), "--resume"])
 
 
 @click.command("run")
@@ -78,7 +79,7 @@ def run_command(
         if dry_run:
             click.echo("interrupted; a dry run has nothing to resume", err=True)
         else:
-            command = resume_command(recipe_path, overrides)
+            command = resume_command(recipe_path, overrides, no_progress=no_progress)
             click.echo(f"interrupted; continue the run with: {command}", err=True)
         raise click.exceptions.Exit(INTERRUPTED_EXIT_CODE) from None
     from accelerate import PartialState
