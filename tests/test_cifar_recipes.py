@@ -285,3 +285,43 @@ def test_integer_labels_that_skip_a_class_are_refused_not_turned_into_an_untrain
         create_dataset({**spec, "path": str(one_based)}).info()
     zero_based = _integer_labelled_copy(tmp_path / "zero", [i % 10 for i in range(20)])
     assert create_dataset({**spec, "path": str(zero_based)}).info().num_classes == 10
+
+
+def _cifar_model_file(directory: Path, data: dict) -> Path:
+    """What a CIFAR run exports: a 32 px model whose file records the dataset it was trained on."""
+    from sat_toolkit.data.info import DatasetInfo
+    from sat_toolkit.export import save_model
+    from sat_toolkit.models import create_model
+
+    info = DatasetInfo(num_classes=10, channels=3, image_size=(SIDE, SIDE), mean=(0.5,) * 3, std=(0.25,) * 3)
+    model = create_model({"name": "small_cnn", "width": 8}, info, {"name": "silu"})
+    config = {
+        **model.sat_config,
+        "dataset": data,
+        "train_attack": {"name": "pgd", "eps": 8 / 255, "norm": "linf"},
+    }
+    return save_model(model, config, directory / "model.safetensors")
+
+
+def test_eval_data_option_keeps_what_the_model_was_trained_on_and_refuses_another_size(
+    cifar10: Path, tmp_path: Path
+) -> None:
+    """A stranger's walk: --data hub:image_column=img replaced the recorded settings, so the
+    hub defaults (224 px, ImageNet crops) came back and a 32 px model was scored on 224 px
+    images with normal-looking numbers."""
+    model_file = _cifar_model_file(
+        tmp_path, {"name": "hub", **_recipe_data("cifar10_preact_resnet18.toml", cifar10)}
+    )
+    base = ["eval", str(model_file), "--suite", "none", "--attack", "pgd:steps=2", "--samples", "8",
+            "--no-checks", "--device", "cpu"]  # fmt: skip
+    kept = CliRunner().invoke(
+        cli, [*base, "--data", "hub:image_column=img", "--output", str(tmp_path / "r.json")]
+    )
+    assert kept.exit_code == 0, kept.output
+    assert json.loads((tmp_path / "r.json").read_text())["n_examples"] == 8
+    other = CliRunner().invoke(cli, [*base, "--data", "hub:image_column=img,image_size=64"])
+    assert other.exit_code == 2 and "Traceback" not in other.output
+    assert other.output.strip().splitlines()[-1] == (
+        "Error: the dataset serves 3x64x64 images but the model was trained on 3x32x32 (its file records "
+        "them); give --data the dataset's image_size and channels (e.g. --data NAME:image_size=32,channels=3)"
+    )

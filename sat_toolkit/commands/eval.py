@@ -170,6 +170,7 @@ def eval_command(
         loaded = _load_sat_model(model_path)
         dataset_spec = _dataset_spec(loaded.dataset, data, data_path)
         source = _recorded_dataset(dataset_spec, None if data else loaded.plugins)
+        _check_served_shape(source.info(), loaded.model.sat_config["data_info"])
     else:
         if data is None:
             raise SatError(
@@ -377,6 +378,10 @@ def _dataset_spec(
         from sat_toolkit.evaluation.suites import parse_plugin_option
 
         spec: dict[str, Any] = parse_plugin_option(data, "--data", "hub:image_column=img,image_size=32")[1]
+        if trained_on is not None and trained_on.get("name") == spec.get("name"):
+            # The same dataset: --data changes what it names and keeps the rest the model was
+            # trained with (its image size, augmentation), which the plugin's defaults are not.
+            spec = {**trained_on, **spec}
     elif trained_on is not None:
         spec = dict(trained_on)
         recorded = spec.get("path")
@@ -391,6 +396,21 @@ def _dataset_spec(
     if data_path is not None:
         spec["path"] = data_path
     return spec
+
+
+def _check_served_shape(served: Any, trained: dict[str, Any]) -> None:
+    """The images the dataset serves must be those the model was trained on: a 32 px CIFAR
+    model scored on 224 px crops gives numbers that look normal and mean nothing."""
+    from sat_toolkit.data.info import DatasetInfo
+
+    want = tuple(DatasetInfo.from_dict(trained).input_shape)
+    got = tuple(served.input_shape)
+    if got != want:
+        raise SatError(
+            f"the dataset serves {'x'.join(map(str, got))} images but the model was trained on "
+            f"{'x'.join(map(str, want))} (its file records them); give --data the dataset's "
+            f"image_size and channels (e.g. --data NAME:image_size={want[1]},channels={want[0]})"
+        )
 
 
 def _threat_model(train_attack: dict[str, Any], eps_text: str | None, norm: str | None) -> tuple[float, str]:
