@@ -325,3 +325,17 @@ def test_eval_data_option_keeps_what_the_model_was_trained_on_and_refuses_anothe
         "Error: the dataset serves 3x64x64 images but the model was trained on 3x32x32 (its file records "
         "them); give --data the dataset's image_size and channels (e.g. --data NAME:image_size=32,channels=3)"
     )
+
+
+def test_a_dry_run_on_a_local_copy_that_does_not_fit_the_recipe_stops_as_the_run_would(
+    tmp_path: Path,
+) -> None:
+    """A stranger's walk: a CIFAR-100 copy under the CIFAR-10 recipe (no 'label' column) said
+    "dry run ok" (data errors were swallowed as absent data); the real run then stopped."""
+    copy = cifar_copy(tmp_path, {"fine_label": 100, "coarse_label": 20})
+    args = ["run", str(RECIPES / "cifar10_preact_resnet18.toml"), "--dry-run", "--set", "data.batch_size=4",
+            "--set", f"data.path={str(copy)!r}"]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    (line,) = result.output.strip().splitlines()
+    assert "label" in line and "dry run ok" not in result.output

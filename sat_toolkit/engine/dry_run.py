@@ -103,13 +103,23 @@ def dry_run_recipe(raw: Mapping[str, Any], image_size: int | None = None, *, out
 
 
 def _source_info(data: Mapping[str, Any]) -> Any | None:
-    """The real dataset's info when it can be had without its files (digits, ...)."""
+    """The real dataset's info when it can be had (digits, a local copy, ...); None without it.
+
+    Absent data is the point of a dry run; data that is there and does not fit the recipe
+    (a CIFAR-100 copy under a CIFAR-10 recipe) is what the real run would stop at, so it
+    stops the dry run too rather than be replaced by synthetic data.
+    """
     from sat_toolkit.data import create_dataset
 
     keys = {k: v for k, v in data.items() if k not in ("batch_size", "eval_batch_size", "num_workers")}
     try:
         return create_dataset(keys).info()
-    except Exception:  # absent data is the point of a dry run
+    except SatError:
+        path = keys.get("path")
+        if isinstance(path, str) and path and Path(path).expanduser().exists():
+            raise
+        return None
+    except Exception:
         return None
 
 
