@@ -128,6 +128,10 @@ def final_evaluation(
             model, x, y, attacks, batch_size=batch, progress=progress, cascade=recipe.attack.eval.cascade
         )
     result = report.to_dict()
+    if result.get("eps") is None:  # the attacks were built with their budgets, not given one
+        budgets = {a["settings"].get("eps") for a in result["attacks"].values()}
+        if len(budgets) == 1:  # one budget for every attack: the evaluation's own
+            result["eps"] = budgets.pop()
     lines = [f"clean accuracy {report.clean_accuracy:.4f} on {len(y)} test images"]
     for label, outcome in report.attacks.items():  # in a cascade: the accuracy after this attack
         shown = f"after {label}" if report.cascade else label
