@@ -44,7 +44,7 @@ def split_problems(dataset: Any, info: DatasetInfo, where: str, items: int = PRE
         if problems:
             break
     labels = _label_array_problem(dataset, size, info, where)
-    if labels and not any("label" in problem for problem in problems):
+    if labels and not any(": label " in p or ": the label " in p for p in problems):  # said once
         problems.append(labels)
     return problems
 
