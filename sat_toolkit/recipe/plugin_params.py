@@ -28,7 +28,6 @@ from sat_toolkit.recipe.errors import Problems, join
 from sat_toolkit.recipe.schema import MAX_SEED  # one bound for every seed
 
 
-# Parameters that name a local file or directory, checked to exist before anything is built.
 def check_bounds(value: Any, bounds: Mapping[str, float]) -> str | None:
     """``must be >= 0, got -0.1`` when a number falls outside ``bounds``; else ``None``."""
     return bounds_problem(value, bounds)
