@@ -22,8 +22,8 @@ import torch
 from torch.utils.data import TensorDataset
 
 from sat_toolkit.data.info import DatasetInfo
+from sat_toolkit.errors import first_line
 
-_INTEGER_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 #: Items of each split the training run checks before its first step.
 PREFLIGHT_ITEMS = 64
 
@@ -35,7 +35,7 @@ def split_problems(dataset: Any, info: DatasetInfo, where: str, items: int = PRE
     try:
         size = len(dataset)
     except Exception as exc:
-        return [f"{where} returned a dataset without len(): {_describe(exc)}"]
+        return [f"{where} returned a dataset without len(): {first_line(exc, with_type=True)}"]
     if size == 0:
         return [f"{where} is empty"]
     problems: list[str] = []
@@ -63,7 +63,7 @@ def item_problems(dataset: Any, index: int, info: DatasetInfo, where: str) -> li
     try:
         item = dataset[index]
     except Exception as exc:
-        return [f"{where} raised {_describe(exc)}"]
+        return [f"{where} raised {first_line(exc, with_type=True)}"]
     if not isinstance(item, (tuple, list)) or len(item) != 2:
         return [f"{where} is {type(item).__name__}; yield (image, label) pairs"]
     image, label = item
@@ -116,8 +116,3 @@ def _label_array_problem(dataset: Any, size: int, info: DatasetInfo, where: str)
                 )
             return None
     return None
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

@@ -63,9 +63,8 @@ def metrics_problem(metrics: Any) -> str | None:
         clean, robust = record.get("clean_accuracy"), record.get("robust_accuracy")
         if not _fraction(clean):
             return f"validation[{index}].clean_accuracy is {clean!r}, not an accuracy in [0, 1]"
-        no_attack = robust is None or (
-            isinstance(robust, float) and math.isnan(robust)
-        )  # validated without one
+        # None or NaN: validated without an attack
+        no_attack = robust is None or (isinstance(robust, float) and math.isnan(robust))
         if not (_fraction(robust) or no_attack):
             return f"validation[{index}].robust_accuracy is {robust!r}, not an accuracy in [0, 1]"
     return None

@@ -166,17 +166,13 @@ def _changed_since(spec: StudySpec, cell: Cell) -> str:
     run, which ran with what their default now says (a published study's older cells
     would otherwise all be stale); a run refuses those too, a report need not.
     """
-    saved = read_saved_recipe(cell.run_dir)
     try:
         with warnings.catch_warnings():  # override notes were said when the cell ran
             warnings.simplefilter("ignore")
             recipe = load_recipe(spec.base, cell.overrides)
     except RecipeError as exc:
         return f"its recipe no longer loads: {exc.problems[0] if exc.problems else exc}"
-    if saved is None:
-        return ""
-    changed = [line for line in differences(saved, as_read_back(recipe)) if ": '<unset>' -> " not in line]
-    return "; ".join(changed[:3]) + (f"; and {len(changed) - 3} more" if len(changed) > 3 else "")
+    return _changes(cell.run_dir, recipe, new_keys=False)
 
 
 def select(all_cells: list[Cell], only: tuple[str, ...]) -> list[Cell]:
@@ -274,9 +270,14 @@ def _which(where: list[str]) -> str:
     return f"cell{'s' if len(names) > 1 else ''} {shown}"
 
 
-def _changes(run_dir: Path, recipe: Recipe) -> str:
-    """``train.epochs: 1 -> 2; ...`` between the saved run and this cell's recipe ('' if unreadable)."""
+def _changes(run_dir: Path, recipe: Recipe, *, new_keys: bool = True) -> str:
+    """``train.epochs: 1 -> 2; ...`` between the saved run and this cell's recipe ('' if unreadable).
+
+    ``new_keys=False`` leaves out keys the saved recipe lacks (see :func:`_changed_since`).
+    """
     if (saved := read_saved_recipe(run_dir)) is None:
         return ""
     changed = differences(saved, as_read_back(recipe))
+    if not new_keys:
+        changed = [line for line in changed if ": '<unset>' -> " not in line]
     return "; ".join(changed[:3]) + (f"; and {len(changed) - 3} more" if len(changed) > 3 else "")
