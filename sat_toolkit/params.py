@@ -24,6 +24,7 @@ import functools
 import inspect
 import math
 import operator
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -264,10 +265,15 @@ def _fraction_like(value: Any) -> bool:
 
 
 def _attribute(message: str, keys: Iterable[str], name: str) -> tuple[str | None, str]:
-    """File ``"milestones must be increasing"`` under ``milestones``; else under no key."""
+    """File ``"milestones must be increasing"`` under ``milestones``; else under no key.
+
+    The plugin's own name may lead the message (``"step: ..."``, ``"dataset 'hub': ..."``,
+    as a constructor shared with the Python API words it).
+    """
     keys = list(keys)
-    text = message.removeprefix(f"{name}: ")
+    text = re.sub(rf"^(?:[a-z_]+ )?'?{re.escape(name)}'?: ", "", message) if name else message
     first, _, rest = text.partition(" ")
+    first = first.removesuffix(":")  # "mean: the data has 3 channels ..."
     if first in keys and rest:
         return first, rest
     quoted = [key for key in keys if f"'{key}'" in message]

@@ -8,6 +8,7 @@ the way the recipes tell a user without the network to give theirs (``--set data
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import datasets
@@ -23,6 +24,7 @@ from sat_toolkit.data.transforms import CROP_PADDING, Augmentation
 from sat_toolkit.errors import SatError
 from sat_toolkit.export import load_model
 from sat_toolkit.recipe import load_recipe
+from sat_toolkit.recipe.toml_io import read_file
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 SIDE = 32
@@ -174,6 +176,9 @@ def test_cifar_recipe_trains_and_evaluates_on_a_local_copy(
     classes = next(iter(labels.values()))  # the recipe's label column: label / fine_label
     model = load_model(out / "model.safetensors")
     assert model(torch.rand(2, 3, SIDE, SIDE)).shape == (2, classes)
+    declared = read_file(RECIPES / recipe)["data"]  # CIFAR's own statistics, not ImageNet's
+    assert model.normalize.mean.flatten().tolist() == pytest.approx(declared["mean"])
+    assert model.normalize.std.flatten().tolist() == pytest.approx(declared["std"])
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
@@ -285,6 +290,70 @@ def test_integer_labels_that_skip_a_class_are_refused_not_turned_into_an_untrain
         create_dataset({**spec, "path": str(one_based)}).info()
     zero_based = _integer_labelled_copy(tmp_path / "zero", [i % 10 for i in range(20)])
     assert create_dataset({**spec, "path": str(zero_based)}).info().num_classes == 10
+
+
+def test_a_declared_class_count_must_match_a_class_label_column(cifar10: Path) -> None:
+    spec = _recipe_data("cifar10_preact_resnet18.toml", cifar10)
+    assert spec["num_classes"] == 10 and create_dataset(spec).info().num_classes == 10
+    with pytest.raises(
+        SatError, match=r"num_classes = 100, but column 'label' of '.*' is a ClassLabel of 10 "
+    ):
+        create_dataset({**spec, "num_classes": 100}).info()
+
+
+def test_a_declared_class_count_is_read_instead_of_the_integer_labels_and_bounds_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sat_toolkit.data.hub import HubImages
+
+    copy = _integer_labelled_copy(tmp_path, [i % 10 for i in range(20)])
+    spec = {"name": "hub", "image_column": "img", "image_size": SIDE, "augmentation": "crop_flip",
+            "path": str(copy)}  # fmt: skip
+    declared = create_dataset({**spec, "num_classes": 12})
+    with monkeypatch.context() as patch:  # no pass over the label column
+        patch.setattr(HubImages, "labels", lambda *_: pytest.fail("read the labels"))
+        assert declared.info().num_classes == 12
+    assert create_dataset(spec).info().num_classes == 10  # undeclared: read off the labels
+    with pytest.raises(SatError, match=r"has label 9 outside 0\.\.4; raise num_classes \(5\) or pick"):
+        create_dataset({**spec, "num_classes": 5}).load("train")
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"std": None}, "data.mean: needs std too: set both (the statistics of your training images)"),
+        ({"mean": None}, "data.std: needs mean too: set both"),
+        (
+            {"mean": [0.5, 0.4]},
+            "data.mean: the data has 3 channel(s); give 1 or 3 values (one per channel), got 2",
+        ),
+        (
+            {"std": [0.2, 0.0, 0.2]},
+            "data.mean: [0.4914, 0.4822, 0.4465] / std [0.2, 0.0, 0.2]: the model sees",
+        ),
+    ],
+)
+def test_a_recipes_statistics_are_checked_with_the_recipe(data: dict, message: str) -> None:
+    from sat_toolkit.recipe import RecipeError
+
+    raw = read_file(RECIPES / "cifar10_preact_resnet18.toml")
+    raw["data"] = {key: value for key, value in {**raw["data"], **data}.items() if value is not None}
+    with pytest.raises(RecipeError, match=re.escape(message)):
+        load_recipe(raw)
+
+
+def test_recipe_validate_names_8_bit_statistics_and_the_fix() -> None:
+    recipe = RECIPES / "cifar10_preact_resnet18.toml"
+    result = CliRunner().invoke(
+        cli, ["recipe", "validate", str(recipe), "--set", "data.mean=[125.3, 123.0, 113.9]"]
+    )
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith("Error: ") and line.endswith(
+        "cifar10_preact_resnet18.toml: data.mean: [125.3, 123.0, 113.9] / std [0.247, 0.2435, 0.2616]: the "
+        "model sees pixels in [0, 1], so a mean lies in [0, 1] and a std in (0, 1]; for 8-bit statistics "
+        "divide by 255 (e.g. 125.3 -> 0.4914) (from --set)"
+    )
 
 
 def _cifar_model_file(directory: Path, data: dict) -> Path:

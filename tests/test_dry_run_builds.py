@@ -62,6 +62,11 @@ SMALL = ("data.batch_size=4",)
         ),
         ("data.name=hubb", "data.name: unknown dataset 'hubb'. Did you mean 'hub'?"),
         ("data.channels=2", "data.channels: must be one of 1, 3, got integer 2"),
+        # Checks between keys (the data plugin's check_params): once only the real run's
+        # constructor made them, so a dry run without the data said ok.
+        ("data.crop_padding=-1", "data.crop_padding: must be a whole number of pixels >= 0, got -1"),
+        ("data.color_jitter=2", "data.color_jitter: must be a number in [0, 1), got 2.0"),
+        ("data.mean=[0.5, 0.5]", "data.mean: the data has 3 channel(s); give 1 or 3 values"),
     ],
 )
 def test_a_dry_run_refuses_the_data_table_recipe_validate_refuses(override: str, message: str) -> None:

@@ -156,6 +156,20 @@ def test_imagefolder_info_and_label_mapping(tree: Path) -> None:
         assert SORTED[int(label)] == class_of(image)
 
 
+def test_imagefolder_reports_the_recipes_statistics_one_value_standing_for_every_channel(tree: Path) -> None:
+    spec = {
+        "name": "imagefolder",
+        "path": str(tree),
+        "image_size": SIZE,
+        "mean": [0.5],
+        "std": [0.1, 0.2, 0.3],
+    }
+    info = create_dataset(spec).info()
+    assert info.mean == (0.5, 0.5, 0.5) and info.std == (0.1, 0.2, 0.3)
+    with pytest.raises(SatError, match=r"dataset 'imagefolder': std: needs mean too: set both"):
+        create_dataset({"name": "imagefolder", "path": str(tree), "std": [0.2]})
+
+
 def test_imagefolder_eval_deterministic_train_random(tree: Path) -> None:
     source = ImageFolder(path=tree, image_size=SIZE)
     test, train = source.load("test"), source.load("train")

@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from sat_toolkit.cli import cli
 from sat_toolkit.engine import dry_run as dry_run_module
 from sat_toolkit.engine.dry_run import dry_run_recipe
+from sat_toolkit.export import load_model
 from sat_toolkit.recipe import load_recipe
 from sat_toolkit.recipe.toml_io import read_file
 
@@ -55,6 +57,7 @@ def test_shipped_recipe_dry_run(recipe: Path, tmp_path: Path, monkeypatch: pytes
         seen["metrics"] = json.loads((run_dir / "metrics.json").read_text())
         seen["exported"] = (run_dir / "model.safetensors").is_file()
         seen["recipe"] = load_recipe(run_dir / "recipe.toml")
+        seen["model"] = load_model(run_dir / "model.safetensors")
         delete(run_dir)
 
     monkeypatch.setattr(dry_run_module, "_remove_run_dir", inspect_then_delete)
@@ -87,6 +90,15 @@ def test_shipped_recipe_dry_run(recipe: Path, tmp_path: Path, monkeypatch: pytes
         assert saved.optimizer.mixed_precision == "bf16"
     rewritten = load_recipe(dry_run_recipe(original, output_dir=str(tmp_path / "unused")))
     assert saved.attack.train.to_dict() == rewritten.attack.train.to_dict()
+    # A recipe that declares its class count and statistics gets the real head and
+    # normalisation without its data (the CIFAR recipes: 10 or 100 classes, CIFAR's mean/std).
+    declared, model = original["data"], seen["model"]
+    if "num_classes" in declared:
+        shape = tuple(saved.data.to_dict()[k] for k in ("channels", "image_size", "image_size"))
+        assert model(torch.rand(1, *shape)).shape == (1, declared["num_classes"])
+    if "mean" in declared:
+        assert model.normalize.mean.flatten().tolist() == pytest.approx(declared["mean"])
+        assert model.normalize.std.flatten().tolist() == pytest.approx(declared["std"])
 
 
 def test_dry_run_keeps_shape_and_swaps_only_the_data() -> None:

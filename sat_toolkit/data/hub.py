@@ -13,9 +13,14 @@ Two sources; a recipe names at least one:
 
 The image column must be a ``datasets.Image`` feature: rows are decoded lazily, one at
 a time, in ``__getitem__``, i.e. in the ``DataLoader`` workers. The label column is a
-``ClassLabel`` (names become ``class_names``) or an integer column (``num_classes`` is
-then the largest training label + 1, which costs one pass over the label column; a class
-below it without a training image, as 1-based labels leave class 0, is refused).
+``ClassLabel`` (names become ``class_names``) or an integer column. Its class count is
+the ``ClassLabel``'s; for integers, the recipe's ``num_classes`` or else the largest
+training label + 1, which costs one pass over the label column (a class below it without
+a training image, as 1-based labels leave class 0, is refused). A recipe that declares
+``num_classes`` also lets a dry run build the real head without the data.
+
+``mean`` and ``std`` give the training images' own statistics (CIFAR's); without them the
+model normalises with ImageNet's.
 
 ``test_split`` defaults to the first of ``validation``, ``val``, ``test`` that exists:
 hub datasets such as ImageNet-1k publish an unlabelled ``test`` split next to the
@@ -45,7 +50,10 @@ from sat_toolkit.data.transforms import (
     DecodedImageDataset,
     ImageSizeParam,
     LightingParam,
+    MeanParam,
+    StdParam,
     Transform,
+    check_image_params,
     normalisation_stats,
 )
 from sat_toolkit.errors import SatError, first_line
@@ -97,6 +105,9 @@ class HubImages:
         image_size: side of the square images served.
         channels: 3 (RGB) or 1 (grey); every image is converted to it.
         augmentation, color_jitter, lighting, crop_padding: see :class:`Augmentation`.
+        num_classes: the class count; checked against a ``ClassLabel`` column, read instead
+            of the labels of an integer one.
+        mean, std: per-channel statistics of the training pixels; default ImageNet's.
         revision: a hub revision (branch, tag or commit) to pin ``id`` to.
         limit_train: keep a seeded sample of N training images.
         limit_test: keep a seeded sample of N test images.
@@ -121,6 +132,9 @@ class HubImages:
         color_jitter: ColorJitterParam = None,
         lighting: LightingParam = None,
         crop_padding: CropPaddingParam = None,
+        num_classes: Annotated[int | None, Param(ge=2)] = None,
+        mean: MeanParam = None,
+        std: StdParam = None,
         revision: str | None = None,
         limit_train: Limit = None,
         limit_test: Limit = None,
@@ -147,6 +161,9 @@ class HubImages:
             lighting=lighting,
             crop_padding=crop_padding,
         )
+        self.num_classes = num_classes
+        self.mean, self.std = mean, std
+        self.statistics = normalisation_stats(channels, mean, std, dataset=self.name)
         self.revision = revision
         self.limit_train = limit_train
         self.limit_test = limit_test
@@ -156,6 +173,10 @@ class HubImages:
         self._info: DatasetInfo | None = None
         if self.path is not None:
             self._check_path(self.path)
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> None:
+        check_image_params(cls, params)
 
     def params(self) -> dict[str, Any]:
         return {
@@ -168,6 +189,9 @@ class HubImages:
             "image_size": self.image_size,
             "channels": self.channels,
             **self.augmentation.params(),
+            "num_classes": self.num_classes,
+            "mean": None if self.mean is None else list(self.mean),
+            "std": None if self.std is None else list(self.std),
             "revision": self.revision,
             "limit_train": self.limit_train,
             "limit_test": self.limit_test,
@@ -312,18 +336,27 @@ class HubImages:
         return column.to_numpy().astype(np.int64, copy=True)
 
     def info(self) -> DatasetInfo:
-        """From the train split's features; integer labels cost one pass over the label column."""
+        """From the train split's features; integer labels without ``num_classes`` cost one pass
+        over the label column."""
         if self._info is None:
             feature = self.train_features().get(self.label_column)
             if isinstance(feature, datasets.ClassLabel):
                 num_classes, names = feature.num_classes, tuple(feature.names)
+                if self.num_classes not in (None, num_classes):
+                    raise SatError(
+                        f"dataset 'hub': num_classes = {self.num_classes}, but column '{self.label_column}' "
+                        f"of {self._where()} is a ClassLabel of {num_classes} classes; set num_classes = "
+                        f"{num_classes} (or remove it), or pick the label column you meant"
+                    )
+            elif self.num_classes is not None:
+                num_classes, names = self.num_classes, None  # load() refuses a label outside it
             else:
                 labels = self.labels(self.table("train"))
                 num_classes, names = (int(labels.max()) + 1 if len(labels) else 0), None
                 self._refuse_empty_classes(labels)
             if num_classes < 2:
                 raise SatError(f"dataset 'hub': {self._where()} has {num_classes} classes; need at least 2")
-            mean, std = normalisation_stats(self.channels)
+            mean, std = self.statistics
             self._info = DatasetInfo(
                 num_classes=num_classes,
                 channels=self.channels,
@@ -360,10 +393,15 @@ class HubImages:
             num_classes = self.info().num_classes
             if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
                 bad = int(labels.min()) if labels.min() < 0 else int(labels.max())
+                if bad < 0:
+                    hint = "; it is unlabelled, pick a labelled test_split"
+                elif self.num_classes is not None:
+                    hint = f"; raise num_classes ({self.num_classes}) or pick the label column you meant"
+                else:
+                    hint = ""
                 raise SatError(
                     f"dataset 'hub': split '{self.split_name(split)}' has label {bad} "
-                    f"outside 0..{num_classes - 1}"
-                    + ("; it is unlabelled, pick a labelled test_split" if bad < 0 else "")
+                    f"outside 0..{num_classes - 1}{hint}"
                 )
             transform = self.augmentation.transform(split)
             self._cache[split] = HubSplit(table, self.image_column, labels, transform, self.channels)

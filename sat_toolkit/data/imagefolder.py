@@ -35,7 +35,10 @@ from sat_toolkit.data.transforms import (
     DecodedImageDataset,
     ImageSizeParam,
     LightingParam,
+    MeanParam,
+    StdParam,
     Transform,
+    check_image_params,
     normalisation_stats,
     pil_mode,
 )
@@ -158,6 +161,7 @@ class ImageFolder:
         test_split: folder name served as the ``"test"`` split (ImageNet's is ``val``).
         channels: 3 (RGB) or 1 (grey); every image is converted to it.
         augmentation, color_jitter, lighting, crop_padding: see :class:`Augmentation`.
+        mean, std: per-channel statistics of the training pixels; default ImageNet's.
         classes: the class folder names in label order; by default the train split's
             folders, sorted. Set it to evaluate on a machine that has only the test split.
         limit_train: keep a seeded sample of N training images.
@@ -178,6 +182,8 @@ class ImageFolder:
         color_jitter: ColorJitterParam = None,
         lighting: LightingParam = None,
         crop_padding: CropPaddingParam = None,
+        mean: MeanParam = None,
+        std: StdParam = None,
         classes: Sequence[str] | None = None,
         limit_train: Limit = None,
         limit_test: Limit = None,
@@ -194,6 +200,8 @@ class ImageFolder:
             lighting=lighting,
             crop_padding=crop_padding,
         )
+        self.mean, self.std = mean, std
+        self.statistics = normalisation_stats(channels, mean, std, dataset=self.name)
         for key, value in (("train_split", train_split), ("test_split", test_split)):
             if not isinstance(value, str) or not value or "/" in value:
                 raise SatError(f"dataset 'imagefolder': {key} must be a folder name, got {value!r}")
@@ -212,6 +220,10 @@ class ImageFolder:
         self._cache: dict[str, ImageFolderSplit] = {}
         self._class_names: list[str] | None = None
 
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> None:
+        check_image_params(cls, params)
+
     def params(self) -> dict[str, Any]:
         return {
             "path": str(self.path),
@@ -220,6 +232,8 @@ class ImageFolder:
             "test_split": self.test_split,
             "channels": self.channels,
             **self.augmentation.params(),
+            "mean": None if self.mean is None else list(self.mean),
+            "std": None if self.std is None else list(self.std),
             "classes": self.classes,
             "limit_train": self.limit_train,
             "limit_test": self.limit_test,
@@ -257,9 +271,10 @@ class ImageFolder:
         return self._class_names
 
     def info(self) -> DatasetInfo:
-        """Classes from the folder names (a directory listing, nothing decoded); ImageNet statistics."""
+        """Classes from the folder names (a directory listing, nothing decoded); the recipe's
+        statistics, else ImageNet's."""
         names = self.class_names()
-        mean, std = normalisation_stats(self.channels)
+        mean, std = self.statistics
         return DatasetInfo(
             num_classes=len(names),
             channels=self.channels,

@@ -90,3 +90,33 @@ class DatasetInfo:
             raise SatError(f"DatasetInfo: missing key '{missing[0]}'")
         class_names: Sequence[str] | None = data.get("class_names")
         return cls(**{**dict(data), "class_names": None if class_names is None else tuple(class_names)})
+
+
+def checked_statistics(
+    mean: Sequence[float], std: Sequence[float], channels: int, *, names: tuple[str, str]
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(mean, std)`` with one value per channel, in the [0, 1] pixel space a model takes.
+
+    The one check for statistics a user types (a recipe's ``data.mean`` / ``data.std``,
+    eval's ``--mean`` / ``--std``): a single value stands for every channel (``--mean 0
+    --std 1``: no normalisation), and 8-bit statistics (125.3 for 0.4914) are refused,
+    since a model would otherwise train or be scored on inputs off by a factor of 255
+    with no other sign. ``names`` say in the error what to fix (``("--mean", "--std")``).
+    """
+    checked = []
+    for given, name in ((mean, names[0]), (std, names[1])):
+        values = tuple(float(v) for v in given)
+        if len(values) == 1:
+            values *= channels
+        if len(values) != channels:
+            wanted = "1 value" if channels == 1 else f"1 or {channels} values (one per channel)"
+            raise SatError(f"{name}: the data has {channels} channel(s); give {wanted}, got {len(values)}")
+        checked.append(values)
+    mean_values, std_values = checked
+    if not all(0 <= m <= 1 for m in mean_values) or not all(0 < v <= 1 for v in std_values):
+        raise SatError(
+            f"{names[0]} {list(mean_values)} / {names[1]} {list(std_values)}: the model sees pixels in "
+            "[0, 1], so a mean lies in [0, 1] and a std in (0, 1]; for 8-bit statistics divide by 255 "
+            "(e.g. 125.3 -> 0.4914)"
+        )
+    return mean_values, std_values

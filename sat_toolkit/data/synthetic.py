@@ -23,7 +23,14 @@ from torch.utils.data import Dataset
 
 from sat_toolkit.data.base import SPLITS
 from sat_toolkit.data.info import DatasetInfo
-from sat_toolkit.data.transforms import ChannelsParam, ImageSizeParam, normalisation_stats, single_threaded
+from sat_toolkit.data.transforms import (
+    ChannelsParam,
+    ImageSizeParam,
+    MeanParam,
+    StdParam,
+    normalisation_stats,
+    single_threaded,
+)
 from sat_toolkit.errors import SatError
 from sat_toolkit.params import Param
 
@@ -89,6 +96,8 @@ class Synthetic:
         train_size: images in the training split.
         test_size: images in the test split.
         seed: changes every image and label.
+        mean, std: the normalisation reported to the model (a dry run passes the recipe's);
+            default ImageNet's.
     """
 
     name = "synthetic"
@@ -102,6 +111,8 @@ class Synthetic:
         train_size: Annotated[int, Param(ge=1)] = 1024,
         test_size: Annotated[int, Param(ge=1)] = 256,
         seed: Annotated[int, Param(ge=0)] = 0,
+        mean: MeanParam = None,
+        std: StdParam = None,
     ) -> None:
         self.num_classes = num_classes
         self.image_size = image_size
@@ -109,6 +120,8 @@ class Synthetic:
         self.train_size = train_size
         self.test_size = test_size
         self.seed = seed
+        self.mean, self.std = mean, std
+        self.statistics = normalisation_stats(channels, mean, std, dataset=self.name)
 
     def params(self) -> dict[str, Any]:
         return {
@@ -118,10 +131,12 @@ class Synthetic:
             "train_size": self.train_size,
             "test_size": self.test_size,
             "seed": self.seed,
+            "mean": None if self.mean is None else list(self.mean),
+            "std": None if self.std is None else list(self.std),
         }
 
     def info(self) -> DatasetInfo:
-        mean, std = normalisation_stats(self.channels)
+        mean, std = self.statistics
         return DatasetInfo(
             num_classes=self.num_classes,
             channels=self.channels,

@@ -20,9 +20,10 @@ to float happens once, at the end, before the lighting noise.
 
 :data:`IMAGENET_MEAN` / :data:`IMAGENET_STD` are the usual ImageNet training-set
 statistics of [0, 1] RGB pixels; the image datasets report them in ``DatasetInfo``
-(computing statistics over a million files is not worth it: they only condition the
-input, and a checkpoint stores whatever values it was trained with). Grey images get
-their channel averages.
+unless the recipe gives its own ``mean`` and ``std`` (CIFAR's, say): computing statistics
+over a million files is not worth it, since they only condition the input and a
+checkpoint stores whatever values it was trained with. Grey images get their channel
+averages.
 
 torchvision is imported lazily: importing ``transforms.v2`` costs seconds, which the
 plugin listing and every command that never touches image files should not pay.
@@ -36,7 +37,7 @@ import dataclasses
 import math
 import operator
 import typing
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
@@ -44,6 +45,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from sat_toolkit.data.info import checked_statistics
 from sat_toolkit.errors import SatError
 from sat_toolkit.params import Param
 
@@ -77,9 +79,30 @@ PCA_EIGVEC = (
 Transform = Callable[[Any], torch.Tensor]
 
 
-def normalisation_stats(channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """``(mean, std)`` for ImageNet-like images with 1 or 3 channels."""
-    return (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else (GREY_MEAN, GREY_STD)
+def normalisation_stats(
+    channels: int,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    *,
+    dataset: str = "",
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(mean, std)``: the recipe's statistics of its images, else ImageNet's (1 or 3 channels).
+
+    Given, they come in pairs: a CIFAR mean under ImageNet's std would normalise with the
+    statistics of no dataset at all.
+    """
+    if mean is None and std is None:
+        return (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else (GREY_MEAN, GREY_STD)
+    if mean is None or std is None:
+        given, absent = ("mean", "std") if std is None else ("std", "mean")
+        raise SatError(
+            f"dataset '{dataset}': {given} needs {absent} too: set both (the statistics of your training "
+            "images), or neither for ImageNet's"
+        )
+    try:
+        return checked_statistics(mean, std, channels, names=("mean", "std"))
+    except SatError as exc:
+        raise SatError(f"dataset '{dataset}': {exc}") from None
 
 
 def pil_mode(channels: int) -> str:
@@ -173,6 +196,18 @@ CropPaddingParam = Annotated[
 # The served images' shape, declared once for every dataset plugin that decodes or makes images.
 ImageSizeParam = Annotated[int, Param(ge=1, le=8192, doc="side of the square images served")]
 ChannelsParam = Annotated[Literal[1, 3], Param(doc="3 (RGB) or 1 (grey); every image is converted to it")]
+# The normalisation a decoding dataset reports to the model (its first layer applies it).
+MeanParam = Annotated[
+    tuple[float, ...] | None,
+    Param(
+        doc="per-channel mean of the training pixels in [0, 1], applied inside the model; "
+        "set with std; default ImageNet's"
+    ),
+]
+StdParam = Annotated[
+    tuple[float, ...] | None,
+    Param(doc="per-channel std of the training pixels in [0, 1]; set with mean; default ImageNet's"),
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -277,6 +312,29 @@ class Augmentation:
         if split == "train" and self.lighting > 0:
             steps.append(Lighting(self.lighting))
         return v2.Compose(steps)
+
+
+def check_image_params(cls: type, params: Mapping[str, Any]) -> None:
+    """A decoding dataset's checks between its keys, as its ``check_params`` hook.
+
+    They run when the recipe is validated, so a dry run, which replaces the data with
+    synthetic images, refuses the values the real run would (crop_padding with the
+    ImageNet pipeline, a mean for 2 of 3 channels); the constructor runs the same
+    functions again to fill in the defaults.
+    """
+    from sat_toolkit.params import defaults
+
+    values = {**defaults(cls), **params}
+    Augmentation.checked(
+        cls.name,
+        values["augmentation"],
+        values["image_size"],
+        values["channels"],
+        color_jitter=values["color_jitter"],
+        lighting=values["lighting"],
+        crop_padding=values["crop_padding"],
+    )
+    normalisation_stats(values["channels"], values["mean"], values["std"], dataset=cls.name)
 
 
 class ServedSize:

@@ -81,6 +81,11 @@ def dry_run_recipe(raw: Mapping[str, Any], image_size: int | None = None, *, out
         # A handful of generated images needs no worker processes (a recipe may ask for 16).
         "num_workers": min(int(data.get("num_workers", 0)), 1),
     }
+    # The model normalises as the real run's would: with the data's statistics, or the recipe's.
+    statistics = {"mean": info.mean, "std": info.std} if info is not None else data
+    for key in ("mean", "std"):
+        if statistics.get(key) is not None:
+            recipe["data"][key] = list(statistics[key])
     train = dict(recipe.get("train") or {})
     train.update({"steps": DRY_RUN_STEPS, "epochs": 1, "validate_every_epochs": 0, "log_every_steps": 1})
     recipe["train"] = train

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sat_toolkit.data.info import checked_statistics
 from sat_toolkit.errors import SatError
 from sat_toolkit.models.normalize import Normalize, NormalizedModel
 from sat_toolkit.models.tensor_check import first_unusable
@@ -109,17 +110,6 @@ def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: st
     model.load_state_dict(state, strict=True)
 
 
-def per_channel(values: Sequence[float], channels: int, name: str) -> tuple[float, ...]:
-    """One value per channel (a single value is used for every channel)."""
-    values = tuple(float(v) for v in values)
-    if len(values) == 1:
-        values = values * channels
-    if len(values) != channels:
-        wanted = "1 value" if channels == 1 else f"1 or {channels} values (one per channel)"
-        raise SatError(f"--{name}: the data has {channels} channel(s); give {wanted}, got {len(values)}")
-    return values
-
-
 def build_timm_model(
     architecture: str,
     arch_kwargs: Mapping[str, Any],
@@ -135,13 +125,7 @@ def build_timm_model(
     from sat_toolkit.models.timm_model import TimmModel
 
     TimmModel(architecture, **arch_kwargs)  # the same checks and hints as a recipe's [model]
-    mean = per_channel(mean, channels, "mean")
-    std = per_channel(std, channels, "std")
-    if not all(0 <= m <= 1 for m in mean) or not all(0 < v <= 1 for v in std):
-        raise SatError(
-            f"--mean {list(mean)} / --std {list(std)}: the model sees pixels in [0, 1], so a mean lies in "
-            "[0, 1] and a std in (0, 1]; for 8-bit statistics divide by 255 (e.g. 125.3 -> 0.4914)"
-        )
+    mean, std = checked_statistics(mean, std, channels, names=("--mean", "--std"))
     try:
         body = timm.create_model(
             architecture, pretrained=False, num_classes=num_classes, in_chans=channels, **arch_kwargs
