@@ -396,6 +396,22 @@ def test_eval_data_option_keeps_what_the_model_was_trained_on_and_refuses_anothe
     )
 
 
+def test_eval_refuses_a_dataset_with_other_classes_than_the_model_was_trained_on(tmp_path: Path) -> None:
+    """A CIFAR-10 model on a CIFAR-100 copy: once an error naming the Python argument `y`
+    (labels beyond 9), or numbers for the test images that happened to be labelled below 10."""
+    copy = cifar_copy(tmp_path, {"fine_label": 100, "coarse_label": 20})
+    data = {"name": "hub", **_recipe_data("cifar100_preact_resnet18.toml", copy)}
+    model_file = _cifar_model_file(tmp_path, data)  # records the 100-class data, has 10 outputs
+    args = ["eval", str(model_file), "--suite", "none", "--attack", "pgd:steps=2", "--samples", "8",
+            "--no-checks", "--device", "cpu"]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: the dataset has 100 classes but the model was trained on 10 (its file records them); "
+        "evaluate it on the dataset it was trained on (with hub data, check --data's label_column)"
+    )
+
+
 def test_a_dry_run_on_a_local_copy_that_does_not_fit_the_recipe_stops_as_the_run_would(
     tmp_path: Path,
 ) -> None:

@@ -218,6 +218,10 @@ def test_a_checkpoint_path_for_timm_to_load_is_refused_on_every_route(tmp_path: 
     ("extra", "message"),
     [
         (["--num-classes", "12"], "weight 'fc.weight' has shape (10, 512) but the model expects (12, 512)"),
+        (
+            ["--num-classes", "5"],
+            "--num-classes 5: the dataset's labels run to 9, beyond the model's outputs",
+        ),
         (["--arch", "resnet10tt"], "unknown architecture 'resnet10tt'"),
         (["--mean", "0.1,0.2"], "--mean: the data has 1 channel(s); give 1 value, got 2"),
         (["--mean", "77", "--std", "60"], "for 8-bit statistics divide by 255"),

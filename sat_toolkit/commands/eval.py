@@ -170,7 +170,7 @@ def eval_command(
         loaded = _load_sat_model(model_path)
         dataset_spec = _dataset_spec(loaded.dataset, data, data_path)
         source = _recorded_dataset(dataset_spec, None if data else loaded.plugins)
-        _check_served_shape(source.info(), loaded.model.sat_config["data_info"])
+        _check_served_data(source.info(), loaded.model.sat_config["data_info"])
     else:
         if data is None:
             raise SatError(
@@ -319,6 +319,12 @@ def _load_foreign_model(
             "(--mean 0 --std 1 if the model normalises nothing)"
         )
     architecture, arch_kwargs = _arch_option(arch)
+    if num_classes is not None and num_classes < info.num_classes:
+        raise SatError(
+            f"--num-classes {num_classes}: the dataset's labels run to {info.num_classes - 1}, beyond the "
+            f"model's outputs; give --num-classes {info.num_classes}, or the dataset the weights were "
+            "trained on"
+        )
     classes = num_classes or info.num_classes
     model = build_timm_model(
         architecture, arch_kwargs, num_classes=classes, channels=info.channels,
@@ -398,18 +404,26 @@ def _dataset_spec(
     return spec
 
 
-def _check_served_shape(served: Any, trained: dict[str, Any]) -> None:
-    """The images the dataset serves must be those the model was trained on: a 32 px CIFAR
-    model scored on 224 px crops gives numbers that look normal and mean nothing."""
+def _check_served_data(served: Any, trained: dict[str, Any]) -> None:
+    """The images and classes the dataset serves must be those the model was trained on: a
+    32 px CIFAR model scored on 224 px crops gives numbers that look normal and mean nothing,
+    and a CIFAR-10 model's ten outputs say nothing about CIFAR-100's labels."""
     from sat_toolkit.data.info import DatasetInfo
 
-    want = tuple(DatasetInfo.from_dict(trained).input_shape)
+    recorded = DatasetInfo.from_dict(trained)
+    want = tuple(recorded.input_shape)
     got = tuple(served.input_shape)
     if got != want:
         raise SatError(
             f"the dataset serves {'x'.join(map(str, got))} images but the model was trained on "
             f"{'x'.join(map(str, want))} (its file records them); give --data the dataset's "
             f"image_size and channels (e.g. --data NAME:image_size={want[1]},channels={want[0]})"
+        )
+    if served.num_classes != recorded.num_classes:
+        raise SatError(
+            f"the dataset has {served.num_classes} classes but the model was trained on "
+            f"{recorded.num_classes} (its file records them); evaluate it on the dataset it was trained "
+            "on (with hub data, check --data's label_column)"
         )
 
 
