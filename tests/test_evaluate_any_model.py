@@ -291,12 +291,21 @@ def test_eval_cli_takes_half_precision_weights_as_the_widened_fp32_model(
 def test_eval_cli_arch_needs_normalisation_and_data(tmp_path: Path) -> None:
     weights = tmp_path / "w.safetensors"
     save_file({"x": torch.zeros(1)}, str(weights))
-    no_norm = CliRunner().invoke(cli, ["eval", str(weights), "--arch", "resnet10t", "--data", "digits"])
+    no_norm = CliRunner().invoke(
+        cli, ["eval", str(weights), "--arch", "resnet10t", "--data", "digits", "--eps", "0.1"]
+    )
     assert no_norm.exit_code == 2 and "--mean and --std" in no_norm.output
     no_data = CliRunner().invoke(
         cli, ["eval", str(weights), "--arch", "resnet10t", "--mean", "0", "--std", "1"]
     )
     assert no_data.exit_code == 2 and "--data NAME" in no_data.output
+    no_eps = CliRunner().invoke(
+        cli, ["eval", str(weights), "--arch", "resnet10t", "--data", "digits", "--mean", "0", "--std", "1"]
+    )
+    assert no_eps.exit_code == 2 and no_eps.output.strip().splitlines()[-1] == (
+        "Error: --arch: a weights file does not say which eps it was trained for; pass --eps, in [0, 1] "
+        "pixels (L-inf: 8/255 is CIFAR's usual budget, 4/255 ImageNet's)"
+    )
     foreign = CliRunner().invoke(cli, ["eval", str(weights), "--eps", "0.1"])
     assert foreign.exit_code == 2 and "carries no sat_config" in foreign.output
 

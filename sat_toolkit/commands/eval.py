@@ -176,6 +176,10 @@ def eval_command(
             raise SatError(
                 "--arch: say which dataset to evaluate on with --data NAME (e.g. --data fashion_mnist)"
             )
+        if eps_text is None:
+            raise SatError(
+                f"--arch: a weights file does not say which eps it was trained for; pass --eps, {EPS_HINT}"
+            )
         dataset_spec = _dataset_spec(None, data, data_path)
         source = create_dataset(dataset_spec)
         loaded = _load_foreign_model(model_path, arch, source.info(), num_classes, mean, std)
@@ -427,6 +431,9 @@ def _check_served_data(served: Any, trained: dict[str, Any]) -> None:
         )
 
 
+EPS_HINT = "in [0, 1] pixels (L-inf: 8/255 is CIFAR's usual budget, 4/255 ImageNet's)"
+
+
 def _threat_model(train_attack: dict[str, Any], eps_text: str | None, norm: str | None) -> tuple[float, str]:
     """eps and norm: the options where given, else the training attack's.
 
@@ -436,7 +443,7 @@ def _threat_model(train_attack: dict[str, Any], eps_text: str | None, norm: str 
     if eps_text is not None:
         return _parse_eps(eps_text), norm or trained
     if "eps" not in train_attack:
-        raise SatError("the model file does not record its training eps; pass --eps (e.g. --eps 4/255)")
+        raise SatError(f"the model file does not record its training eps; pass --eps, {EPS_HINT}")
     if norm is not None and norm != trained:
         raise SatError(
             f"--norm {norm}: the model was trained under {trained}, so its training eps "
