@@ -387,7 +387,9 @@ def test_eval_data_option_keeps_what_the_model_was_trained_on_and_refuses_anothe
         cli, [*base, "--data", "hub:image_column=img", "--output", str(tmp_path / "r.json")]
     )
     assert kept.exit_code == 0, kept.output
-    assert json.loads((tmp_path / "r.json").read_text())["n_examples"] == 8
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["n_examples"] == 8 and report["input_shape"] == [3, SIDE, SIDE]
+    assert report["normalization"] == {"mean": [0.5] * 3, "std": [0.25] * 3}  # what the model applies
     other = CliRunner().invoke(cli, [*base, "--data", "hub:image_column=img,image_size=64"])
     assert other.exit_code == 2 and "Traceback" not in other.output
     assert other.output.strip().splitlines()[-1] == (

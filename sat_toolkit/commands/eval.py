@@ -212,6 +212,7 @@ def eval_command(
     click.echo(format_table(("attack", "accuracy", "attacked", "zero-grad", "seconds"), rows))
 
     result: dict[str, Any] = {"model": str(loaded.file), **loaded.description, "dataset": dataset_spec}
+    result["input_shape"] = list(source.info().input_shape)  # the images as served: C x H x W
     result.update(evaluation.to_dict())
     result["plugins"] = _with_dataset(result["plugins"], dataset_spec)
     if evaluation.sweep:
@@ -304,7 +305,11 @@ def _load_sat_model(model_path: Path) -> _LoadedModel:
     return _LoadedModel(
         model=model,
         file=model_file,
-        description={"architecture": config.get("model"), "activation": config.get("activation")},
+        description={
+            "architecture": config.get("model"),
+            "activation": config.get("activation"),
+            "normalization": {key: config["data_info"][key] for key in ("mean", "std")},
+        },
         dataset=config.get("dataset"),
         train_attack=dict(config.get("train_attack") or {}),
         num_classes=int(config["data_info"]["num_classes"]),
