@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sat_toolkit.errors import SatError
+from sat_toolkit.errors import SatError, first_line
 
 
 def default_device() -> torch.device:
@@ -74,9 +74,8 @@ def resolve_device(name: str | torch.device | None) -> torch.device:
     try:
         torch.empty(1, device=device)
     except (RuntimeError, AssertionError, AttributeError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise SatError(
-            f"--device {str(name)!r} is not usable on this machine ({first}); "
+            f"--device {str(name)!r} is not usable on this machine ({first_line(exc)}); "
             f"use --device {default_device().type} or leave --device out"
         ) from None
     return device

@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import nn
 
-from sat_toolkit.errors import SatError
+from sat_toolkit.errors import SatError, first_line
 from sat_toolkit.parsing import loads_json
 from sat_toolkit.recipe.rundir import MODEL_FILE
 
@@ -115,7 +115,7 @@ def load_model(location: str | Path, device: str | None = None) -> nn.Module:
     except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a hand-edited or damaged config
         raise SatError(
             f"{path}: its sat_config does not describe a model this toolkit can rebuild "
-            f"({type(exc).__name__}: {exc}); export it again"
+            f"({first_line(exc, with_type=True)}); export it again"
         ) from None
     name = config["model"].get("name", "model") if isinstance(config["model"], dict) else "model"
     try:

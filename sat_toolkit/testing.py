@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from sat_toolkit.data.checks import PREFLIGHT_ITEMS, split_problems
+from sat_toolkit.errors import first_line
 from sat_toolkit.plugins.contracts import constructor_signature, contract_problems
 from sat_toolkit.plugins.specs import PluginKind
 
@@ -291,8 +292,8 @@ def check_dataset(cls: Any, *, items: int = PREFLIGHT_ITEMS, **params: Any) -> N
 
 # -- shared helpers ------------------------------------------------------------------------
 def _describe(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    """What a plugin raised, as one line with its class (conformance reports list many)."""
+    return first_line(exc, with_type=True)
 
 
 def _names(names: list[str]) -> str:

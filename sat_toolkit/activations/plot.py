@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from sat_toolkit.activations.factory import ActivationSpec, create_activation, resolve_activation, split_spec
-from sat_toolkit.errors import SatError
+from sat_toolkit.errors import SatError, first_line
 from sat_toolkit.phase import attack_phase
 
 Curves = tuple[torch.Tensor, torch.Tensor]
@@ -64,8 +64,7 @@ def _one_line(error: Exception) -> str:
     """An exception as one short line (a plugin's message may span many)."""
     if isinstance(error, SatError):
         return error.message
-    text = (str(error).strip().splitlines() or [""])[0][:200]
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return first_line(error, with_type=True)
 
 
 def _with_parameter(name: str, params: Mapping[str, object], missing: str) -> str:

@@ -24,7 +24,7 @@ from sat_toolkit.data.base import DatasetSource, Limit
 from sat_toolkit.data.idx import IdxFormatError, read_idx
 from sat_toolkit.data.info import DatasetInfo
 from sat_toolkit.data.store import build_store
-from sat_toolkit.errors import SatError
+from sat_toolkit.errors import SatError, first_line
 from sat_toolkit.params import Param
 
 DEFAULT_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -197,11 +197,9 @@ class FashionMNIST(DatasetSource):
             except SatError:
                 raise
             except Exception as exc:  # network, auth, cache: all mean "not from the hub"
-                detail = (
-                    f"{type(exc).__name__}: {str(exc).splitlines()[0]}" if str(exc) else type(exc).__name__
-                )
                 raise SatError(
-                    f"dataset 'fashion_mnist': no local files and the hub failed ({detail}); {HOW_TO_GET}"
+                    f"dataset 'fashion_mnist': no local files and the hub failed "
+                    f"({first_line(exc, with_type=True)}); {HOW_TO_GET}"
                 ) from None
         else:
             images, labels = read_split(Path(where), split)

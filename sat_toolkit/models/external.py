@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from sat_toolkit.data.info import checked_statistics
-from sat_toolkit.errors import SatError
+from sat_toolkit.errors import SatError, first_line
 from sat_toolkit.models.normalize import Normalize, NormalizedModel
 from sat_toolkit.models.tensor_check import first_unusable
 
@@ -58,8 +58,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                     f"{path} is a TorchScript archive or holds objects other than tensors; it is refused "
                     "because loading it could run code: save model.state_dict() (torch.save or safetensors)"
                 ) from None
-            first = text.splitlines()[0] if text else ""
-            raise SatError(f"{path}: not a readable torch file ({type(exc).__name__}: {first})") from None
+            raise SatError(f"{path}: not a readable torch file ({first_line(exc, with_type=True)})") from None
     return _flatten(state, path)
 
 
@@ -143,9 +142,8 @@ def check_forward(model: nn.Module, architecture: str, input_shape: tuple[int, .
         with torch.no_grad():
             model.eval()(torch.rand(1, *input_shape))
     except Exception as exc:
-        size = "x".join(str(v) for v in input_shape)
-        first = str(exc).splitlines()[0] if str(exc) else ""
+        size, failure = "x".join(str(v) for v in input_shape), first_line(exc, with_type=True)
         raise SatError(
-            f"--arch {architecture} fails on the dataset's {size} images ({type(exc).__name__}: {first}); "
+            f"--arch {architecture} fails on the dataset's {size} images ({failure}); "
             "pass img_size (and patch_size) if the architecture takes them, e.g. --arch NAME:img_size=32"
         ) from None

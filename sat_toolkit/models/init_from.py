@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sat_toolkit.errors import SatError
+from sat_toolkit.errors import SatError, first_line
 from sat_toolkit.models.tensor_check import first_unusable
 
 #: The prefix a sat-toolkit export puts before the body's tensors (NormalizedModel.body).
@@ -41,8 +41,7 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
                 "once with safetensors.torch.save_file(torch.load(path, weights_only=True), "
                 "'weights.safetensors')"
             ) from None
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise SatError(f"{KEY}: '{path}' is not a readable safetensors file ({first})") from None
+        raise SatError(f"{KEY}: '{path}' is not a readable safetensors file ({first_line(exc)})") from None
 
 
 def _looks_pickled(file: Path) -> bool:

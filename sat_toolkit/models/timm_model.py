@@ -24,7 +24,7 @@ from sat_toolkit.activations.surgery import (
     find_functional_activations,
 )
 from sat_toolkit.data.info import DatasetInfo
-from sat_toolkit.errors import SatError
+from sat_toolkit.errors import SatError, first_line
 from sat_toolkit.models.base import ModelBuilder
 from sat_toolkit.models.init_from import load_initial_weights
 from sat_toolkit.models.normalize import NormalizedModel
@@ -119,7 +119,7 @@ class TimmModel(ModelBuilder):
             size = "x".join(str(v) for v in info.input_shape)
             raise SatError(
                 f"model 'timm' ({self.architecture}) fails on a {size} input "
-                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                f"({first_line(exc, with_type=True)}); "
                 "pass img_size if the architecture takes it, or pick another architecture"
             ) from None
         report.functional_checked = True

@@ -31,7 +31,7 @@ from typing import Any
 
 import pluggy
 
-from sat_toolkit.errors import PluginConflictError, PluginLoadError, UnknownPluginError
+from sat_toolkit.errors import PluginConflictError, PluginLoadError, UnknownPluginError, first_line
 from sat_toolkit.plugins import specs
 from sat_toolkit.plugins.contracts import NAME_PATTERN, contract_problems, describe_violation
 from sat_toolkit.plugins.specs import PluginKind
@@ -98,11 +98,6 @@ def blocked_plugin_names(value: str | None = None) -> set[str]:
 def _distribution_of(ep: importlib_metadata.EntryPoint) -> str:
     """The normalised name of the distribution declaring ``ep`` (``?`` when unknown)."""
     return normalise_distribution(ep.dist.metadata["Name"]) if ep.dist is not None else "?"
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 # Each distinct plugin warning is printed once per process: the host is loaded by more
@@ -220,7 +215,7 @@ class PluginHost:
                     plugin_id = f"{source.distribution}:{ep.name}"
                     self._pm.register(module, name=plugin_id)
                 except Exception as exc:  # a broken third-party plugin must not break us
-                    error = _describe(exc)
+                    error = first_line(exc, with_type=True)
                     self._module_failures.append(self._module_record(source, "failed", error))
                     _warn_once(f"{source.label} failed to load: {error}")
                     continue
@@ -306,7 +301,7 @@ class PluginHost:
                         f"{kind.hook_name}() must return a list of classes, got {type(classes).__name__}"
                     )
             except Exception as exc:
-                error = _describe(exc)
+                error = first_line(exc, with_type=True)
                 record(f"({source.entry_point})", "failed", error=error)
                 _warn_once(f"{source.label} failed to register its {kind.value}s: {error}")
                 continue
