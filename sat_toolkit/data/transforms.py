@@ -47,7 +47,7 @@ from torch.utils.data import Dataset
 
 from sat_toolkit.data.info import checked_statistics
 from sat_toolkit.errors import SatError
-from sat_toolkit.params import Param
+from sat_toolkit.params import Param, defaults
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -322,8 +322,6 @@ def check_image_params(cls: type, params: Mapping[str, Any]) -> None:
     ImageNet pipeline, a mean for 2 of 3 channels); the constructor runs the same
     functions again to fill in the defaults.
     """
-    from sat_toolkit.params import defaults
-
     values = {**defaults(cls), **params}
     Augmentation.checked(
         cls.name,
