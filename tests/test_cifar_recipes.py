@@ -329,7 +329,7 @@ def test_a_declared_class_count_is_read_instead_of_the_integer_labels_and_bounds
         ),
         (
             {"std": [0.2, 0.0, 0.2]},
-            "data.mean: [0.4914, 0.4822, 0.4465] / std [0.2, 0.0, 0.2]: the model sees",
+            "data.std: [0.2, 0.0, 0.2]: the model sees pixels in [0, 1], so a std lies in (0, 1]",
         ),
     ],
 )
@@ -350,9 +350,8 @@ def test_recipe_validate_names_8_bit_statistics_and_the_fix() -> None:
     assert result.exit_code == 2 and "Traceback" not in result.output
     line = result.output.strip().splitlines()[-1]
     assert line.startswith("Error: ") and line.endswith(
-        "cifar10_preact_resnet18.toml: data.mean: [125.3, 123.0, 113.9] / std [0.247, 0.2435, 0.2616]: the "
-        "model sees pixels in [0, 1], so a mean lies in [0, 1] and a std in (0, 1]; for 8-bit statistics "
-        "divide by 255 (e.g. 125.3 -> 0.4914) (from --set)"
+        "cifar10_preact_resnet18.toml: data.mean: [125.3, 123.0, 113.9]: the model sees pixels in [0, 1], "
+        "so a mean lies in [0, 1]; for 8-bit statistics divide by 255 (e.g. 125.3 -> 0.4914) (from --set)"
     )
 
 

@@ -427,8 +427,11 @@ def test_dataset_info_round_trips_and_validates() -> None:
     assert info.input_shape == (3, 32, 32)
     with pytest.raises(SatError, match=r"mean needs one value per channel \(3\)"):
         DatasetInfo(3, 3, (32, 32), (0.1,), (0.4, 0.5, 0.6))
-    with pytest.raises(SatError, match="std must be > 0"):
+    with pytest.raises(SatError, match=r"std \[0.0\]: the model sees pixels in \[0, 1\], so a std lies in"):
         DatasetInfo(3, 1, (8, 8), (0.1,), (0.0,))
+    # A plugin's statistics of uint8 pixels (a stranger's walk: trained at chance, no word).
+    with pytest.raises(SatError, match=r"mean \[77.5\]: .* in \[0, 1\]; for 8-bit statistics divide by 255"):
+        DatasetInfo(3, 1, (8, 8), (77.5,), (60.9,))
     with pytest.raises(SatError, match="unknown key 'colour'"):
         DatasetInfo.from_dict({**info.to_dict(), "colour": True})
 

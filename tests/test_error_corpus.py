@@ -93,6 +93,14 @@ RECIPES: dict[str, str] = {
             "batch_size = 64\n": "batch_size = 4\n",
         }
     ),
+    "three_classes_apgd_t": _recipe(
+        **{
+            'name = "digits"\n': 'name = "synthetic"\nnum_classes = 3\nimage_size = 8\nchannels = 1\n'
+            "train_size = 32\ntest_size = 8\n",
+            "batch_size = 64\n": "batch_size = 8\n",
+            "[attack.eval.apgd_ce]": '[attack.eval.apgd_t]\nname = "apgd_t"\n\n[attack.eval.apgd_ce]',
+        }
+    ),
     "imagefolder_no_split": _recipe(
         **{'name = "digits"\n': 'name = "imagefolder"\npath = "imf/train"\nimage_size = 16\n'}
     ),
@@ -325,6 +333,11 @@ CASES: list[tuple[str, list[str], str]] = [
     ("data path missing", ["run", "data_path_missing.toml"], "data.path: no such file or directory"),
     ("idx garbage", ["run", "idx_garbage.toml"], "not an IDX file"),
     ("corrupt image", ["run", "imagefolder_corrupt.toml"], "imf/train/a/2.png is not a readable image"),
+    (
+        "APGD-T on 3 classes",  # stopped the final evaluation, after training
+        ["run", "three_classes_apgd_t.toml"],
+        "attack 'apgd_t' (apgd_t) needs at least 4 classes and the model has 3; remove [attack.eval.apgd_t]",
+    ),
     ("image tree layout", ["run", "imagefolder_no_split.toml"], "expected the layout"),
     # -- eval: options and model files ---------------------------------------------------------
     ("eval --eps 2", ["eval", "good.safetensors", "--eps", "2"], "--eps 2 is larger than any linf"),

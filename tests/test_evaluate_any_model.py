@@ -402,3 +402,21 @@ def test_a_report_the_file_system_refuses_at_the_end_is_kept_and_located(tmp_pat
     kept = Path(message.rsplit("it is saved in ", 1)[1])
     assert kept.read_text() == '{"robust_accuracy": 0.5}\n'
     kept.unlink()
+
+
+def test_an_attack_whose_loss_needs_more_classes_is_refused_before_any_attack_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stranger's walk: on a 3-class model APGD-T (targeted DLR, 4 classes at least) stopped
+    the evaluation after APGD-CE had attacked every image, or, where APGD-CE had fooled them
+    all, was skipped and the suite's number written as if it had run."""
+    import sat_toolkit.evaluation.evaluate as evaluate_module
+
+    model = NormalizedModel(Normalize((0.5,), (0.5,)), nn.Sequential(nn.Flatten(), nn.Linear(64, 3)))
+    x, y = torch.rand(8, 1, 8, 8), torch.arange(8) % 3
+    monkeypatch.setattr(evaluate_module, "evaluate_robustness", lambda *a, **k: pytest.fail("attacked"))
+    with pytest.raises(SatError) as refused:
+        sat_toolkit.evaluate(model, x, y, eps=0.1, suite=None, checks=False, attacks=["apgd_ce", "apgd_t"])
+    assert refused.value.message.startswith(
+        "attack 'apgd_t' (apgd_t) needs at least 4 classes and the model has 3; leave it out"
+    )

@@ -118,6 +118,13 @@ class Attack(ABC):
         self._precision = Precision(precision, loss_scale)
         self._generators: dict[torch.device, torch.Generator] = {}
 
+    @property
+    def min_classes(self) -> int:
+        """The fewest classes the attack's loss is defined for (DLR: 3, targeted DLR: 4), so an
+        evaluation can refuse it before any attack runs rather than after the first."""
+        loss = getattr(self, "_loss", None)
+        return 2 if loss is None else int(loss.min_classes)
+
     @classmethod
     def check_params(cls, params: dict[str, Any]) -> None:
         """Constraints between parameters, on typed values (see :mod:`sat_toolkit.params`)."""

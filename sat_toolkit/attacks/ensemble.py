@@ -57,6 +57,10 @@ class Ensemble(Attack):
         self.attacks = [{"name": m.name, **m.hparams()} for m in self.members]  # rebuildable
         self.only_robust = only_robust
 
+    @property
+    def min_classes(self) -> int:
+        return max(getattr(member, "min_classes", 2) for member in self.members)
+
     @staticmethod
     def _shared(threat: Mapping[str, Any]) -> dict[str, Any]:
         """What members inherit unless they set it: the ensemble's threat model."""

@@ -55,8 +55,9 @@ class DatasetInfo:
                 raise SatError(
                     f"DatasetInfo: {key} needs one value per channel ({self.channels}), got {values}"
                 )
-        if min(self.std) <= 0:
-            raise SatError(f"DatasetInfo: std must be > 0 for every channel, got {self.std}")
+        problem = pixel_statistics_problem(self.mean, self.std)
+        if problem:  # a plugin's mean over uint8 pixels would train on inputs off by 255
+            raise SatError(f"DatasetInfo: {problem}")
         if self.class_names is not None and len(self.class_names) != self.num_classes:
             raise SatError(f"DatasetInfo: {len(self.class_names)} class_names for {self.num_classes} classes")
 
@@ -113,10 +114,23 @@ def checked_statistics(
             raise SatError(f"{name}: the data has {channels} channel(s); give {wanted}, got {len(values)}")
         checked.append(values)
     mean_values, std_values = checked
-    if not all(0 <= m <= 1 for m in mean_values) or not all(0 < v <= 1 for v in std_values):
-        raise SatError(
-            f"{names[0]} {list(mean_values)} / {names[1]} {list(std_values)}: the model sees pixels in "
-            "[0, 1], so a mean lies in [0, 1] and a std in (0, 1]; for 8-bit statistics divide by 255 "
-            "(e.g. 125.3 -> 0.4914)"
-        )
+    problem = pixel_statistics_problem(mean_values, std_values, names)
+    if problem:
+        raise SatError(problem)
     return mean_values, std_values
+
+
+def pixel_statistics_problem(
+    mean: Sequence[float], std: Sequence[float], names: tuple[str, str] = ("mean", "std")
+) -> str | None:
+    """Why ``mean`` / ``std`` cannot be statistics of pixels in [0, 1]; else ``None``."""
+    for values, name, what, allowed, fits in (
+        (mean, names[0], "mean", "[0, 1]", lambda v: 0 <= v <= 1),
+        (std, names[1], "std", "(0, 1]", lambda v: 0 < v <= 1),
+    ):
+        if not all(fits(v) for v in values):
+            hint = "; for 8-bit statistics divide by 255 (e.g. 125.3 -> 0.4914)" if max(values) > 1 else ""
+            return (
+                f"{name} {list(values)}: the model sees pixels in [0, 1], so a {what} lies in {allowed}{hint}"
+            )
+    return None

@@ -198,6 +198,7 @@ def preflight_evaluation(recipe: Recipe, model: nn.Module, train_set: Any, devic
     result is a one-line error in seconds. The RNG is restored, so training draws the
     same numbers with or without it.
     """
+    from sat_toolkit.evaluation.evaluate import refuse_attacks_beyond_classes
     from sat_toolkit.evaluation.robust import run_checked
     from sat_toolkit.evaluation.suites import build_attacks
     from sat_toolkit.phase import true_gradients
@@ -207,6 +208,11 @@ def preflight_evaluation(recipe: Recipe, model: nn.Module, train_set: Any, devic
         return
     builtin = _builtin_classes()
     attacks = build_attacks(specs, seed=recipe.attack.eval.seed)
+    refuse_attacks_beyond_classes(
+        attacks,
+        int(model.sat_config["data_info"]["num_classes"]),
+        "remove [attack.eval.{label}] (the final evaluation would stop at it after training)",
+    )
     external = {label: attack for label, attack in attacks.items() if _is_external(attack, builtin)}
     if not external:
         return

@@ -216,6 +216,20 @@ def _floating_dtype(model: nn.Module) -> torch.dtype:
     return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
 
 
+def refuse_attacks_beyond_classes(attacks: Mapping[str, Any], num_classes: int, fix: str) -> None:
+    """Refuse, before any attack runs, one whose loss is undefined for ``num_classes`` classes
+    (APGD-T's targeted DLR needs 4): otherwise it stops the evaluation after the attacks
+    before it, or, where they already fooled every image, is skipped without a word.
+    ``fix`` says what to do, with ``{label}`` standing for the attack's label."""
+    for label, attack in attacks.items():
+        needed = getattr(attack, "min_classes", 2)
+        if needed > num_classes:
+            raise SatError(
+                f"attack '{label}' ({getattr(attack, 'name', label)}) needs at least {needed} classes "
+                f"and the model has {num_classes}; {fix.format(label=label)}"
+            )
+
+
 def _output_classes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int | None) -> int:
     """The model's class count from one forward pass, checked against ``num_classes`` and ``y``."""
     was_training = model.training
@@ -311,6 +325,11 @@ def evaluate(
     x, y = x.to(target, dtype), y.to(target)
     num_classes = _output_classes(model, x, y, num_classes)
     objects = resolve_attacks(suite, attacks, eps=budget, norm=norm, seed=seed)
+    refuse_attacks_beyond_classes(
+        objects,
+        num_classes,
+        "leave it out (e.g. --suite none --attack apgd_ce, or attacks=[...] from Python)",
+    )
     torch.manual_seed(seed)
     if on_estimate is not None and len(y) >= MIN_IMAGES_TO_PROBE:
         estimate = estimate_cost(model, x, y, objects, eps=budget, norm=norm, batch_size=batch_size)
