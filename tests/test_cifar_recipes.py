@@ -389,6 +389,11 @@ def test_eval_data_option_keeps_what_the_model_was_trained_on_and_refuses_anothe
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["n_examples"] == 8 and report["input_shape"] == [3, SIDE, SIDE]
     assert report["normalization"] == {"mean": [0.5] * 3, "std": [0.25] * 3}  # what the model applies
+    statistics = CliRunner().invoke(cli, [*base, "--data", "hub:image_column=img,mean=[0.5],std=[0.5]"])
+    assert statistics.exit_code == 2 and statistics.output.strip().splitlines()[-1].startswith(
+        "Error: --data: mean does not change an evaluation: the model applies the normalisation it was "
+        "trained with"
+    )  # the report's dataset said mean 0.5 beside the model's own normalisation
     other = CliRunner().invoke(cli, [*base, "--data", "hub:image_column=img,image_size=64"])
     assert other.exit_code == 2 and "Traceback" not in other.output
     assert other.output.strip().splitlines()[-1] == (

@@ -393,6 +393,13 @@ def _dataset_spec(
         from sat_toolkit.evaluation.suites import parse_plugin_option
 
         spec: dict[str, Any] = parse_plugin_option(data, "--data", "hub:image_column=img,image_size=32")[1]
+        statistics = [key for key in ("mean", "std") if key in spec]
+        if statistics:  # the dataset's statistics reach a model only when it is built, for training
+            raise SatError(
+                f"--data: {statistics[0]} does not change an evaluation: the model applies the normalisation "
+                "it was trained with (its file records it; weights for --arch take --mean and --std); "
+                "leave it out"
+            )
         if trained_on is not None and trained_on.get("name") == spec.get("name"):
             # The same dataset: --data changes what it names and keeps the rest the model was
             # trained with (its image size, augmentation), which the plugin's defaults are not.
