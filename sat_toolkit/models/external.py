@@ -145,5 +145,6 @@ def check_forward(model: nn.Module, architecture: str, input_shape: tuple[int, .
         size, failure = "x".join(str(v) for v in input_shape), first_line(exc, with_type=True)
         raise SatError(
             f"--arch {architecture} fails on the dataset's {size} images ({failure}); "
-            "pass img_size (and patch_size) if the architecture takes them, e.g. --arch NAME:img_size=32"
+            "make the two agree: --arch NAME:img_size=... (and patch_size) where the architecture takes "
+            "them, or --data NAME:image_size=... to serve the images at the size the weights expect"
         ) from None
