@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from sat_toolkit.attacks.gradient import Precision, PrecisionName
+from sat_toolkit.attacks.losses import Loss
 from sat_toolkit.attacks.projections import PROJECTIONS, Projection
 from sat_toolkit.attacks.result import AttackResult
 from sat_toolkit.attacks.state import BnMode, preserve_model_state
@@ -102,6 +103,8 @@ class Attack(ABC):
     supported_norms: ClassVar[tuple[str, ...] | None] = None
     #: Parent parameters a subclass fixes and does not offer (FGSM: ``steps``).
     pinned: ClassVar[tuple[str, ...]] = ()
+    #: The loss the attack climbs, where it has one (PGD, APGD and Square set it).
+    _loss: Loss | None = None
 
     def __init__(
         self,
@@ -122,8 +125,7 @@ class Attack(ABC):
     def min_classes(self) -> int:
         """The fewest classes the attack's loss is defined for (DLR: 3, targeted DLR: 4), so an
         evaluation can refuse it before any attack runs rather than after the first."""
-        loss = getattr(self, "_loss", None)
-        return 2 if loss is None else int(loss.min_classes)
+        return 2 if self._loss is None else self._loss.min_classes
 
     @classmethod
     def check_params(cls, params: dict[str, Any]) -> None:

@@ -23,6 +23,9 @@ from sat_toolkit.evaluation.suites import DEFAULT_SUITE, suite_names
 from sat_toolkit.parsing import loads_json
 from sat_toolkit.recipe.rundir import MODEL_FILE, write_refused
 
+#: What --eps takes, for the errors that ask for it.
+EPS_HINT = "in [0, 1] pixels (L-inf: 8/255 is CIFAR's usual budget, 4/255 ImageNet's)"
+
 
 @dataclasses.dataclass
 class _LoadedModel:
@@ -441,9 +444,6 @@ def _check_served_data(served: Any, trained: dict[str, Any]) -> None:
             f"{recorded.num_classes} (its file records them); evaluate it on the dataset it was trained "
             "on (with hub data, check --data's label_column)"
         )
-
-
-EPS_HINT = "in [0, 1] pixels (L-inf: 8/255 is CIFAR's usual budget, 4/255 ImageNet's)"
 
 
 def _threat_model(train_attack: dict[str, Any], eps_text: str | None, norm: str | None) -> tuple[float, str]:
