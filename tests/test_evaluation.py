@@ -176,6 +176,25 @@ def test_masking_checks_flag_a_quantised_model_and_pass_an_honest_one(quantise: 
         assert results["large eps drives robust accuracy to chance"].passed
 
 
+def test_masking_checks_say_not_applicable_where_no_image_is_classified_correctly() -> None:
+    """A model wrong on every image passes every check vacuously: the report must say N/A."""
+    model, x, y = _linear_digits_model(quantise=False)
+    with torch.no_grad():
+        wrong = model(x).argmax(1) != y
+    shifted = (y + 1) % 10  # where the model is right, a label it did not predict
+    labels = torch.where(wrong, y, shifted)
+    specs = {"apgd_ce": {"name": "apgd_ce", "steps": 5}}
+    attacks = build_attacks(specs, eps=0.15, norm="linf", seed=0)
+    report = evaluate_robustness(model, x, labels, attacks)
+    assert report.clean_accuracy == 0.0
+    checks = run_checks(
+        model, x, labels, report, attacks, eps=0.15, norm="linf", num_classes=10, seed=0, batch_size=256
+    )
+    assert [c.verdict for c in checks] == ["N/A"] * 6
+    assert not any(c.passed for c in checks) and all("no image of" in c.detail for c in checks)
+    assert checks[2].name == "apgd_ce with 2x steps and +1 restart leaves the worst case unchanged"
+
+
 def test_attack_option_parsing() -> None:
     assert parse_attack_option("pgd:steps=50,eps=8/255") == (
         "pgd_steps50_eps8-255",

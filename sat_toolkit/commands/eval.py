@@ -233,7 +233,7 @@ def eval_command(
         click.echo(
             format_table(
                 ("check", "result", "numbers"),
-                [(c.name, "PASS" if c.passed else "FAIL", c.detail) for c in evaluation.checks],
+                [(c.name, c.verdict, c.detail) for c in evaluation.checks],
             )
         )
         if not evaluation.passed_checks:

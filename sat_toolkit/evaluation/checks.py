@@ -15,6 +15,10 @@ Each check re-attacks the *same* samples and reports pass/fail with its numbers:
   attacks could not (if it breaks more, the gradients are masked). A suite with Square in
   it (``autoattack``) answers from its own run; otherwise Square runs here.
 
+A check that has nothing to test reports N/A rather than PASS: where no image is classified
+correctly every attack-based accuracy is 0 at every eps, and Square does not attack every
+norm.
+
 "Hardly any" is counted in images, not a fixed fraction, so the rule means the same at
 n = 100 and at n = 10000: a difference of k of the n images passes unless k is
 significantly above half a point of n, i.e. unless a Poisson count with mean 0.005 n
@@ -64,13 +68,38 @@ def _count(fraction: float, n: int) -> int:
 
 @dataclasses.dataclass
 class CheckResult:
+    """One check's verdict. ``applicable`` is False where the check has nothing to test
+    (no image classified correctly; Square under a norm it does not attack): such a check
+    neither passes nor fails, so a report never shows PASS for evidence it did not gather.
+    """
+
     name: str
     passed: bool
     detail: str
     numbers: dict[str, Any]
+    applicable: bool = True
+
+    @property
+    def verdict(self) -> str:
+        if not self.applicable:
+            return "N/A"
+        return "PASS" if self.passed else "FAIL"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+MONOTONE = "robust accuracy falls as eps grows"
+LARGE_EPS = "large eps drives robust accuracy to chance"
+CONVERGED = "{first} with 2x steps and +1 restart leaves the worst case unchanged"
+ENSEMBLE = "worst case is at least as strong as every attack"
+ZERO_GRADIENTS = "input gradients are rarely exactly zero"
+GRADIENT_FREE = "gradient-free Square does not beat the white-box suite"
+CHECK_NAMES = (MONOTONE, LARGE_EPS, CONVERGED, ENSEMBLE, ZERO_GRADIENTS, GRADIENT_FREE)
+
+
+def _not_applicable(name: str, why: str) -> CheckResult:
+    return CheckResult(name, False, f"not applicable: {why}", {"applicable": False}, applicable=False)
 
 
 def large_eps_for(norm: str, input_dim: int) -> float:
@@ -120,6 +149,11 @@ def run_checks(
     def robust_with(attack_map: dict[str, Any], at_eps: float | None = None) -> RobustnessReport:
         return evaluate_robustness(model, x, y, attack_map, batch_size=batch_size, eps=at_eps, norm=norm)
 
+    if not bool(report.clean_correct.any()):
+        # Every attack-based accuracy is 0 at every eps: a check could only pass vacuously.
+        why = f"no image of {n} is classified correctly, so no attack has anything to break"
+        return [_not_applicable(name.format(first=first_label), why) for name in CHECK_NAMES]
+
     # 1. monotone in eps
     curve = dict(sweep or {})
     if not sweep:
@@ -134,7 +168,7 @@ def run_checks(
     ]
     results.append(
         CheckResult(
-            "robust accuracy falls as eps grows",
+            MONOTONE,
             not rises,
             f"non-increasing (rises {rule} allowed)"
             if not rises
@@ -150,7 +184,7 @@ def run_checks(
     above = _count(at_big - chance, n)
     results.append(
         CheckResult(
-            "large eps drives robust accuracy to chance",
+            LARGE_EPS,
             above <= allowed,
             f"{at_big:.4f} at eps {big:.4g} (chance {chance:.4f}; above chance {rule})",
             {"eps": big, "robust_accuracy": at_big, "chance": chance, "allowed_images": allowed},
@@ -171,7 +205,7 @@ def run_checks(
         more = main - newly_broken / max(n, 1)
         results.append(
             CheckResult(
-                f"{first_label} with 2x steps and +1 restart leaves the worst case unchanged",
+                CONVERGED.format(first=first_label),
                 newly_broken <= allowed,
                 f"worst case {main:.4f} -> {more:.4f}: {newly_broken} more images broken ({rule})",
                 {"base": main, "stronger": more, "newly_broken": newly_broken, "allowed_images": allowed},
@@ -182,7 +216,7 @@ def run_checks(
     members = {label: o.robust_accuracy for label, o in report.attacks.items()}
     results.append(
         CheckResult(
-            "worst case is at least as strong as every attack",
+            ENSEMBLE,
             all(main <= value + 1e-12 for value in members.values()),
             f"worst case {main:.4f} vs members " + ", ".join(f"{k} {v:.4f}" for k, v in members.items()),
             {"worst_case": main, "members": members},
@@ -196,7 +230,7 @@ def run_checks(
     worst_zero = max(fractions.values(), default=0.0)
     results.append(
         CheckResult(
-            "input gradients are rarely exactly zero",
+            ZERO_GRADIENTS,
             worst_zero <= ZERO_GRAD_LIMIT,
             f"max zero-gradient fraction {worst_zero:.4f} (limit {ZERO_GRAD_LIMIT})",
             {"zero_grad_fraction": fractions},
@@ -208,11 +242,9 @@ def run_checks(
     norms = getattr(square_cls, "supported_norms", None)
     if norms is not None and norm not in norms:
         results.append(
-            CheckResult(
-                "gradient-free Square does not beat the white-box suite",
-                True,
-                f"skipped: Square attacks {', '.join(norms)} only, this evaluation is {norm}",
-                {"skipped": True},
+            _not_applicable(
+                GRADIENT_FREE,
+                f"Square attacks {', '.join(norms)} only, this evaluation is {norm}",
             )
         )
         return results
@@ -241,7 +273,7 @@ def run_checks(
         broken_only_by_square = int((report.worst_case & ~square_report.attacks["square"].robust).sum())
     results.append(
         CheckResult(
-            "gradient-free Square does not beat the white-box suite",
+            GRADIENT_FREE,
             broken_only_by_square <= allowed,
             f"Square breaks {broken_only_by_square} image{'' if broken_only_by_square == 1 else 's'} "
             f"the white-box attacks missed ({rule}; "

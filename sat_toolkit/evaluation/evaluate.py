@@ -92,7 +92,8 @@ class Evaluation:
 
     @property
     def passed_checks(self) -> bool:
-        return all(check.passed for check in self.checks)
+        """No check failed (one that does not apply neither passes nor fails)."""
+        return all(check.passed for check in self.checks if check.applicable)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON report (RobustBench-style field names), without the tensors."""
