@@ -316,19 +316,30 @@ def test_two_weights_files_in_one_folder_get_their_own_reports(
     state = {k: v.contiguous() for k, v in timm_digits_model.body.state_dict().items()}
     save_file(state, str(tmp_path / "w.safetensors"))
     torch.save(state, tmp_path / "w.pth")
-    for name in ("w.safetensors", "w.pth"):
+
+    def evaluate(name: str, mean: str) -> None:
         args = [
-            "eval", str(tmp_path / name), "--arch", "resnet10t", "--data", "digits", "--mean", "0.3",
+            "eval", str(tmp_path / name), "--arch", "resnet10t", "--data", "digits", "--mean", mean,
             "--std", "0.25", "--eps", "0.05", "--suite", "none", "--attack", "pgd:steps=2", "--samples", "10",
             "--no-checks",
         ]  # fmt: skip
         result = CliRunner().invoke(cli, args)
         assert result.exit_code == 0, result.output
+
+    for name in ("w.safetensors", "w.pth"):
+        evaluate(name, "0.3")
     reports = sorted(p.name for p in tmp_path.glob("eval-*.json"))
-    assert reports == [
-        "eval-w_pth-none+pgd_steps2-linf-eps0.05-n10-seed0.json",
-        "eval-w_safetensors-none+pgd_steps2-linf-eps0.05-n10-seed0.json",
-    ]
+    common = "-none+pgd_steps2-linf-eps0.05-n10-seed0-"
+    assert [name.split(common)[0] for name in reports] == ["eval-w_pth", "eval-w_safetensors"]
+    digests = {name.split(common)[1] for name in reports}
+    assert len(digests) == 1, "the same images read the same way: the same digest"
+    first = {name: (tmp_path / name).read_bytes() for name in reports}
+    # The same weights read with other statistics are another evaluation: a report of their own.
+    evaluate("w.pth", "0.5")
+    third = sorted(set(p.name for p in tmp_path.glob("eval-*.json")) - set(reports))
+    assert len(third) == 1 and third[0].startswith("eval-w_pth" + common)
+    assert json.loads((tmp_path / third[0]).read_text())["normalization"]["mean"] == [0.5]
+    assert all((tmp_path / name).read_bytes() == data for name, data in first.items())
 
 
 def test_eval_cli_checks_the_architecture_on_the_datasets_image_size(tmp_path: Path) -> None:

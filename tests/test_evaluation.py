@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -211,6 +212,21 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("eval") / "run"
     sat_toolkit.run(tiny_recipe(run_dir, checkpoint={"every_steps": 0}), show_progress=False)
     return run_dir
+
+
+def test_eval_cli_names_a_report_by_what_was_evaluated(trained_run: Path) -> None:
+    """A run's model on its recorded data gets the plain name; on images given by --data a
+    name of their own, so neither report replaces the other."""
+    base = ["eval", str(trained_run), "--suite", "none", "--attack", "pgd:steps=2", "--samples", "20",
+            "--no-checks"]  # fmt: skip
+    for extra in ([], ["--data", "digits:limit_test=300"]):
+        result = CliRunner().invoke(cli, base + extra)
+        assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in trained_run.glob("eval-none+pgd_steps2-*.json"))
+    plain = "eval-none+pgd_steps2-linf-eps0.1-n20-seed0.json"
+    assert len(names) == 2 and plain in names
+    (other,) = set(names) - {plain}
+    assert re.fullmatch(r"eval-none\+pgd_steps2-linf-eps0\.1-n20-seed0-[0-9a-f]{8}\.json", other)
 
 
 def test_eval_cli_writes_a_complete_report_and_sweep_plot(trained_run: Path, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ weights file of a timm architecture trained anywhere. Either way the evaluation 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import tempfile
 from pathlib import Path
@@ -151,7 +152,7 @@ def eval_command(
     from sat_toolkit.data import create_dataset
     from sat_toolkit.devices import resolve_device
     from sat_toolkit.engine.evaluation import fixed_test_subset
-    from sat_toolkit.evaluation.evaluate import check_budget, evaluate
+    from sat_toolkit.evaluation.evaluate import check_budget, evaluate, images_fingerprint
     from sat_toolkit.evaluation.suites import resolve_suite
     from sat_toolkit.evaluation.sweep import parse_eps_list, plot_sweep
 
@@ -190,7 +191,11 @@ def eval_command(
     if eps_text is not None:
         check_budget(eps, norm, tuple(source.info().input_shape), "--eps")  # before the announcement
     x, y = fixed_test_subset(source.load("test"), samples, seed)
-    path = _output_path(output, loaded.file, suite, attacks, norm, eps, len(y), seed)
+    given = {"arch": arch, "num_classes": num_classes, "mean": mean, "std": std}
+    reading = {key: value for key, value in given.items() if value is not None}
+    if data is not None or data_path is not None:
+        reading["images"] = images_fingerprint(x, y)
+    path = _output_path(output, loaded.file, suite, attacks, norm, eps, len(y), seed, reading)
     check_writable(path)  # before the evaluation, which can take hours: its results are never lost
     if sweep_values:
         check_writable(_sweep_plot_path(path), "the --sweep plot beside the report,", plot=True)
@@ -529,8 +534,15 @@ def _output_path(
     eps: float,
     n: int,
     seed: int,
+    reading: dict[str, Any],
 ) -> Path:
-    """``--output``, else a name next to the model that differs whenever the evaluation does."""
+    """``--output``, else a name next to the model that differs whenever the evaluation does.
+
+    ``reading`` is what the command line changed about the data or how the weights are read
+    (--data/--data-path as the evaluated images' fingerprint, --arch, --num-classes, --mean,
+    --std): a digest of it ends the name, so evaluating the same weights on other images or
+    with other statistics writes a report beside the first instead of replacing it.
+    """
     if output is not None:
         return output
     from sat_toolkit.evaluation.suites import parse_attack_option
@@ -539,7 +551,11 @@ def _output_path(
     # one folder never share a report.
     stem = "" if model_file.name == MODEL_FILE else model_file.name.replace(".", "_") + "-"
     what = "+".join([suite, *(parse_attack_option(text)[0] for text in attacks)])
-    return model_file.parent / f"eval-{stem}{what}-{norm}-eps{eps:.4g}-n{n}-seed{seed}.json"
+    digest = ""
+    if reading:
+        text = json.dumps(reading, sort_keys=True, default=str)
+        digest = "-" + hashlib.sha256(text.encode()).hexdigest()[:8]
+    return model_file.parent / f"eval-{stem}{what}-{norm}-eps{eps:.4g}-n{n}-seed{seed}{digest}.json"
 
 
 def _estimate_printer(cascade: bool, checks: bool) -> Any:
