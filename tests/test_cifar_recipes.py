@@ -240,8 +240,8 @@ def test_eval_of_foreign_weights_reads_a_local_cifar_copy_at_its_own_size(
 ) -> None:
     """--data takes the plugin's parameters as --arch does: the copy's column, its 32 px, no resize.
 
-    Without them eval could not name the column 'img', and the hub's defaults served the
-    32 px images upscaled to 224 px without a word.
+    Without them eval could not name the column 'img', and the hub's defaults serve the
+    32 px images upscaled to 224 px (which eval now says).
     """
     import timm
     from safetensors.torch import save_file
@@ -265,6 +265,14 @@ def test_eval_of_foreign_weights_reads_a_local_cifar_copy_at_its_own_size(
     assert served.shape == (3, SIDE, SIDE)
     wrong = CliRunner().invoke(cli, [*args[:5], "hub:image_colum=img", *args[6:]])
     assert wrong.exit_code == 2 and "image_colum" in wrong.output and "image_column" in wrong.output
+    assert "note:" not in result.output
+    # Left to the hub's default size, the 32 px images are upscaled: the console says so.
+    default_size = CliRunner().invoke(cli, [*args[:5], "hub:image_column=img", *args[6:-2]])
+    assert default_size.exit_code == 0, default_size.output
+    assert (
+        "note: the test images are 32x32, served resized to 224x224 (dataset 'hub' defaults to "
+        "image_size=224); to evaluate them at their own size, add image_size=32 to --data"
+    ) in default_size.output
 
 
 def _integer_labelled_copy(directory: Path, labels: list[int]) -> Path:

@@ -190,7 +190,10 @@ def eval_command(
     eps, norm = _threat_model(loaded.train_attack, eps_text, norm)
     if eps_text is not None:
         check_budget(eps, norm, tuple(source.info().input_shape), "--eps")  # before the announcement
-    x, y = fixed_test_subset(source.load("test"), samples, seed)
+    test_split = source.load("test")
+    if arch is not None and "image_size" not in dataset_spec:
+        _note_resized(test_split, source.info(), dataset_spec)
+    x, y = fixed_test_subset(test_split, samples, seed)
     given = {"arch": arch, "num_classes": num_classes, "mean": mean, "std": std}
     reading = {key: value for key, value in given.items() if value is not None}
     if data is not None or data_path is not None:
@@ -523,6 +526,28 @@ def _earlier_output(path: Path, plot: bool) -> bool:
     except (OSError, ValueError):  # unreadable, not UTF-8, not JSON (JSONDecodeError is a ValueError)
         return False
     return isinstance(report, dict) and all(key in report for key in REPORT_KEYS)
+
+
+def _note_resized(test_split: Any, info: Any, spec: dict[str, Any]) -> None:
+    """Say when a decoding dataset resizes the test images to its default size for --arch.
+
+    Weights from elsewhere carry no image size, and hub/imagefolder serve 224 px by default:
+    a CIFAR copy is then upscaled 7x without a word, and the number describes other inputs
+    than the weights were trained on. The size is the user's choice, so this only says so.
+    """
+    from sat_toolkit.data.transforms import DecodedImageDataset
+
+    if not isinstance(test_split, DecodedImageDataset) or not len(test_split):
+        return
+    width, height = test_split.load_image(0).size
+    served = tuple(info.image_size)
+    if (height, width) != served:
+        click.echo(
+            f"note: the test images are {width}x{height}, served resized to {served[1]}x{served[0]} (dataset "
+            f"'{spec.get('name')}' defaults to image_size={served[0]}); to evaluate them at their own size, "
+            f"add image_size={max(width, height)} to --data",
+            err=True,
+        )
 
 
 def _output_path(
