@@ -114,8 +114,35 @@ def test_crop_flip_pads_crops_and_flips_training_images_and_never_resizes_test_i
 
 def test_crop_flip_refuses_images_of_another_size(cifar10: Path) -> None:
     data = {**_recipe_data("cifar10_preact_resnet18.toml", cifar10), "image_size": 28}
-    with pytest.raises(SatError, match=r"an image is 32x32 and image_size = 28; set image_size"):
+    with pytest.raises(SatError, match=r"row 0 of split 'test' is 32x32 and image_size = 28; set image_size"):
         create_dataset(data).load("test")[0]
+
+
+def test_one_odd_sized_image_is_named_by_split_and_row(tmp_path: Path) -> None:
+    """Among thousands of right-sized images, the error says which one is not (its row in the
+    stored table, also when limit_train serves a sample of the rows)."""
+    features = datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(num_classes=2)})
+    sides = [SIDE] * 20
+    sides[13] = 30
+    rows = {"img": [Image.new("RGB", (side, side)) for side in sides], "label": [i % 2 for i in range(20)]}
+    split = datasets.Dataset.from_dict(rows, features=features)
+    path = tmp_path / "copy"
+    datasets.DatasetDict({"train": split, "test": split}).save_to_disk(str(path))
+    spec = {
+        "name": "hub",
+        "path": str(path),
+        "image_column": "img",
+        "image_size": SIDE,
+        "augmentation": "crop_flip",
+    }
+    expected = "but row 13 of split 'train' is 30x30 and image_size = 32"
+    with pytest.raises(SatError, match=expected):
+        create_dataset(spec).load("train")[13]
+    sample = create_dataset({**spec, "limit_train": 15}).load("train")
+    position = [i for i in range(len(sample)) if sample.describe(i) == "row 13 of split 'train'"]
+    assert len(position) == 1 and position[0] != 13
+    with pytest.raises(SatError, match=expected):
+        sample[position[0]]
 
 
 def test_augmentation_defaults_follow_the_choice_and_mistakes_are_one_line_errors() -> None:
@@ -199,9 +226,9 @@ def test_images_the_augmentation_cannot_take_stop_the_run_before_it_writes_anyth
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2, result.output
     assert result.output.strip().splitlines()[-1] == (
-        "Error: dataset 'hub': augmentation = 'crop_flip' serves images at their own size, but an image "
-        "is 32x32 and image_size = 28; set image_size to the images' size, or augmentation = 'imagenet' "
-        "to resize and crop"
+        "Error: dataset 'hub': augmentation = 'crop_flip' serves images at their own size, but row 0 of "
+        "split 'train' is 32x32 and image_size = 28; set image_size to the images' size, or augmentation = "
+        "'imagenet' to resize and crop"
     )
     assert not out.exists()
 

@@ -73,11 +73,19 @@ class HubSplit(DecodedImageDataset):
         labels: np.ndarray,
         transform: Transform,
         channels: int,
+        split: str = "",
+        rows: np.ndarray | None = None,
     ) -> None:
         super().__init__(transform, channels)
         self.table = table.select_columns([image_column])
         self.image_column = image_column
         self.labels = labels
+        self.split = split
+        self.rows = rows  # the table rows kept by limit_train/limit_test, in serving order
+
+    def describe(self, index: int) -> str:
+        row = index if self.rows is None else int(self.rows[index])
+        return f"row {row} of split '{self.split}'" if self.split else f"row {row}"
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -404,7 +412,9 @@ class HubImages:
                     f"outside 0..{num_classes - 1}{hint}"
                 )
             transform = self.augmentation.transform(split)
-            self._cache[split] = HubSplit(table, self.image_column, labels, transform, self.channels)
+            self._cache[split] = HubSplit(
+                table, self.image_column, labels, transform, self.channels, self.split_name(split), keep
+            )
         return self._cache[split]
 
     def __repr__(self) -> str:

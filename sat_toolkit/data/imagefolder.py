@@ -111,6 +111,9 @@ class ImageFolderSplit(DecodedImageDataset):
     def path(self, index: int) -> str:
         return os.path.join(self.root, os.fsdecode(self.paths[index]))
 
+    def describe(self, index: int) -> str:
+        return self.path(index)
+
     def load_image(self, index: int) -> Image.Image:
         path = self.path(index)
         try:

@@ -348,12 +348,28 @@ class ServedSize:
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         height, width = image.shape[-2:]
         if height != self.image_size or width != self.image_size:
-            raise SatError(
-                f"dataset '{self.dataset}': augmentation = '{self.augmentation}' serves images at their own "
-                f"size, but an image is {width}x{height} and image_size = {self.image_size}; set image_size "
-                "to the images' size, or augmentation = 'imagenet' to resize and crop"
-            )
+            raise WrongImageSize(self, width, height)
         return image
+
+    def message(self, which: str, width: int, height: int) -> str:
+        return (
+            f"dataset '{self.dataset}': augmentation = '{self.augmentation}' serves images at their own "
+            f"size, but {which} is {width}x{height} and image_size = {self.image_size}; set image_size "
+            "to the images' size, or augmentation = 'imagenet' to resize and crop"
+        )
+
+
+class WrongImageSize(SatError):
+    """:class:`ServedSize`'s refusal, which :class:`DecodedImageDataset` words again with the
+    image's place (split and row, or file): one odd image among thousands is otherwise unfindable."""
+
+    def __init__(self, check: ServedSize, width: int, height: int) -> None:
+        super().__init__(check.message("an image", width, height))
+        self.check, self.width, self.height = check, width, height
+
+    def at(self, which: str) -> str:
+        """The message with ``which`` (e.g. "row 17 of split 'train'") for "an image"."""
+        return self.check.message(which, self.width, self.height)
 
 
 def train_transform(
@@ -427,6 +443,10 @@ class DecodedImageDataset(Dataset, abc.ABC):
     def label(self, index: int) -> int:
         """The label at ``index``, without decoding the image."""
 
+    def describe(self, index: int) -> str:
+        """Where the image at ``index`` lives, for an error about that one image."""
+        return f"image {index}"
+
     def _item(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         size = len(self)
         if not -size <= index < size:
@@ -436,7 +456,12 @@ class DecodedImageDataset(Dataset, abc.ABC):
         mode = pil_mode(self.channels)
         if image.mode != mode:
             image = image.convert(mode)
-        return self.transform(image), torch.tensor(self.label(index), dtype=torch.int64)
+        try:
+            served = self.transform(image)
+        except WrongImageSize as exc:
+            # Plain SatError: a loader worker re-raises it by type with its message alone.
+            raise SatError(exc.at(self.describe(index))) from None
+        return served, torch.tensor(self.label(index), dtype=torch.int64)
 
     def __getitem__(self, index: int | Sequence[int] | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if isinstance(index, torch.Tensor) and index.ndim == 0:
