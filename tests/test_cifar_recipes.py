@@ -302,6 +302,25 @@ def test_eval_of_foreign_weights_reads_a_local_cifar_copy_at_its_own_size(
     ) in default_size.output
 
 
+def test_eval_names_the_data_option_a_datasets_hint_means(cifar10: Path, tmp_path: Path) -> None:
+    """A dataset words its errors for a recipe ("set image_column"); eval says where that
+    key goes on its command line, keeping what the user already gave in --data."""
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"")  # never read: the data is refused first
+    base = ["eval", str(weights), "--arch", "resnet10t", "--mean", "0.5", "--std", "0.25", "--eps", "8/255"]
+    no_column = CliRunner().invoke(cli, [*base, "--data", f"hub:path={cifar10},image_size=32"])
+    assert no_column.exit_code == 2
+    assert no_column.output.strip().splitlines()[-1] == (
+        f"Error: dataset 'hub': split 'train' of '{cifar10}' has no column 'image' (columns: img, label); "
+        f"set image_column (with eval: --data hub:path={cifar10},image_size=32,image_column=...)"
+    )
+    no_folder = CliRunner().invoke(cli, [*base, "--data", "imagefolder"])
+    assert no_folder.exit_code == 2
+    assert no_folder.output.strip().splitlines()[-1] == (
+        "Error: dataset 'imagefolder' needs the parameter 'path' (with eval: --data-path DIR)"
+    )
+
+
 def _integer_labelled_copy(directory: Path, labels: list[int]) -> Path:
     features = datasets.Features({"img": datasets.Image(), "label": datasets.Value("int64")})
     rng = np.random.default_rng(0)

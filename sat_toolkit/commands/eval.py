@@ -8,10 +8,13 @@ weights file of a timm architecture trained anywhere. Either way the evaluation 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -170,30 +173,31 @@ def eval_command(
     device = resolve_device(device_name)
     sweep_values = parse_eps_list(sweep_text) if sweep_text else None
 
-    if arch is None:
-        loaded = _load_sat_model(model_path)
-        dataset_spec = _dataset_spec(loaded.dataset, data, data_path)
-        source = _recorded_dataset(dataset_spec, None if data else loaded.plugins)
-        _check_served_data(source.info(), loaded.model.sat_config["data_info"])
-    else:
-        if data is None:
-            raise SatError(
-                "--arch: say which dataset to evaluate on with --data NAME (e.g. --data fashion_mnist)"
-            )
-        if eps_text is None:
-            raise SatError(
-                f"--arch: a weights file does not say which eps it was trained for; pass --eps, {EPS_HINT}"
-            )
-        dataset_spec = _dataset_spec(None, data, data_path)
-        source = create_dataset(dataset_spec)
-        loaded = _load_foreign_model(model_path, arch, source.info(), num_classes, mean, std)
-    eps, norm = _threat_model(loaded.train_attack, eps_text, norm)
-    if eps_text is not None:
-        check_budget(eps, norm, tuple(source.info().input_shape), "--eps")  # before the announcement
-    test_split = source.load("test")
-    if arch is not None and "image_size" not in dataset_spec:
-        _note_resized(test_split, source.info(), dataset_spec)
-    x, y = fixed_test_subset(test_split, samples, seed)
+    if arch is not None and data is None:
+        raise SatError(
+            "--arch: say which dataset to evaluate on with --data NAME (e.g. --data fashion_mnist)"
+        )
+    if arch is not None and eps_text is None:
+        raise SatError(
+            f"--arch: a weights file does not say which eps it was trained for; pass --eps, {EPS_HINT}"
+        )
+    with _data_option_hints(data):  # a dataset's "set image_column" means --data NAME:image_column= here
+        if arch is None:
+            loaded = _load_sat_model(model_path)
+            dataset_spec = _dataset_spec(loaded.dataset, data, data_path)
+            source = _recorded_dataset(dataset_spec, None if data else loaded.plugins)
+            _check_served_data(source.info(), loaded.model.sat_config["data_info"])
+        else:
+            dataset_spec = _dataset_spec(None, data, data_path)
+            source = create_dataset(dataset_spec)
+            loaded = _load_foreign_model(model_path, arch, source.info(), num_classes, mean, std)
+        eps, norm = _threat_model(loaded.train_attack, eps_text, norm)
+        if eps_text is not None:
+            check_budget(eps, norm, tuple(source.info().input_shape), "--eps")  # before the announcement
+        test_split = source.load("test")
+        if arch is not None and "image_size" not in dataset_spec:
+            _note_resized(test_split, source.info(), dataset_spec)
+        x, y = fixed_test_subset(test_split, samples, seed)
     given = {"arch": arch, "num_classes": num_classes, "mean": mean, "std": std}
     reading = {key: value for key, value in given.items() if value is not None}
     if data is not None or data_path is not None:
@@ -526,6 +530,48 @@ def _earlier_output(path: Path, plot: bool) -> bool:
     except (OSError, ValueError):  # unreadable, not UTF-8, not JSON (JSONDecodeError is a ValueError)
         return False
     return isinstance(report, dict) and all(key in report for key in REPORT_KEYS)
+
+
+@contextlib.contextmanager
+def _data_option_hints(data: str | None) -> Iterator[None]:
+    """Say where eval takes the key a dataset's error asks to set.
+
+    A dataset plugin words its errors for a recipe ("... set image_column"); on the command
+    line that key goes into ``--data NAME:key=value`` (the folder into ``--data-path``),
+    which the error then spells out with the user's own ``--data``.
+    """
+    try:
+        yield
+    except SatError as exc:
+        hint = _data_option_for(exc.message, data)
+        if hint is None:
+            raise
+        raise SatError(f"{exc.message} ({hint})") from None
+
+
+def _data_option_for(message: str, data: str | None) -> str | None:
+    from sat_toolkit.params import declared
+    from sat_toolkit.plugins import get_plugin_host
+
+    match = re.match(r"dataset '([\w.-]+)'", message)
+    if match is None:
+        return None
+    name = match.group(1)
+    try:
+        schema = declared(get_plugin_host().get("dataset", name))
+    except SatError:
+        return None
+    keys = schema.params if schema is not None else {}
+    asked = re.findall(r"\bset ([a-z_]+)\b|needs the parameter '([a-z_]+)'", message)
+    key = next((k for pair in asked for k in pair if k in keys), None)
+    if key is None:
+        return None
+    if key == "path":
+        return "with eval: --data-path DIR"
+    mine = data is not None and data.partition(":")[0].strip() == name
+    pairs = [p.strip() for p in data.partition(":")[2].split(",") if p.strip()] if mine else []
+    kept = [p for p in pairs if p.partition("=")[0].strip() != key]
+    return f"with eval: --data {name}:" + ",".join([*kept, f"{key}=..."])
 
 
 def _note_resized(test_split: Any, info: Any, spec: dict[str, Any]) -> None:
