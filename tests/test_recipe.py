@@ -253,6 +253,26 @@ def test_wrong_types_are_reported_with_what_was_written(fake_plugins: PluginHost
     ]
 
 
+@pytest.mark.parametrize(
+    ("value", "hint", "message"),
+    [
+        (0.5, tuple[float, ...] | None, "expected an array, got float 0.5; write it as [0.5]"),
+        (3, list[int], "expected an array, got integer 3; write it as [3]"),
+        ("0.5", tuple[float, ...] | None, "expected an array, got string '0.5'"),
+        (True, list[int], "expected an array, got boolean true"),
+    ],
+)
+def test_a_lone_number_where_an_array_is_asked_for_shows_the_array(
+    value: object, hint: object, message: str
+) -> None:
+    """``data.mean = 0.5`` for ``[0.5]``: the error writes what was probably meant."""
+    from sat_toolkit.recipe.coerce import Invalid, coerce
+
+    with pytest.raises(Invalid) as caught:
+        coerce(value, hint)
+    assert str(caught.value) == message
+
+
 def test_out_of_range_values(fake_plugins: PluginHost) -> None:
     raw = base_recipe()
     raw["attack"]["train"].update(eps=-0.1, steps=0, random_start_fraction=1.5)

@@ -155,12 +155,23 @@ def _union(value: Any, hint: Any) -> Any:
             if member is float and is_fraction(value):
                 raise exc from None
             continue
-    raise Invalid(f"expected {describe(hint)}, got {toml_type(value)}")
+    raise _mismatch(hint, value)
+
+
+def _mismatch(hint: Any, value: Any) -> Invalid:
+    """What was expected; a lone number where an array is asked for (``mean = 0.5``) is
+    shown as the one-element array that was probably meant."""
+    text = f"expected {describe(hint)}, got {toml_type(value)}"
+    members = typing.get_args(hint) if _is_union(hint) else (hint,)
+    wants_array = any(m in _SEQUENCES or typing.get_origin(m) in _SEQUENCES for m in members)
+    if wants_array and isinstance(value, (int, float)) and not isinstance(value, bool):
+        text += f"; write it as [{value!r}]"
+    return Invalid(text)
 
 
 def _sequence(value: Any, hint: Any) -> Any:
     if not isinstance(value, (list, tuple)):
-        raise Invalid(f"expected an array, got {toml_type(value)}")
+        raise _mismatch(hint, value)
     args = typing.get_args(hint)
     origin = typing.get_origin(hint) or hint
     if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
