@@ -137,6 +137,30 @@ def test_functional_relu_calls_are_reported_by_module_name() -> None:
         replace_activations(_FunctionalNet(), "silu", example_input=torch.rand(1, 3, 8, 8), strict=True)
 
 
+class _SmoothFunctionalNet(nn.Module):
+    """Functional smooth activations, as timm's dm_nfnet_f0 calls F.gelu in its GammaAct
+    modules: surgery leaves every one behind, so each must be reported, not just ReLU's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(3, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.gelu(self.linear(x)) + F.silu(x) + F.elu(x) + F.softplus(x)
+        return torch.selu(x) + F.leaky_relu(x) + F.hardtanh(x) + F.mish(x)
+
+
+def test_functional_smooth_activations_are_reported_too() -> None:
+    assert find_functional_activations(_SmoothFunctionalNet(), torch.rand(2, 3)) == [
+        f"<root>: {name}"
+        for name in (
+            "torch.nn.functional.gelu", "torch.nn.functional.silu", "torch.nn.functional.elu",
+            "torch.nn.functional.softplus", "torch.selu", "torch.nn.functional.leaky_relu",
+            "torch.nn.functional.hardtanh", "torch.nn.functional.mish",
+        )
+    ]  # fmt: skip
+
+
 def test_calls_inside_activation_modules_are_not_reported() -> None:
     model = nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 3))
     assert find_functional_activations(model, torch.rand(2, 3)) == []

@@ -49,16 +49,19 @@ TORCH_ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
 )
 
 #: Functional calls that surgery cannot replace; any made outside an activation module
-#: is reported.
+#: is reported. The functional twin of every module type above (gates such as sigmoid
+#: are left out, as they are there), in each spelling torch offers.
 FUNCTIONAL_ACTIVATIONS: dict[Callable[..., Any], str] = {
-    F.relu: "torch.nn.functional.relu",
-    F.relu_: "torch.nn.functional.relu_",
-    F.relu6: "torch.nn.functional.relu6",
-    torch.relu: "torch.relu",
-    torch.relu_: "torch.relu_",
-    torch.Tensor.relu: "Tensor.relu",
-    torch.Tensor.relu_: "Tensor.relu_",
-}
+    **{getattr(F, name): f"torch.nn.functional.{name}" for name in (
+        "relu", "relu_", "relu6", "leaky_relu", "leaky_relu_", "prelu", "rrelu", "rrelu_",
+        "elu", "elu_", "celu", "celu_", "selu", "selu_", "gelu", "silu", "mish", "softplus",
+        "hardswish", "hardtanh", "hardtanh_",
+    )},
+    **{getattr(torch, name): f"torch.{name}" for name in (
+        "relu", "relu_", "prelu", "rrelu", "rrelu_", "selu", "selu_", "celu", "celu_",
+    )},
+    **{getattr(torch.Tensor, name): f"Tensor.{name}" for name in ("relu", "relu_")},
+}  # fmt: skip
 
 
 def _timm_activation_types() -> tuple[type[nn.Module], ...]:
@@ -198,7 +201,7 @@ class _FunctionalActivationRecorder(TorchFunctionMode):
 
 
 def find_functional_activations(model: nn.Module, example_input: torch.Tensor) -> list[str]:
-    """Run one forward pass and list ``"module.path: function"`` for each functional ReLU.
+    """Run one forward pass and list ``"module.path: function"`` for each functional activation.
 
     Calls made inside activation modules (ours or torch's) are not reported: those modules
     are what surgery replaces.

@@ -3,7 +3,8 @@
 The activation goes in twice over: timm builds its blocks with it as ``act_layer``, and a
 surgery sweep replaces what the architecture hard-codes (see
 :func:`sat_toolkit.activations.create_timm_model`). A forward pass on one example then
-lists functional ReLU calls (``F.relu`` inside a ``forward``) that no surgery can reach.
+lists functional activation calls (``F.relu``, ``F.gelu``, ... inside a ``forward``, e.g.
+dm_nfnet_f0's ``GammaAct``) that no surgery can reach.
 Those are not an error, since some architectures are meant to mix activations, but the
 report is kept on the model as ``model.surgery_report`` and a warning names the calls.
 """
