@@ -214,6 +214,21 @@ def test_a_checkpoint_path_for_timm_to_load_is_refused_on_every_route(tmp_path: 
     assert "Traceback" not in output and report is None and not marker.exists()
 
 
+def test_eval_cli_says_how_it_reads_labels_for_a_model_with_more_outputs(tmp_path: Path) -> None:
+    import timm
+
+    body = timm.create_model("resnet10t", pretrained=False, num_classes=12, in_chans=1)
+    weights = tmp_path / "w12.safetensors"
+    save_file({k: v.contiguous() for k, v in body.state_dict().items()}, str(weights))
+    code, output, report = _eval_weights(weights, tmp_path, "--num-classes", "12")
+    assert code == 0, output
+    assert (
+        "note: the model has 12 outputs and the dataset 10 classes: its labels 0..9 are read as the "
+        "model's first 10 classes, and a prediction of any other counts as wrong"
+    ) in output
+    assert report is not None and report["n_examples"] == 40
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

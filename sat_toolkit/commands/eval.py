@@ -350,6 +350,13 @@ def _load_foreign_model(
             "trained on"
         )
     classes = num_classes or info.num_classes
+    if classes > info.num_classes:
+        click.echo(
+            f"note: the model has {classes} outputs and the dataset {info.num_classes} classes: its labels "
+            f"0..{info.num_classes - 1} are read as the model's first {info.num_classes} classes, and a "
+            "prediction of any other counts as wrong",
+            err=True,
+        )
     model = build_timm_model(
         architecture, arch_kwargs, num_classes=classes, channels=info.channels,
         mean=_numbers(mean, "--mean"), std=_numbers(std, "--std"),
