@@ -104,7 +104,7 @@ def load_model(location: str | Path, device: str | None = None) -> nn.Module:
     from safetensors.torch import load_file
 
     from sat_toolkit.models.config import rebuild_model
-    from sat_toolkit.models.tensor_check import first_unusable
+    from sat_toolkit.models.tensor_check import first_misfit, first_unusable
 
     path = resolve_model_file(location)
     config = read_sat_config(path)
@@ -124,23 +124,21 @@ def load_model(location: str | Path, device: str | None = None) -> nn.Module:
         raise SatError(
             f"{path}: the weights cannot be read ({exc}); the file is damaged: export it again"
         ) from None
-    # Shapes first: load_state_dict would raise a RuntimeError listing every tensor.
     expected = model.state_dict()
-    wrong = [key for key, value in state.items() if key in expected and value.shape != expected[key].shape]
-    if wrong:
-        key = wrong[0]
+    misfit = first_misfit(state, expected)
+    if misfit is not None and misfit.kind == "shape":
         raise SatError(
-            f"{path}: weights do not fit the rebuilt {name}: '{key}' has shape {tuple(state[key].shape)}, "
-            f"the model needs {tuple(expected[key].shape)} ({len(wrong)} of {len(state)} tensors differ); "
+            f"{path}: weights do not fit the rebuilt {name}: '{misfit.key}' has shape {misfit.have}, "
+            f"the model needs {misfit.want} ({misfit.count} of {len(state)} tensors differ); "
             "the file's sat_config does not match its weights: export it again"
         )
+    if misfit is not None:
+        listed = misfit.missing if misfit.kind == "missing" else misfit.unexpected
+        raise SatError(f"{path}: weights do not fit the rebuilt {name} ({misfit.kind} {list(listed[:3])})")
     unusable = first_unusable(state, expected)
     if unusable:
         raise SatError(f"{path}: {unusable}, so the weights would give meaningless results; export it again")
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        problem = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
-        raise SatError(f"{path}: weights do not fit the rebuilt {name} ({problem})")
+    model.load_state_dict(state, strict=True)
     model.sat_config = config
     if device is not None:
         model.to(device)

@@ -21,7 +21,7 @@ from torch import nn
 from sat_toolkit.data.info import checked_statistics
 from sat_toolkit.errors import SatError, first_line
 from sat_toolkit.models.normalize import Normalize, NormalizedModel
-from sat_toolkit.models.tensor_check import first_unusable
+from sat_toolkit.models.tensor_check import first_misfit, first_unusable
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 #: Keys under which training scripts commonly nest the weights in a checkpoint dict.
@@ -89,18 +89,16 @@ def _all_tensors(state: Mapping[str, Any]) -> bool:
 def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
     """Load ``state`` into ``model`` exactly, or say in one line what does not fit."""
     own = model.state_dict()
-    for key, expected in own.items():  # the model's order: the first layer that does not fit
-        if key in state and state[key].shape != expected.shape:
-            raise SatError(
-                f"{source}: weight '{key}' has shape {tuple(state[key].shape)} but the model expects "
-                f"{tuple(expected.shape)}; check --arch, --num-classes and the dataset's channels"
-            )
-    missing = [key for key in own if key not in state]
-    unexpected = [key for key in state if key not in own]
-    if missing or unexpected:
+    misfit = first_misfit(state, own)
+    if misfit is not None and misfit.kind == "shape":
+        raise SatError(
+            f"{source}: weight '{misfit.key}' has shape {misfit.have} but the model expects "
+            f"{misfit.want}; check --arch, --num-classes and the dataset's channels"
+        )
+    if misfit is not None:
         found = ", ".join(part for part in (
-            f"missing {missing[:3]}" if missing else "",
-            f"unexpected {unexpected[:3]}" if unexpected else "",
+            f"missing {list(misfit.missing[:3])}" if misfit.missing else "",
+            f"unexpected {list(misfit.unexpected[:3])}" if misfit.unexpected else "",
         ) if part)  # fmt: skip
         raise SatError(f"{source}: weights do not fit the model ({found}); check --arch and the keys' prefix")
     unusable = first_unusable(state, own)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from sat_toolkit.errors import SatError, first_line
-from sat_toolkit.models.tensor_check import first_unusable
+from sat_toolkit.models.tensor_check import first_misfit, first_unusable
 
 #: The prefix a sat-toolkit export puts before the body's tensors (NormalizedModel.body).
 EXPORT_PREFIX = "body."
@@ -79,24 +79,22 @@ def load_initial_weights(body: nn.Module, path: str | Path, *, head: bool = True
     skipped = () if head else head_prefixes  # str.startswith(()) is False: nothing skipped
     wanted = {k: v for k, v in expected.items() if not k.startswith(skipped)}
     state = {k: v for k, v in state.items() if not k.startswith(skipped)}
-    for key, value in state.items():
-        if key in wanted and value.shape != wanted[key].shape:
-            hint = (
-                " (a classifier for another number of classes: model.init_head = false trains a new one)"
-                if key.startswith(head_prefixes)
-                else "; is it the same architecture?"
-            )
-            raise SatError(
-                f"{KEY}: '{path}' does not fit the model: '{key}' has shape {tuple(value.shape)}, "
-                f"the model needs {tuple(wanted[key].shape)}{hint}"
-            )
-    missing = [k for k in wanted if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    if missing or unexpected:
+    misfit = first_misfit(state, wanted)
+    if misfit is not None and misfit.kind == "shape":
+        hint = (
+            " (a classifier for another number of classes: model.init_head = false trains a new one)"
+            if misfit.key.startswith(head_prefixes)
+            else "; is it the same architecture?"
+        )
+        raise SatError(
+            f"{KEY}: '{path}' does not fit the model: '{misfit.key}' has shape {misfit.have}, "
+            f"the model needs {misfit.want}{hint}"
+        )
+    if misfit is not None:
         what = (
-            f"lacks '{missing[0]}' ({len(missing)} of the model's {len(wanted)} tensors missing)"
-            if missing
-            else f"has '{unexpected[0]}', which the model lacks ({len(unexpected)} unexpected tensors)"
+            f"lacks '{misfit.key}' ({misfit.count} of the model's {len(wanted)} tensors missing)"
+            if misfit.kind == "missing"
+            else f"has '{misfit.key}', which the model lacks ({misfit.count} unexpected tensors)"
         )
         raise SatError(f"{KEY}: '{path}' does not fit the model: it {what}; is it the same architecture?")
     unusable = first_unusable(state, expected)
