@@ -882,3 +882,28 @@ def test_only_runs_the_named_cells_in_study_order_and_rejects_unknown_names(tmp_
     assert wrong.exit_code == 2 and wrong.output.count("\n") == 1
     assert "--only 'silu/seed2' names no cell; use a label (relu, silu)" in wrong.output
     assert ran == ["relu/seed0", "relu/seed1", "silu/seed1"]
+
+
+@pytest.mark.parametrize(
+    ("omp", "jobs", "cores", "threads"),
+    [
+        (None, 1, 8, 8),
+        (None, 3, 8, 2),
+        ("1", 1, 8, 1),
+        ("4", 1, 2, 2),
+        ("2", 2, 8, 2),
+        ("", 1, 4, 4),
+        ("x", 1, 4, 4),
+    ],
+)
+def test_a_study_gives_its_cells_the_cores_shared_by_jobs_at_most_omp_num_threads(
+    monkeypatch: pytest.MonkeyPatch, omp: str | None, jobs: int, cores: int, threads: int
+) -> None:
+    """OMP_NUM_THREADS=1, the remedy on a busy machine, is not undone by the study."""
+    from sat_toolkit.study.runner import threads_per_job
+
+    if omp is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    assert threads_per_job(jobs, cores) == threads

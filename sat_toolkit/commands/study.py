@@ -42,7 +42,8 @@ def _command_line(
 @_set_option
 @click.option(
     "--jobs", "-j", default=1, show_default=True, type=click.IntRange(min=1),
-    help="Cells run side by side in separate processes; each gets max(1, cores // jobs) torch threads.",
+    help="Cells run side by side in separate processes; each gets max(1, cores // jobs) torch threads "
+    "(at most OMP_NUM_THREADS).",
 )  # fmt: skip
 @click.option("--output-dir", type=click.Path(path_type=Path), help="Use this instead of study.output_dir.")
 @click.option(

@@ -5,9 +5,10 @@ Before the first cell, the plan comes with an estimate of the whole study's time
 after each finished cell with the time left (:mod:`~sat_toolkit.study.eta`).
 
 Cells run in this process (``jobs=1``) or in a pool of ``jobs`` spawned processes, each
-with ``max(1, cores // jobs)`` torch threads so that parallel cells share the CPU instead
-of oversubscribing it. A cell's own output (the trainer's prints, warnings) goes to
-``<output_dir>/logs/<label>-seed<k>.log``; the console gets one line per cell event.
+with ``max(1, cores // jobs)`` torch threads (at most ``OMP_NUM_THREADS`` where it is set)
+so that parallel cells share the CPU instead of oversubscribing it. A cell's own output
+(the trainer's prints, warnings) goes to ``<output_dir>/logs/<label>-seed<k>.log``; the
+console gets one line per cell event.
 A failed cell does not stop the others: the study reports it at the end (exit code 2)
 after writing the report of what did finish.
 
@@ -93,7 +94,15 @@ def default_command() -> str:
 
 
 def threads_per_job(jobs: int, cores: int | None = None) -> int:
-    return max(1, (cores or available_cores()) // jobs)
+    """The cores this process may use shared among ``jobs``, capped by ``OMP_NUM_THREADS``.
+
+    The cap is the user's: on a busy machine one thread per process is often faster than
+    two that stall each other, and a study must not undo an ``OMP_NUM_THREADS=1`` it was
+    started under (each cell's environment is set from the result).
+    """
+    share = max(1, (cores or available_cores()) // jobs)
+    asked = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return min(share, int(asked)) if asked.isdigit() and int(asked) > 0 else share
 
 
 def _set_threads(threads: int) -> None:
