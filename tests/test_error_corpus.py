@@ -152,6 +152,8 @@ def _write_model_files(workspace: Path) -> None:
         "dataset": {"name": "fashion_mnist", "path": str(workspace / "gone" / "fashion-mnist")},
     }
     save_file(state, str(workspace / "moved.safetensors"), {"sat_config": json.dumps(moved)})
+    relative = {**config, "dataset": {"name": "fashion_mnist", "path": "data/fashion-mnist"}}
+    save_file(state, str(workspace / "relative.safetensors"), {"sat_config": json.dumps(relative)})
     save_file(
         {**state, key: torch.full_like(state[key], float("nan"))},
         str(workspace / "nan.safetensors"),
@@ -379,6 +381,11 @@ CASES: list[tuple[str, list[str], str]] = [
         "model of moved data",
         ["eval", "moved.safetensors"],
         "fashion-mnist', which is not on this machine; pass --data-path DIR, the folder of that dataset here",
+    ),
+    (
+        "model of data at a relative path",
+        ["eval", "relative.safetensors"],
+        "in 'data/fashion-mnist', a path relative to where the run was started, not found from ",
     ),
     ("model config not JSON", ["eval", "notjson.safetensors"], "sat_config metadata is not JSON"),
     ("model config a list", ["eval", "jsonlist.safetensors"], "JSON but not an object"),

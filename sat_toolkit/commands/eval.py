@@ -431,9 +431,14 @@ def _dataset_spec(
         recorded = spec.get("path")
         moved = isinstance(recorded, str) and recorded and not Path(recorded).expanduser().exists()
         if data_path is None and moved:
+            where = (
+                "which is not on this machine"
+                if Path(recorded).expanduser().is_absolute()
+                else f"a path relative to where the run was started, not found from {Path.cwd()}"
+            )
             raise SatError(
-                f"the model was trained on {spec.get('name', 'its')} data in '{recorded}', which is not "
-                "on this machine; pass --data-path DIR, the folder of that dataset here"
+                f"the model was trained on {spec.get('name', 'its')} data in '{recorded}', {where}; "
+                "pass --data-path DIR, the folder of that dataset here"
             )
     else:
         raise SatError("this model file does not say which dataset it was trained on; pass --data NAME")
