@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -156,3 +157,54 @@ def test_a_killed_study_leaves_its_time_and_its_running_cell_on_record(tmp_path:
     assert report["commands"] == ["sat-toolkit study first", "sat-toolkit study second"]
     attempts = [a for records in ledger["cells"].values() for a in records]
     assert report["wall_seconds"]["cells"] == pytest.approx(sum(a["seconds"] for a in attempts), abs=0.01)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("when", ["workers starting", "cells training"])
+def test_ctrl_c_stops_a_study_with_one_line_that_says_how_to_continue(tmp_path: Path, when: str) -> None:
+    """The user's Ctrl-C reaches the whole process group: the study and its --jobs 2 workers.
+
+    It prints the command that continues the study and exits 130, as `run` does; a worker
+    still starting prints no traceback of its bootstrap, and none is left running.
+    """
+    study = write_study(tmp_path, tmp_path / "out", STUDY.replace("train.epochs=1", "train.epochs=40"))
+    command = [sys.executable, "-m", "sat_toolkit", "study", str(study), "--jobs", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+    )
+    assert process.stdout is not None
+    lines = []
+    for line in process.stdout:  # the parent prints "started" just before each worker starts
+        lines.append(line)
+        if line.startswith("[2/4] started"):
+            break
+    if when == "cells training":
+        logs = tmp_path / "out" / "logs"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not all(
+            "torch threads" in (logs / f"{label}-seed0.log").read_text(errors="replace")
+            for label in ("relu", "silu")
+            if (logs / f"{label}-seed0.log").exists()
+        ):
+            time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, "".join(lines) + out + err
+    assert "Traceback" not in err and "Aborted!" not in err, err
+    assert err.strip().splitlines()[-1] == (
+        "interrupted; finished cells are kept and the interrupted ones resume from their last checkpoint: "
+        f"continue the study with: sat-toolkit study {study} --jobs 2"
+    )
+    deadline = time.monotonic() + 30  # no worker outlives the study (allowing time to exit)
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(process.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        survivors = subprocess.run(
+            ["ps", "-o", "pid,args", "-g", str(process.pid)], capture_output=True, text=True
+        )
+        pytest.fail(f"processes of the study still run 30 s after it exited:\n{survivors.stdout}")

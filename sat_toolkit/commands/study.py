@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from sat_toolkit.commands.recipe import _set_option
+from sat_toolkit.commands.run import INTERRUPTED_EXIT_CODE
 
 
 def _command_line(
@@ -105,4 +106,14 @@ def study_command(
         copied = f", {len(reusable)} to copy with --reuse" if reusable else ""
         click.echo(f"{len(planned)} cells; {finished} finished{copied}")
         return
-    run_study(spec, jobs=jobs, command=command, echo=click.echo, only=only, reuse=reuse)
+    try:
+        run_study(spec, jobs=jobs, command=command, echo=click.echo, only=only, reuse=reuse)
+    except KeyboardInterrupt:
+        # Each cell checkpoints as it trains: say that the same command continues the
+        # study rather than click's bare "Aborted!" (exit 1), as `run` does.
+        click.echo(
+            "interrupted; finished cells are kept and the interrupted ones resume from their last "
+            f"checkpoint: continue the study with: {command}",
+            err=True,
+        )
+        raise click.exceptions.Exit(INTERRUPTED_EXIT_CODE) from None

@@ -23,11 +23,12 @@ import contextlib
 import dataclasses
 import os
 import shlex
+import signal
 import sys
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,12 +114,44 @@ def _set_threads(threads: int) -> None:
 
 
 def _init_worker(threads: int) -> None:
-    """Pool initializer: fix the thread count before the worker trains anything."""
+    """Pool initializer: fix the thread count before the worker trains anything, and let
+    Ctrl-C interrupt it from now on (:func:`_workers_start_deaf` kept it out while Python
+    started; one that came meanwhile is dropped here: the study stops its workers itself).
+    """
+    if hasattr(signal, "pthread_sigmask"):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # discards the pending one
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     _set_threads(threads)
     with contextlib.suppress(RuntimeError):  # only allowed before any parallel work
         import torch
 
         torch.set_num_interop_threads(1)
+
+
+@contextlib.contextmanager
+def _workers_start_deaf() -> Iterator[None]:
+    """Processes started in the body begin with Ctrl-C blocked (a blocked signal stays
+    blocked across fork and exec) until :func:`_init_worker`, and an interrupt of this
+    process waits for the body to end: a worker half started (forked, not yet sent what to
+    run) would die with a traceback of its bootstrap.
+
+    Ctrl-C reaches every process of the terminal's group: without this, each worker still
+    importing torch printed such a traceback under the study's one line.
+    """
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    interrupted: list[int] = []
+    handler = signal.signal(signal.SIGINT, lambda number, _frame: interrupted.append(number))
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        signal.signal(signal.SIGINT, handler)
+    if interrupted:
+        raise KeyboardInterrupt
 
 
 def execute_cell(task: CellTask) -> CellOutcome:
@@ -351,7 +384,10 @@ def _run_pool(
         while queue or running:
             while queue and len(running) < workers:
                 index, p = queue.popleft()
-                running[pool.submit(execute_cell, begin(index, p))] = (index, p, time.perf_counter())
+                task = begin(index, p)
+                with _workers_start_deaf():  # the pool starts a worker on submit when it needs one
+                    future = pool.submit(execute_cell, task)
+                running[future] = (index, p, time.perf_counter())
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 index, p, submitted = running.pop(future)
@@ -365,6 +401,13 @@ def _run_pool(
                 pool.shutdown(wait=False)  # its other cells failed with it; carry on with a fresh pool
                 pool = new_pool()
     except BaseException:
+        # Ctrl-C or an error here: stop the cells now. A worker is not left to finish its
+        # cell (or to start one it already took); its run resumes from its last checkpoint.
+        processes = list((getattr(pool, "_processes", None) or {}).values())  # no public handle
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.join(timeout=30)
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
