@@ -250,6 +250,23 @@ def test_report_only_rebuilds_the_same_numbers(study: dict[str, Any]) -> None:
     assert f"report rebuilt by: `{after['report_command']}`" in (out / "report.md").read_text()
 
 
+def test_report_only_without_the_set_the_study_ran_with_says_so(
+    study: dict[str, Any], tmp_path: Path
+) -> None:
+    """A stranger's walk: the study ran with --set train.steps=...; --report-only without it
+    said "no finished runs ... run the study first" of four finished runs."""
+    out = tmp_path / "out"
+    shutil.copytree(study["spec"].output_dir, out)
+    args = [str(study["spec"].path), "--report-only", "--output-dir", str(out), "--set", "optimizer.lr=0.5"]
+    result = CliRunner().invoke(study_command, args)
+    assert result.exit_code == 2
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith(
+        f"Error: study tiny: the 4 finished run(s) under {out} have other settings than this study asks for "
+        "(optimizer.lr: 0.01 -> 0.5); give the --set they ran with; it ran as: "
+    ), line
+
+
 def test_a_damaged_ledger_costs_only_the_timing_history(study: dict[str, Any], tmp_path: Path) -> None:
     """study.json nested past what sat_toolkit.parsing reads: the report is rebuilt from the runs."""
     out = tmp_path / "out"

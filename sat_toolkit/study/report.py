@@ -50,10 +50,7 @@ def write_report(
     finished_cells = read_finished(spec)
     rows = collect(spec, finished_cells)
     if not any(row["seeds_finished"] for row in rows):
-        raise SatError(
-            f"study {spec.name}: no finished runs under {spec.output_dir}; run the study first "
-            f"(sat-toolkit study {spec.path})"
-        )
+        raise SatError(_nothing_to_report(spec, finished_cells))
     context = _context(spec, command, finished_cells)
     learning = learning_curves(spec, finished_cells)
     out = spec.output_dir
@@ -95,6 +92,23 @@ def write_report(
         echo(f"warning: {key}: its run differs from the study file now ({changed}); left out of the report")
     echo(f"report: {paths['markdown']} ({figures})")
     return paths
+
+
+def _nothing_to_report(spec: StudySpec, finished_cells: FinishedCells) -> str:
+    """Why no cell can be reported: none ran, or the runs there are of other settings (most
+    often a ``--set`` the study ran with and the report command left out)."""
+    if not finished_cells.stale:
+        return (
+            f"study {spec.name}: no finished runs under {spec.output_dir}; run the study first "
+            f"(sat-toolkit study {spec.path})"
+        )
+    changed = next(iter(finished_cells.stale.values()))
+    commands = [i.get("command") for i in Ledger(spec.output_dir).invocations if i.get("command")]
+    ran = f"; it ran as: {commands[-1]}" if commands else ""
+    return (
+        f"study {spec.name}: the {len(finished_cells.stale)} finished run(s) under {spec.output_dir} "
+        f"have other settings than this study asks for ({changed}); give the --set they ran with{ran}"
+    )
 
 
 def _context(spec: StudySpec, command: str | None, finished_cells: FinishedCells) -> dict[str, Any]:
