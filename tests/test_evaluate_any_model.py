@@ -214,6 +214,24 @@ def test_a_checkpoint_path_for_timm_to_load_is_refused_on_every_route(tmp_path: 
     assert "Traceback" not in output and report is None and not marker.exists()
 
 
+@pytest.mark.parametrize(
+    ("attack", "message"),
+    [
+        ("pgd:stepz=3", "Error: attack 'pgd' has no parameter 'stepz'; valid parameters: "),
+        ("pgd:steps=0", "Error: attack 'pgd': steps must be >= 1, got 0"),
+    ],
+)
+def test_eval_cli_refuses_an_attacks_parameters_before_it_announces_the_evaluation(
+    timm_digits_model: nn.Module, tmp_path: Path, attack: str, message: str
+) -> None:
+    """A stranger's walk: such mistakes came after "evaluating ... on N test images", two lines."""
+    weights = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in timm_digits_model.body.state_dict().items()}, str(weights))
+    code, output, report = _eval_weights(weights, tmp_path, "--attack", attack)
+    assert code == 2 and report is None
+    assert len(output.strip().splitlines()) == 1 and output.startswith(message), output
+
+
 def test_eval_cli_says_how_it_reads_labels_for_a_model_with_more_outputs(tmp_path: Path) -> None:
     import timm
 

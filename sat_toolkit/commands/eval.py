@@ -155,7 +155,13 @@ def eval_command(
     from sat_toolkit.data import create_dataset
     from sat_toolkit.devices import resolve_device
     from sat_toolkit.engine.evaluation import fixed_test_subset
-    from sat_toolkit.evaluation.evaluate import check_budget, evaluate, images_fingerprint
+    from sat_toolkit.evaluation.evaluate import (
+        check_budget,
+        evaluate,
+        images_fingerprint,
+        refuse_attacks_beyond_classes,
+        resolve_attacks,
+    )
     from sat_toolkit.evaluation.suites import resolve_suite
     from sat_toolkit.evaluation.sweep import parse_eps_list, plot_sweep
 
@@ -198,6 +204,15 @@ def eval_command(
         if arch is not None and "image_size" not in dataset_spec:
             _note_resized(test_split, source.info(), dataset_spec)
         x, y = fixed_test_subset(test_split, samples, seed)
+    # Every attack built once here, as evaluate() will: a bad parameter or an attack that needs
+    # more classes than the model has stops before the announcement, in one line.
+    planned = resolve_attacks(
+        None if suite == "none" else suite, list(attacks), eps=eps, norm=norm, seed=seed
+    )
+    if loaded.num_classes is not None:
+        refuse_attacks_beyond_classes(
+            planned, loaded.num_classes, "leave it out (e.g. --suite none --attack apgd_ce)"
+        )
     given = {"arch": arch, "num_classes": num_classes, "mean": mean, "std": std}
     reading = {key: value for key, value in given.items() if value is not None}
     if data is not None or data_path is not None:
