@@ -478,7 +478,7 @@ def _state_problems(model: nn.Module, before: dict[str, dict[str, Any]]) -> list
     changed = [n for n, flag in before["modes"].items() if after["modes"][n] != flag]
     if changed:
         problems.append(
-            f"perturb left the train/eval mode of {_names(changed)} changed; restore it "
+            f"perturb left the train/eval mode of module(s) {_names(changed)} changed; restore it "
             "(subclass sat_toolkit.attacks.Attack, or use sat_toolkit.attacks.state.preserve_model_state)"
         )
     changed = [n for n, flag in before["requires_grad"].items() if after["requires_grad"][n] != flag]

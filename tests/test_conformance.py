@@ -356,7 +356,8 @@ def test_attack_check_names_a_model_left_in_another_mode() -> None:
     # Seven modules were in train mode and are left in eval mode; the head (6) was in eval mode.
     assert str(failure.value) == (
         "attack class LeavesTrainMode fails the sat-toolkit conformance check (1 problem):\n"
-        "  - perturb left the train/eval mode of (the model itself), 0, 1, 2 and 3 more changed; restore it "
+        "  - perturb left the train/eval mode of module(s) (the model itself), 0, 1, 2 and 3 more changed; "
+        "restore it "
         "(subclass sat_toolkit.attacks.Attack, or use sat_toolkit.attacks.state.preserve_model_state)"
     )
 
