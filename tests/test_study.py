@@ -924,3 +924,14 @@ def test_a_study_gives_its_cells_the_cores_shared_by_jobs_at_most_omp_num_thread
     else:
         monkeypatch.setenv("OMP_NUM_THREADS", omp)
     assert threads_per_job(jobs, cores) == threads
+
+
+def test_more_jobs_than_cores_is_said_before_the_estimate() -> None:
+    """A stranger's walk: `taskset -c 1 ... --jobs 2` estimated half the real time, silently."""
+    from sat_toolkit.study.runner import oversubscribed
+
+    assert oversubscribed(2, 2) is None and oversubscribed(1, 4) is None
+    assert oversubscribed(2, 1) == (
+        "2 jobs on 1 core(s): the cells share them, so each runs slower than the estimate below "
+        "(which times a cell alone); --jobs 1 finishes as soon"
+    )

@@ -106,6 +106,16 @@ def threads_per_job(jobs: int, cores: int | None = None) -> int:
     return min(share, int(asked)) if asked.isdigit() and int(asked) > 0 else share
 
 
+def oversubscribed(workers: int, cores: int) -> str | None:
+    """Why more workers than cores mislead: the estimate times a cell alone on its threads."""
+    if workers <= cores:
+        return None
+    return (
+        f"{workers} jobs on {cores} core(s): the cells share them, so each runs slower than the "
+        f"estimate below (which times a cell alone); --jobs {cores} finishes as soon"
+    )
+
+
 def _set_threads(threads: int) -> None:
     import torch
 
@@ -247,6 +257,8 @@ def run_study(
         f"study {spec.name}: {size} in {spec.output_dir}; {counts['done']} finished{copied}, {running}"
         f"{counts['resume']} to resume, {counts['new']} new; {workers} job(s) x {threads} torch thread(s)"
     )
+    if crowded := oversubscribed(workers, cores or available_cores()):
+        echo(f"warning: {crowded}")
     slow = {emulated_bf16_warning(p.recipe.optimizer.mixed_precision) for p in todo} - {None}
     for warning in slow:
         echo(f"warning: {warning}")
