@@ -159,6 +159,19 @@ def test_a_model_whose_plugin_is_uninstalled_names_the_package_to_install(
     result = CliRunner().invoke(cli, ["eval", str(run_dir), "--suite", "none", "--attack", "fgsm"])
     assert result.exit_code == 2
     assert result.output == f"Error: {model_file}: {MISSING}\n"
+    # The run's own recipe (validate, --resume, a study cell) names the package too: its
+    # metrics.json records which one provided each plugin.
+    validated = CliRunner().invoke(cli, ["recipe", "validate", str(run_dir / "recipe.toml")])
+    assert validated.exit_code == 2
+    assert "unknown activation 'mish'" in validated.output
+    assert (
+        validated.output.strip()
+        .splitlines()[-1]
+        .endswith(
+            f"the run in {run_dir} needs activation 'mish' from the package {FAKE} {FAKE_VERSION}, which is "
+            f"not installed: pip install '{FAKE}>={FAKE_VERSION}'"
+        )
+    ), validated.output
 
 
 DATA_PLUGIN = """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -194,3 +195,24 @@ def test_evaluation_attacks_with_the_true_gradient_and_again_with_the_attackers_
     report = evaluate_robustness(_dead_unit_model(attacker=False), x, y, attacks)
     assert list(report.attacks) == ["fgsm"]
     assert report.robust_accuracy == 1.0
+
+
+@pytest.mark.parametrize(
+    ("nested", "problem"),
+    [
+        ('smooth = "nonexistent"', "activation.smooth: unknown activation 'nonexistent'"),
+        ('smooth = "relu"', "activation.smooth: 'relu' is not a smooth activation"),
+        (
+            'smooth = "parametric_softplus", smooth_params = {beta = 2}',
+            "activation.smooth_params: activation 'parametric_softplus' has no parameter 'beta'",
+        ),
+    ],
+)
+def test_the_nested_smooth_activation_is_checked_with_the_recipe(nested: str, problem: str) -> None:
+    """A misspelt or uninstalled `smooth` passed `recipe validate` and stopped the run later."""
+    from sat_toolkit.recipe import RecipeError, load_recipe
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.toml"
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(recipe, [f'activation={{name = "relu_smooth_grad", {nested}}}'])
+    assert str(caught.value.problems[0]).startswith(problem)

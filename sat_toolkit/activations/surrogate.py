@@ -44,6 +44,28 @@ class _ReLUWithSmoothGradient(torch.autograd.Function):
         return _smooth_gradient(ctx.smooth_fn, x, grad_out), None
 
 
+def _smooth_activation(smooth: str, params: dict[str, Any]) -> tuple[type[nn.Module], dict[str, Any]]:
+    """The activation ``smooth`` names and ``params`` checked against it; one-line errors
+    filed under ``smooth`` or ``smooth_params``."""
+    from sat_toolkit.activations.factory import resolve_activation
+    from sat_toolkit.errors import SatError
+    from sat_toolkit.plugins.instantiate import checked_parameters
+
+    try:
+        smooth_cls = resolve_activation(smooth)
+    except SatError as exc:
+        raise SatError(f"smooth: {exc.message}") from None
+    if not getattr(smooth_cls, "smooth", False):
+        raise SatError(
+            f"smooth: {smooth!r} is not a smooth activation; pick one whose 'smooth' flag is true "
+            "(see 'sat-toolkit activations')"
+        )
+    try:
+        return checked_parameters("activation", {"name": smooth, **params})
+    except SatError as exc:
+        raise SatError(f"smooth_params: {exc.message}") from None
+
+
 class SmoothGradientReLU(Activation):
     """Forward: ReLU, bit for bit. Backward: a smooth activation's gradient where enabled.
 
@@ -67,21 +89,24 @@ class SmoothGradientReLU(Activation):
         optimizer: bool = True,
     ) -> None:
         super().__init__()
-        from sat_toolkit.activations.factory import resolve_activation
-
         if smooth_params is None and smooth == "parametric_softplus":
             smooth_params = {"alpha": 10.0}
-        smooth_cls = resolve_activation(smooth)
-        if not getattr(smooth_cls, "smooth", False):
-            raise ValueError(
-                f"relu_smooth_grad: smooth={smooth!r} is not a smooth activation; "
-                "pick one whose 'smooth' flag is true (see 'sat-toolkit activations')"
-            )
+        smooth_cls, typed = _smooth_activation(smooth, smooth_params or {})
         self.smooth_name = smooth
         self.smooth_params = dict(smooth_params or {})
-        self.smooth_fn = smooth_cls(**self.smooth_params)
+        self.smooth_fn = smooth_cls(**typed)
         self.attacker = bool(attacker)
         self.optimizer = bool(optimizer)
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> None:
+        """The nested activation, checked with the recipe (a misspelt or uninstalled ``smooth``
+        passed validation and stopped the run when it built the model)."""
+        smooth = params.get("smooth", "parametric_softplus")
+        smooth_params = params.get("smooth_params")
+        if smooth_params is None and smooth == "parametric_softplus":
+            smooth_params = {"alpha": 10.0}
+        _smooth_activation(smooth, smooth_params or {})
 
     def hparams(self) -> dict[str, object]:
         return {

@@ -66,6 +66,9 @@ def rebuild_model(config: Mapping[str, Any]) -> nn.Module:
         raise SatError(
             f"sat_config version {version} is not supported (this toolkit reads {SAT_CONFIG_VERSION})"
         )
+    lacking = _missing_plugin(config, kinds=("model", "activation"))  # before building: a
+    if lacking is not None:  # nested activation (relu_smooth_grad's smooth) would fail unnamed
+        raise SatError(f"the model {lacking}")
     try:
         builder = create_model_builder(config["model"])
         model = builder.build(DatasetInfo.from_dict(config["data_info"]), config["activation"])
@@ -108,8 +111,24 @@ def _warn_about_other_providers(config: Mapping[str, Any]) -> None:
         )
 
 
-def _missing_plugin(config: Mapping[str, Any]) -> str | None:
-    """What to install for a recorded plugin this environment lacks (None: nothing recorded is)."""
+def _missing_plugin(config: Mapping[str, Any], kinds: tuple[str, ...] | None = None) -> str | None:
+    """What to install for a recorded plugin this environment lacks (None: nothing recorded
+    is). With ``kinds``: only a plugin of those kinds whose name no installed package
+    provides (one that another package provides now is rebuilt, with a warning)."""
+    from sat_toolkit.plugins import get_plugin_host
     from sat_toolkit.plugins.provenance import missing_plugin_message
 
-    return missing_plugin_message(config.get("plugins"))
+    entries = config.get("plugins")
+    if kinds is not None and isinstance(entries, list):
+
+        def unavailable(entry: Any) -> bool:
+            if not isinstance(entry, Mapping) or entry.get("kind") not in kinds:
+                return False
+            try:
+                get_plugin_host().get(entry["kind"], str(entry.get("name")))
+            except SatError:
+                return True
+            return False
+
+        entries = [entry for entry in entries if unavailable(entry)]
+    return missing_plugin_message(entries)

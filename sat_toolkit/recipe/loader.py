@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from sat_toolkit.recipe.errors import RecipeError
+from sat_toolkit.recipe.errors import Problem, RecipeError
 from sat_toolkit.recipe.overrides import apply_overrides, mark_override_problems
 from sat_toolkit.recipe.resolve import resolve
 from sat_toolkit.recipe.schema import Recipe
@@ -42,6 +42,26 @@ def _resolve(raw: Mapping[str, Any], overrides: Iterable[str], host: Any, source
     try:
         return resolve(raw, host=host, source=source)
     except RecipeError as exc:
-        if not applied:
+        problems = mark_override_problems(exc.problems, applied) if applied else list(exc.problems)
+        lacking = _plugins_the_run_had(source)
+        if lacking is None and not applied:
             raise
-        raise RecipeError(mark_override_problems(exc.problems, applied), source) from None
+        if lacking is not None:
+            problems.append(Problem("", lacking))
+        raise RecipeError(problems, source) from None
+
+
+def _plugins_the_run_had(source: str | None) -> str | None:
+    """For a finished run's own recipe.toml: the package of a plugin it used that this
+    environment lacks (its metrics.json records them), so "unknown objective 'alp'" comes
+    with what to install. None for any other file."""
+    from sat_toolkit.recipe.rundir import RECIPE_FILE
+
+    if source is None or Path(source).name != RECIPE_FILE:
+        return None
+    from sat_toolkit.plugins.provenance import missing_plugin_message
+    from sat_toolkit.recipe.finished import read_finished_metrics
+
+    metrics, _ = read_finished_metrics(Path(source).parent)
+    hint = missing_plugin_message(metrics.get("plugins")) if metrics else None
+    return f"the run in {Path(source).parent} {hint}" if hint else None
