@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from torch import nn
 
 from sat_toolkit.cli import cli
-from sat_toolkit.errors import PluginLoadError
+from sat_toolkit.errors import PluginLoadError, UnknownPluginError
 from sat_toolkit.plugins import PluginWarning, get_plugin_host
 from sat_toolkit.plugins.contracts import contract_problems
 
@@ -232,6 +232,10 @@ def test_a_class_breaking_its_contract_is_listed_failed_with_the_reason(fake_dis
     with pytest.raises(PluginLoadError) as info:
         host.get(kind, row.name)
     assert str(info.value) == f"{kind} '{row.name}' cannot be used: {reason}"
+    # Refused under its own name, it cannot be what another unknown name meant: not listed.
+    with pytest.raises(UnknownPluginError) as other:
+        host.get(kind, "something_else")
+    assert "broken-kind" not in str(other.value)
 
 
 def test_every_builtin_fulfils_its_contract(fresh_plugin_host: None) -> None:

@@ -428,7 +428,13 @@ class PluginHost:
                 f". Blocked by {DISABLE_ENV_VAR}, so not looked into: {packages} (take a package "
                 "out of that variable to use its plugins)"
             )
-        failed = [r for r in self.records(kind) if r.status == "failed" and r.kind in (kind, "*")]
+        # Only a failure that leaves unknown what it would have provided can explain the name:
+        # a class refused under its own (other) name cannot, and listing it buried the line.
+        failed = [
+            r
+            for r in self.records(kind)
+            if r.status == "failed" and (r.kind == "*" or (r.kind == kind and r.name.startswith("(")))
+        ]
         if not failed:
             return UnknownPluginError(message)
         # A failed plugin may be the one that would have provided the name: say which, but
