@@ -148,7 +148,7 @@ def test_a_different_run_in_the_same_directory_is_refused(finished_run: Path) ->
     other = tiny_recipe(finished_run, optimizer={"lr": 0.02})
     with pytest.raises(SatError, match="holds a different run .*optimizer.lr"):
         sat_toolkit.run(other, show_progress=False)
-    with pytest.raises(SatError, match="pass --resume"):
+    with pytest.raises(SatError, match="already holds a finished run of this recipe .*sat-toolkit eval"):
         sat_toolkit.run(tiny_recipe(finished_run), show_progress=False)
     after = {p: p.stat().st_mtime_ns for p in finished_run.rglob("*") if p.is_file()}
     assert before == after  # nothing written, nothing lost

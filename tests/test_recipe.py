@@ -8,6 +8,7 @@ the built-in activations and schedules are the real ones.
 from __future__ import annotations
 
 import importlib.metadata as importlib_metadata
+import json
 import sys
 import types
 from pathlib import Path
@@ -632,6 +633,14 @@ def test_failed_start_is_reused_only_by_the_same_recipe(fake_plugins: PluginHost
         with pytest.raises(SatError, match="already holds a run of this recipe"):
             check_run_dir(run_dir, recipe, resume=False)
         (run_dir / progress).unlink()
+    finished = {"evaluation": {"clean_accuracy": 0.9, "robust_accuracy": 0.5, "attacks": {}}}
+    (run_dir / "metrics.json").write_text(json.dumps(finished))
+    with pytest.raises(SatError) as info:  # --resume would only say "nothing to do"
+        check_run_dir(run_dir, recipe, resume=False)
+    assert info.value.message == (
+        f"{run_dir} already holds a finished run of this recipe (its results: metrics.json, "
+        f"model.safetensors; sat-toolkit eval {run_dir}); to train it again, pick another run.output_dir"
+    )
 
 
 def test_unwritable_output_dir_is_refused_before_anything(fake_plugins: PluginHost, tmp_path: Path) -> None:

@@ -282,6 +282,14 @@ def check_run_dir(run_dir: str | Path, recipe: Recipe, resume: bool) -> bool:
     if not resume:
         if is_failed_start(run_dir):
             return False  # the same recipe stopped before its first checkpoint: start it again
+        from sat_toolkit.recipe.finished import read_finished_metrics
+
+        if read_finished_metrics(run_dir)[0] is not None:  # finished: --resume has nothing to do
+            raise SatError(
+                f"{run_dir} already holds a finished run of this recipe (its results: metrics.json, "
+                f"model.safetensors; sat-toolkit eval {run_dir}); to train it again, pick another "
+                "run.output_dir"
+            )
         raise SatError(
             f"{run_dir} already holds a run of this recipe; pass --resume to continue it, "
             "or pick another run.output_dir"
