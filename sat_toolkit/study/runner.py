@@ -25,6 +25,7 @@ import os
 import shlex
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections import deque
@@ -149,8 +150,8 @@ def _workers_start_deaf() -> Iterator[None]:
     Ctrl-C reaches every process of the terminal's group: without this, each worker still
     importing torch printed such a traceback under the study's one line.
     """
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread (run_study called from another)
         return
     interrupted: list[int] = []
     handler = signal.signal(signal.SIGINT, lambda number, _frame: interrupted.append(number))
