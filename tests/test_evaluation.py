@@ -203,6 +203,10 @@ def test_attack_option_parsing() -> None:
     )
     with pytest.raises(SatError, match="key=value"):
         parse_attack_option("pgd:steps")
+    with pytest.raises(SatError, match="an empty parameter between commas"):
+        parse_attack_option("pgd:steps=2,,seed=1")
+    assert parse_attack_option("pgd:steps=2,")[1] == {"name": "pgd", "steps": 2}  # a trailing comma
+    assert parse_attack_option("pgd:")[1] == {"name": "pgd"}
 
 
 @pytest.fixture(scope="module")

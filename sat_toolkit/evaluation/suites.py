@@ -88,7 +88,10 @@ def parse_plugin_option(text: str, option: str, example: str) -> tuple[str, dict
         raise SatError(f"{option} {text!r}: give a name, e.g. {option} {example}")
     spec: dict[str, Any] = {"name": name}
     label = name
-    for item in filter(None, (part.strip() for part in rest.split(","))):
+    parts = [part.strip() for part in rest.split(",")] if rest.strip() else []
+    if any(not part for part in parts[:-1]):  # "steps=2,,seed=1": a pair lost in typing
+        raise SatError(f"{option} {text!r}: an empty parameter between commas; give key=value pairs")
+    for item in filter(None, parts):
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise SatError(f"{option} {text!r}: parameters are key=value pairs separated by commas")
