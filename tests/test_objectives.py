@@ -308,7 +308,9 @@ def test_set_objective_switches_it_and_its_parameters_are_validated() -> None:
         load_recipe(QUICKSTART, ["objective.beta=1"])
     message = str(caught.value)
     assert "objective.name: required: which objective to use (installed: mart, pgd_at" in message
-    assert message.endswith("; the table sets beta but names no objective")
+    assert message.endswith(
+        "; the table sets beta but names no objective (a recipe without the objective table uses 'pgd_at')"
+    )
 
 
 def test_trades_refuses_a_training_attack_without_steps() -> None:

@@ -90,19 +90,23 @@ def check_plugin(
     reserved: Any = (),
     inherit: Mapping[str, Any] | None = None,
     input_shape: tuple[int, ...] | None = None,
+    default: str | None = None,
 ) -> tuple[str, dict[str, Any]] | None:
     """Validate one plugin section; returns ``(name, resolved params)`` or ``None`` on problems.
 
     ``reserved`` are the section's own keys (offered as suggestions for typos);
     ``inherit`` supplies values for parameters the plugin takes but the recipe left out
     (evaluation attacks inherit the training epsilon this way); ``input_shape`` is the
-    dataset's ``(C, H, W)`` where known, which bounds an L2 attack's eps.
+    dataset's ``(C, H, W)`` where known, which bounds an L2 attack's eps; ``default`` is the
+    plugin a recipe without the section uses (named when a table forgets its ``name``).
     """
     before = len(problems)
     if raw_name is None:
         # `--set objective.beta=1` alone makes a table with parameters and no plugin: say so,
         # since the user wrote the parameter, not the missing name.
         given = f"; the table sets {', '.join(sorted(params))} but names no {kind}" if params else ""
+        if given and default:
+            given += f" (a recipe without the {path} table uses '{default}')"
         problems.add(join(path, "name"), f"required: which {kind} to use ({_installed(host, kind)}){given}")
         return None
     if not isinstance(raw_name, str):

@@ -54,8 +54,12 @@ def resolve(raw: Mapping[str, Any], *, host: Any = None, source: str | None = No
         "run": resolver.run(raw.get("run")),
         "data": resolver.data(raw.get("data")),
         "model": resolver.plugin_section("model", raw.get("model"), "model"),
-        "activation": resolver.named("activation", raw.get("activation", DEFAULT_ACTIVATION), "activation"),
-        "objective": resolver.named("objective", raw.get("objective", DEFAULT_OBJECTIVE), "objective"),
+        "activation": resolver.named(
+            "activation", raw.get("activation", DEFAULT_ACTIVATION), "activation", DEFAULT_ACTIVATION
+        ),
+        "objective": resolver.named(
+            "objective", raw.get("objective", DEFAULT_OBJECTIVE), "objective", DEFAULT_OBJECTIVE
+        ),
         "attack": resolver.attack(raw.get("attack"), training_precision=_training_precision(raw)),
         "optimizer": resolver.plain(OptimizerConfig, raw.get("optimizer"), "optimizer"),
         "train": resolver.plain(TrainConfig, raw.get("train"), "train"),
@@ -228,14 +232,14 @@ class _Resolver:
         self.input_shape = _input_shape(self.host, spec)
         return DataConfig(name=spec.name, params=spec.params, **checked)
 
-    def named(self, kind: str, value: Any, path: str) -> PluginSpec | None:
+    def named(self, kind: str, value: Any, path: str, default: str | None = None) -> PluginSpec | None:
         """A plugin section that may also be written as just its name (``activation = "silu"``)."""
         if isinstance(value, str):
             value = {"name": value}
         if not isinstance(value, Mapping):
             self.problems.add(path, f"must be a name or a table with 'name', got {toml_type(value)}")
             return None
-        return self.plugin(kind, value, path)
+        return self.plugin(kind, value, path, default=default)
 
     def attack(self, value: Any, *, training_precision: str | None) -> AttackConfig | None:
         """``[attack]``; the training attack computes in the training step's precision unless it says."""
