@@ -342,7 +342,7 @@ def evaluate(
         return_examples=return_examples, per_attack_examples=per_attack_examples, cascade=cascade,
     )  # fmt: skip
     curve = (
-        eps_sweep(model, x, y, objects, sweep_values, batch_size=batch_size, norm=norm)
+        eps_sweep(model, x, y, objects, sweep_values, batch_size=batch_size, norm=norm, main=report)
         if sweep_values
         else None
     )
