@@ -217,6 +217,30 @@ def test_the_sweeps_run_at_the_evaluations_eps_counts_in_its_worst_case(cascade:
     assert "pgd_steps3_random_start_fraction1/sweep" not in result.sweep[0.05]["attacks"]
 
 
+def test_masking_checks_that_need_a_robust_image_say_not_applicable_when_none_is_left() -> None:
+    """A stranger's walk: L2 eps 8 on 8x8 digits broke every image, and every check said PASS;
+    the curve went to eps 16, past the largest L2 distance of two such images (8), and the
+    "large eps" check ran at 4, below the evaluation's own eps."""
+    model, x, y = _linear_digits_model(quantise=False)
+    specs = {"apgd_ce": {"name": "apgd_ce", "steps": 5}}
+    attacks = build_attacks(specs, eps=8.0, norm="l2", seed=0)
+    report = evaluate_robustness(model, x, y, attacks)
+    assert report.clean_accuracy > 0.5 and report.robust_accuracy == 0.0
+    checks = run_checks(
+        model, x, y, report, attacks, eps=8.0, norm="l2", num_classes=10, seed=0, batch_size=256
+    )
+    verdicts = {c.name: c.verdict for c in checks}
+    assert verdicts == {
+        "robust accuracy falls as eps grows": "PASS",
+        "large eps drives robust accuracy to chance": "N/A",
+        "apgd_ce with 2x steps and +1 restart leaves the worst case unchanged": "N/A",
+        "worst case is at least as strong as every attack": "N/A",
+        "input gradients are rarely exactly zero": "PASS",
+        "gradient-free Square does not beat the white-box suite": "N/A",
+    }
+    assert list(checks[0].numbers["curve"]) == ["4", "8"]  # 16 lies beyond the L2 limit of 8
+
+
 def test_attack_option_parsing() -> None:
     assert parse_attack_option("pgd:steps=50,eps=8/255") == (
         "pgd_steps50_eps8-255",

@@ -16,7 +16,9 @@ Each check re-attacks the *same* samples and reports pass/fail with its numbers:
   it (``autoattack``) answers from its own run; otherwise Square runs here.
 
 A check that has nothing to test reports N/A rather than PASS: where no image is classified
-correctly every attack-based accuracy is 0 at every eps, and Square does not attack every
+correctly every attack-based accuracy is 0 at every eps; where none is left robust, no
+stronger attack, ensemble member or Square can break more; the large-eps check has nothing
+to add where the evaluation's eps is already that large; and Square does not attack every
 norm.
 
 "Hardly any" is counted in images, not a fixed fraction, so the rule means the same at
@@ -36,6 +38,7 @@ import torch
 from torch import nn
 
 from sat_toolkit.evaluation.robust import RobustnessReport, evaluate_robustness
+from sat_toolkit.recipe.plugin_params import eps_limit
 
 TOLERANCE = 0.005  # half a point: the rate a difference may have before it counts
 SIGNIFICANCE = 0.05  # ... unless chance at this sample size explains it (see allowed_images)
@@ -157,8 +160,10 @@ def run_checks(
     # 1. monotone in eps
     curve = dict(sweep or {})
     if not sweep:
+        limit = eps_limit(norm, tuple(x.shape[1:])) or math.inf
         for factor in (0.5, 2.0):
-            curve[eps * factor] = robust_with({first_label: first}, eps * factor).robust_accuracy
+            if eps * factor <= limit:  # beyond it no budget means more (L2: sqrt(C*H*W))
+                curve[eps * factor] = robust_with({first_label: first}, eps * factor).robust_accuracy
         curve[eps] = report.attacks[first_label].robust_accuracy
     ordered = sorted(curve.items())
     rises = [
@@ -179,17 +184,30 @@ def run_checks(
 
     # 2. large eps reaches chance level
     big = large_eps_for(norm, x[0].numel())
-    at_big = robust_with({first_label: first}, big).robust_accuracy
-    chance = 1.0 / num_classes
-    above = _count(at_big - chance, n)
-    results.append(
-        CheckResult(
-            LARGE_EPS,
-            above <= allowed,
-            f"{at_big:.4f} at eps {big:.4g} (chance {chance:.4f}; above chance {rule})",
-            {"eps": big, "robust_accuracy": at_big, "chance": chance, "allowed_images": allowed},
+    if big <= eps:  # the evaluation itself is at least this large: nothing larger to try
+        results.append(_not_applicable(LARGE_EPS, f"the evaluation's eps {eps:.4g} is already >= {big:.4g}"))
+    else:
+        at_big = robust_with({first_label: first}, big).robust_accuracy
+        chance = 1.0 / num_classes
+        above = _count(at_big - chance, n)
+        results.append(
+            CheckResult(
+                LARGE_EPS,
+                above <= allowed,
+                f"{at_big:.4f} at eps {big:.4g} (chance {chance:.4f}; above chance {rule})",
+                {"eps": big, "robust_accuracy": at_big, "chance": chance, "allowed_images": allowed},
+            )
         )
-    )
+    if not bool(report.worst_case.any()):
+        # Nothing is left robust: no stronger attack, member or Square can break more.
+        why = f"no image of {n} is robust at eps {eps:.4g}, so there is nothing more to break"
+        results += [_not_applicable(CONVERGED.format(first=first_label), why), _not_applicable(ENSEMBLE, why)]
+        fractions = {
+            k: o.zero_grad_fraction for k, o in report.attacks.items() if o.zero_grad_fraction is not None
+        }
+        results.append(_zero_gradients(fractions))
+        results.append(_not_applicable(GRADIENT_FREE, why))
+        return results
 
     # 3. a stronger first attack breaks hardly any image the worst case still counts robust
     stronger = _stronger_copy(first)
@@ -227,15 +245,7 @@ def run_checks(
     fractions = {
         k: o.zero_grad_fraction for k, o in report.attacks.items() if o.zero_grad_fraction is not None
     }
-    worst_zero = max(fractions.values(), default=0.0)
-    results.append(
-        CheckResult(
-            ZERO_GRADIENTS,
-            worst_zero <= ZERO_GRAD_LIMIT,
-            f"max zero-gradient fraction {worst_zero:.4f} (limit {ZERO_GRAD_LIMIT})",
-            {"zero_grad_fraction": fractions},
-        )
-    )
+    results.append(_zero_gradients(fractions))
 
     # 6. a gradient-free attack does not beat the white-box suite
     square_cls = _attack_class("square")
@@ -291,6 +301,16 @@ def run_checks(
         )
     )
     return results
+
+
+def _zero_gradients(fractions: dict[str, float]) -> CheckResult:
+    worst_zero = max(fractions.values(), default=0.0)
+    return CheckResult(
+        ZERO_GRADIENTS,
+        worst_zero <= ZERO_GRAD_LIMIT,
+        f"max zero-gradient fraction {worst_zero:.4f} (limit {ZERO_GRAD_LIMIT})",
+        {"zero_grad_fraction": fractions},
+    )
 
 
 def _attack_class(name: str) -> type:
