@@ -43,7 +43,11 @@ class Softplus(Activation):
 
 
 class ParametricSoftplus(Activation):
-    """(1/alpha) log(1 + e^(alpha x)); gradient sigmoid(alpha x). Tends to ReLU as alpha grows."""
+    """(1/alpha) log(1 + e^(alpha x)); gradient sigmoid(alpha x). Tends to ReLU as alpha grows.
+
+    Args:
+        alpha: sharpness; larger is closer to ReLU (the paper's default is 10).
+    """
 
     name = "parametric_softplus"
     description = "(1/a) log(1 + e^(a x)), a = alpha (default 10)"
@@ -71,7 +75,11 @@ class SiLU(Activation):
 
 
 class GELU(Activation):
-    """x * Phi(x); ``approximate="tanh"`` is the variant the official code uses."""
+    """x * Phi(x); ``approximate="tanh"`` is the variant the official code uses.
+
+    Args:
+        approximate: 'none' for the exact Phi, 'tanh' for the official code's approximation.
+    """
 
     name = "gelu"
     description = "x * Phi(x); approximate = 'none' (exact) or 'tanh'"
@@ -88,7 +96,11 @@ class GELU(Activation):
 
 
 class ELU(Activation):
-    """x for x >= 0, alpha (e^x - 1) otherwise. Smooth only for alpha = 1."""
+    """x for x >= 0, alpha (e^x - 1) otherwise. Smooth only for alpha = 1.
+
+    Args:
+        alpha: the negative saturation value; only alpha = 1 gives a continuous gradient.
+    """
 
     name = "elu"
     description = "x if x >= 0 else alpha (e^x - 1)"
@@ -105,7 +117,11 @@ class ELU(Activation):
 
 
 class CELU(Activation):
-    """max(0, x) + min(0, alpha (e^(x/alpha) - 1)): ELU made C1 for every alpha."""
+    """max(0, x) + min(0, alpha (e^(x/alpha) - 1)): ELU made C1 for every alpha.
+
+    Args:
+        alpha: the negative saturation value (the gradient is continuous for every alpha).
+    """
 
     name = "celu"
     description = "max(0, x) + min(0, alpha (e^(x/alpha) - 1))"
@@ -126,6 +142,10 @@ class SmoothReLU(Activation):
 
     The official SAT code learns ``a`` as ``b**2``; with ``learnable=True`` we do the same,
     with ``b`` initialised to ``sqrt(alpha)`` (the official ``b = 20`` is ``alpha = 400``).
+
+    Args:
+        alpha: sharpness a; larger is closer to ReLU.
+        learnable: learn a during training (as b**2, as the official code does).
     """
 
     name = "smoothrelu"

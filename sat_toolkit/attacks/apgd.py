@@ -282,6 +282,9 @@ class APGDT(APGD):
 
     Its goal is still misclassification: ``success`` means the prediction differs from
     the label, whichever target got it there (needs >= 4 classes for targeted DLR).
+
+    Args:
+        n_target_classes: how many of the highest-scoring other classes to target, one run each.
     """
 
     name = "apgd_t"

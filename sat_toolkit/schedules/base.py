@@ -114,6 +114,10 @@ class WarmupSchedule(Schedule):
     moves (a zero learning rate would waste it) and step ``W - 1`` reaches ``base``. From
     step ``W`` on the subclass's own curve applies; see each subclass for whether its
     curve spans the whole run or only the steps after the warm-up.
+
+    Args:
+        warmup_steps: steps of linear warm-up from 0 to base; 0 = use warmup_fraction.
+        warmup_fraction: warm-up length as a fraction of all steps (when warmup_steps is 0).
     """
 
     def __init__(self, warmup_steps: StepCount = 0, warmup_fraction: WarmupFraction = 0.0) -> None:

@@ -32,7 +32,12 @@ class ConstantSchedule(WarmupSchedule):
 
 
 class StepSchedule(WarmupSchedule):
-    """``base * gamma ** (step // P)`` with ``P = max(1, to_steps(period, total_steps))``."""
+    """``base * gamma ** (step // P)`` with ``P = max(1, to_steps(period, total_steps))``.
+
+    Args:
+        period: steps between decays, as a fraction of all steps.
+        gamma: the factor applied at each decay.
+    """
 
     name = "step"
     description = "multiply by gamma every `period` (fraction of training)"
@@ -62,6 +67,10 @@ class MultiStepSchedule(WarmupSchedule):
 
     Milestone ``m`` (a fraction of training, strictly increasing in (0, 1)) is reached
     at step ``to_steps(m, total_steps)`` (nearest step): that step already uses the lower value.
+
+    Args:
+        milestones: where to decay, as strictly increasing fractions of all steps.
+        gamma: the factor applied at each milestone.
     """
 
     name = "multistep"
@@ -103,6 +112,9 @@ class CosineSchedule(WarmupSchedule):
     ``floor + (base - floor) * (1 + cos(pi * t)) / 2``. So step ``W`` gets ``base``, the
     half-way step gets ``(base + floor) / 2`` and ``floor`` is reached at ``total_steps``.
     ``floor`` is absolute (like PyTorch's ``eta_min``).
+
+    Args:
+        floor: the value reached at the last step (absolute, like PyTorch's eta_min).
     """
 
     name = "cosine"
@@ -133,6 +145,11 @@ class OneCycleSchedule(Schedule):
     total_steps``, then falls to ``start / final_div_factor`` at ``total_steps``:
     ``start + (base - start) * (1 - cos(pi * step / U)) / 2`` before ``U`` and
     ``end + (base - end) * (1 + cos(pi * (step - U) / (total_steps - U))) / 2`` after.
+
+    Args:
+        pct_start: fraction of the steps spent rising to base.
+        div_factor: the first value is base / div_factor.
+        final_div_factor: the last value is base / div_factor / final_div_factor.
     """
 
     name = "one_cycle"

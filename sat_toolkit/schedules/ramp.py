@@ -18,6 +18,11 @@ class LinearRampSchedule(Schedule):
     ``R = 0`` the value is ``base`` throughout. Unlike the learning-rate warm-up this
     starts *at* ``start * base`` (a clean first step costs nothing) and reaches ``base``
     at step ``R``.
+
+    Args:
+        ramp_fraction: ramp length as a fraction of all steps (when ramp_steps is 0).
+        ramp_steps: ramp length in steps; 0 = use ramp_fraction.
+        start: the fraction of base used at step 0.
     """
 
     name = "linear_ramp"
