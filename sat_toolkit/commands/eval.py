@@ -140,8 +140,9 @@ def eval_command(
 
     Reports clean accuracy, robust accuracy under each attack and the per-sample worst
     case over all of them, on the same seeded test images; then the gradient-masking
-    checks, each pass/fail with its numbers. Writes a JSON report with every setting and
-    each image's outcome; --compare A.json B.json pairs two such reports image by image.
+    checks, each pass/fail (N/A where it has nothing to test) with its numbers. Writes a
+    JSON report with every setting and each image's outcome; --compare A.json B.json pairs
+    two such reports image by image.
     """
     if compare:
         if model_path is not None:
