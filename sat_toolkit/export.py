@@ -53,10 +53,15 @@ def resolve_model_file(location: str | Path) -> Path:
     location = Path(location)
     if location.is_dir():
         candidate = location / MODEL_FILE
+        if not candidate.is_file() and not (location / "recipe.toml").is_file():
+            raise SatError(
+                f"{location} is not a run directory (no recipe.toml, no {MODEL_FILE}); give a run "
+                "directory or a .safetensors model file"
+            )
         if not candidate.is_file():
             raise SatError(
                 f"{location} has no {MODEL_FILE}; is the run finished? "
-                "(an interrupted run continues with 'sat-toolkit run RECIPE --resume')"
+                f"(an interrupted run continues with 'sat-toolkit run {location / 'recipe.toml'} --resume')"
             )
         return candidate
     if location.is_file():

@@ -369,6 +369,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("eval --arch no data", ["eval", "weights.bin", "--arch", "resnet18"], "--data NAME"),
     ("eval no such model", ["eval", "nowhere.safetensors"], "no such run directory or model file"),
     ("eval run dir unfinished", ["eval", "runs/other"], "has no model.safetensors"),
+    ("eval not a run", ["eval", "runs/junk"], "runs/junk is not a run directory (no recipe.toml, no model"),
     ("eval wrong suffix", ["eval", "weights.bin"], "expected a run directory or a .safetensors"),
     ("model wrong shapes", ["eval", "shape.safetensors"], "weights do not fit the rebuilt small_cnn"),
     (
