@@ -78,6 +78,7 @@ def test_a_run_writes_every_promised_file(finished_run: Path) -> None:
     assert set(evaluation["attacks"]) == {"pgd5"}
     # The budget the attacks inherited from the training attack (it was recorded as null).
     assert evaluation["eps"] == load_recipe(tiny_recipe(finished_run)).attack.eps is not None
+    assert evaluation["norm"] == "linf"  # the threat model beside its eps
     # The saved recipe is the resolved one and loads back to the same recipe.
     assert load_recipe(finished_run / "recipe.toml") == load_recipe(tiny_recipe(finished_run))
 

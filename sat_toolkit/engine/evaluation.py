@@ -132,6 +132,9 @@ def final_evaluation(
         budgets = {a["settings"].get("eps") for a in result["attacks"].values()}
         if len(budgets) == 1:  # one budget for every attack: the evaluation's own
             result["eps"] = budgets.pop()
+    norms = {a["settings"].get("norm") for a in result["attacks"].values()} - {None}
+    if len(norms) == 1:  # the threat model beside its eps, not only in each attack's settings
+        result["norm"] = norms.pop()
     lines = [f"clean accuracy {report.clean_accuracy:.4f} on {len(y)} test images"]
     for label, outcome in report.attacks.items():  # in a cascade: the accuracy after this attack
         shown = f"after {label}" if report.cascade else label
