@@ -72,7 +72,7 @@ def _count(fraction: float, n: int) -> int:
 @dataclasses.dataclass
 class CheckResult:
     """One check's verdict. ``applicable`` is False where the check has nothing to test
-    (no image classified correctly; Square under a norm it does not attack): such a check
+    (see the module: nothing classified correctly, nothing left robust, ...): such a check
     neither passes nor fails, so a report never shows PASS for evidence it did not gather.
     """
 
@@ -198,13 +198,13 @@ def run_checks(
                 {"eps": big, "robust_accuracy": at_big, "chance": chance, "allowed_images": allowed},
             )
         )
+    fractions = {
+        k: o.zero_grad_fraction for k, o in report.attacks.items() if o.zero_grad_fraction is not None
+    }
     if not bool(report.worst_case.any()):
         # Nothing is left robust: no stronger attack, member or Square can break more.
         why = f"no image of {n} is robust at eps {eps:.4g}, so there is nothing more to break"
         results += [_not_applicable(CONVERGED.format(first=first_label), why), _not_applicable(ENSEMBLE, why)]
-        fractions = {
-            k: o.zero_grad_fraction for k, o in report.attacks.items() if o.zero_grad_fraction is not None
-        }
         results.append(_zero_gradients(fractions))
         results.append(_not_applicable(GRADIENT_FREE, why))
         return results
@@ -242,9 +242,6 @@ def run_checks(
     )
 
     # 5. zero gradients
-    fractions = {
-        k: o.zero_grad_fraction for k, o in report.attacks.items() if o.zero_grad_fraction is not None
-    }
     results.append(_zero_gradients(fractions))
 
     # 6. a gradient-free attack does not beat the white-box suite
