@@ -120,15 +120,12 @@ def _missing_plugin(config: Mapping[str, Any], kinds: tuple[str, ...] | None = N
 
     entries = config.get("plugins")
     if kinds is not None and isinstance(entries, list):
-
-        def unavailable(entry: Any) -> bool:
-            if not isinstance(entry, Mapping) or entry.get("kind") not in kinds:
-                return False
-            try:
-                get_plugin_host().get(entry["kind"], str(entry.get("name")))
-            except SatError:
-                return True
-            return False
-
-        entries = [entry for entry in entries if unavailable(entry)]
+        host = get_plugin_host()
+        entries = [
+            entry
+            for entry in entries
+            if isinstance(entry, Mapping)
+            and entry.get("kind") in kinds
+            and entry.get("name") not in host.names(entry["kind"])
+        ]
     return missing_plugin_message(entries)
