@@ -60,6 +60,15 @@ def test_a_fall_of_015_with_fgsm_holding_is_a_partial_collapse_named_by_its_atta
     assert judge([*history[:2], record(3, 0.64, 0.86)]) is None  # a fall of 0.14
 
 
+def test_an_l2_collapse_names_the_single_step_attack_fgm() -> None:
+    history = [record(1, 0.40, 0.50), {**record(2, 0.02, 0.70), "norm": "l2"}]
+    collapse = judge(history)
+    assert collapse is not None
+    assert "while FGM accuracy is 0.700 (best 0.500)" in collapse.describe()
+    linf = judge([record(1, 0.40, 0.50), {**record(2, 0.02, 0.70), "norm": "linf"}])
+    assert linf is not None and "while FGSM accuracy is 0.700" in linf.describe()
+
+
 BUDGET_SWEEP = REPO / "docs" / "results" / "fashion_mnist_budget"
 
 
@@ -104,7 +113,7 @@ def fake_validation(monkeypatch: pytest.MonkeyPatch, numbers: list[tuple[float, 
         pgd, fgsm = queue.pop(0)
         return {
             "samples": 64, "clean_accuracy": 0.9, "robust_accuracy": pgd, "fgsm_accuracy": fgsm,
-            "attack": "PGD-10",
+            "attack": "PGD-10", "norm": "linf", "eps": 0.1,
         }  # fmt: skip
 
     monkeypatch.setattr(trainer, "validate", validate)

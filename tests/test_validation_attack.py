@@ -106,3 +106,30 @@ def test_the_validation_attack_changes_what_validation_reports_never_the_weights
     assert default["weights"].keys() == apgd["weights"].keys()
     for key, tensor in default["weights"].items():
         assert tensor.equal(apgd["weights"][key]), key
+
+
+def test_an_l2_run_names_its_single_step_attack_fgm_and_records_exact_fractions(tmp_path: Path) -> None:
+    """Under L2 the ``fgsm`` plugin steps along the normalised gradient: FGM, not FGSM. The
+    accuracies are counts over the samples, so 50 images give multiples of 0.02 exactly (the
+    float32 mean wrote 0.7799999713897705 into metrics.json)."""
+    out = tmp_path / "l2"
+    overrides = [
+        "data.limit_train=128",
+        "train.epochs=2",
+        "train.validate_every_epochs=1",
+        "train.validate_samples=50",
+        "logging.tensorboard=false",
+        'model={name = "small_cnn", width = 8, depth = 2, convs_per_stage = 1}',
+        'attack.train={name = "pgd", norm = "l2", eps = 0.5, steps = 1}',
+        'attack.eval={samples = 16, pgd2 = {name = "pgd", steps = 2}}',
+        f"run.output_dir={json.dumps(str(out))}",
+    ]
+    args = ["run", str(QUICKSTART), "--no-progress"] + [a for o in overrides for a in ("--set", o)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.output.splitlines() if line.startswith("epoch 1:"))
+    assert "FGM " in line and "FGSM" not in line, line
+    (entry,) = json.loads((out / "metrics.json").read_text())["validation"]
+    assert entry["samples"] == 50 and entry["norm"] == "l2"
+    for key in ("clean_accuracy", "robust_accuracy", "fgsm_accuracy"):
+        assert entry[key] == round(entry[key] * 50) / 50, (key, entry[key])

@@ -65,6 +65,7 @@ class Collapse:
     best_pgd: float
     best_fgsm: float
     attack: str = DEFAULT_VALIDATION_LABEL
+    norm: str = "linf"
 
     def to_dict(self) -> dict[str, Any]:
         """The ``metrics.json`` record (``"overfitting"``)."""
@@ -81,8 +82,16 @@ class Collapse:
     def describe(self) -> str:
         return (
             f"catastrophic overfitting at epoch {self.epoch}: {self.attack} accuracy fell to {self.pgd:.3f} "
-            f"(best {self.best_pgd:.3f}) while FGSM accuracy is {self.fgsm:.3f} (best {self.best_fgsm:.3f})"
+            f"(best {self.best_pgd:.3f}) while {single_step_label(self.norm)} accuracy is {self.fgsm:.3f} "
+            f"(best {self.best_fgsm:.3f})"
         )
+
+
+def single_step_label(norm: str) -> str:
+    """What the validation's single-step attack is called under ``norm``: the ``fgsm`` plugin
+    takes the gradient's sign under L-inf (FGSM) and the L2-normalised gradient under L2,
+    which the literature calls FGM (Miyato et al.; Kurakin et al.)."""
+    return "FGM" if norm == "l2" else "FGSM"
 
 
 def _number(entry: dict[str, Any], key: str) -> float | None:
@@ -110,10 +119,11 @@ def judge(history: Sequence[dict[str, Any]]) -> Collapse | None:
     drop = best_pgd - pgd
     collapsed = (pgd <= COLLAPSE_FRACTION * best_pgd and drop >= MIN_DROP) or drop >= PARTIAL_DROP
     if collapsed and fgsm >= FGSM_KEEP_FRACTION * best_fgsm:
-        attack = latest.get("attack")
+        attack, norm = latest.get("attack"), latest.get("norm")
         return Collapse(
             int(latest["epoch"]), int(latest["step"]), pgd, fgsm, best_pgd, best_fgsm,
             attack if isinstance(attack, str) else DEFAULT_VALIDATION_LABEL,
+            norm if isinstance(norm, str) else "linf",
         )  # fmt: skip
     return None
 

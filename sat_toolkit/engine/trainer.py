@@ -59,7 +59,7 @@ from sat_toolkit.engine.loader import training_loader
 from sat_toolkit.engine.logging import flatten_hparams, progress_bar
 from sat_toolkit.engine.memory import keep_freed_memory
 from sat_toolkit.engine.optim import build_optimizer
-from sat_toolkit.engine.overfitting import OverfittingError, first_collapse, judge
+from sat_toolkit.engine.overfitting import OverfittingError, first_collapse, judge, single_step_label
 from sat_toolkit.engine.precision import unpatched
 from sat_toolkit.engine.window import DivergenceError, DivergenceGuard, TrainingWindow
 from sat_toolkit.errors import SatError, first_line
@@ -675,7 +675,7 @@ def end_epoch(run: TrainingRun, bar: tqdm) -> None:
             bar.write(
                 f"epoch {state.epoch}: clean {validation['clean_accuracy']:.3f}, "
                 f"{validation['attack']} {validation['robust_accuracy']:.3f}, "
-                f"FGSM {validation['fgsm_accuracy']:.3f} "
+                f"{single_step_label(validation['norm'])} {validation['fgsm_accuracy']:.3f} "
                 f"on {validation['samples']} test images"
             )
         if run.recipe.logging.tensorboard:
