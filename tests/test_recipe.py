@@ -743,3 +743,33 @@ def test_native_bf16_on_the_cpu_agrees_with_the_cpu_flags() -> None:
         pytest.skip("no /proc/cpuinfo to read the CPU's flags from")
     flags = set(cpuinfo.read_text().split())
     assert native_bf16(torch.device("cpu")) == bool({"avx512_bf16", "amx_tile"} & flags)
+
+
+def test_cli_show_states_the_step_size_and_validation_attack_a_run_resolves() -> None:
+    """TOML has no None: PGD-20's table showed no step size, and the default validation
+    attack (kept out of saved recipes) did not show at all. Both appear as comments, true
+    to what a run uses, and the output still loads as the same recipe."""
+    quickstart = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.toml"
+    result = CliRunner().invoke(recipe_command, ["show", str(quickstart)])
+    assert result.exit_code == 0, result.output
+    text = result.output
+    assert recipe_from_toml(text) == load_recipe(quickstart)
+    pgd20 = text.split("[attack.eval.pgd20]\n", 1)[1].split("\n[", 1)[0]
+    assert "# step size 0.0125 (unset: 2.5 / steps x eps = 2.5 / 20 x 0.1;" in pgd20  # Madry et al.'s rule
+    assert "step size" not in text.split("[attack.train]\n", 1)[1].split("\n[", 1)[0]  # it sets rel_step_size
+    assert '# [attack.validate]\n# name = "pgd"\n# steps = 10\n# rel_step_size = 0.25\n' in text
+    uncommented = "\n".join(
+        line[2:] if line.startswith("# ") and not line.startswith("# [attack.validate] is") else line
+        for line in text.splitlines()
+        if not line.startswith("# step size")
+    )
+    shown = recipe_from_toml(uncommented)
+    assert shown.attack.validate is not None  # the block parsed as a table...
+    default = load_recipe(quickstart).attack.validation  # what a run without the table validates with
+    assert default.items() <= shown.attack.validation.items()  # the rest is the plugin's defaults
+
+    chosen = CliRunner().invoke(
+        recipe_command, ["show", str(quickstart), "--set", 'attack.validate={name = "apgd_ce", steps = 10}']
+    )
+    assert chosen.exit_code == 0 and "# [attack.validate]" not in chosen.output
+    assert '[attack.validate]\nname = "apgd_ce"' in chosen.output
