@@ -449,11 +449,11 @@ def test_a_group_axis_gets_its_own_baseline(tmp_path: Path) -> None:
     assert "### model = small" in text and "### model = wide" in text
     # Both capacities' changes side by side: +10 points clean when small, +20 when wide.
     assert "| activation | Δ robust, model = small | Δ robust, model = wide |" in text
-    # Every seed differs by exactly the same amount: a zero-width interval, and no mark:
-    # the seeds show no spread to judge noise by.
+    # Every seed differs by exactly the same amount: no interval and no mark (the seeds show
+    # no spread to judge noise by); "+5.0 [+5.0, +5.0]" read as certainty.
     assert (
-        "| silu | +5.0 [+5.0, +5.0] | +10.0 [+10.0, +10.0] "
-        "| +10.0 [+10.0, +10.0] | +20.0 [+20.0, +20.0] |" in text
+        "| silu | +5.0 (same on all 2 seeds) | +10.0 (same on all 2 seeds) "
+        "| +10.0 (same on all 2 seeds) | +20.0 (same on all 2 seeds) |" in text
     )
     # changes.png: one row per group, named by the compared value and its group.
     from sat_toolkit.study.plot import change_points
@@ -465,6 +465,14 @@ def test_a_group_axis_gets_its_own_baseline(tmp_path: Path) -> None:
     ]
     assert [p["mean"] for p in points] == pytest.approx([10.0, 20.0])
     assert (spec.output_dir / "changes.png").is_file()
+
+
+def test_an_accuracy_axis_never_spans_past_what_an_accuracy_can_be() -> None:
+    from sat_toolkit.study.plot import accuracy_limits
+
+    assert accuracy_limits(95.0, 105.0) == (95.0, 101.0)  # matplotlib's limits around cells all at 100%
+    assert accuracy_limits(-5.0, 5.0) == (-1.0, 5.0)  # ... and all at 0%
+    assert accuracy_limits(60.0, 80.0) == (60.0, 80.0)
 
 
 def test_changes_are_paired_by_seed_with_a_student_t_interval() -> None:

@@ -54,6 +54,8 @@ def scatter(
             )
             text = row["axes"][compare_axis] if compare_axis else row["label"]
             labels.append((text, 100 * clean["mean"], 100 * robust["mean"], colour))
+    for get, set_ in ((ax.get_xlim, ax.set_xlim), (ax.get_ylim, ax.set_ylim)):
+        set_(*accuracy_limits(*get()))
     ax.set_xlabel("clean accuracy (%)")
     ax.set_ylabel("robust accuracy, worst case (%)")
     ax.set_title(title, fontsize=10)
@@ -66,6 +68,12 @@ def scatter(
     fig.savefig(path, format="png")
     plt.close(fig)
     return path
+
+
+def accuracy_limits(low: float, high: float) -> tuple[float, float]:
+    """Matplotlib's limits for an accuracy axis (in %), kept within what an accuracy can be,
+    plus a point for a marker at 0 or 100: cells all at 100% had an axis up to 105%."""
+    return max(low, -1.0), min(high, 101.0)
 
 
 def curves(learning: dict[str, dict[str, Any]], path: Path, *, title: str) -> Path:

@@ -219,6 +219,8 @@ def _change(change: dict[str, Any] | None, key: str, is_baseline: bool) -> str:
     if paired["interval"] is None:
         return f"{text} (1 seed)"
     low, high = paired["interval"]
+    if paired["beyond_noise"] is None:  # every seed the same difference: a zero-width interval says nothing
+        return f"{text} (same on all {paired['n']} seeds)"
     return f"{text} [{100 * low:+.1f}, {100 * high:+.1f}]" + ("*" if paired["beyond_noise"] else "")
 
 
