@@ -235,8 +235,9 @@ def test_the_evaluator_takes_a_tensor_and_refuses_a_wrong_shape() -> None:
     assert report.robust_accuracy == 1.0
     with pytest.raises(SatError) as caught:
         evaluate_robustness(model, X, y, {"flat": Flat(0.0)}, eps=0.1)
-    assert caught.value.message == (
-        "attack 'flat': perturb() returned x_adv of shape (2, 4) for inputs of shape (2, 1, 2, 2); "
+    assert caught.value.message == (  # the recipe's label, and the plugin whose author must fix it
+        "attack 'flat' (plugin 'member'): perturb() returned x_adv of shape (2, 4) for inputs of shape "
+        "(2, 1, 2, 2); "
         "return one example per input, shaped like the input"
     )
 
@@ -279,7 +280,11 @@ def test_a_training_attack_returning_a_dict_is_one_line(
     monkeypatch.chdir(tmp_path)
     result, out = _run(tmp_path, "as_dict", "pgd")
     assert _one_line(result) == f"Error: {DICT_MESSAGE}"
-    assert not (out / "model.safetensors").exists()
+    # Nothing left behind: the directory (recipe.toml, tensorboard/) refused the fixed recipe.
+    assert not out.exists()
+    result, out = _run(tmp_path, "pgd", "pgd")  # the user's fix: another training attack
+    assert result.exit_code == 0, result.output
+    assert (out / "model.safetensors").is_file()
 
 
 @pytest.mark.parametrize(
@@ -287,12 +292,14 @@ def test_a_training_attack_returning_a_dict_is_one_line(
     [
         (
             "off_ball",
-            "attack 'probe': perturb() returned examples that left the linf eps-ball (by 0.2: largest "
+            "attack 'probe' (plugin 'off_ball'): perturb() returned examples that left the linf eps-ball "
+            "(by 0.2: largest "
             "perturbation 0.3, eps 0.1); project x_adv onto the ball, its results are not trustworthy",
         ),
         (
             "nan_out",
-            "attack 'probe': perturb() returned 3 non-finite values (NaN or inf) in x_adv; "
+            "attack 'probe' (plugin 'nan_out'): perturb() returned 3 non-finite values (NaN or inf) "
+            "in x_adv; "
             "its results are not trustworthy",
         ),
     ],

@@ -215,6 +215,25 @@ def test_resuming_a_finished_run_says_only_that_it_is_finished(finished_run: Pat
     ]
 
 
+def test_a_finished_run_with_a_damaged_last_checkpoint_is_still_finished(
+    finished_run: Path, tmp_path: Path
+) -> None:
+    """Its results are in place, so --resume has nothing to do: it retrained from the
+    checkpoint before the damaged one (to the same weights) and set the damaged one aside."""
+    run_dir = tmp_path / "tiny"
+    shutil.copytree(finished_run, run_dir)
+    recipe_file = tmp_path / "tiny.toml"
+    recipe_file.write_text(load_recipe(tiny_recipe(run_dir)).to_toml())
+    last = list_checkpoints(run_dir)[-1] / "model.safetensors"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])  # a disk that filled up
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    result = CliRunner().invoke(cli, ["run", str(recipe_file), "--resume", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == f"{run_dir} is already finished (60 steps); nothing to do"
+    assert "damaged" not in result.output and "resumed from" not in result.output
+    assert before == {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+
+
 @pytest.mark.parametrize(
     ("damage", "problem"),
     [

@@ -22,7 +22,13 @@ BALL_SLACK = 1e-6
 _RETURN_HINT = "return sat_toolkit.attacks.AttackResult(x_adv=...) or the adversarial tensor"
 
 
-def as_attack_result(label: str, result: object, eps: float = 0.0) -> AttackResult:
+def attack_named(label: str, plugin: str | None = None) -> str:
+    """``attack 'strong' (plugin 'mi_fgsm')``: the recipe's label, and the plugin behind it
+    where the two differ, since the plugin's author is the one who must fix its result."""
+    return f"attack '{label}'" + (f" (plugin '{plugin}')" if plugin and plugin != label else "")
+
+
+def as_attack_result(label: str, result: object, eps: float = 0.0, plugin: str | None = None) -> AttackResult:
     """``result`` as an :class:`AttackResult`; a bare tensor becomes ``AttackResult(x_adv=result, eps=eps)``.
 
     Costs no device synchronisation, so the training loop can call it on every step.
@@ -31,7 +37,8 @@ def as_attack_result(label: str, result: object, eps: float = 0.0) -> AttackResu
         return result
     if isinstance(result, torch.Tensor):
         return AttackResult(x_adv=result, eps=eps)
-    raise SatError(f"attack '{label}': perturb() returned {type(result).__name__}; {_RETURN_HINT}")
+    returned = type(result).__name__
+    raise SatError(f"{attack_named(label, plugin)}: perturb() returned {returned}; {_RETURN_HINT}")
 
 
 def _perturbation_size(delta: torch.Tensor, norm: str) -> torch.Tensor | None:
@@ -46,14 +53,16 @@ def _perturbation_size(delta: torch.Tensor, norm: str) -> torch.Tensor | None:
     return None
 
 
-def check_examples(label: str, x_adv: object, x: torch.Tensor, eps: float, norm: str) -> None:
+def check_examples(
+    label: str, x_adv: object, x: torch.Tensor, eps: float, norm: str, plugin: str | None = None
+) -> None:
     """Refuse ``x_adv`` unless it is a floating tensor shaped like ``x``, finite, in [0, 1] and the ball.
 
     Each message names the attack, what is wrong, by how much, and what to return. The
     ball is checked for ``linf``, ``l2`` and ``l1``; a norm a plugin registered itself is
     only checked against [0, 1]. This synchronises with the device (a few reductions).
     """
-    where = f"attack '{label}': perturb() returned"
+    where = f"{attack_named(label, plugin)}: perturb() returned"
     if not isinstance(x_adv, torch.Tensor):
         raise SatError(f"{where} x_adv of type {type(x_adv).__name__}; x_adv must be a tensor of images")
     if not x_adv.is_floating_point():
@@ -91,7 +100,9 @@ def check_examples(label: str, x_adv: object, x: torch.Tensor, eps: float, norm:
         )
 
 
-def checked_result(label: str, result: object, x: torch.Tensor, eps: float, norm: str) -> AttackResult:
+def checked_result(
+    label: str, result: object, x: torch.Tensor, eps: float, norm: str, plugin: str | None = None
+) -> AttackResult:
     """``result`` as an :class:`AttackResult` whose examples passed :func:`check_examples`.
 
     Args:
@@ -100,7 +111,8 @@ def checked_result(label: str, result: object, x: torch.Tensor, eps: float, norm
         x: the clean inputs the attack was given.
         eps: the budget the examples must respect.
         norm: the threat model's norm (``"linf"``, ``"l2"``, ...).
+        plugin: the plugin's name, said beside a recipe label that differs from it.
     """
-    checked = as_attack_result(label, result, eps)
-    check_examples(label, checked.x_adv, x, eps, norm)
+    checked = as_attack_result(label, result, eps, plugin)
+    check_examples(label, checked.x_adv, x, eps, norm, plugin)
     return checked

@@ -24,6 +24,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -105,6 +106,7 @@ def train(
     from sat_toolkit.data import check_files
 
     run_dir = Path(recipe.run.output_dir)
+    new_dir = not run_dir.exists()
     resuming = check_run_dir(run_dir, recipe, resume=resume)  # also: can the run write there?
     accelerator = make_accelerator(recipe, run_dir)
     run = build_run(recipe, accelerator, run_dir)
@@ -122,13 +124,14 @@ def train(
         lock.close()  # a launch beside this one took the lock first and has written since
         raise RunInProgress(run_dir)
     try:
-        if resume or resuming:  # restore() also says so when --resume finds nothing to resume
-            restore(run)
-            if _is_finished(run):
-                metrics = _finished_metrics(run_dir)  # damaged: that is the message, not 'nothing to do'
-                accelerator.print(
-                    f"{run_dir} is already finished ({run.state.global_step} steps); nothing to do"
-                )
+        if resume or resuming:
+            metrics = _finished_results(run_dir)
+            if metrics is None:  # restore() also says so when --resume finds nothing to resume
+                restore(run)
+                if _is_finished(run):
+                    metrics = _finished_metrics(run_dir)  # damaged: that is the message, not 'nothing to do'
+            if metrics is not None:
+                accelerator.print(f"{run_dir} is already finished ({metrics['steps']} steps); nothing to do")
                 return RunSummary(run_dir, metrics)
         if accelerator.is_main_process:
             save_resolved_recipe(recipe, run_dir)
@@ -157,9 +160,23 @@ def train(
                         break
                 end_epoch(run, bar)
         return finish(run, show_progress)
+    except BaseException:
+        if new_dir and run.state.global_step == 0 and accelerator.is_main_process:
+            _remove_failed_start(run_dir)
+        raise
     finally:
         if lock is not None:
             lock.close()
+
+
+def _remove_failed_start(run_dir: Path) -> None:
+    """Remove the directory a launch created and failed in before its first optimiser step.
+
+    It holds only recipe.toml and an empty tensorboard log, nothing a user could lose, and
+    left in place it refused the corrected recipe ("holds a different run ... remove it").
+    """
+    if is_failed_start(run_dir):
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -220,6 +237,19 @@ def _check_plugin_data(recipe: Recipe, source: Any, train_set: Any, test_set: An
             problems = split_problems(dataset, info, f"load({split!r})")
             if problems:
                 raise SatError(f"dataset '{name}': {problems[0]}")
+
+
+def _finished_results(run_dir: Path) -> dict[str, Any] | None:
+    """A finished run's ``metrics.json`` when its results are in place, else None.
+
+    The recipe is the run's own (:func:`check_run_dir`), so an evaluated ``metrics.json``
+    beside the final weights means there is nothing left to train. Asking the checkpoints
+    instead retrained a finished run whose last checkpoint was damaged from the one
+    before it, to the same weights, for nothing.
+    """
+    metrics, _ = read_finished_metrics(run_dir)
+    has_weights = (run_dir / MODEL_FILE).is_file()
+    return metrics if metrics is not None and has_weights and isinstance(metrics.get("steps"), int) else None
 
 
 def _finished_metrics(run_dir: Path) -> dict[str, Any]:

@@ -168,9 +168,12 @@ def run_checked(
     not say (``.norm``). The pre-flight of a run's evaluation attacks calls this too, so it
     refuses exactly what the final evaluation would.
     """
-    result = as_attack_result(label, attack.perturb(model, x, y, eps=eps), 0.0 if eps is None else eps)
+    plugin = getattr(attack, "name", None)
+    plugin = plugin if isinstance(plugin, str) else None
+    returned = attack.perturb(model, x, y, eps=eps)
+    result = as_attack_result(label, returned, 0.0 if eps is None else eps, plugin)
     used_eps = _budget(result, eps, attack, label)
-    return checked_result(label, result, x, used_eps, getattr(attack, "norm", None) or norm or "linf")
+    return checked_result(label, result, x, used_eps, getattr(attack, "norm", None) or norm or "linf", plugin)
 
 
 @torch.no_grad()
