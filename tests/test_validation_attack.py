@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
@@ -133,3 +134,16 @@ def test_an_l2_run_names_its_single_step_attack_fgm_and_records_exact_fractions(
     assert entry["samples"] == 50 and entry["norm"] == "l2"
     for key in ("clean_accuracy", "robust_accuracy", "fgsm_accuracy"):
         assert entry[key] == round(entry[key] * 50) / 50, (key, entry[key])
+
+
+def test_the_validation_images_are_among_the_final_evaluations() -> None:
+    """What the README says of them: the first of the same seeded permutation of the test split."""
+    from sat_toolkit.engine.evaluation import fixed_test_subset
+
+    images = torch.arange(3000, dtype=torch.float32).view(3000, 1, 1, 1)  # each image its own index
+    dataset = [(image, 0) for image in images]
+    validation, _ = fixed_test_subset(dataset, 512, seed=7)
+    evaluation, _ = fixed_test_subset(dataset, 1000, seed=7)
+    assert set(validation.flatten().tolist()) < set(evaluation.flatten().tolist())
+    other_seed, _ = fixed_test_subset(dataset, 1000, seed=8)
+    assert not set(validation.flatten().tolist()) <= set(other_seed.flatten().tolist())

@@ -253,7 +253,11 @@ class TrainConfig:
         ge=0, le=10**8,
     )  # fmt: skip
     validate_every_epochs: int = setting(1, "cheap robust validation every N epochs (0 = never)", ge=0)
-    validate_samples: int = setting(512, "test samples the cheap validation attacks", ge=1)
+    validate_samples: int = setting(
+        512,
+        "test samples the cheap validation attacks (the first of the final evaluation's seeded subset)",
+        ge=1,
+    )
     log_every_steps: int = setting(50, "log training metrics every N optimiser steps", ge=1)
     sync_batchnorm: bool = setting(
         False, "with several processes, compute BatchNorm statistics over the global batch (SyncBatchNorm)"
