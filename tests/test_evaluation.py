@@ -88,6 +88,37 @@ def test_worst_case_is_the_per_sample_and_of_all_attacks() -> None:
     assert cascade.worst_case.tolist() == report.worst_case.tolist()
 
 
+class _NaNAbove(nn.Module):
+    """The threshold model, with NaN logits for images whose mean pixel exceeds ``limit``."""
+
+    def __init__(self, limit: float) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        score = x.flatten(1).mean(1) - 0.5
+        logits = torch.stack([-score, score], dim=1)
+        return torch.where((x.flatten(1).mean(1) > self.limit).unsqueeze(1), torch.nan, logits)
+
+
+def test_nan_logits_are_never_a_correct_or_robust_prediction() -> None:
+    """argmax of NaN is class 0: overflowing weights scored every class-0 image correct and
+    robust, and a stranger's walk read 0.1000 clean / 0.1000 robust with every check PASS."""
+    x, y = torch.full((4, 1, 2, 2), 0.2), torch.zeros(4, dtype=torch.long)
+    with pytest.raises(SatError, match=r"^the model's outputs \(logits\) are NaN or inf on 4 of 4 clean test"):
+        evaluate_robustness(_NaNAbove(limit=-1.0), x, y, {})
+
+    class Brighten:  # pushes every image to a mean of 0.3: finite for the clean ones, NaN after
+        norm, eps = "linf", 0.1
+
+        def perturb(self, model, xb, yb, *, eps=None):
+            return AttackResult(x_adv=(xb + 0.1).clamp(0, 1), eps=0.1)
+
+    report = evaluate_robustness(_NaNAbove(limit=0.25), x, y, {"brighten": Brighten()})
+    assert report.clean_accuracy == 1.0  # class 0 by a finite score
+    assert report.robust_accuracy == 0.0  # NaN after the attack: broken, not "class 0"
+
+
 def test_an_attack_leaving_the_eps_ball_is_refused() -> None:
     class Cheater:
         norm = "linf"

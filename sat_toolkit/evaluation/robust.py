@@ -178,7 +178,28 @@ def run_checked(
 
 @torch.no_grad()
 def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    return torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+    """The predicted class per image, and -1 (no class, never correct) where a logit is NaN or inf.
+
+    ``argmax`` of NaN logits is class 0, which counted every class-0 image of a model with
+    overflowing weights as correct and robust.
+    """
+    predictions = []
+    for i in range(0, len(x), batch_size):
+        logits = model(x[i : i + batch_size])
+        finite = torch.isfinite(logits).all(dim=1)
+        predictions.append(torch.where(finite, logits.argmax(1), torch.full_like(finite, -1, dtype=torch.long)))
+    return torch.cat(predictions)
+
+
+def _refuse_non_finite(predictions: torch.Tensor) -> None:
+    """A model whose clean outputs are NaN or inf has no accuracy to measure: say so, not 0.1."""
+    bad = int((predictions < 0).sum())
+    if bad:
+        raise SatError(
+            f"the model's outputs (logits) are NaN or inf on {bad} of {len(predictions)} clean test images; "
+            "it has no accuracy to measure: check its weights (overflowing values) and its normalisation "
+            "(a std of 0) before evaluating it"
+        )
 
 
 def evaluate_robustness(
@@ -215,7 +236,9 @@ def evaluate_robustness(
     was_training = model.training
     model.eval()
     try:
-        clean_correct = _predict(model, x, batch_size) == y
+        clean_predictions = _predict(model, x, batch_size)
+        _refuse_non_finite(clean_predictions)
+        clean_correct = clean_predictions == y
         outcomes: dict[str, AttackOutcome] = {}
         runs = [(label, attack, true_gradients) for label, attack in attacks.items()]
         if has_attacker_surrogate(model):
