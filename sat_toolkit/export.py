@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from sat_toolkit.errors import SatError, first_line
@@ -100,6 +101,28 @@ def read_sat_config(path: str | Path) -> dict[str, Any]:
     return config
 
 
+def _normalization_edited(state: dict[str, torch.Tensor], rebuilt: dict[str, torch.Tensor]) -> str | None:
+    """Where the stored normalisation differs from the one the file's sat_config describes.
+
+    The model runs with the stored tensors while reports (and ``eval``'s banner) state the
+    config's mean and std: a file whose two disagree would be measured with one
+    normalisation and recorded with another.
+    """
+    for key, want in rebuilt.items():
+        if key.rsplit(".", 2)[-2:] not in (["normalize", "mean"], ["normalize", "std"]) or key not in state:
+            continue
+        have = state[key]
+        if have.shape == want.shape and torch.allclose(have.float(), want, rtol=1e-6, atol=0.0):
+            continue
+        which = key.rsplit(".", 1)[-1]
+
+        def shown(values: torch.Tensor) -> str:
+            return "[" + ", ".join(f"{v:.6g}" for v in values.flatten().tolist()) + "]"
+
+        return f"its weights normalise with {which} {shown(have)}, its sat_config says {shown(want)}"
+    return None
+
+
 def load_model(location: str | Path, device: str | None = None) -> nn.Module:
     """The trained model from a run directory or model file, in eval mode.
 
@@ -117,7 +140,7 @@ def load_model(location: str | Path, device: str | None = None) -> nn.Module:
         model = rebuild_model(config)
     except SatError as exc:
         raise SatError(f"{path}: {exc.message}") from None
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a hand-edited or damaged config
+    except Exception as exc:  # a hand-edited or damaged config: a wrong type, a width of 10**12
         raise SatError(
             f"{path}: its sat_config does not describe a model this toolkit can rebuild "
             f"({first_line(exc, with_type=True)}); export it again"
@@ -143,6 +166,9 @@ def load_model(location: str | Path, device: str | None = None) -> nn.Module:
     unusable = first_unusable(state, expected)
     if unusable:
         raise SatError(f"{path}: {unusable}, so the weights would give meaningless results; export it again")
+    edited = _normalization_edited(state, expected)
+    if edited:
+        raise SatError(f"{path}: {edited}; the file was edited or damaged: export it again")
     model.load_state_dict(state, strict=True)
     model.sat_config = config
     if device is not None:

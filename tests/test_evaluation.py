@@ -105,7 +105,9 @@ def test_nan_logits_are_never_a_correct_or_robust_prediction() -> None:
     """argmax of NaN is class 0: overflowing weights scored every class-0 image correct and
     robust, and a stranger's walk read 0.1000 clean / 0.1000 robust with every check PASS."""
     x, y = torch.full((4, 1, 2, 2), 0.2), torch.zeros(4, dtype=torch.long)
-    with pytest.raises(SatError, match=r"^the model's outputs \(logits\) are NaN or inf on 4 of 4 clean test"):
+    with pytest.raises(
+        SatError, match=r"^the model's outputs \(logits\) are NaN or inf on 4 of 4 clean test"
+    ):
         evaluate_robustness(_NaNAbove(limit=-1.0), x, y, {})
 
     class Brighten:  # pushes every image to a mean of 0.3: finite for the clean ones, NaN after

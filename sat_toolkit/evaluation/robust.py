@@ -187,7 +187,9 @@ def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor
     for i in range(0, len(x), batch_size):
         logits = model(x[i : i + batch_size])
         finite = torch.isfinite(logits).all(dim=1)
-        predictions.append(torch.where(finite, logits.argmax(1), torch.full_like(finite, -1, dtype=torch.long)))
+        predictions.append(
+            torch.where(finite, logits.argmax(1), torch.full_like(finite, -1, dtype=torch.long))
+        )
     return torch.cat(predictions)
 
 
