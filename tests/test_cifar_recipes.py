@@ -293,13 +293,23 @@ def test_eval_of_foreign_weights_reads_a_local_cifar_copy_at_its_own_size(
     wrong = CliRunner().invoke(cli, [*args[:5], "hub:image_colum=img", *args[6:]])
     assert wrong.exit_code == 2 and "image_colum" in wrong.output and "image_column" in wrong.output
     assert "note:" not in result.output
-    # Left to the hub's default size, the 32 px images are upscaled: the console says so.
+    # Left to the hub's defaults, the 32 px images are upscaled and cropped: the console says so.
     default_size = CliRunner().invoke(cli, [*args[:5], "hub:image_column=img", *args[6:-2]])
     assert default_size.exit_code == 0, default_size.output
+    whole = "to evaluate them whole at their own size, add image_size=32,augmentation=none to --data"
     assert (
-        "note: the test images are 32x32, served resized to 224x224 (dataset 'hub' defaults to "
-        "image_size=224); to evaluate them at their own size, add image_size=32 to --data"
+        "note: the test images are 32x32, served as augmentation=imagenet's evaluation does: resized to a "
+        "short side of 256 and centre-cropped to 224x224, which cuts 6.25% of each side (image_size=224 is "
+        f"dataset 'hub''s default); {whole}"
     ) in default_size.output
+    # At their own size the ImageNet pipeline still crops them (a resize to 36, then 32 of it):
+    # a stranger followed the old note's "add image_size=32" and lost 1/16 of each side unwarned.
+    own_size = CliRunner().invoke(cli, [*args[:5], "hub:image_column=img,image_size=32", *args[6:-2]])
+    assert own_size.exit_code == 0, own_size.output
+    assert (
+        "served as augmentation=imagenet's evaluation does: resized to a short side of 36 and centre-cropped "
+        f"to 32x32, which cuts 6.25% of each side; {whole}"
+    ) in own_size.output
 
 
 def test_eval_names_the_data_option_a_datasets_hint_means(cifar10: Path, tmp_path: Path) -> None:

@@ -202,7 +202,7 @@ def eval_command(
         if eps_text is not None:
             check_budget(eps, norm, tuple(source.info().input_shape), "--eps")  # before the announcement
         test_split = source.load("test")
-        if arch is not None and "image_size" not in dataset_spec:
+        if arch is not None:  # weights from elsewhere: how the pipeline serves its images is news
             _note_resized(test_split, source.info(), dataset_spec)
         x, y = fixed_test_subset(test_split, samples, seed)
     # Every attack built once here, as evaluate() will: a bad parameter or an attack that needs
@@ -603,25 +603,42 @@ def _data_option_for(message: str, data: str | None) -> str | None:
 
 
 def _note_resized(test_split: Any, info: Any, spec: dict[str, Any]) -> None:
-    """Say when a decoding dataset resizes the test images to its default size for --arch.
+    """Say how a decoding dataset changes the test images before the model sees them.
 
-    Weights from elsewhere carry no image size, and hub/imagefolder serve 224 px by default:
-    a CIFAR copy is then upscaled 7x without a word, and the number describes other inputs
-    than the weights were trained on. The size is the user's choice, so this only says so.
+    Weights from elsewhere carry no image size or pipeline, and hub/imagefolder default to
+    224 px through the ImageNet evaluation (resize, then a centre crop that cuts 1/16 of
+    each side): a CIFAR copy is upscaled 7x, and 28 px images at ``image_size=28`` still
+    lose their borders, so the number describes other inputs than the weights were trained
+    on. The pipeline is the user's choice, so this only says so, with how to serve the
+    images whole.
     """
-    from sat_toolkit.data.transforms import DecodedImageDataset
+    from sat_toolkit.data.transforms import CROP_FRACTION, DecodedImageDataset, eval_resize_size
+    from sat_toolkit.params import defaults
+    from sat_toolkit.plugins import get_plugin_host
 
     if not isinstance(test_split, DecodedImageDataset) or not len(test_split):
         return
+    name = spec.get("name")
+    augmentation = spec.get(
+        "augmentation", defaults(get_plugin_host().get("dataset", name)).get("augmentation")
+    )
+    if augmentation != "imagenet":
+        return  # crop_flip and none serve the images as they are (or refuse another size)
     width, height = test_split.load_image(0).size
-    served = tuple(info.image_size)
-    if (height, width) != served:
-        click.echo(
-            f"note: the test images are {width}x{height}, served resized to {served[1]}x{served[0]} (dataset "
-            f"'{spec.get('name')}' defaults to image_size={served[0]}); to evaluate them at their own size, "
-            f"add image_size={max(width, height)} to --data",
-            err=True,
-        )
+    side = tuple(info.image_size)[0]
+    default = "" if "image_size" in spec else f" (image_size={side} is dataset '{name}''s default)"
+    cut = (1 - CROP_FRACTION) / 2
+    whole = (
+        f"; to evaluate them whole at their own size, add image_size={width},augmentation=none to --data"
+        if width == height
+        else ""  # augmentation=none serves square images only
+    )
+    click.echo(
+        f"note: the test images are {width}x{height}, served as augmentation=imagenet's evaluation does: "
+        f"resized to a short side of {eval_resize_size(side)} and centre-cropped to {side}x{side}, "
+        f"which cuts {cut:.2%} of each side{default}{whole}",
+        err=True,
+    )
 
 
 def _output_path(
