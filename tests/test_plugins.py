@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
@@ -121,6 +123,20 @@ def test_plugin_raising_on_import_is_reported_not_fatal(fake_distribution) -> No
     # A lookup that might need it fails and names the broken plugin.
     with pytest.raises(PluginLoadError, match="broken-acts.*numpy ABI mismatch"):
         host.get("activation", "mish")
+
+
+def test_plugin_calling_sys_exit_on_import_is_a_failure_not_the_end_of_the_command(fake_distribution) -> None:
+    """It ended every command silently with exit code 0: `recipe validate` printed nothing
+    and a CI read "validated"."""
+    fake_distribution("exiter", "import sys\nsys.exit(0)\n")
+    with pytest.warns(PluginWarning, match=r"exiter.*failed to load: it called sys.exit\(0\)"):
+        host = get_plugin_host()
+    (failed,) = [r for r in host.records() if r.distribution == "exiter"]
+    assert failed.status == "failed"
+    assert host.get("activation", "silu").name == "silu"
+    quickstart = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.toml"
+    result = CliRunner().invoke(cli, ["recipe", "validate", str(quickstart)])
+    assert (result.exit_code, result.stdout) == (0, "ok\n")
 
 
 def test_plugin_raising_in_its_hook_is_reported_per_kind(fake_distribution) -> None:

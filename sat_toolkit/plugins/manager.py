@@ -48,6 +48,14 @@ _HOOKIMPL_MARKER = f"{specs.PROJECT_NAME}_impl"
 USABLE = ("ok", "shadowed", "conflict")
 
 
+def _load_error(exc: BaseException) -> str:
+    """A plugin's failure in one line. ``sys.exit()`` in a plugin's import ended every command
+    silently with its exit code (0: a CI read "validated"); it is a failure like any other."""
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r})"
+    return first_line(exc, with_type=True)
+
+
 class PluginWarning(UserWarning):
     """A plugin failed to load or conflicts with another; the rest keep working."""
 
@@ -214,8 +222,8 @@ class PluginHost:
                     module = ep.load()
                     plugin_id = f"{source.distribution}:{ep.name}"
                     self._pm.register(module, name=plugin_id)
-                except Exception as exc:  # a broken third-party plugin must not break us
-                    error = first_line(exc, with_type=True)
+                except (Exception, SystemExit) as exc:  # a broken third-party plugin must not break us
+                    error = _load_error(exc)
                     self._module_failures.append(self._module_record(source, "failed", error))
                     _warn_once(f"{source.label} failed to load: {error}")
                     continue
@@ -300,8 +308,8 @@ class PluginHost:
                     raise TypeError(
                         f"{kind.hook_name}() must return a list of classes, got {type(classes).__name__}"
                     )
-            except Exception as exc:
-                error = first_line(exc, with_type=True)
+            except (Exception, SystemExit) as exc:
+                error = _load_error(exc)
                 record(f"({source.entry_point})", "failed", error=error)
                 _warn_once(f"{source.label} failed to register its {kind.value}s: {error}")
                 continue
