@@ -267,21 +267,50 @@ def test_report_only_without_the_set_the_study_ran_with_says_so(
     ), line
 
 
-def test_a_damaged_ledger_costs_only_the_timing_history(study: dict[str, Any], tmp_path: Path) -> None:
-    """study.json nested past what sat_toolkit.parsing reads: the report is rebuilt from the runs."""
+def _first_attempt_seconds(ledger: dict[str, Any], value: Any) -> None:
+    next(iter(ledger["cells"].values()))[0]["seconds"] = value
+
+
+@pytest.mark.parametrize(
+    ("damage", "why"),
+    [
+        (lambda ledger: "[" * 100 + "]" * 100, "nested too deeply"),  # past what sat_toolkit.parsing reads
+        # Hand edits a stranger's walk made; each was a traceback (TypeError, ValueError) before.
+        (
+            lambda ledger: _first_attempt_seconds(ledger, "fast"),
+            "[0].seconds is 'fast', not a number of seconds",
+        ),
+        (
+            lambda ledger: _first_attempt_seconds(ledger, math.nan),
+            "[0].seconds is nan, not a number of seconds",
+        ),
+        (
+            lambda ledger: ledger["invocations"][0].update(seconds=-1e308),
+            "invocations[0].seconds is -1e+308, not a number of seconds",
+        ),
+        (lambda ledger: ledger["invocations"][0].pop("jobs"), "invocations[0] has no 'jobs'"),
+    ],
+    ids=["too-deep", "seconds-text", "seconds-nan", "negative-invocation", "no-jobs"],
+)
+def test_a_damaged_ledger_costs_only_the_timing_history_and_says_so(
+    study: dict[str, Any], tmp_path: Path, damage: Any, why: str
+) -> None:
+    """A study.json that is not a ledger: the report is rebuilt from the runs, and says why it
+    has no wall time, in the report and on the console."""
     out = tmp_path / "out"
     shutil.copytree(study["spec"].output_dir, out)
-    (out / "study.json").write_text("[" * 100 + "]" * 100)
+    ledger = json.loads((out / "study.json").read_text())
+    text = damage(ledger)
+    (out / "study.json").write_text(text if isinstance(text, str) else json.dumps(ledger))
     args = [str(study["spec"].path), "--report-only", "--output-dir", str(out)]
     result = CliRunner().invoke(study_command, args)
     assert result.exit_code == 0, result.output
+    assert f"warning: {out / 'study.json'} is damaged (" in result.output and why in result.output
     original = study["spec"].output_dir
     rebuilt = (out / "report.json").read_text().replace(str(out), "OUT")
     first = (original / "report.json").read_text().replace(str(original), "OUT")
     assert json.loads(rebuilt)["rows"] == json.loads(first)["rows"]
-    assert (
-        "- wall time: not known (study.json is damaged: nested too deeply" in (out / "report.md").read_text()
-    )
+    assert "- wall time: not known (study.json is damaged: " in (out / "report.md").read_text()
 
 
 @pytest.mark.parametrize(

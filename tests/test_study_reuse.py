@@ -70,6 +70,34 @@ def test_the_report_takes_the_copied_numbers_and_names_their_origin(studies: dic
     assert f"relu/seed0 from `{source / 'relu' / 'seed0'}`" in (target / "report.md").read_text()
 
 
+@pytest.mark.parametrize(
+    ("damage", "why"),
+    [
+        ('{"trained_in": "/somewhere', "Unterminated string"),  # truncated
+        ("[]", "'trained_in' is None, not a directory"),
+        ('{"trained_in": 5}', "'trained_in' is 5, not a directory"),
+        ('{"trained_in": "a\\nb"}', "'trained_in' is 'a\\nb', not a directory"),  # broke the markdown line
+    ],
+)
+def test_a_damaged_reuse_record_is_said_not_read_as_the_copy_itself(
+    studies: dict[str, Any], tmp_path: Path, damage: str, why: str
+) -> None:
+    """Read as the copy's own directory, a damaged reused.json made the report say the run
+    was reused from itself."""
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(studies["target"].output_dir, out)
+    (out / "relu" / "seed0" / "reused.json").write_text(damage)
+    args = [str(studies["target"].path), "--report-only", "--output-dir", str(out)]
+    result = CliRunner().invoke(study_command, args)
+    assert result.exit_code == 0, result.output
+    assert f"warning: relu/seed0: its reused.json is damaged ({why}" in result.output
+    origin = json.loads((out / "report.json").read_text())["reused"]["relu/seed0"]
+    assert origin.startswith("an unknown run (") and why in origin
+    assert str(out / "relu" / "seed0") + "`" not in (out / "report.md").read_text()
+
+
 def test_a_copy_of_a_copy_names_where_the_run_was_trained(studies: dict[str, Any]) -> None:
     root, source = studies["root"], studies["source"].output_dir
     third = load_study(write_study(root / "c", root / "c" / "out", OVERLAPPING))

@@ -295,6 +295,59 @@ def _shape_problem(loaded: Any) -> str | None:
         isinstance(tried, list) and all(isinstance(a, dict) for a in tried) for tried in cells.values()
     ):
         return "'cells' is not an object of attempt lists"
+    for index, invocation in enumerate(invocations):
+        problem = _fields_problem(invocation, _INVOCATION_FIELDS, required=True)
+        problem = problem or _fields_problem(invocation["hardware"], _HARDWARE_FIELDS, required=True)
+        if problem:
+            return f"invocations[{index}]{problem}"
+    for key, tried in cells.items():
+        for index, attempt in enumerate(tried):
+            problem = _fields_problem(attempt, _ATTEMPT_FIELDS, required=False)
+            if problem:
+                return f"cells.{key}[{index}]{problem}"
+    return None
+
+
+def _seconds(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < math.inf
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+#: What the report and the estimates read from each record, and what each must be: a hand
+#: edit ("seconds": "fast", NaN) crashed ``--report-only`` with a TypeError before.
+_INVOCATION_FIELDS = {
+    "command": (_text, "a string"),
+    "started": (_text, "a string"),
+    "seconds": (_seconds, "a number of seconds"),
+    "jobs": (_count, "a count"),
+    "threads_per_job": (_count, "a count"),
+    "hardware": (lambda value: isinstance(value, dict), "an object"),
+}
+_HARDWARE_FIELDS = {
+    "cpu": (_text, "a string"),
+    "cores": (_count, "a count"),
+    "torch": (_text, "a string"),
+    "python": (_text, "a string"),
+}
+_ATTEMPT_FIELDS = {"seconds": (_seconds, "a number of seconds"), "outcome": (_text, "a string")}
+
+
+def _fields_problem(record: dict[str, Any], fields: dict[str, Any], *, required: bool) -> str | None:
+    """``.key is ...`` for the first field of ``record`` that is not what ``fields`` says."""
+    for key, (valid, what) in fields.items():
+        if key not in record:
+            if required:
+                return f" has no '{key}'"
+            continue
+        if not valid(record[key]):
+            return f".{key} is {record[key]!r}, not {what}"
     return None
 
 

@@ -22,9 +22,9 @@ from sat_toolkit.recipe import RECIPE_FILE
 from sat_toolkit.recipe.finished import REDO
 from sat_toolkit.study.aggregate import collect, learning_curves, validation_attack_names
 from sat_toolkit.study.grid import FinishedCells, cells, read_finished
-from sat_toolkit.study.ledger import Ledger, hardware, wall_clock_seconds
+from sat_toolkit.study.ledger import LEDGER_FILE, Ledger, hardware, wall_clock_seconds
 from sat_toolkit.study.plot import changes, curves, scatter
-from sat_toolkit.study.reuse import reused_from
+from sat_toolkit.study.reuse import read_origin
 from sat_toolkit.study.spec import StudySpec
 
 REPORT_MD = "report.md"
@@ -90,6 +90,13 @@ def write_report(
         echo(f"warning: {key}: metrics.json is damaged ({why}); left out of the report; {REDO}")
     for key, changed in context["cells"]["stale"].items():
         echo(f"warning: {key}: its run differs from the study file now ({changed}); left out of the report")
+    for key, why in context["reused_damaged"].items():
+        echo(f"warning: {key}: its reused.json is damaged ({why}); the report cannot say where it trained")
+    if context["ledger_damaged"]:
+        echo(
+            f"warning: {out / LEDGER_FILE} is damaged ({context['ledger_damaged']}); the report leaves out "
+            "the wall time, hardware and commands it records (restore it to have them)"
+        )
     echo(f"report: {paths['markdown']} ({figures})")
     return paths
 
@@ -159,7 +166,8 @@ def _context(spec: StudySpec, command: str | None, finished_cells: FinishedCells
             "invocations": len(invocations),
         },
         "ledger_damaged": ledger.damaged,
-        "reused": {c.key: _shown(Path(origin)) for c in finished if (origin := reused_from(c.run_dir))},
+        "reused": {c.key: origin for c in finished if (origin := _origin(c.run_dir))},
+        "reused_damaged": {c.key: why for c in finished if (why := read_origin(c.run_dir)[1])},
         "commands": list(dict.fromkeys(i["command"] for i in invocations)),
         "report_command": command,
         "invocations": invocations,
@@ -400,6 +408,15 @@ def _header(context: dict[str, Any]) -> list[str]:
     for key, changed in cells_.get("stale", {}).items():
         lines.append(f"- **stale**: {key} ran with settings the study no longer has ({changed}), left out")
     return [*lines, ""]
+
+
+def _origin(run_dir: Path) -> str | None:
+    """Where a reused run was trained (None: here). A damaged ``reused.json`` says so: read as
+    the copy's own directory, the report said the run was reused from itself."""
+    trained_in, damaged = read_origin(run_dir)
+    if damaged is not None:
+        return f"an unknown run ({_shown(run_dir)}/reused.json is damaged: {damaged})"
+    return _shown(Path(trained_in)) if trained_in else None
 
 
 def _shown(path: Path) -> str:

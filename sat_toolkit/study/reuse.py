@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from sat_toolkit.errors import first_line
 from sat_toolkit.parsing import loads_json
 from sat_toolkit.recipe import METRICS_FILE, MODEL_FILE, RECIPE_FILE, Recipe
 from sat_toolkit.recipe.rundir import (
@@ -48,11 +49,26 @@ class FinishedRun:
 
     @property
     def origin(self) -> str:
-        """Where it was trained: its own directory, or the origin a copy of it names."""
-        try:
-            return str(loads_json((self.run_dir / REUSED_FILE).read_text(encoding="utf-8"))["trained_in"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return str(self.run_dir)
+        """Where it was trained: its own directory, or the origin a copy of it names (a copy
+        whose record is damaged is the nearest origin known)."""
+        trained_in, _ = read_origin(self.run_dir)
+        return trained_in or str(self.run_dir)
+
+
+def read_origin(run_dir: Path) -> tuple[str | None, str | None]:
+    """``(trained_in, None)`` from a copied run's ``reused.json``; ``(None, why)`` when the file
+    is damaged; ``(None, None)`` for a run trained in its own directory (no file)."""
+    path = Path(run_dir) / REUSED_FILE
+    if not path.is_file():
+        return None, None
+    try:
+        record = loads_json(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:  # unreadable, not UTF-8, not JSON
+        return None, first_line(error)
+    trained_in = record.get("trained_in") if isinstance(record, dict) else None
+    if not isinstance(trained_in, str) or not trained_in.strip() or "\n" in trained_in:
+        return None, f"'trained_in' is {trained_in!r}, not a directory"
+    return trained_in, None
 
 
 def finished_runs(directories: Iterable[Path]) -> list[FinishedRun]:
@@ -143,8 +159,3 @@ def reuse_finished(
             p = dataclasses.replace(p, status="done")
         out.append(p)
     return out, origins
-
-
-def reused_from(run_dir: Path) -> str | None:
-    """Where a reused run was trained, or None for a run trained in its own directory."""
-    return FinishedRun(run_dir, {}).origin if (run_dir / REUSED_FILE).is_file() else None
