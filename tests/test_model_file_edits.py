@@ -83,3 +83,45 @@ def test_a_config_no_model_can_be_built_from_is_one_line(model_file: Path) -> No
     assert info.value.message.startswith(
         f"{edited}: its sat_config does not describe a model this toolkit can rebuild (RuntimeError: "
     )
+
+
+@pytest.mark.parametrize(
+    ("attack", "message"),
+    [
+        (
+            {"name": "pgd", "eps": -0.1, "norm": "linf"},
+            "the model file records training eps -0.1, which is no budget to attack with; pass --eps",
+        ),
+        (
+            {"name": "pgd", "eps": "NaN", "norm": "linf"},
+            "the model file records training eps 'NaN', which is no budget to attack with; pass --eps",
+        ),
+        (
+            {"name": "pgd", "eps": 0.1, "norm": "l7"},
+            "the model file records training norm 'l7', which no attack here knows (l2, linf); "
+            "pass --norm and --eps",
+        ),
+    ],
+    ids=["negative", "text", "unknown-norm"],
+)
+def test_a_recorded_threat_model_that_is_no_budget_is_blamed_on_the_file(
+    model_file: Path, attack: dict, message: str
+) -> None:
+    """It was blamed on the first attack ("attack 'apgd_ce': eps must be >= 0, got -0.1"),
+    though the command line named no eps."""
+    from click.testing import CliRunner
+
+    from sat_toolkit.cli import cli
+
+    recorded = {"train_attack": attack, "dataset": {"name": "digits"}}  # what a run's model file holds
+    edited = rewrite(model_file, config_edit=lambda config: config.update(recorded))
+    result = CliRunner().invoke(
+        cli, ["eval", str(edited), "--suite", "quick", "--samples", "4", "--no-checks"]
+    )
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines()[-1].startswith(f"Error: {message}")
+    given = CliRunner().invoke(
+        cli, ["eval", str(edited), "--eps", "0.1", "--norm", "linf", "--suite", "none", "--attack", "fgsm",
+              "--samples", "4", "--no-checks", "--output", str(model_file.parent / "r.json")],
+    )  # fmt: skip
+    assert given.exit_code == 0, given.output  # the options replace what the file records

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import tempfile
 from collections.abc import Iterator
@@ -491,11 +492,26 @@ def _threat_model(train_attack: dict[str, Any], eps_text: str | None, norm: str 
 
     ``--eps`` alone keeps the model's norm: an L2 model is never silently scored under L-inf.
     """
+    from sat_toolkit.attacks.projections import PROJECTIONS
+
     trained = str(train_attack.get("norm", "linf"))
+    if norm is None and trained not in PROJECTIONS:
+        raise SatError(
+            f"the model file records training norm {trained!r}, which no attack here knows "
+            f"({', '.join(PROJECTIONS.names())}); pass --norm and --eps"
+        )
     if eps_text is not None:
         return _parse_eps(eps_text), norm or trained
     if "eps" not in train_attack:
         raise SatError(f"the model file does not record its training eps; pass --eps, {EPS_HINT}")
+    # A hand-edited file's budget was blamed on the first attack ("attack 'apgd_ce': eps must be >= 0").
+    recorded = train_attack["eps"]
+    if isinstance(recorded, bool) or not isinstance(recorded, (int, float)) or not 0 <= recorded < math.inf:
+        raise SatError(
+            f"the model file records training eps {recorded!r}, which is no budget to attack with; "
+            f"pass --eps, {EPS_HINT}"
+        )
+
     if norm is not None and norm != trained:
         raise SatError(
             f"--norm {norm}: the model was trained under {trained}, so its training eps "
