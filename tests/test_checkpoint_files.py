@@ -34,13 +34,14 @@ from sat_toolkit.engine.ema import EMA_FILE, WeightEMA
 from sat_toolkit.engine.rng import rng_state_problem
 from sat_toolkit.engine.trainer import train
 from sat_toolkit.errors import SatError
+from sat_toolkit.parsing import tomllib
 from sat_toolkit.recipe import load_recipe
 
 # accelerate's own files (model weights, optimiser, lr scheduler) and ours (RNG state as JSON);
 # nothing else.
 CHECKPOINT_FILES = {
     "model.safetensors", "optimizer.bin", "scheduler.bin", "rng_state_0.json", EMA_FILE, TRAIN_STATE_FILE,
-    MANIFEST_FILE,
+    MANIFEST_FILE, "recipe.toml",
 }  # fmt: skip
 
 
@@ -80,6 +81,8 @@ def test_no_checkpoint_file_is_a_pickle_of_ours(reference: Path) -> None:
             load_file(str(checkpoint / EMA_FILE)).keys()
             == load_file(str(checkpoint / "model.safetensors")).keys()
         )
+        saved = tomllib.loads((checkpoint / "recipe.toml").read_text())  # the recipe it was trained with
+        assert saved == tomllib.loads((reference / "recipe.toml").read_text())
         state = read_train_state(checkpoint)
         assert state.global_step == int(checkpoint.name.removeprefix("step-"))
         # The manifest lists every other file with its size and hash, and the whole checks out.

@@ -126,8 +126,8 @@ def _planted_cases() -> list[tuple[str, bool]]:
     would read; each with the manifest left as written and with it rewritten to match the plant
     (an attacker can recompute hashes: the loads must still refuse).
     """
-    real = ["ema.safetensors", MANIFEST_FILE, "model.safetensors", "optimizer.bin", "rng_state_0.json",
-            "scheduler.bin", "train_state.json"]  # fmt: skip
+    real = ["ema.safetensors", MANIFEST_FILE, "model.safetensors", "optimizer.bin", "recipe.toml",
+            "rng_state_0.json", "scheduler.bin", "train_state.json"]  # fmt: skip
     cases = [(name, False) for name in (*real, *EXTRA_NAMES)]
     cases += [(name, True) for name in (*real, *EXTRA_NAMES) if name != MANIFEST_FILE]
     return cases
@@ -270,6 +270,36 @@ def test_the_fallback_resume_ends_where_the_uninterrupted_run_does(
     ours = load_file(str(run_dir / "model.safetensors"))
     theirs = load_file(str(reference / "model.safetensors"))
     assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+
+
+def test_a_recipe_edited_between_kill_and_resume_is_refused_naming_the_change(
+    stopped: Path, uninterrupted: tuple[Path, Result], tmp_path: Path
+) -> None:
+    """`run RUN/recipe.toml --resume` after editing that file (1 epoch -> 3) resumed without a
+    word and re-sized the lr schedule under the checkpoint's feet (a stranger's walk)."""
+    run_dir, newest = _copy(stopped, tmp_path)
+    saved = run_dir / "recipe.toml"
+    original = saved.read_text()
+    here = original.replace(str(stopped), str(run_dir))  # the copy's own output_dir
+    saved.write_text(here.replace("\nepochs = 1\n", "\nepochs = 3\n"))
+    before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")}
+    result = CliRunner().invoke(cli, ["run", str(saved), "--resume", "--no-progress"])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert result.output.strip() == (
+        "Error: --resume: step-00000008 was trained with another recipe than this one "
+        "(train.epochs: 1 -> 3); a resume continues the same run: restore the recipe (the checkpoint's copy: "
+        f"{newest / 'recipe.toml'}) or start the changed one in a new run.output_dir"
+    )
+    assert before == {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")}  # nothing written or set aside
+    saved.write_text((newest / "recipe.toml").read_text().replace(str(stopped), str(run_dir)))  # restored
+    resumed = CliRunner().invoke(cli, ["run", str(saved), "--resume", "--no-progress"])
+    assert resumed.exit_code == 0, resumed.output
+    reference, _ = uninterrupted
+    ours, theirs = (
+        load_file(str(run_dir / "model.safetensors")),
+        load_file(str(reference / "model.safetensors")),
+    )
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
 
 

@@ -59,6 +59,8 @@ if TYPE_CHECKING:
 TRAIN_STATE_FILE = "train_state.json"
 TRAIN_STATE_FORMAT = 2  # 2: the divergence guard's reference and warning step
 MANIFEST_FILE = "manifest.json"
+#: The recipe the checkpoint was trained with (a run's own recipe.toml may be edited since).
+RECIPE_COPY = "recipe.toml"
 MANIFEST_FORMAT = 1
 # The names Accelerator.save_state gives one model, optimiser and scheduler.
 MODEL_FILE = SAFE_WEIGHTS_NAME
@@ -214,6 +216,20 @@ def run_length(checkpoint: Path, recipe: Recipe) -> int | None:
     return recipe.train.total_steps(steps_per_epoch) if steps_per_epoch > 0 else None
 
 
+def recipe_change(checkpoint: Path, recipe: Recipe) -> list[str]:
+    """``key: checkpoint's -> recipe's`` for every run-relevant key in which ``recipe`` differs
+    from the one ``checkpoint`` was trained with; empty where they agree or the checkpoint
+    predates its copy. Resuming 40 epochs' checkpoints as a 5-epoch run re-sized the lr
+    schedule without a word."""
+    from sat_toolkit.parsing import loads_toml
+    from sat_toolkit.recipe.rundir import as_read_back, differences
+
+    path = Path(checkpoint) / RECIPE_COPY
+    if not path.is_file():
+        return []
+    return differences(loads_toml(path.read_text(encoding="utf-8")), as_read_back(recipe))
+
+
 def checkpoint_step(checkpoint: Path) -> int:
     """The optimiser step a checkpoint directory is named after."""
     match = _NAME.match(Path(checkpoint).name)
@@ -280,8 +296,13 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     protect: Path | None = None,
     last_good: Path | None = None,
+    recipe_toml: str | None = None,
 ) -> Path:
     """Write a checkpoint atomically and prune old ones; every process must call this.
+
+    ``recipe_toml`` (the run's resolved recipe) is kept in the checkpoint as
+    :data:`RECIPE_COPY`: the run directory's recipe.toml can be edited between a kill and
+    ``--resume``, and the copy is what the resume holds it to (:func:`recipe_change`).
 
     The train state, the EMA and last the manifest go into the temporary directory before
     the rename, so a checkpoint that ``--resume`` can see always holds them. With ``model``
@@ -314,6 +335,8 @@ def save_checkpoint(
         (temporary / TRAIN_STATE_FILE).write_text(state.to_json(), encoding="utf-8")
         if ema is not None:
             ema.save(temporary)
+        if recipe_toml is not None:
+            (temporary / RECIPE_COPY).write_text(recipe_toml, encoding="utf-8")
         for written in temporary.iterdir():
             if written.is_file():
                 as_umask_allows(written)
@@ -448,6 +471,11 @@ def _load_problem(path: Path) -> str | None:
                 problem = rng_state_problem(path)
                 return None if problem is None else f"does not load as data ({problem})"
             loads_json(path.read_text(encoding="utf-8"))
+            return None
+        if path.name == RECIPE_COPY:
+            from sat_toolkit.parsing import loads_toml
+
+            loads_toml(path.read_text(encoding="utf-8"))
             return None
     except pickle.UnpicklingError:  # torch's weights_only refusal, whose text suggests turning it off
         return "holds objects other than tensors and plain data (refused unread: loading them could run code)"

@@ -43,6 +43,7 @@ from sat_toolkit.attacks.result import AttackResult
 from sat_toolkit.devices import describe as describe_device
 from sat_toolkit.devices import emulated_bf16_warning
 from sat_toolkit.engine.checkpoint import (
+    RECIPE_COPY,
     TRAIN_STATE_FILE,
     TrainState,
     checkpoint_problem,
@@ -51,6 +52,7 @@ from sat_toolkit.engine.checkpoint import (
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
+    recipe_change,
     save_checkpoint,
     set_aside,
 )
@@ -465,6 +467,7 @@ def restore(run: TrainingRun) -> None:
                 "to train from step 0, or start afresh in a new run.output_dir"
             )
         checkpoint, failure = ordered[found], ""
+        _refuse_another_recipe(run, checkpoint)
         try:
             run.state = load_checkpoint(accelerator, checkpoint, run.ema)
             failure = _position_problem(run) or ""
@@ -495,6 +498,19 @@ def restore(run: TrainingRun) -> None:
         run.trusted_checkpoint = before[-1] if before else None
     if not _is_finished(run):  # a finished run says so instead, and trains nothing
         accelerator.print(f"resumed from {checkpoint} (step {run.state.global_step}/{run.total_steps})")
+
+
+def _refuse_another_recipe(run: TrainingRun, checkpoint: Path) -> None:
+    """A resume continues the run its checkpoint belongs to, or none: a recipe.toml edited
+    since (more or fewer epochs, another lr) would change it under the checkpoint's feet."""
+    changed = recipe_change(checkpoint, run.recipe)
+    if changed:
+        shown = "; ".join(changed[:3]) + (f"; and {len(changed) - 3} more" if len(changed) > 3 else "")
+        raise SatError(
+            f"--resume: {checkpoint.name} was trained with another recipe than this one ({shown}); a "
+            f"resume continues the same run: restore the recipe (the checkpoint's copy: "
+            f"{checkpoint / RECIPE_COPY}) or start the changed one in a new run.output_dir"
+        )
 
 
 def _epochs_done(run: TrainingRun) -> bool:
@@ -674,6 +690,7 @@ def checkpoint(run: TrainingRun) -> None:
         run.accelerator, run.run_dir, run.state, run.recipe.checkpoint.keep_last, run.ema,
         model=run.unwrapped, optimizer=run.optimizer,
         protect=run.trusted_checkpoint if guarded else None, last_good=_last_good(run),
+        recipe_toml=run.recipe.to_toml(),
     )  # fmt: skip
 
 
