@@ -344,6 +344,27 @@ def _integer_labelled_copy(directory: Path, labels: list[int]) -> Path:
     return path
 
 
+def test_run_names_the_recipe_key_a_datasets_hint_means(cifar10: Path, tmp_path: Path) -> None:
+    """The same hint from `run`: the key is data.image_column in a recipe (a stranger's walk
+    found "set image_column" the one hint that did not say where)."""
+    args = [
+        "run", str(RECIPES / "cifar10_preact_resnet18.toml"), "--no-progress",
+        "--set", f"data.path={str(cifar10)!r}", "--set", 'data.image_column="image"',
+        "--set", f"run.output_dir={str(tmp_path / 'run')!r}",
+    ]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert (
+        result.output.strip()
+        .splitlines()[-1]
+        .endswith(
+            "has no column 'image' (columns: img, label); set image_column "
+            "(in the recipe: data.image_column, or --set data.image_column=...)"
+        )
+    )
+    assert not (tmp_path / "run").exists()
+
+
 def test_integer_labels_that_skip_a_class_are_refused_not_turned_into_an_untrained_output(
     tmp_path: Path,
 ) -> None:

@@ -13,7 +13,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -594,22 +593,12 @@ def _data_option_hints(data: str | None) -> Iterator[None]:
 
 
 def _data_option_for(message: str, data: str | None) -> str | None:
-    from sat_toolkit.params import declared
-    from sat_toolkit.plugins import get_plugin_host
+    from sat_toolkit.data.hints import asked_dataset_key
 
-    match = re.match(r"dataset '([\w.-]+)'", message)
-    if match is None:
+    asked = asked_dataset_key(message)
+    if asked is None:
         return None
-    name = match.group(1)
-    try:
-        schema = declared(get_plugin_host().get("dataset", name))
-    except SatError:
-        return None
-    keys = schema.params if schema is not None else {}
-    asked = re.findall(r"\bset ([a-z_]+)\b|needs the parameter '([a-z_]+)'", message)
-    key = next((k for pair in asked for k in pair if k in keys), None)
-    if key is None:
-        return None
+    name, key = asked
     if key == "path":
         return "with eval: --data-path DIR"
     mine = data is not None and data.partition(":")[0].strip() == name

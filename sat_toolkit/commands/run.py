@@ -23,6 +23,17 @@ def resume_command(recipe_path: Path, overrides: tuple[str, ...], *, no_progress
     return shlex.join([*args, *(["--no-progress"] if no_progress else []), "--resume"])
 
 
+def _with_recipe_key_hint(exc: SatError) -> SatError:
+    """A dataset's "set image_column" with where a recipe takes it: ``data.image_column``."""
+    from sat_toolkit.data.hints import asked_dataset_key
+
+    asked = asked_dataset_key(exc.message)
+    if asked is None:
+        return exc
+    key = asked[1]
+    return SatError(f"{exc.message} (in the recipe: data.{key}, or --set data.{key}=...)")
+
+
 @click.command("run")
 @click.argument("recipe_path", metavar="RECIPE", type=click.Path(path_type=Path))
 @_set_option
@@ -68,6 +79,8 @@ def run_command(
             dry_run_image_size=dry_run_size,
             keep=keep,
         )
+    except SatError as exc:
+        raise _with_recipe_key_hint(exc) from None
     except KeyboardInterrupt:
         # Checkpoints are written atomically, so an interrupt loses at most the steps since
         # the last one; say how to continue rather than click's bare "Aborted!" (exit 1).
