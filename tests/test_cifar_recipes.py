@@ -227,8 +227,8 @@ def test_images_the_augmentation_cannot_take_stop_the_run_before_it_writes_anyth
     assert result.exit_code == 2, result.output
     assert result.output.strip().splitlines()[-1] == (
         "Error: dataset 'hub': augmentation = 'crop_flip' serves images at their own size, but row 0 of "
-        "split 'train' is 32x32 and image_size = 28; set image_size to the images' size, or augmentation = "
-        "'imagenet' to resize and crop"
+        "split 'train' is 32x32 and image_size = 28; set image_size (data.image_size in the recipe, or "
+        "--set data.image_size=...) to the images' size, or augmentation = 'imagenet' to resize and crop"
     )
     assert not out.exists()
 

@@ -31,7 +31,11 @@ def _with_recipe_key_hint(exc: SatError) -> SatError:
     if asked is None:
         return exc
     key = asked[1]
-    return SatError(f"{exc.message} (in the recipe: data.{key}, or --set data.{key}=...)")
+    hint = f"(data.{key} in the recipe, or --set data.{key}=...)"
+    phrase = f"set {key}"
+    if phrase in exc.message:  # right after the words it explains, not after the alternatives
+        return SatError(exc.message.replace(phrase, f"{phrase} {hint}", 1))
+    return SatError(f"{exc.message} {hint}")
 
 
 @click.command("run")
