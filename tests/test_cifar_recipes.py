@@ -359,7 +359,7 @@ def test_run_names_the_recipe_key_a_datasets_hint_means(cifar10: Path, tmp_path:
         .splitlines()[-1]
         .endswith(
             "has no column 'image' (columns: img, label); set image_column "
-            "(in the recipe: data.image_column, or --set data.image_column=...)"
+            "(data.image_column in the recipe, or --set data.image_column=...)"
         )
     )
     assert not (tmp_path / "run").exists()
