@@ -115,6 +115,15 @@ def test_compare_pairs_two_reports_image_by_image(two_models, tmp_path) -> None:
     assert result.exit_code == 0, result.output
     assert f"{100 * comparison.robust.difference:+.2f}" in result.output
     assert f"{comparison.robust.p_value:.3g}" in result.output
+    assert not comparison.notes and "images_sha256" not in result.output
+
+    # A report without its images' fingerprint (edited, or from another tool) still pairs,
+    # but says the pairing rests on an assumption it cannot check.
+    del b["per_image"]["images_sha256"]
+    assert compare_reports(a, b).notes == [
+        "B record(s) no per_image.images_sha256, so that both evaluated the same images cannot be "
+        "checked: the pairing assumes it"
+    ]
 
 
 def test_mcnemar_p_matches_scipy_for_large_counts() -> None:

@@ -111,6 +111,12 @@ def compare_reports(a: dict[str, Any], b: dict[str, Any], names: tuple[str, str]
             "comparison needs the same images (the same --data, --samples and --seed)"
         )
     notes = []
+    unhashed = [name for name, digest in zip(names, (hash_a, hash_b), strict=True) if not digest]
+    if unhashed:
+        notes.append(
+            f"{' and '.join(unhashed)} record(s) no per_image.images_sha256, so that both evaluated the "
+            "same images cannot be checked: the pairing assumes it"
+        )
     for key in ("threat_model", "eps"):
         if a.get(key) != b.get(key):
             notes.append(f"{key} differs: {a.get(key)} in {names[0]}, {b.get(key)} in {names[1]}")
