@@ -6,6 +6,7 @@ only assembles the group and turns user mistakes into one-line errors with exit 
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 
@@ -19,6 +20,7 @@ from sat_toolkit.commands.recipe import recipe_command
 from sat_toolkit.commands.run import run_command
 from sat_toolkit.commands.study import study_command
 from sat_toolkit.plugins import PluginWarning
+from sat_toolkit.recipe.errors import RecipeError
 
 
 def _show_plugin_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -45,7 +47,22 @@ class _OneLineGroup(click.Group):
             if exc.ctx is not None:
                 exc.message = f"{exc.message} (see '{exc.ctx.command_path} --help')"
                 exc.ctx = None
-            raise
+            raise _said_once(exc) from None
+        except click.ClickException as exc:
+            raise _said_once(exc) from None
+
+
+def _said_once(exc: click.ClickException) -> click.ClickException | click.exceptions.Exit:
+    """Under ``accelerate launch`` every process meets the same recipe or usage mistake: the
+    main one says it, the others exit with its code. An error only some process may meet (its
+    share of the data, its device) is said by each, with its rank."""
+    rank = os.environ.get("RANK", "0")
+    if rank in ("", "0"):
+        return exc
+    if isinstance(exc, (click.UsageError, RecipeError)):
+        return click.exceptions.Exit(exc.exit_code)
+    exc.message = f"[rank {rank}] {exc.message}"
+    return exc
 
 
 @click.group(cls=_OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -266,6 +266,30 @@ def test_the_readmes_distributed_command_runs_to_completion(tmp_path: Path) -> N
     assert metrics["evaluation"]["samples"] == 100
 
 
+def test_a_recipe_mistake_under_a_two_process_launch_is_said_once(tmp_path: Path) -> None:
+    """Every process meets the same misspelt key; the main one says it, the other exits with
+    its code (it was printed once per rank)."""
+    recipe = _recipe_file(tmp_path, tmp_path / "never", train={"epochs": 1})
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--main_process_port", str(_free_port()), "-m", "sat_toolkit", "run", str(recipe), "--no-progress",
+        "--set", "optimizer.lrr=0.1",
+    ]  # fmt: skip
+    result = subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600
+    )
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert errors == [f"Error: {recipe}: optimizer.lrr: unknown key; did you mean 'lr'? (from --set)"], (
+        result.stderr
+    )
+    # torchrun's launcher then reports the failed children with a traceback of its own; ours comes first.
+    assert result.stderr.index("Error: ") < result.stderr.find(
+        "ChildFailedError"
+    ) or "ChildFailedError" not in (result.stderr)
+    assert not (tmp_path / "never").exists()
+
+
 def test_trades_two_forwards_through_ddp_before_one_backward_keep_the_ranks_in_sync(tmp_path: Path) -> None:
     """TRADES runs the prepared (DDP) model on x and on x_adv, then backpropagates once: under
     gloo both ranks must still average the same gradients and end with the same weights.
