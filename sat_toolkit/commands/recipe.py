@@ -85,7 +85,18 @@ def _step_notes(spec: dict[str, Any] | None, recipe: Recipe) -> list[str]:
         return []
     from sat_toolkit.evaluation.suites import build_attacks
 
-    attack = build_attacks({"attack": spec}, eps=recipe.attack.eps, seed=recipe.attack.eval.seed)["attack"]
+    from sat_toolkit.errors import SatError
+
+    try:
+        attack = build_attacks({"attack": spec}, eps=recipe.attack.eps, seed=recipe.attack.eval.seed)[
+            "attack"
+        ]
+    except (
+        SatError,
+        TypeError,
+        ValueError,
+    ):  # a plugin that builds only later (a note is not worth a failure)
+        return []
     eps = getattr(attack, "eps", None)
     if not hasattr(attack, "resolved_step_size") or not isinstance(eps, (int, float)):
         return []
