@@ -83,20 +83,14 @@ def _step_notes(spec: dict[str, Any] | None, recipe: Recipe) -> list[str]:
     """The resolved step size of a step-based attack table that sets none."""
     if spec is None or "step_size" in spec or "rel_step_size" in spec:
         return []
+    from sat_toolkit.errors import SatError
     from sat_toolkit.evaluation.suites import build_attacks
 
-    from sat_toolkit.errors import SatError
-
     try:
-        attack = build_attacks({"attack": spec}, eps=recipe.attack.eps, seed=recipe.attack.eval.seed)[
-            "attack"
-        ]
-    except (
-        SatError,
-        TypeError,
-        ValueError,
-    ):  # a plugin that builds only later (a note is not worth a failure)
+        built = build_attacks({"attack": spec}, eps=recipe.attack.eps, seed=recipe.attack.eval.seed)
+    except (SatError, TypeError, ValueError):  # a plugin that builds only later: no note, no failure
         return []
+    attack = built["attack"]
     eps = getattr(attack, "eps", None)
     if not hasattr(attack, "resolved_step_size") or not isinstance(eps, (int, float)):
         return []
