@@ -21,6 +21,7 @@ from sat_toolkit.data import create_dataset
 from sat_toolkit.engine.checkpoint import list_checkpoints
 from sat_toolkit.engine.evaluation import fixed_test_subset
 from sat_toolkit.engine.trainer import train
+from sat_toolkit.errors import SatError
 from sat_toolkit.export import load_model
 from sat_toolkit.models import rebuild_model
 from sat_toolkit.recipe import load_recipe
@@ -240,6 +241,34 @@ def test_a_two_process_checkpoint_of_a_train_steps_run_resumes_in_one_process_to
     )
 
 
+def test_epochs_two_processes_finished_are_not_resumed_in_one(tmp_path: Path) -> None:
+    """A stranger's walk: a 60-epoch run Ctrl-C'd after 5 two-process epochs and resumed in one
+    process ended at step 575 of the 600 its lr schedule was sized for, lr above its end value.
+
+    Epochs of 10 steps (two processes) would continue as epochs of 20: refused, naming the
+    fix; resumed with two processes again, the run ends where an uninterrupted one does.
+    """
+    run_dir = tmp_path / "epochs"
+    recipe_file = _recipe_file(
+        tmp_path, run_dir, train={"epochs": 2, "validate_every_epochs": 0}, attack={"eval": {"samples": 20}}
+    )
+    _launch(recipe_file, tmp_path / "probe", stop=13)
+    newest = list_checkpoints(run_dir)[-1]
+    assert json.loads((newest / "train_state.json").read_text())["epoch"] == 1  # of 10 steps each
+    with pytest.raises(SatError) as info:
+        train(load_recipe(recipe_file), resume=True, show_progress=False)
+    assert info.value.message == (
+        f"--resume: {newest.name} belongs to a run of 20 steps (2 epochs), here the same epochs take 40: "
+        "another number of processes (1 now) shares each epoch differently, and the lr schedule would not "
+        "end where the recipe says; resume with as many processes as wrote it "
+        "(accelerate launch --num_processes N ... --resume)"
+    )
+    assert not (run_dir / "model.safetensors").exists()
+    _launch(recipe_file, tmp_path / "probe", resume=True)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["steps"] == 20
+
+
 def test_sync_batchnorm_on_cpu_is_refused_with_the_fix(tmp_path: Path) -> None:
     recipe_file = _recipe_file(tmp_path, tmp_path / "sync", train={"epochs": 1, "sync_batchnorm": True})
     stderr = _launch(recipe_file, tmp_path / "probe", expect_ok=False)
@@ -332,4 +361,8 @@ def test_ctrl_c_of_a_two_process_run_says_how_to_resume_once(tmp_path: Path) -> 
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 130, stderr[-3000:]
     assert stderr.count("interrupted; continue the run with:") == 1, stderr[-3000:]
-    assert f"interrupted; continue the run with: sat-toolkit run {recipe} --no-progress --resume" in stderr
+    # As many processes again: a plain `sat-toolkit run` is one process, whose epochs take twice the steps.
+    resume = (
+        f"accelerate launch --multi_gpu --num_processes 2 -m sat_toolkit run {recipe} --no-progress --resume"
+    )
+    assert f"interrupted; continue the run with: {resume}" in stderr

@@ -14,10 +14,14 @@ from sat_toolkit.errors import SatError
 INTERRUPTED_EXIT_CODE = 130
 
 
-def resume_command(recipe_path: Path, overrides: tuple[str, ...], *, no_progress: bool = False) -> str:
+def resume_command(
+    recipe_path: Path, overrides: tuple[str, ...], *, no_progress: bool = False, processes: int = 1
+) -> str:
     """The command line that continues this run: the same recipe, overrides and output
-    options, plus --resume."""
-    args = ["sat-toolkit", "run", str(recipe_path)]
+    options, plus --resume; under ``accelerate launch``, as many processes again (a plain
+    ``sat-toolkit run`` is one process, whose epochs have N times the steps)."""
+    launch = ["accelerate", "launch", "--multi_gpu", "--num_processes", str(processes), "-m", "sat_toolkit"]
+    args = [*(launch if processes > 1 else ["sat-toolkit"]), "run", str(recipe_path)]
     for item in overrides:
         args += ["--set", item]
     return shlex.join([*args, *(["--no-progress"] if no_progress else []), "--resume"])
@@ -96,7 +100,8 @@ def run_command(
         if dry_run:
             click.echo("interrupted; a dry run has nothing to resume", err=True)
         else:
-            command = resume_command(recipe_path, overrides, no_progress=no_progress)
+            processes = PartialState().num_processes
+            command = resume_command(recipe_path, overrides, no_progress=no_progress, processes=processes)
             click.echo(f"interrupted; continue the run with: {command}", err=True)
         raise click.exceptions.Exit(INTERRUPTED_EXIT_CODE) from None
     from accelerate import PartialState

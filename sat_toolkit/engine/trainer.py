@@ -53,6 +53,7 @@ from sat_toolkit.engine.checkpoint import (
     list_checkpoints,
     load_checkpoint,
     recipe_change,
+    run_length,
     save_checkpoint,
     set_aside,
 )
@@ -468,6 +469,7 @@ def restore(run: TrainingRun) -> None:
             )
         checkpoint, failure = ordered[found], ""
         _refuse_another_recipe(run, checkpoint)
+        _refuse_another_epoch_length(run, checkpoint)
         try:
             run.state = load_checkpoint(accelerator, checkpoint, run.ema)
             failure = _position_problem(run) or ""
@@ -511,6 +513,27 @@ def _refuse_another_recipe(run: TrainingRun, checkpoint: Path) -> None:
             f"resume continues the same run: restore the recipe (the checkpoint's copy: "
             f"{checkpoint / RECIPE_COPY}) or start the changed one in a new run.output_dir"
         )
+
+
+def _refuse_another_epoch_length(run: TrainingRun, checkpoint: Path) -> None:
+    """A run sized in epochs resumes only where its epochs take as many steps as they did.
+
+    N processes share an epoch (1/N of one process's steps each), so epochs finished by 2
+    processes and resumed by 1 leave the run short of the steps its lr schedule was sized
+    for: 60 epochs ended at step 575 of 600, the lr above its final value (a stranger's
+    walk resumed a Ctrl-C'd 2-process run with the single-process command printed then).
+    A run of ``train.steps``, or one still in its first epoch, resumes in any number.
+    """
+    written_for = run_length(checkpoint, run.recipe)
+    if written_for is None or written_for == run.total_steps:
+        return
+    processes = run.accelerator.num_processes
+    raise SatError(
+        f"--resume: {checkpoint.name} belongs to a run of {written_for} steps ({run.epochs} epochs), here "
+        f"the same epochs take {run.total_steps}: another number of processes ({processes} now) shares "
+        "each epoch differently, and the lr schedule would not end where the recipe says; "
+        "resume with as many processes as wrote it (accelerate launch --num_processes N ... --resume)"
+    )
 
 
 def _epochs_done(run: TrainingRun) -> bool:
