@@ -62,6 +62,15 @@ class Detached(PGDAT):
         return ObjectiveLoss(loss=F.cross_entropy(logits, y).detach(), logits=logits)
 
 
+class NaNLoss(PGDAT):
+    name = "nan_loss"
+    description = "a loss that is NaN from its first call"
+
+    def loss(self, model, x, x_adv, y, *, label_smoothing=0.0):
+        logits = model(x_adv)
+        return ObjectiveLoss(loss=F.cross_entropy(logits, y) * float("nan"), logits=logits)
+
+
 class Negative(Schedule):
     name = "negative"
     description = "minus the base"
@@ -100,7 +109,7 @@ class BrokenDigits:
 
 @hookimpl
 def sat_register_objectives():
-    return [Narrow, Detached]
+    return [Narrow, Detached, NaNLoss]
 
 
 @hookimpl
@@ -171,6 +180,25 @@ def test_a_plugin_breaking_its_contract_stops_the_run_in_one_line(
     assert "Traceback" not in result.output
     if before_writing:  # found before the run writes anything, so the same command can run again
         assert not out.exists()
+
+
+def test_an_objective_whose_first_loss_is_nan_is_named_and_leaves_nothing_behind(
+    tmp_path: Path, fake_distribution: Any
+) -> None:
+    """The first loss is computed on the initial weights, so the lr the message used to blame
+    had no hand in it; the directory it left refused the corrected recipe."""
+    fake_distribution("broken-plugins", PLUGINS)
+    result, out = _run(tmp_path, "objective=nan_loss")
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("Error: training stopped at step "), last
+    assert last.endswith(
+        "the loss is nan since step 1 (no checkpoint); the first loss, before any update (so not the lr): "
+        "check the objective 'nan_loss' from broken-plugins, the data and the attack's eps"
+    ), last
+    assert not out.exists()
+    fixed, out = _run(tmp_path, "objective=narrow")  # the same directory takes the next recipe
+    assert "holds a different run" not in fixed.output
 
 
 def test_labels_from_one_are_named_with_the_label_and_its_range(

@@ -164,7 +164,8 @@ def train(
                 end_epoch(run, bar)
         return finish(run, show_progress)
     except BaseException:
-        if new_dir and run.state.global_step == 0 and accelerator.is_main_process:
+        nothing_logged = run.state.global_step < recipe.train.log_every_steps
+        if new_dir and nothing_logged and accelerator.is_main_process:
             _remove_failed_start(run_dir)
         raise
     finally:
@@ -173,10 +174,11 @@ def train(
 
 
 def _remove_failed_start(run_dir: Path) -> None:
-    """Remove the directory a launch created and failed in before its first optimiser step.
+    """Remove the directory a launch created and failed in before it checkpointed or logged
+    a step (a plugin attack's wrong result, an objective's NaN loss at step 1).
 
-    It holds only recipe.toml and an empty tensorboard log, nothing a user could lose, and
-    left in place it refused the corrected recipe ("holds a different run ... remove it").
+    It holds only recipe.toml and a tensorboard log of no step, nothing a user could lose,
+    and left in place it refused the corrected recipe ("holds a different run ... remove it").
     """
     if is_failed_start(run_dir):
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -672,9 +674,20 @@ def check_loss(run: TrainingRun) -> None:
         return
     last = _last_good(run)
     kept = f"the last good checkpoint is {last}" if last else "no checkpoint"
+    if found.bad_step <= 1:  # computed on the initial weights: no update, no lr, had a hand in it
+        from sat_toolkit.plugins import get_plugin_host
+
+        record = get_plugin_host().record("objective", run.recipe.objective.name)
+        package = "" if record.builtin else f" from {record.distribution}"
+        fix = (
+            f"the first loss, before any update (so not the lr): check the objective "
+            f"'{run.recipe.objective.name}'{package}, the data and the attack's eps"
+        )
+    else:
+        fix = "lower optimizer.lr, or check the data and the attack's eps"
     raise NonFiniteLossError(
         f"training stopped at step {run.state.global_step}: the loss is {found.bad_loss} since step "
-        f"{found.bad_step} ({kept}); lower optimizer.lr, or check the data and the attack's eps"
+        f"{found.bad_step} ({kept}); {fix}"
     )
 
 
