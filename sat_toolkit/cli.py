@@ -26,6 +26,8 @@ from sat_toolkit.recipe.errors import RecipeError
 def _show_plugin_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """Plugin problems are one readable line on stderr, not a warnings-module dump."""
     if issubclass(category, PluginWarning):
+        if os.environ.get("RANK", "0") not in ("", "0"):
+            return  # under accelerate launch every process meets it: the main one says it
         click.echo(f"{category.label}: {message}", err=True)
     else:
         _default_showwarning(message, category, filename, lineno, file, line)

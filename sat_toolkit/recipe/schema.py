@@ -252,7 +252,11 @@ class TrainConfig:
         "for four months)",
         ge=0, le=10**8,
     )  # fmt: skip
-    validate_every_epochs: int = setting(1, "cheap robust validation every N epochs (0 = never)", ge=0)
+    validate_every_epochs: int = setting(
+        1,
+        "cheap robust validation every N epochs (0 = never; the last epoch has the final evaluation)",
+        ge=0,
+    )
     validate_samples: int = setting(
         512,
         "test samples the cheap validation attacks (the first of the final evaluation's seeded subset)",
