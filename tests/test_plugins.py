@@ -282,3 +282,16 @@ def test_a_misspelt_block_warns_with_the_closest_installed_name(fake_distributio
         "did you mean 'wobble-acts'?"
     ]
     assert "wobble" in host.names("activation")  # not blocked, as the warning says
+
+
+def test_plugin_warnings_are_said_by_the_main_process_alone(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Under accelerate launch every process meets the same plugin note (a 2-process walk saw
+    each doubled); RANK names the process."""
+    from sat_toolkit.cli import _show_plugin_warning
+
+    for rank, shown in (("0", True), ("1", False)):
+        monkeypatch.setenv("RANK", rank)
+        _show_plugin_warning("dropped 'warmup_fraction'", PluginWarning, "x.py", 1)
+        assert ("dropped 'warmup_fraction'" in capsys.readouterr().err) is shown, rank
