@@ -299,8 +299,8 @@ def test_eval_of_foreign_weights_reads_a_local_cifar_copy_at_its_own_size(
     whole = "to evaluate them whole at their own size, add image_size=32,augmentation=none to --data"
     assert (
         "note: the test images are 32x32, served as augmentation=imagenet's evaluation does: resized to a "
-        "short side of 256 and centre-cropped to 224x224, which cuts 6.25% of each side (image_size=224 is "
-        f"dataset 'hub''s default); {whole}"
+        "short side of 256 and centre-cropped to 224x224, which cuts 6.25% of each side (dataset 'hub' "
+        f"defaults to image_size=224); {whole}"
     ) in default_size.output
     # At their own size the ImageNet pipeline still crops them (a resize to 36, then 32 of it):
     # a stranger followed the old note's "add image_size=32" and lost 1/16 of each side unwarned.

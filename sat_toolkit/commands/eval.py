@@ -510,7 +510,6 @@ def _threat_model(train_attack: dict[str, Any], eps_text: str | None, norm: str 
             f"the model file records training eps {recorded!r}, which is no budget to attack with; "
             f"pass --eps, {EPS_HINT}"
         )
-
     if norm is not None and norm != trained:
         raise SatError(
             f"--norm {norm}: the model was trained under {trained}, so its training eps "
@@ -631,7 +630,7 @@ def _note_resized(test_split: Any, info: Any, spec: dict[str, Any]) -> None:
         return  # crop_flip and none serve the images as they are (or refuse another size)
     width, height = test_split.load_image(0).size
     side = tuple(info.image_size)[0]
-    default = "" if "image_size" in spec else f" (image_size={side} is dataset '{name}''s default)"
+    default = "" if "image_size" in spec else f" (dataset '{name}' defaults to image_size={side})"
     cut = (1 - CROP_FRACTION) / 2
     whole = (
         f"; to evaluate them whole at their own size, add image_size={width},augmentation=none to --data"

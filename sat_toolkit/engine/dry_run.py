@@ -151,6 +151,7 @@ def dry_run(
     default, ``summary.run_dir`` no longer exists and ``summary.metrics`` is what is left.
     """
     from sat_toolkit.engine.trainer import train
+    from sat_toolkit.evaluation.robust import non_finite_counted_wrong
     from sat_toolkit.recipe import load_recipe
 
     _check_all_but_the_data_files(source, overrides)
@@ -158,7 +159,7 @@ def dry_run(
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", str((raw.get("run") or {}).get("name", "run")))[:40]
     directory = tempfile.mkdtemp(prefix=f"sat-dry-run-{name}-")
     try:
-        with _termination_unwinds():
+        with _termination_unwinds(), non_finite_counted_wrong():  # 2 steps make no model to measure
             recipe = load_recipe(dry_run_recipe(raw, image_size=image_size, output_dir=directory))
             return train(recipe, show_progress=show_progress)
     except BaseException:
