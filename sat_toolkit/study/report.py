@@ -128,6 +128,7 @@ def _context(spec: StudySpec, command: str | None, finished_cells: FinishedCells
     usable = finished_cells.metrics
     finished = [c for c in all_cells if c.key in usable]
     evaluations = [usable[c.key]["evaluation"] for c in finished]
+    origins = {c.key: read_origin(c.run_dir) for c in finished}  # reused.json, read once per cell
     machines = []
     for entry in invocations:
         if entry.get("hardware") and entry["hardware"] not in machines:
@@ -166,8 +167,8 @@ def _context(spec: StudySpec, command: str | None, finished_cells: FinishedCells
             "invocations": len(invocations),
         },
         "ledger_damaged": ledger.damaged,
-        "reused": {c.key: origin for c in finished if (origin := _origin(c.run_dir))},
-        "reused_damaged": {c.key: why for c in finished if (why := read_origin(c.run_dir)[1])},
+        "reused": {c.key: shown for c in finished if (shown := _origin(c.run_dir, *origins[c.key]))},
+        "reused_damaged": {c.key: why for c in finished if (why := origins[c.key][1])},
         "commands": list(dict.fromkeys(i["command"] for i in invocations)),
         "report_command": command,
         "invocations": invocations,
@@ -410,10 +411,10 @@ def _header(context: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
-def _origin(run_dir: Path) -> str | None:
-    """Where a reused run was trained (None: here). A damaged ``reused.json`` says so: read as
-    the copy's own directory, the report said the run was reused from itself."""
-    trained_in, damaged = read_origin(run_dir)
+def _origin(run_dir: Path, trained_in: str | None, damaged: str | None) -> str | None:
+    """Where a reused run was trained (None: here), from :func:`read_origin`'s answer. A damaged
+    ``reused.json`` says so: read as the copy's own directory, the report said the run was
+    reused from itself."""
     if damaged is not None:
         return f"an unknown run ({_shown(run_dir)}/reused.json is damaged: {damaged})"
     return _shown(Path(trained_in)) if trained_in else None
