@@ -203,7 +203,7 @@ def eval_command(
             check_budget(eps, norm, tuple(source.info().input_shape), "--eps")  # before the announcement
         test_split = source.load("test")
         if arch is not None:  # weights from elsewhere: how the pipeline serves its images is news
-            _note_resized(test_split, source.info(), dataset_spec)
+            _note_resized(test_split, source, dataset_spec)
         x, y = fixed_test_subset(test_split, samples, seed)
     # Every attack built once here, as evaluate() will: a bad parameter or an attack that needs
     # more classes than the model has stops before the announcement, in one line.
@@ -606,7 +606,7 @@ def _data_option_for(message: str, data: str | None) -> str | None:
     return f"with eval: --data {name}:" + ",".join([*kept, f"{key}=..."])
 
 
-def _note_resized(test_split: Any, info: Any, spec: dict[str, Any]) -> None:
+def _note_resized(test_split: Any, source: Any, spec: dict[str, Any]) -> None:
     """Say how a decoding dataset changes the test images before the model sees them.
 
     Weights from elsewhere carry no image size or pipeline, and hub/imagefolder default to
@@ -616,21 +616,16 @@ def _note_resized(test_split: Any, info: Any, spec: dict[str, Any]) -> None:
     on. The pipeline is the user's choice, so this only says so, with how to serve the
     images whole.
     """
-    from sat_toolkit.data.transforms import CROP_FRACTION, DecodedImageDataset, eval_resize_size
-    from sat_toolkit.params import defaults
-    from sat_toolkit.plugins import get_plugin_host
+    from sat_toolkit.data.transforms import CROP_FRACTION, Augmentation, DecodedImageDataset, eval_resize_size
 
     if not isinstance(test_split, DecodedImageDataset) or not len(test_split):
         return
-    name = spec.get("name")
-    augmentation = spec.get(
-        "augmentation", defaults(get_plugin_host().get("dataset", name)).get("augmentation")
-    )
-    if augmentation != "imagenet":
+    augmentation = getattr(source, "augmentation", None)  # what the dataset resolved from --data
+    if not isinstance(augmentation, Augmentation) or augmentation.name != "imagenet":
         return  # crop_flip and none serve the images as they are (or refuse another size)
     width, height = test_split.load_image(0).size
-    side = tuple(info.image_size)[0]
-    default = "" if "image_size" in spec else f" (dataset '{name}' defaults to image_size={side})"
+    side = augmentation.image_size
+    default = "" if "image_size" in spec else f" (dataset '{spec.get('name')}' defaults to image_size={side})"
     cut = (1 - CROP_FRACTION) / 2
     whole = (
         f"; to evaluate them whole at their own size, add image_size={width},augmentation=none to --data"
