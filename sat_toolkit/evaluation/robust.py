@@ -216,11 +216,12 @@ def non_finite_counted_wrong() -> Iterator[None]:
 def _refuse_non_finite(predictions: torch.Tensor) -> None:
     """A model whose clean outputs are NaN or inf has no accuracy to measure: say so, not 0.1."""
     bad = int((predictions < 0).sum())
-    if bad and _NON_FINITE_COUNTED_WRONG.get():
+    if not bad:
+        return
+    if _NON_FINITE_COUNTED_WRONG.get():
         print(f"note: the model's outputs are NaN or inf on {bad} of {len(predictions)} clean images; "
               "counted as wrong", file=sys.stderr, flush=True)  # fmt: skip
-        return
-    if bad:
+    else:
         raise SatError(
             f"the model's outputs (logits) are NaN or inf on {bad} of {len(predictions)} clean test images; "
             "it has no accuracy to measure: check its weights (overflowing values) and its normalisation "
