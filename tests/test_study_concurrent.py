@@ -159,6 +159,27 @@ def test_a_killed_study_leaves_its_time_and_its_running_cell_on_record(tmp_path:
     assert report["wall_seconds"]["cells"] == pytest.approx(sum(a["seconds"] for a in attempts), abs=0.01)
 
 
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads thread masks from /proc (Linux)")
+def test_the_ledger_heartbeat_leaves_ctrl_c_to_the_main_thread(tmp_path: Path) -> None:
+    """The kernel gives a Ctrl-C to any thread that does not block it. Taken by the
+    heartbeat thread, it only flagged the main thread, asleep waiting for a cell: once a
+    study ran to its end and exited 0 after one (the test below, under load)."""
+    import threading
+
+    def blocks_sigint(thread: threading.Thread) -> bool:
+        status = Path(f"/proc/self/task/{thread.native_id}/status").read_text()
+        blocked = int(next(line for line in status.splitlines() if line.startswith("SigBlk:")).split()[1], 16)
+        return bool(blocked & (1 << (signal.SIGINT - 1)))
+
+    with Ledger(tmp_path).heartbeat():
+        beat = next(t for t in threading.enumerate() if t.name == "study-ledger-heartbeat")
+        deadline = time.monotonic() + 10
+        while not blocks_sigint(beat) and time.monotonic() < deadline:
+            time.sleep(0.01)  # the thread blocks it as it starts
+        assert blocks_sigint(beat)
+    assert not blocks_sigint(threading.main_thread())
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("when", ["workers starting", "cells training"])
 def test_ctrl_c_stops_a_study_with_one_line_that_says_how_to_continue(tmp_path: Path, when: str) -> None:

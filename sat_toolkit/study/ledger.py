@@ -23,6 +23,7 @@ import json
 import math
 import os
 import platform
+import signal
 import threading
 import time
 import uuid
@@ -220,6 +221,12 @@ class Ledger:
         stop = threading.Event()
 
         def beat() -> None:
+            # Ctrl-C must land on the main thread, which stops the study. The kernel hands it
+            # to any thread that does not block it (the main one blocks it while a worker
+            # starts); landed here, it only flagged the main thread, asleep waiting for a
+            # cell, and under load a study once ran to its end and exited 0 after a Ctrl-C.
+            if hasattr(signal, "pthread_sigmask"):
+                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
             while not stop.wait(HEARTBEAT_SECONDS):
                 self.save()
 
