@@ -26,7 +26,7 @@ from sat_toolkit.export import read_sat_config, save_model
 from sat_toolkit.models import create_model
 from sat_toolkit.models.config import rebuild_model
 from sat_toolkit.plugins import PluginWarning, reset_plugin_host
-from sat_toolkit.plugins.provenance import run_plugins
+from sat_toolkit.plugins.provenance import missing_plugin_message, run_plugins
 from sat_toolkit.recipe import load_recipe
 
 FAKE = "sat-extra-activations"
@@ -285,3 +285,54 @@ def test_a_name_now_provided_by_another_package_is_rebuilt_with_a_warning(
         f"the model was saved with activation 'mish' from {FAKE} {FAKE_VERSION}; it is rebuilt with "
         f"'mish' from other-mish 3.0 (install {FAKE} to get the original)"
     ]
+
+
+def test_every_missing_package_is_named_in_one_pip_install() -> None:
+    """A run needing two packages named only the first; installing it led to the next error."""
+    entries = [
+        entry("activation", "mish", FAKE, FAKE_VERSION),
+        entry("objective", "alp", "sat-alp", "0.3"),
+        entry("schedule", "warm", FAKE, FAKE_VERSION),  # the same package: listed once
+        entry("model", "small_cnn"),  # installed: not named
+    ]
+    assert missing_plugin_message(entries) == (
+        f"needs activation 'mish' and schedule 'warm' from the package {FAKE} {FAKE_VERSION} and objective "
+        f"'alp' from the package sat-alp 0.3, which are not installed: pip install '{FAKE}>={FAKE_VERSION}' "
+        "'sat-alp>=0.3'"
+    )
+    # a lacking built-in keeps its own clause after the packages to install
+    gone = entry("attack", "gone_attack", BUILTIN, "0.0.1")
+    assert missing_plugin_message([entries[1], gone]) == (
+        "needs objective 'alp' from the package sat-alp 0.3, which is not installed: "
+        f"pip install 'sat-alp>=0.3'; needs attack 'gone_attack', built into {BUILTIN} 0.0.1; "
+        f"the installed {BUILTIN_VERSION} no longer has it: pip install '{BUILTIN}==0.0.1'"
+    )
+    assert missing_plugin_message(entries[3:]) is None
+
+
+def test_validating_a_run_that_needs_two_absent_packages_names_both(tmp_path: Path) -> None:
+    recipe = tiny_recipe(tmp_path / "run")
+    recipe["activation"] = {"name": "mish"}
+    recipe["objective"] = {"name": "alp"}
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    from sat_toolkit.recipe.toml_io import dumps
+
+    (run_dir / "recipe.toml").write_text(dumps(recipe))
+    metrics = {
+        "evaluation": {"clean_accuracy": 0.5, "robust_accuracy": 0.25},
+        "plugins": [
+            entry("activation", "mish", FAKE, FAKE_VERSION),
+            entry("objective", "alp", "sat-alp", "0.3"),
+        ],
+    }
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    result = CliRunner().invoke(cli, ["recipe", "validate", str(run_dir / "recipe.toml")])
+    assert result.exit_code == 2
+    assert "unknown activation 'mish'" in result.output and "unknown objective 'alp'" in result.output
+    needs = (
+        f"the run in {run_dir} needs activation 'mish' from the package {FAKE} {FAKE_VERSION} and "
+        "objective 'alp' from the package sat-alp 0.3, which are not installed: "
+        f"pip install '{FAKE}>={FAKE_VERSION}' 'sat-alp>=0.3'"
+    )
+    assert result.output.strip().splitlines()[-1].endswith(needs)

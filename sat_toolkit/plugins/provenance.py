@@ -189,14 +189,18 @@ def sat_config_plugins(config: Mapping[str, Any]) -> list[PluginEntry]:
 
 # -- a model whose plugin is missing -----------------------------------------------------------
 def missing_plugin_message(entries: Any) -> str | None:
-    """For the first recorded plugin this environment lacks: what to install, as a clause.
+    """For every recorded plugin this environment lacks: what to install, as one clause.
 
-    ``entries`` is a model's recorded ``plugins`` (anything else, e.g. an older file
-    without them, gives None). The clause reads "needs activation 'mish' from the package
-    ..." and ends with a command that provides it.
+    ``entries`` is a model's or run's recorded ``plugins`` (anything else, e.g. an older
+    file without them, gives None). The clause reads "needs activation 'mish' from the
+    package ..." and ends with a command that provides it; packages that are not installed
+    at all share one ``pip install`` (a run needing two of them named only the first, and
+    installing it led to the next error).
     """
     if not isinstance(entries, list):
         return None
+    absent: dict[tuple[str, str | None], list[str]] = {}  # (package, version) -> what it provides
+    hints: list[str] = []
     for entry in entries:
         if not isinstance(entry, Mapping) or not isinstance(entry.get("distribution"), str):
             continue
@@ -204,8 +208,39 @@ def missing_plugin_message(entries: Any) -> str | None:
         if not isinstance(kind, str) or not isinstance(name, str) or _provided(kind, name, dist):
             continue
         version = entry.get("version") if isinstance(entry.get("version"), str) else None
-        return _install_hint(kind, name, dist, version)
-    return None
+        if normalise_distribution(dist) != BUILTIN_DISTRIBUTION and not _installed(dist):
+            provides = absent.setdefault((dist, version), [])
+            if f"{kind} '{name}'" not in provides:
+                provides.append(f"{kind} '{name}'")
+        elif (hint := _install_hint(kind, name, dist, version)) not in hints:
+            hints.append(hint)
+    if absent:
+        packages = [
+            f"{_and(provides)} from the package {dist} {version}"
+            if version
+            else f"{_and(provides)} from the package {dist}"
+            for (dist, version), provides in absent.items()
+        ]
+        requirements = " ".join(_requirement(dist, version) for dist, version in absent)
+        verb = "is" if len(absent) == 1 else "are"
+        hints.insert(0, f"needs {_and(packages)}, which {verb} not installed: pip install {requirements}")
+    return "; ".join(hints) or None
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def _installed(dist: str) -> bool:
+    try:
+        importlib_metadata.version(dist)
+    except importlib_metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def _requirement(dist: str, version: str | None) -> str:
+    return f"'{dist}>={version}'" if version and version != "?" else dist
 
 
 def _provided(kind: str, name: str, dist: str) -> bool:
@@ -228,11 +263,7 @@ def _install_hint(kind: str, name: str, dist: str, version: str | None) -> str:
     if normalise_distribution(dist) == BUILTIN_DISTRIBUTION:
         return _builtin_hint(what, version)
     recorded = f"{dist} {version}" if version else dist
-    try:
-        installed = importlib_metadata.version(dist)
-    except importlib_metadata.PackageNotFoundError:
-        requirement = f"'{dist}>={version}'" if version and version != "?" else dist
-        return f"needs {what} from the package {recorded}, which is not installed: pip install {requirement}"
+    installed = importlib_metadata.version(dist)  # an absent package is missing_plugin_message's
     module = _module_problem(dist)
     if module is not None and module.status == "blocked":
         return (
