@@ -306,7 +306,11 @@ class CheckpointConfig:
     """``[checkpoint]``: when to save, and how many to keep."""
 
     every_steps: int = setting(1000, "save every N optimiser steps (0 = at the end of each epoch only)", ge=0)
-    keep_last: int = setting(3, "checkpoints to keep (older ones are deleted)", ge=1)
+    keep_last: int = setting(
+        3,
+        "checkpoints to keep (older ones are deleted, except the last one the divergence guard vouched for)",
+        ge=1,
+    )
 
 
 @dataclass(frozen=True)
