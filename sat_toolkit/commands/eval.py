@@ -685,7 +685,11 @@ def _progress_printer() -> Any:
     last: dict[str, int] = {}
 
     def report(label: str, done: int, total: int) -> None:
-        if last.get(label) != done and (done == total or done - last.get(label, 0) >= max(total // 4, 1)):
+        if (
+            done
+            and last.get(label) != done
+            and (done == total or done - last.get(label, 0) >= max(total // 4, 1))
+        ):
             click.echo(f"  {label}: {done}/{total}", err=True)
             last[label] = done
 

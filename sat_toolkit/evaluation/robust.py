@@ -252,7 +252,8 @@ def evaluate_robustness(
             has one for attackers (see the module docstring).
         eps: overrides every attack's own eps (epsilon sweeps); None keeps theirs.
         norm: the ball to check examples against for attacks that do not say (``.norm``).
-        progress: called as ``progress(label, done, total)`` after each batch.
+        progress: called as ``progress(label, done, total)`` as each attack starts (done 0)
+            and after each of its batches.
         return_examples: keep the worst-case adversarial examples (``RobustnessReport.x_adv``,
             on the CPU: one copy of ``x``).
         per_attack_examples: also keep every attack's (``AttackOutcome.x_adv``: one copy
@@ -280,6 +281,8 @@ def evaluate_robustness(
             examples = x.detach().cpu().clone() if keep else None
             zero_grads: list[float] = []
             started = time.perf_counter()
+            if progress is not None:  # the attack's clock starts now, not after its first batch
+                progress(label, 0, len(attackable))
             for start in range(0, len(attackable), batch_size):
                 index = attackable[start : start + batch_size]
                 xb, yb = x[index], y[index]
