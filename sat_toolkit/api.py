@@ -40,7 +40,18 @@ def run(
         return run_dry(
             recipe, overrides, image_size=dry_run_image_size, keep=keep, show_progress=show_progress
         )
-    return train(load_recipe(recipe, overrides), resume=resume, show_progress=show_progress)
+    loaded = load_recipe(recipe, overrides)
+    if resume and not isinstance(recipe, Mapping) and not _sets_output_dir(overrides):
+        from sat_toolkit.recipe.rundir import refuse_resume_elsewhere
+
+        refuse_resume_elsewhere(recipe, loaded)
+    return train(loaded, resume=resume, show_progress=show_progress)
+
+
+def _sets_output_dir(overrides: Iterable[str]) -> bool:
+    from sat_toolkit.recipe import parse_override
+
+    return any(parse_override(item)[0] == ("run", "output_dir") for item in overrides)
 
 
 def load_model(run_dir_or_checkpoint: str | Path, device: str | None = None) -> nn.Module:

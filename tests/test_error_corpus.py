@@ -200,6 +200,8 @@ def _write_run_dirs(workspace: Path) -> None:
     same = load_recipe(workspace / "output_same_run.toml")
     save_resolved_recipe(same, workspace / "runs" / "same")
     (workspace / "runs" / "same" / "checkpoints" / "step-00000010").mkdir(parents=True)
+    # runs/same renamed by hand: its recipe still names runs/same
+    shutil.copytree(workspace / "runs" / "same", workspace / "runs" / "renamed")
     (workspace / "runs" / "nested").mkdir()
     (workspace / "runs" / "nested" / "recipe.toml").write_text(DEEP_HEADER, encoding="utf-8")
 
@@ -331,6 +333,11 @@ CASES: list[tuple[str, list[str], str]] = [
     ("output not a run", ["run", "output_not_a_run.toml"], "not a sat-toolkit run"),
     ("output same run", ["run", "output_same_run.toml"], "pass --resume to continue it"),
     ("output recipe nested", ["run", "output_nested_recipe.toml"], "nested too deeply to parse"),
+    (
+        "resume a renamed run dir",
+        ["run", "runs/renamed/recipe.toml", "--resume"],
+        "its run.output_dir 'runs/same' names",
+    ),
     # -- data --------------------------------------------------------------------------------------
     ("data path missing", ["run", "data_path_missing.toml"], "data.path: no such file or directory"),
     ("idx garbage", ["run", "idx_garbage.toml"], "not an IDX file"),
@@ -497,6 +504,25 @@ def test_a_disabled_plugin_the_recipe_needs_is_one_line(
     ):
         result = CliRunner().invoke(cli, ["recipe", "validate", str(recipe)])
     assert result.exit_code == 0 and result.stdout == "ok\n"
+
+
+def test_resume_from_inside_the_run_dir_says_where_it_was_started(workspace: Path, monkeypatch) -> None:
+    """`cd runs/same && sat-toolkit run recipe.toml --resume` read run.output_dir 'runs/same'
+    from there and trained a new run from step 0 in runs/same/runs/same."""
+    run_dir = workspace / "runs" / "same"
+    monkeypatch.chdir(run_dir)
+    before = _tree(workspace)
+    result = CliRunner().invoke(cli, ["run", "recipe.toml", "--resume"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (
+        f"Error: --resume: recipe.toml is the recipe of the run in {run_dir.resolve()}, but its "
+        f"run.output_dir 'runs/same' names {run_dir.resolve() / 'runs' / 'same'} from here, which would "
+        f"start a new run; run it from {workspace.resolve()}, where it was started (relative paths in it "
+        "are read from there): "
+        f"cd {workspace.resolve()} && sat-toolkit run runs/same/recipe.toml --resume; or "
+        f"--set run.output_dir={run_dir.resolve()}"
+    )
+    assert _tree(workspace) == before
 
 
 def test_sigint_during_run_says_how_to_resume_and_exits_130(workspace: Path, tmp_path: Path) -> None:

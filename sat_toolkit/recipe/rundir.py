@@ -297,6 +297,34 @@ def check_run_dir(run_dir: str | Path, recipe: Recipe, resume: bool) -> bool:
     return True
 
 
+def refuse_resume_elsewhere(recipe_path: str | Path, recipe: Recipe) -> None:
+    """``--resume`` of a run directory's own recipe.toml must resume that directory.
+
+    Its ``run.output_dir`` is as typed when the run started, often relative: from another
+    directory (``cd runs/x && sat-toolkit run recipe.toml --resume``) it named a new
+    directory, and the "resume" trained from step 0 in ``runs/x/runs/x``.
+    """
+    recipe_path = Path(recipe_path)
+    run_dir = recipe_path.parent
+    if recipe_path.name != RECIPE_FILE or not any((run_dir / name).exists() for name in PROGRESS_FILES):
+        return
+    named = Path(recipe.run.output_dir).expanduser()
+    if named.resolve() == run_dir.resolve():
+        return
+    here = run_dir.resolve()
+    fix = f"--set run.output_dir={here}"
+    if not named.is_absolute() and here.parts[-len(named.parts) :] == named.parts:
+        started = Path(*here.parts[: -len(named.parts)])
+        fix = (
+            f"run it from {started}, where it was started (relative paths in it are read from there): "
+            f"cd {started} && sat-toolkit run {named / RECIPE_FILE} --resume; or {fix}"
+        )
+    raise SatError(
+        f"--resume: {recipe_path} is the recipe of the run in {here}, but its run.output_dir "
+        f"'{recipe.run.output_dir}' names {named.absolute()} from here, which would start a new run; {fix}"
+    )
+
+
 def save_resolved_recipe(recipe: Recipe, run_dir: str | Path) -> Path:
     """Write ``<run_dir>/recipe.toml`` atomically; refuse to replace a different run's recipe.
 
