@@ -156,6 +156,39 @@ def test_eval_cli_scores_a_timm_weights_file_like_the_python_api(
     assert report["environment"]["device"] == "cpu"
 
 
+def test_eval_cli_builds_the_activation_the_weights_were_trained_with(
+    timm_digits_model: nn.Module, tmp_path: Path
+) -> None:
+    """A SiLU resnet10t's state dict is a ReLU resnet10t's: without --activation, weights
+    trained with create_timm_model(..., "silu") were scored as a ReLU network, without a word."""
+    from sat_toolkit.activations import create_timm_model
+
+    body, _ = create_timm_model("resnet10t", "silu", num_classes=10, in_chans=1)
+    body.load_state_dict(timm_digits_model.body.state_dict())
+    silu_model = NormalizedModel(Normalize([MEAN], [STD]), body).eval()
+    weights = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in body.state_dict().items()}, str(weights))
+    x, y = fixed_test_subset(create_dataset({"name": "digits"}).load("test"), 40, 0)
+    expected = sat_toolkit.evaluate(silu_model, x, y, eps=0.05, suite=None, attacks=["pgd:steps=5"])
+    with torch.no_grad():
+        assert not torch.allclose(silu_model(x), timm_digits_model(x), atol=1e-3)  # another model
+    code, output, report = _eval_weights(weights, tmp_path, "--activation", "silu")
+    assert code == 0, output
+    assert report["clean_acc"] == expected.clean_accuracy
+    assert report["attacks"]["pgd_steps5"]["robust_accuracy"] == expected.attacks["pgd_steps5"]
+    assert report["activation"] == {"name": "silu"}
+    code, output, report = _eval_weights(weights, tmp_path)  # scored as ReLU: said, since nothing else can
+    assert code == 0 and "is built with its own activations" in output and report["activation"] is None
+    for extra, message in [
+        (["--activation", "siluu"], "unknown activation 'siluu'"),
+        (["--arch", "resnet10t:act_layer=silu"], "give the activation with --activation NAME, not act_layer"),
+    ]:
+        code, output, _ = _eval_weights(weights, tmp_path, *extra)
+        assert code == 2 and message in output and "Traceback" not in output, output
+    result = CliRunner().invoke(cli, ["eval", str(tmp_path), "--activation", "silu"])
+    assert result.exit_code == 2 and "a sat-toolkit model file records its own activation" in result.output
+
+
 def test_eval_cli_refuses_a_pickle_that_would_run_code(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
 

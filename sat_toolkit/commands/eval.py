@@ -81,6 +81,12 @@ class _LoadedModel:
     help="MODEL is a weights file of this timm architecture: resnet18, vit_tiny_patch16_224:img_size=32.",
 )
 @click.option(
+    "--activation",
+    metavar="NAME[:k=v,...]",
+    help="With --arch: the activation the weights were trained with, swapped into the architecture as "
+    "create_timm_model does (default: the architecture's own, e.g. ReLU for resnet18).",
+)
+@click.option(
     "--num-classes", type=click.IntRange(min=2), help="With --arch: classes (default: the dataset's)."
 )
 @click.option(
@@ -126,6 +132,7 @@ def eval_command(
     data: str | None,
     data_path: str | None,
     arch: str | None,
+    activation: str | None,
     num_classes: int | None,
     mean: str | None,
     std: str | None,
@@ -170,6 +177,11 @@ def eval_command(
         raise SatError("--samples must be >= 0 (0 = the whole test split)")
     if arch is None and (num_classes is not None or mean is not None or std is not None):
         raise SatError("--num-classes, --mean and --std describe a foreign weights file; give --arch too")
+    if arch is None and activation is not None:
+        raise SatError(
+            "--activation describes a foreign weights file (with --arch); a sat-toolkit model file "
+            "records its own activation"
+        )
     if output is not None:
         check_writable(output)
     chosen = resolve_suite(None if suite == "none" else suite, attacks)  # a misspelt suite fails first
@@ -197,7 +209,7 @@ def eval_command(
         else:
             dataset_spec = _dataset_spec(None, data, data_path)
             source = create_dataset(dataset_spec)
-            loaded = _load_foreign_model(model_path, arch, source.info(), num_classes, mean, std)
+            loaded = _load_foreign_model(model_path, arch, activation, source.info(), num_classes, mean, std)
         eps, norm = _threat_model(loaded.train_attack, eps_text, norm)
         if eps_text is not None:
             check_budget(eps, norm, tuple(source.info().input_shape), "--eps")  # before the announcement
@@ -214,7 +226,7 @@ def eval_command(
         refuse_attacks_beyond_classes(
             planned, loaded.num_classes, "leave it out (e.g. --suite none --attack apgd_ce)"
         )
-    given = {"arch": arch, "num_classes": num_classes, "mean": mean, "std": std}
+    given = {"arch": arch, "activation": activation, "num_classes": num_classes, "mean": mean, "std": std}
     reading = {key: value for key, value in given.items() if value is not None}
     if data is not None or data_path is not None:
         reading["images"] = images_fingerprint(x, y)
@@ -222,6 +234,12 @@ def eval_command(
     check_writable(path)  # before the evaluation, which can take hours: its results are never lost
     if sweep_values:
         check_writable(_sweep_plot_path(path), "the --sweep plot beside the report,", plot=True)
+    if arch is not None and activation is None:  # nothing in the weights tells activations apart
+        click.echo(
+            f"note: --arch {arch} is built with its own activations; weights trained with another "
+            "(create_timm_model's) need --activation NAME",
+            err=True,
+        )
     click.echo(
         f"evaluating {loaded.file} on {len(y)} test images, {norm} eps {eps:.6g}, on {device}", err=True
     )
@@ -349,7 +367,13 @@ def _load_sat_model(model_path: Path) -> _LoadedModel:
 
 
 def _load_foreign_model(
-    weights: Path, arch: str, info: Any, num_classes: int | None, mean: str | None, std: str | None
+    weights: Path,
+    arch: str,
+    activation: str | None,
+    info: Any,
+    num_classes: int | None,
+    mean: str | None,
+    std: str | None,
 ) -> _LoadedModel:
     from sat_toolkit.models.external import build_timm_model, check_forward, load_weights, read_state_dict
 
@@ -359,6 +383,13 @@ def _load_foreign_model(
             "(--mean 0 --std 1 if the model normalises nothing)"
         )
     architecture, arch_kwargs = _arch_option(arch)
+    if "act_layer" in arch_kwargs:
+        raise SatError(f"--arch {arch}: give the activation with --activation NAME, not act_layer")
+    act = None
+    if activation is not None:
+        from sat_toolkit.evaluation.suites import parse_plugin_option
+
+        act = parse_plugin_option(activation, "--activation", "softplus:beta=10")[1]
     if num_classes is not None and num_classes < info.num_classes:
         raise SatError(
             f"--num-classes {num_classes}: the dataset's labels run to {info.num_classes - 1}, beyond the "
@@ -375,14 +406,15 @@ def _load_foreign_model(
         )
     model = build_timm_model(
         architecture, arch_kwargs, num_classes=classes, channels=info.channels,
-        mean=_numbers(mean, "--mean"), std=_numbers(std, "--std"),
+        mean=_numbers(mean, "--mean"), std=_numbers(std, "--std"), activation=act,
     )  # fmt: skip
     check_forward(model, architecture, info.input_shape)
     load_weights(model.body, read_state_dict(weights), str(weights))
+
     description = {
         "architecture": {"name": "timm", "architecture": architecture, **arch_kwargs},
         "weights": str(weights),
-        "activation": None,
+        "activation": act,  # None: the architecture's own
         "normalization": model.normalization,
     }
     return _LoadedModel(model.eval(), weights, description, None, {}, classes)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -21,6 +21,9 @@ from torch import nn
 from sat_toolkit.data.info import checked_statistics
 from sat_toolkit.errors import SatError, first_line
 from sat_toolkit.models.normalize import Normalize, NormalizedModel
+
+if TYPE_CHECKING:
+    from sat_toolkit.activations.factory import ActivationSpec
 from sat_toolkit.models.tensor_check import first_misfit, first_unusable
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
@@ -115,18 +118,30 @@ def build_timm_model(
     channels: int,
     mean: Sequence[float],
     std: Sequence[float],
+    activation: ActivationSpec | None = None,
 ) -> NormalizedModel:
-    """``architecture`` as timm defines it (its own activations, random init), normalisation first."""
+    """``architecture`` as timm defines it (random init), normalisation first; with
+    ``activation``, built as :func:`~sat_toolkit.activations.create_timm_model` builds it.
+
+    The weights alone cannot say which: a SiLU-trained resnet18's state dict is a ReLU
+    resnet18's, and scored as one it gave numbers that meant nothing without a word.
+    """
     import timm
 
+    from sat_toolkit.activations.surgery import create_timm_model
     from sat_toolkit.models.timm_model import TimmModel
 
     TimmModel(architecture, **arch_kwargs)  # the same checks and hints as a recipe's [model]
     mean, std = checked_statistics(mean, std, channels, names=("--mean", "--std"))
     try:
-        body = timm.create_model(
-            architecture, pretrained=False, num_classes=num_classes, in_chans=channels, **arch_kwargs
-        )
+        if activation is None:
+            body = timm.create_model(
+                architecture, pretrained=False, num_classes=num_classes, in_chans=channels, **arch_kwargs
+            )
+        else:
+            body, _ = create_timm_model(
+                architecture, activation, num_classes=num_classes, in_chans=channels, **arch_kwargs
+            )
     except (TypeError, ValueError, AssertionError) as exc:
         raise SatError(f"--arch {architecture}: {exc}") from None
     model = NormalizedModel(Normalize(mean, std), body)
