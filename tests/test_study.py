@@ -573,6 +573,19 @@ def test_an_attack_only_some_runs_made_is_listed_with_its_count(tmp_path: Path) 
             ('set = ["train.epochs=1"]', "set = ['activation={name = silu}']"),
             "study.set[0]: {name = silu} is not a TOML inline table or array (Invalid value); strings inside",
         ),
+        # A list setting one key twice kept the last: a "gelu" cell trained SiLU.
+        (
+            ('silu = ["activation=silu"]', 'silu = ["activation=gelu", "activation={name = \'silu\'}"]'),
+            "study.axis.activation.values.silu: sets activation.name twice ('activation=gelu', then",
+        ),
+        (
+            ('set = ["train.epochs=1"]', 'set = ["train.epochs=1", "train.epochs=2"]'),
+            "study.set: sets train.epochs twice ('train.epochs=1', then 'train.epochs=2'); keep one",
+        ),
+        (
+            ('silu = ["activation=silu"]', 'silu = ["activation=relu"]'),
+            "study.axis.activation.values.silu: applies the same overrides as 'relu': their cells would be",
+        ),
     ],
 )
 def test_study_mistakes_are_one_line_errors(tmp_path: Path, edit: tuple[str, str], message: str) -> None:
@@ -583,6 +596,27 @@ def test_study_mistakes_are_one_line_errors(tmp_path: Path, edit: tuple[str, str
     assert message in info.value.format_message() and "\n" not in info.value.format_message()
     result = CliRunner().invoke(study_command, [str(path), "--dry-run"])
     assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+
+
+def test_a_command_line_set_that_an_axis_overrides_is_refused(tmp_path: Path) -> None:
+    """--set comes before the axes: --set activation=gelu trained relu and silu, without a word."""
+    grid = STUDY.replace('"activation=relu"', '"activation=relu", "objective=trades"')
+    path = write_study(tmp_path, tmp_path / "out", grid)
+    result = CliRunner().invoke(study_command, [str(path), "--dry-run", "--set", "activation=gelu"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1] == (
+        f"Error: {path}: --set: 'activation=gelu' does not reach the cells of axis 'activation' value "
+        "'relu', whose 'activation=relu' comes after it; change the axis in the study file instead"
+    ), result.output
+    # a parameter the axis values leave alone reaches every cell, also across a switch of plugin
+    result = CliRunner().invoke(study_command, [str(path), "--dry-run", "--set", "objective.beta=3"])
+    assert "does not reach" not in result.output and "cell silu: objective" in result.output  # the cell's say
+    ok = CliRunner().invoke(study_command, [str(path), "--dry-run", "--set", "optimizer.lr=0.01"])
+    assert ok.exit_code == 0, ok.output
+    twice = CliRunner().invoke(
+        study_command, [str(path), "--dry-run", "--set", "train.epochs=2", "--set", "train.epochs=3"]
+    )
+    assert twice.exit_code == 2 and "--set: sets train.epochs twice" in twice.output
 
 
 def test_a_bad_cell_override_fails_before_anything_trains(tmp_path: Path) -> None:

@@ -73,9 +73,10 @@ def study_command(
     Each cell is an ordinary run in <output_dir>/<label>/seed<k>. Finished cells are
     skipped and interrupted ones resume from their last checkpoint, so running the same
     command again continues the study. --set applies to every cell (after the study's own
-    overrides). The report (report.md, report.json, scatter.png, changes.png and, where
-    runs validate, curves.png in the output directory) gives clean and robust accuracy per
-    cell label, mean ± std over seeds, and the change against the study's baseline.
+    set, before the axes' values, which it must not touch). The report (report.md,
+    report.json, scatter.png, changes.png and, where runs validate, curves.png in the output
+    directory) gives clean and robust accuracy per cell label, mean ± std over seeds, and
+    the change against the study's baseline.
     --only runs some cells first (e.g. --only fc_head/seed1); the report still covers
     every finished cell. --reuse copies runs another study already made of the very same
     recipe (the report names where they were trained).

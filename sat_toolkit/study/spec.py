@@ -38,7 +38,7 @@ from typing import Any
 from sat_toolkit.recipe import RecipeError, parse_override
 from sat_toolkit.recipe.coerce import toml_type
 from sat_toolkit.recipe.errors import Problems, ProblemsError, join, suggest
-from sat_toolkit.recipe.overrides import malformed_compound
+from sat_toolkit.recipe.overrides import PLUGIN_TABLES, malformed_compound
 from sat_toolkit.recipe.toml_io import read_file
 
 STUDY_KEYS = ("name", "description", "base", "output_dir", "seeds", "baseline", "set", "axis")
@@ -144,7 +144,11 @@ class _Validator:
         overrides = self.overrides(table.get("set", []), "study.set")
         for item in extra:
             self.override(item, "--set", index=None)
+        if not self.problems:
+            self.set_once(list(extra), "--set")
         axes = self.axes(table.get("axis"))
+        if axes is not None and not self.problems:
+            self.not_overridden(extra, axes)
         baseline = self.baseline(table.get("baseline"), axes)
         if self.problems or None in (name, description, base, out, seeds, overrides, axes):
             return None
@@ -205,7 +209,23 @@ class _Validator:
         before = len(self.problems)
         for index, item in enumerate(value):
             self.override(item, path, index=index)
+        if len(self.problems) == before:
+            self.set_once(value, path)
         return tuple(value) if len(self.problems) == before else None
+
+    def set_once(self, items: Sequence[str], path: str) -> None:
+        """One list setting a key twice keeps the last silently: a "gelu" value that also
+        said activation=silu trained SiLU under the label gelu."""
+        seen: list[tuple[tuple[str, ...], str]] = []
+        for item in items:
+            for key in _leaves(*parse_override(item)):
+                clash = next((earlier for other, earlier in seen if _overlap(key, other)), None)
+                if clash is not None:
+                    self.problems.add(
+                        path, f"sets {'.'.join(key)} twice ({clash!r}, then {item!r}); keep one"
+                    )
+                    return
+            seen += [(key, item) for key in _leaves(*parse_override(item))]
 
     def override(self, item: Any, path: str, *, index: int | None) -> None:
         where = path if index is None else f"{path}[{index}]"
@@ -287,7 +307,42 @@ class _Validator:
                 parsed[label] = checked
         if name is None or len(self.problems) != before:
             return None
+        same: dict[frozenset[tuple[tuple[str, ...], str]], str] = {}
+        for label, overrides in parsed.items():
+            effect = frozenset((keys, repr(value)) for keys, value in map(parse_override, overrides))
+            if effect in same:
+                self.problems.add(
+                    join(join(where, "values"), label),
+                    f"applies the same overrides as '{same[effect]}': their cells would be the same runs "
+                    "under two labels",
+                )
+            same.setdefault(effect, label)
         return Axis(name=name, values=parsed)
+
+    def not_overridden(self, extra: Sequence[str], axes: tuple[Axis, ...]) -> None:
+        """A command-line --set comes before the axes: one on a key an axis value sets changed
+        nothing in that value's cells, without a word."""
+        for item in extra:
+            keys = _leaves(*parse_override(item))
+            for axis in axes:
+                for label, overrides in axis.values.items():
+                    hit = next(
+                        (
+                            o
+                            for o in overrides
+                            for a in _leaves(*parse_override(o))
+                            for k in keys
+                            if _overlap(k, a)
+                        ),
+                        None,
+                    )
+                    if hit is not None:
+                        self.problems.add(
+                            "--set",
+                            f"{item!r} does not reach the cells of axis '{axis.name}' value '{label}', "
+                            f"whose {hit!r} comes after it; change the axis in the study file instead",
+                        )
+                        return
 
     def baseline(self, value: Any, axes: tuple[Axis, ...] | None) -> str | None:
         if value is None:
@@ -304,6 +359,22 @@ class _Validator:
             )
             return None
         return value
+
+
+def _leaves(keys: tuple[str, ...], value: Any) -> list[tuple[str, ...]]:
+    """The key paths an override sets: a table's each key, and a plugin table's name for
+    the shorthand ``activation=silu`` (its other parameters survive a switch of plugin)."""
+    if isinstance(value, Mapping):
+        return [leaf for key, inner in value.items() for leaf in _leaves((*keys, key), inner)]
+    if keys in PLUGIN_TABLES and isinstance(value, str):
+        return [(*keys, "name")]
+    return [keys]
+
+
+def _overlap(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """Whether setting one key path touches the other (equal, or one inside the other's table)."""
+    shorter = min(len(a), len(b))
+    return a[:shorter] == b[:shorter]
 
 
 def _show(value: Any) -> str:
