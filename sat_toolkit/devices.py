@@ -59,24 +59,30 @@ def emulated_bf16_warning(mixed_precision: str, device: torch.device | None = No
     )
 
 
-def resolve_device(name: str | torch.device | None) -> torch.device:
-    """``name`` as a usable device (None: :func:`default_device`), or a one-line error."""
+def resolve_device(name: str | torch.device | None, *, option: str = "--device") -> torch.device:
+    """``name`` as a usable device (None: :func:`default_device`), or a one-line error that
+    names it as the caller took it (``option``: ``"--device"`` on the command line,
+    ``"device"`` for a Python argument)."""
     if name is None:
         return default_device()
+
+    def given(value: str, quoted: bool = True) -> str:
+        if not option.startswith("-"):
+            return f"{option}={value!r}"
+        return f"{option} {value!r}" if quoted else f"{option} {value}"
+
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError):
-        raise SatError(
-            f"--device {str(name)!r}: not a device name; use cpu, cuda, cuda:1, mps, ..."
-        ) from None
+        raise SatError(f"{given(str(name))}: not a device name; use cpu, cuda, cuda:1, mps, ...") from None
     if device.type == "cpu":
         return device
     try:
         torch.empty(1, device=device)
     except (RuntimeError, AssertionError, AttributeError) as exc:
         raise SatError(
-            f"--device {str(name)!r} is not usable on this machine ({first_line(exc)}); "
-            f"use --device {default_device().type} or leave --device out"
+            f"{given(str(name))} is not usable on this machine ({first_line(exc)}); "
+            f"use {given(default_device().type, quoted=False)} or leave {option} out"
         ) from None
     return device
 

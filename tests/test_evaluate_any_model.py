@@ -442,6 +442,7 @@ def test_python_api_casts_double_images_and_takes_attacks_returning_tensors() ->
         ({"eps": 0.1, "norm": "l2", "attacks": {"p": {"name": "pgd", "norm": "linf"}}}, "has norm linf"),
         ({"eps": 0.1, "num_classes": 5}, "num_classes is 5 but the model returns 10 logits"),
         ({"eps": 0.1, "labels": 10}, "labels run from 10 to 19; the model has classes 0 to 9"),
+        ({"eps": 0.1, "device": "gpu"}, "device='gpu': not a device name"),  # in Python's terms, not --device
     ],
 )
 def test_python_api_refuses_a_mismatched_threat_model_or_labels(options: dict, message: str) -> None:

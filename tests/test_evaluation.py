@@ -210,6 +210,34 @@ def test_masking_checks_flag_a_quantised_model_and_pass_an_honest_one(quantise: 
         assert results["large eps drives robust accuracy to chance"].passed
 
 
+def test_the_worst_case_with_the_checks_counts_the_images_their_own_attacks_broke() -> None:
+    """A passing or failing check may break images the suite left robust (a stranger found
+    Square breaking 3 of 359 under PGD-20, PASS): robust_acc stays the suite's, as AutoAttack
+    reports it, and robust_acc_with_checks counts those images too."""
+    model, x, y = _linear_digits_model(quantise=True)
+    attacks = {"apgd_ce": {"name": "apgd_ce", "steps": 20}}
+    result = sat_toolkit.evaluate(model, x, y, eps=0.15, suite=None, attacks=attacks, checks=True,
+                                  seed=0, square_queries=300)  # fmt: skip
+    square = sat_toolkit.evaluate(model, x, y, eps=0.15, suite=None, seed=0,
+                                  attacks={"square": {"name": "square", "queries": 300}})  # fmt: skip
+    by_square = result.report.worst_case & ~square.report.attacks["square"].robust  # found independently
+    checks = {c.name: c for c in result.checks}
+    assert checks["gradient-free Square does not beat the white-box suite"].numbers["broken"] == (
+        by_square.nonzero().flatten().tolist()
+    )
+    stronger = torch.zeros_like(by_square)
+    stronger[
+        checks["apgd_ce with 2x steps and +1 restart leaves the worst case unchanged"].numbers["broken"]
+    ] = True
+    assert not (stronger & ~result.report.worst_case).any()  # only images the suite left robust
+    expected = float((result.report.worst_case & ~by_square & ~stronger).double().mean())
+    assert by_square.sum() > 10 and result.robust_accuracy_with_checks == pytest.approx(expected)
+    assert result.robust_accuracy_with_checks < result.robust_accuracy
+    report = result.to_dict()
+    assert report["robust_acc"] == result.robust_accuracy
+    assert report["robust_acc_with_checks"] == result.robust_accuracy_with_checks
+
+
 def test_masking_checks_say_not_applicable_where_no_image_is_classified_correctly() -> None:
     """A model wrong on every image passes every check vacuously: the report must say N/A."""
     model, x, y = _linear_digits_model(quantise=False)

@@ -282,6 +282,14 @@ def eval_command(
                 [(c.name, c.verdict, c.detail) for c in evaluation.checks],
             )
         )
+        with_checks = evaluation.robust_accuracy_with_checks
+        if with_checks is not None and with_checks < report.robust_accuracy:
+            broken = round((report.robust_accuracy - with_checks) * len(y))
+            click.echo(
+                f"worst case counting the checks' own attacks: {with_checks:.4f} ({broken} more image"
+                f"{'' if broken == 1 else 's'} broken; robust_acc is the evaluation's attacks', as "
+                "AutoAttack reports it; the report's robust_acc_with_checks is this one)"
+            )
         if not evaluation.passed_checks:
             click.echo("warning: some checks failed; the robust accuracy above may be overstated", err=True)
     _write_report(path, json.dumps(result, indent=2, default=str) + "\n")
@@ -707,7 +715,13 @@ def _output_path(
 
 def _estimate_printer(cascade: bool, checks: bool) -> Any:
     def report(estimate: Any) -> None:
-        extra = "; the masking checks add about as much again" if checks else ""
+        extra = (
+            "; the masking checks come on top (the first attack at eps/2 and 2 eps and with 2x steps, "
+            "and a Square run on every image unless the suite has one: more than a cheap suite itself; "
+            "--no-checks skips them)"
+            if checks
+            else ""
+        )
         click.echo(f"  {estimate.describe(cascade)}{extra}", err=True)
 
     return report

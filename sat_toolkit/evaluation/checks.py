@@ -213,20 +213,27 @@ def run_checks(
     stronger = _stronger_copy(first)
     if stronger is not None:
         still_robust = report.worst_case.nonzero().flatten()
-        newly_broken = 0
+        broken_here: list[int] = []
         if len(still_robust):
             index = still_robust.to(x.device)
             again = evaluate_robustness(
                 model, x[index], y[index], {first_label: stronger}, batch_size=batch_size, norm=norm
             )
-            newly_broken = int((~again.worst_case).sum())
+            broken_here = still_robust[~again.worst_case.cpu()].tolist()
+        newly_broken = len(broken_here)
         more = main - newly_broken / max(n, 1)
         results.append(
             CheckResult(
                 CONVERGED.format(first=first_label),
                 newly_broken <= allowed,
                 f"worst case {main:.4f} -> {more:.4f}: {newly_broken} more images broken ({rule})",
-                {"base": main, "stronger": more, "newly_broken": newly_broken, "allowed_images": allowed},
+                {
+                    "base": main,
+                    "stronger": more,
+                    "newly_broken": newly_broken,
+                    "allowed_images": allowed,
+                    "broken": broken_here,  # which images (evaluation order) it broke
+                },
             )
         )
 
@@ -277,7 +284,9 @@ def run_checks(
         square_report = robust_with({"square": square})
         square_accuracy = square_report.robust_accuracy
         square_text = f"Square alone {square_accuracy:.4f}"
-        broken_only_by_square = int((report.worst_case & ~square_report.attacks["square"].robust).sum())
+        only_square = report.worst_case & ~square_report.attacks["square"].robust
+        broken_only_by_square = int(only_square.sum())
+        square_broke = only_square.nonzero().flatten().tolist()  # the suite's own Square is in the worst case
     results.append(
         CheckResult(
             GRADIENT_FREE,
@@ -294,6 +303,7 @@ def run_checks(
                 "extra_broken_images": broken_only_by_square,
                 "allowed_images": allowed,
                 "queries": square_queries,
+                **({} if in_suite else {"broken": square_broke}),
             },
         )
     )

@@ -91,6 +91,21 @@ class Evaluation:
         return float(robust.double().mean())
 
     @property
+    def robust_accuracy_with_checks(self) -> float | None:
+        """The worst case counting also the images the masking checks' own attacks broke
+        (the stronger first attack, a Square run outside the suite); None without checks.
+
+        :attr:`robust_accuracy` is the suite's, as AutoAttack reports it; a check that
+        passes may still break a few images (within its tolerance), and this is the number
+        over everything that ran.
+        """
+        if not self.checks:
+            return None
+        broken = {int(i) for check in self.checks for i in check.numbers.get("broken", ())}
+        robust = int(self.report.worst_case.sum()) - len(broken)
+        return robust / max(self.report.samples, 1)
+
+    @property
     def passed_checks(self) -> bool:
         """No check failed (one that does not apply neither passes nor fails)."""
         return all(check.passed for check in self.checks if check.applicable)
@@ -120,6 +135,7 @@ class Evaluation:
         if self.sweep is not None:
             result["sweep"] = [{"eps": e, **v} for e, v in self.sweep.items()]
         if self.checks:
+            result["robust_acc_with_checks"] = self.robust_accuracy_with_checks
             result["checks"] = [check.to_dict() for check in self.checks]
         result["seconds"] = round(self.seconds, 2)
         result["plugins"] = [dict(entry) for entry in self.plugins]
@@ -289,8 +305,10 @@ def evaluate(
             attack object (``perturb(model, x, y, *, eps=None)`` returning an
             ``AttackResult`` or the adversarial tensor). Each takes the evaluation's eps
             and norm; one that sets others is refused.
-        checks: also run the gradient-masking checks (about as costly again as the suite;
-            the CLI runs them by default, this function only when asked).
+        checks: also run the gradient-masking checks (the first attack twice more and once
+            with 2x steps, and a Square run unless the suite has one: for a cheap suite
+            several times its cost; the CLI runs them by default, this function only when
+            asked).
         seed: seeds the attacks' generators and torch's global generator.
         device: where to compute; None computes where the model is.
         num_classes: None asks the model's output (given, it must agree).
@@ -320,7 +338,7 @@ def evaluate(
     fingerprint = images_fingerprint(x, y)
     check_budget(budget, norm, tuple(x.shape[1:]))
     if device is not None:
-        model.to(resolve_device(device))
+        model.to(resolve_device(device, option="device"))
     target = model_device(model)
     dtype = _floating_dtype(model)
     x, y = x.to(target, dtype), y.to(target)
