@@ -263,8 +263,45 @@ def test_report_only_without_the_set_the_study_ran_with_says_so(
     line = result.output.strip().splitlines()[-1]
     assert line.startswith(
         f"Error: study tiny: the 4 finished run(s) under {out} have other settings than this study asks for "
-        "(optimizer.lr: 0.01 -> 0.5); give the --set they ran with; it ran as: "
+        "(optimizer.lr: 0.01 -> 0.5): the study file or its base recipe changed since they ran (restore "
+        "it), or they ran with a --set this command lacks; it ran as: "
     ), line
+
+
+def test_a_study_refuses_an_output_dir_that_is_a_file_or_another_studys(
+    study: dict[str, Any], tmp_path: Path
+) -> None:
+    """A stranger's walk: a file there failed once per cell, each line advising a --set the
+    study refuses; another study's directory got its report.md overwritten by this one's."""
+    path = str(study["spec"].path)
+    blocker = tmp_path / "afile"
+    blocker.write_text("mine")
+    result = CliRunner().invoke(study_command, [path, "--dry-run", "--output-dir", str(blocker)])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert f"--output-dir {blocker} is a file; the study keeps its cells and report" in result.output
+    other = tmp_path / "other"
+    shutil.copytree(study["spec"].output_dir, other)
+    report = json.loads((other / "report.json").read_text())
+    (other / "report.json").write_text(json.dumps({**report, "study": "acts"}))
+    before = {p: p.read_bytes() for p in other.rglob("*") if p.is_file()}
+    for extra in (["--report-only"], ["--dry-run"], []):
+        result = CliRunner().invoke(study_command, [path, "--output-dir", str(other), *extra])
+        assert result.exit_code == 2, result.output
+        assert result.output.strip() == (
+            f"Error: --output-dir {other} holds the study 'acts' (its report.json); give the study 'tiny' a "
+            "directory of its own"
+        )
+    assert {p: p.read_bytes() for p in other.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize("extra", [["--dry-run"], ["--only", "relu"], ["--reuse", "."]])
+def test_report_only_takes_no_option_it_would_ignore(study: dict[str, Any], extra: list[str]) -> None:
+    """--report-only --dry-run rewrote report.md; --only and --reuse were ignored without a word."""
+    result = CliRunner().invoke(study_command, [str(study["spec"].path), "--report-only", *extra])
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        f"Error: --report-only rebuilds the report from every finished cell and runs nothing; drop {extra[0]}"
+    )
 
 
 def _first_attempt_seconds(ledger: dict[str, Any], value: Any) -> None:

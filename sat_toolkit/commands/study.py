@@ -10,6 +10,7 @@ import click
 
 from sat_toolkit.commands.recipe import _set_option
 from sat_toolkit.commands.run import INTERRUPTED_EXIT_CODE
+from sat_toolkit.errors import SatError
 
 
 def _command_line(
@@ -83,6 +84,11 @@ def study_command(
     """
     from sat_toolkit.study import load_study, plan, run_study, write_report
 
+    if report_only and (dry_run or only or reuse):
+        extra = "--dry-run" if dry_run else "--only" if only else "--reuse"
+        raise SatError(
+            f"--report-only rebuilds the report from every finished cell and runs nothing; drop {extra}"
+        )
     spec = load_study(study_path, overrides, output_dir)
     command = _command_line(study_path, overrides, jobs, output_dir, report_only, only, reuse)
     if report_only:

@@ -114,7 +114,8 @@ def _nothing_to_report(spec: StudySpec, finished_cells: FinishedCells) -> str:
     ran = f"; it ran as: {commands[-1]}" if commands else ""
     return (
         f"study {spec.name}: the {len(finished_cells.stale)} finished run(s) under {spec.output_dir} "
-        f"have other settings than this study asks for ({changed}); give the --set they ran with{ran}"
+        f"have other settings than this study asks for ({changed}): the study file or its base recipe "
+        f"changed since they ran (restore it), or they ran with a --set this command lacks{ran}"
     )
 
 

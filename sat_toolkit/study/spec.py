@@ -111,7 +111,31 @@ def load_study(
     spec = _Validator(path, problems).study(raw, extra_overrides, output_dir)
     if problems or spec is None:
         raise StudyError(problems, str(path))
+    _refuse_unusable_output_dir(spec, "--output-dir" if output_dir is not None else "study.output_dir")
     return spec
+
+
+def _refuse_unusable_output_dir(spec: StudySpec, option: str) -> None:
+    """A file there failed once per cell, advising a --set the study refuses; another
+    study's directory had its report overwritten by this one's."""
+    from sat_toolkit.errors import SatError
+    from sat_toolkit.parsing import loads_json
+
+    out = spec.output_dir
+    if out.exists() and not out.is_dir():
+        raise SatError(
+            f"{option} {out} is a file; the study keeps its cells and report in a directory: give another"
+        )
+    report = out / "report.json"  # written by every study's report (study.report.REPORT_JSON)
+    try:
+        other = loads_json(report.read_text(encoding="utf-8")).get("study")
+    except (OSError, ValueError, AttributeError):
+        return  # none yet, or unreadable: the report says so when it gets there
+    if isinstance(other, str) and other != spec.name:
+        raise SatError(
+            f"{option} {out} holds the study '{other}' (its report.json); give the study '{spec.name}' a "
+            "directory of its own"
+        )
 
 
 class _Validator:
