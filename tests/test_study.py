@@ -1040,6 +1040,6 @@ def test_more_jobs_than_cores_is_said_before_the_estimate() -> None:
 
     assert oversubscribed(2, 2) is None and oversubscribed(1, 4) is None
     assert oversubscribed(2, 1) == (
-        "2 jobs on 1 core(s): the cells share them, so each runs slower than the estimate below "
-        "(which times a cell alone); --jobs 1 finishes as soon"
+        "2 jobs on 1 core(s): the cells share them, so each runs slower than alone "
+        "(and than any estimate, which times a cell alone); --jobs 1 finishes as soon as this"
     )

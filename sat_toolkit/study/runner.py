@@ -112,8 +112,8 @@ def oversubscribed(workers: int, cores: int) -> str | None:
     if workers <= cores:
         return None
     return (
-        f"{workers} jobs on {cores} core(s): the cells share them, so each runs slower than the "
-        f"estimate below (which times a cell alone); --jobs {cores} finishes as soon"
+        f"{workers} jobs on {cores} core(s): the cells share them, so each runs slower than alone "
+        f"(and than any estimate, which times a cell alone); --jobs {cores} finishes as soon as this"
     )
 
 
