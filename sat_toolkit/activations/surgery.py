@@ -96,6 +96,8 @@ class SurgeryReport:
     replaced: dict[str, str] = dataclasses.field(default_factory=dict)  # path -> old type
     functional_calls: list[str] = dataclasses.field(default_factory=list)  # "path: fn"
     functional_checked: bool = False
+    #: Places that already held the activation (timm built them with it as ``act_layer``).
+    already: int = 0
 
     @property
     def replaced_counts(self) -> dict[str, int]:
@@ -104,6 +106,8 @@ class SurgeryReport:
     def summary(self) -> str:
         counts = ", ".join(f"{n} x{c}" for n, c in sorted(self.replaced_counts.items())) or "nothing"
         text = f"replaced {len(self.replaced)} activation modules ({counts})"
+        if self.already:  # "replaced 0 (nothing)" read as if the model kept its ReLUs
+            text += f"; {self.already} already were the activation"
         if not self.functional_checked:
             return text + "; functional calls not checked (no example input)"
         if self.functional_calls:
@@ -139,11 +143,9 @@ def replace_activations(
     ]
     # A module nested in an activation (the surrogate's smooth function) goes with its parent;
     # collect first, then swap: mutating while iterating named_modules would skip children.
-    found = [
-        (path, module)
-        for path, module in candidates
-        if not _inside_activation(path, candidates) and not _already(module, factory)
-    ]
+    outer = [(path, module) for path, module in candidates if not _inside_activation(path, candidates)]
+    found = [(path, module) for path, module in outer if not _already(module, factory)]
+    report.already += len(outer) - len(found)
     replacements: dict[int, nn.Module] = {}  # shared before, shared after (a learnable one stays one)
     for path, module in found:
         parent_path, _, attr = path.rpartition(".")
@@ -248,9 +250,9 @@ def create_timm_model(
     timm builds its blocks with our activation; a surgery sweep then replaces any layer
     the architecture hard-codes, and the report says what was swapped afterwards. Some
     architectures have no ``act_layer`` argument (``dla34``, ``legacy_xception``) and some
-    take only classes or functions there (timm's norm-act layers assert it, e.g.
-    ``efficientnet_b0``): those are built plain and the sweep alone swaps every activation
-    module. ``model.surgery_route`` says which (``"act_layer+sweep"`` or ``"sweep"``).
+    refuse what is given there (older timm's norm-act layers asserted a class or function):
+    those are built plain and the sweep alone swaps every activation module.
+    ``model.surgery_route`` says which (``"act_layer+sweep"`` or ``"sweep"``).
     """
     import timm
 
