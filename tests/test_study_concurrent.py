@@ -180,6 +180,26 @@ def test_the_ledger_heartbeat_leaves_ctrl_c_to_the_main_thread(tmp_path: Path) -
     assert not blocks_sigint(threading.main_thread())
 
 
+def test_a_study_worker_holds_no_named_semaphore_a_terminate_would_leak() -> None:
+    """Workers killed on Ctrl-C left tqdm's multiprocessing lock behind: "resource_tracker:
+    There appear to be 2 leaked semaphore objects" followed the interrupt's one line."""
+    probe = (
+        "import multiprocessing\n"
+        "multiprocessing.set_start_method('spawn')\n"  # as in a worker: named semaphores
+        "from multiprocessing import resource_tracker as tracker\n"
+        "from sat_toolkit.study.runner import _init_worker\n"
+        "_init_worker(1)\n"
+        "made = []\n"
+        "tracker.register = lambda name, kind: made.append(kind)\n"
+        "from tqdm.auto import tqdm\n"
+        "tqdm(total=1, disable=True).close()\n"  # as a cell's bar, show_progress=False
+        "print(made)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("when", ["workers starting", "cells training"])
 def test_ctrl_c_stops_a_study_with_one_line_that_says_how_to_continue(tmp_path: Path, when: str) -> None:
