@@ -40,6 +40,7 @@ def run(
         return run_dry(
             recipe, overrides, image_size=dry_run_image_size, keep=keep, show_progress=show_progress
         )
+    overrides = tuple(overrides)  # read twice below
     loaded = load_recipe(recipe, overrides)
     if resume and not isinstance(recipe, Mapping) and not _sets_output_dir(overrides):
         from sat_toolkit.recipe.rundir import refuse_resume_elsewhere

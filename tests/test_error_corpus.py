@@ -525,6 +525,23 @@ def test_resume_from_inside_the_run_dir_says_where_it_was_started(workspace: Pat
     assert _tree(workspace) == before
 
 
+def test_resume_reads_run_output_dir_as_the_trainer_does(tmp_path: Path, monkeypatch) -> None:
+    """No ~ expansion: the trainer writes output_dir '~/q' under ./~/q, and its resume from
+    there was refused as if it named the home directory's q."""
+    from sat_toolkit.recipe import load_recipe, save_resolved_recipe
+    from sat_toolkit.recipe.rundir import refuse_resume_elsewhere
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "good.toml").write_text(RECIPES["good"], encoding="utf-8")
+    recipe = load_recipe(tmp_path / "good.toml", ["run.output_dir=~/q"])
+    saved = save_resolved_recipe(recipe, Path("~/q"))  # relative: the folder is named '~'
+    (saved.parent / "checkpoints").mkdir()
+    refuse_resume_elsewhere(Path("~/q/recipe.toml"), recipe)  # the right place: no error
+    monkeypatch.chdir(saved.parent)
+    with pytest.raises(SatError, match="names .*/~/q/~/q from here"):
+        refuse_resume_elsewhere(Path("recipe.toml"), recipe)
+
+
 def test_sigint_during_run_says_how_to_resume_and_exits_130(workspace: Path, tmp_path: Path) -> None:
     """Ctrl-C in `sat-toolkit run`: the exact --resume command and exit code 130, not 'Aborted!'."""
     shutil.copy(workspace / "good.toml", tmp_path / "good.toml")

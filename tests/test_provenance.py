@@ -308,6 +308,12 @@ def test_every_missing_package_is_named_in_one_pip_install() -> None:
         f"the installed {BUILTIN_VERSION} no longer has it: pip install '{BUILTIN}==0.0.1'"
     )
     assert missing_plugin_message(entries[3:]) is None
+    # one package recorded in two spellings and versions is one requirement, the newer one
+    spelt = [entry("activation", "mish", "sat-x", "1.0"), entry("objective", "alp", "sat_x", "1.1")]
+    assert missing_plugin_message(spelt) == (
+        "needs activation 'mish' and objective 'alp' from the package sat-x 1.1, which is not installed: "
+        "pip install 'sat-x>=1.1'"
+    )
 
 
 def test_validating_a_run_that_needs_two_absent_packages_names_both(tmp_path: Path) -> None:

@@ -593,6 +593,32 @@ def test_an_attack_only_some_runs_made_is_listed_with_its_count(tmp_path: Path) 
     assert "pgd5 (pgd, steps 5); pgd5/surrogate_grad (pgd, steps 5; in 2 of 4 runs)" in text
 
 
+CAPACITY_AXIS = """
+[[study.axis]]
+name = "capacity"
+[study.axis.values]
+small = ["model.width=8"]
+gelu_wide = ["activation=gelu", "model.width=16"]
+"""
+
+
+def test_overrides_that_look_alike_but_set_different_keys_are_accepted(tmp_path: Path) -> None:
+    """A plugin table's name and its parameters are different keys, also for evaluation
+    attacks (attack.eval.pgd5=pgd then attack.eval.pgd5.steps=...), whose shorthand the
+    first version of the duplicate check read as setting the whole table."""
+    grid = STUDY.replace('"activation=relu"', '"activation=relu", "objective=trades", "objective.beta=6"')
+    evaluation = '"attack.eval.pgd5=pgd", "attack.eval.pgd5.steps=3"'
+    grid = grid.replace('"activation=silu"', f'"activation=silu", {evaluation}')
+    path = write_study(tmp_path, tmp_path / "out", grid)
+    args = [str(path), "--dry-run", "--set", "attack.eval.pgd5.restarts=2"]
+    result = CliRunner().invoke(study_command, args)
+    assert result.exit_code == 0, result.output
+    recipes = {p.cell.label: p.recipe for p in plan(load_study(path, ["attack.eval.pgd5.restarts=2"]))}
+    assert recipes["silu"].attack.eval.attacks["pgd5"].params["steps"] == 3
+    assert recipes["silu"].attack.eval.attacks["pgd5"].params["restarts"] == 2
+    assert recipes["relu"].objective.params == {"beta": 6}
+
+
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
@@ -622,6 +648,15 @@ def test_an_attack_only_some_runs_made_is_listed_with_its_count(tmp_path: Path) 
         (
             ('silu = ["activation=silu"]', 'silu = ["activation=relu"]'),
             "study.axis.activation.values.silu: applies the same overrides as 'relu': their cells would be",
+        ),
+        (  # the same, spelt otherwise
+            ('silu = ["activation=silu"]', 'silu = ["activation.name=relu"]'),
+            "study.axis.activation.values.silu: applies the same overrides as 'relu'",
+        ),
+        (  # two axes setting one key: a "gelu_wide" value trained GELU under both activation labels
+            ('silu = ["activation=silu"]\n', 'silu = ["activation=silu"]\n' + CAPACITY_AXIS),
+            "study.axis.capacity.values.gelu_wide: sets activation.name, which axis 'activation' value "
+            "'relu' sets too",
         ),
     ],
 )

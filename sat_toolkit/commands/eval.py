@@ -397,7 +397,7 @@ def _load_foreign_model(
     if activation is not None:
         from sat_toolkit.evaluation.suites import parse_plugin_option
 
-        act = parse_plugin_option(activation, "--activation", "softplus:beta=10")[1]
+        act = parse_plugin_option(activation, "--activation", "parametric_softplus:alpha=10")[1]
     if num_classes is not None and num_classes < info.num_classes:
         raise SatError(
             f"--num-classes {num_classes}: the dataset's labels run to {info.num_classes - 1}, beyond the "
@@ -694,9 +694,10 @@ def _output_path(
     """``--output``, else a name next to the model that differs whenever the evaluation does.
 
     ``reading`` is what the command line changed about the data or how the weights are read
-    (--data/--data-path as the evaluated images' fingerprint, --arch, --num-classes, --mean,
-    --std): a digest of it ends the name, so evaluating the same weights on other images or
-    with other statistics writes a report beside the first instead of replacing it.
+    (--data/--data-path as the evaluated images' fingerprint, --arch, --activation,
+    --num-classes, --mean, --std): a digest of it ends the name, so evaluating the same
+    weights on other images or with other statistics writes a report beside the first
+    instead of replacing it.
     """
     if output is not None:
         return output

@@ -69,7 +69,8 @@ class Evaluation:
 
     @property
     def robust_accuracy(self) -> float:
-        """Worst case over every attack: the number to quote."""
+        """Worst case over the evaluation's attacks (its suite and extra attacks, a sweep's
+        run at its eps): the number to quote. See :attr:`robust_accuracy_with_checks`."""
         return self.report.robust_accuracy
 
     @property

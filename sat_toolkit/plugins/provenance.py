@@ -199,7 +199,7 @@ def missing_plugin_message(entries: Any) -> str | None:
     """
     if not isinstance(entries, list):
         return None
-    absent: dict[tuple[str, str | None], list[str]] = {}  # (package, version) -> what it provides
+    absent: dict[str, tuple[str, str | None, list[str]]] = {}  # package -> (as recorded, version, provides)
     hints: list[str] = []
     for entry in entries:
         if not isinstance(entry, Mapping) or not isinstance(entry.get("distribution"), str):
@@ -209,7 +209,9 @@ def missing_plugin_message(entries: Any) -> str | None:
             continue
         version = entry.get("version") if isinstance(entry.get("version"), str) else None
         if normalise_distribution(dist) != BUILTIN_DISTRIBUTION and not _installed(dist):
-            provides = absent.setdefault((dist, version), [])
+            shown, known, provides = absent.setdefault(normalise_distribution(dist), (dist, version, []))
+            if version is not None and (known is None or _newer(version, known)):  # the newest recorded
+                absent[normalise_distribution(dist)] = (shown, version, provides)
             if f"{kind} '{name}'" not in provides:
                 provides.append(f"{kind} '{name}'")
         elif (hint := _install_hint(kind, name, dist, version)) not in hints:
@@ -219,9 +221,9 @@ def missing_plugin_message(entries: Any) -> str | None:
             f"{_and(provides)} from the package {dist} {version}"
             if version
             else f"{_and(provides)} from the package {dist}"
-            for (dist, version), provides in absent.items()
+            for dist, version, provides in absent.values()
         ]
-        requirements = " ".join(_requirement(dist, version) for dist, version in absent)
+        requirements = " ".join(_requirement(dist, version) for dist, version, _ in absent.values())
         verb = "is" if len(absent) == 1 else "are"
         hints.insert(0, f"needs {_and(packages)}, which {verb} not installed: pip install {requirements}")
     return "; ".join(hints) or None

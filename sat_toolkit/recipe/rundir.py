@@ -308,7 +308,7 @@ def refuse_resume_elsewhere(recipe_path: str | Path, recipe: Recipe) -> None:
     run_dir = recipe_path.parent
     if recipe_path.name != RECIPE_FILE or not any((run_dir / name).exists() for name in PROGRESS_FILES):
         return
-    named = Path(recipe.run.output_dir).expanduser()
+    named = Path(recipe.run.output_dir)  # as the trainer reads it: no ~ expansion
     if named.resolve() == run_dir.resolve():
         return
     here = run_dir.resolve()

@@ -38,7 +38,7 @@ from typing import Any
 from sat_toolkit.recipe import RecipeError, parse_override
 from sat_toolkit.recipe.coerce import toml_type
 from sat_toolkit.recipe.errors import Problems, ProblemsError, join, suggest
-from sat_toolkit.recipe.overrides import PLUGIN_TABLES, malformed_compound
+from sat_toolkit.recipe.overrides import malformed_compound, plugin_table_kind
 from sat_toolkit.recipe.toml_io import read_file
 
 STUDY_KEYS = ("name", "description", "base", "output_dir", "seeds", "baseline", "set", "axis")
@@ -93,7 +93,8 @@ class StudySpec:
 def load_study(
     path: str | Path, extra_overrides: Sequence[str] = (), output_dir: str | Path | None = None
 ) -> StudySpec:
-    """Read and validate a study file; raise one :class:`StudyError` listing every problem.
+    """Read and validate a study file; raise one :class:`StudyError` listing every problem
+    (a :class:`~sat_toolkit.errors.SatError` for an output directory it cannot use).
 
     ``extra_overrides`` (the command line's ``--set``) are applied to every cell after the
     study's own; ``output_dir`` replaces ``study.output_dir``.
@@ -294,8 +295,29 @@ class _Validator:
                         f"label also used by axis '{labels[label]}'; value labels must differ across axes",
                     )
                 labels[label] = axis.name
+            self.apart_from(axis, axes)
             axes.append(axis)
         return tuple(axes) if len(axes) == len(value) else None
+
+    def apart_from(self, axis: Axis, earlier: Sequence[Axis]) -> None:
+        """Two axes setting one key: in the cells that combine them the later axis wins, and
+        two labels name the same run (a "gelu_wide" capacity value trained GELU under every
+        activation label)."""
+        for other in earlier:
+            for label, overrides in axis.values.items():
+                mine = _leaves_of(overrides)
+                for other_label, other_overrides in other.values.items():
+                    shared = next(
+                        (a for a in mine for b in _leaves_of(other_overrides) if _overlap(a, b)), None
+                    )
+                    if shared is not None:
+                        self.problems.add(
+                            f"study.axis.{axis.name}.values.{label}",
+                            f"sets {'.'.join(shared)}, which axis '{other.name}' value '{other_label}' "
+                            "sets too: in the cells that combine them one hides the other; set each key "
+                            "in one axis",
+                        )
+                        return
 
     def axis(self, entry: Any, index: int) -> Axis | None:
         where = f"study.axis[{index}]"
@@ -333,7 +355,7 @@ class _Validator:
             return None
         same: dict[frozenset[tuple[tuple[str, ...], str]], str] = {}
         for label, overrides in parsed.items():
-            effect = frozenset((keys, repr(value)) for keys, value in map(parse_override, overrides))
+            effect = _effect(overrides)
             if effect in same:
                 self.problems.add(
                     join(join(where, "values"), label),
@@ -388,11 +410,29 @@ class _Validator:
 def _leaves(keys: tuple[str, ...], value: Any) -> list[tuple[str, ...]]:
     """The key paths an override sets: a table's each key, and a plugin table's name for
     the shorthand ``activation=silu`` (its other parameters survive a switch of plugin)."""
+    return [leaf for leaf, _ in _leaf_values(keys, value)]
+
+
+def _leaf_values(keys: tuple[str, ...], value: Any) -> list[tuple[tuple[str, ...], Any]]:
     if isinstance(value, Mapping):
-        return [leaf for key, inner in value.items() for leaf in _leaves((*keys, key), inner)]
-    if keys in PLUGIN_TABLES and isinstance(value, str):
-        return [(*keys, "name")]
-    return [keys]
+        return [pair for key, inner in value.items() for pair in _leaf_values((*keys, key), inner)]
+    if isinstance(value, str) and plugin_table_kind(keys) is not None:
+        return [((*keys, "name"), value)]
+    return [(keys, value)]
+
+
+def _effect(overrides: Sequence[str]) -> frozenset[tuple[tuple[str, ...], str]]:
+    """What a list of overrides sets, however spelt (``activation=silu`` is
+    ``activation.name=silu``; a table is its keys, in any order)."""
+    return frozenset(
+        (leaf, json.dumps(value, sort_keys=True, default=str))
+        for item in overrides
+        for leaf, value in _leaf_values(*parse_override(item))
+    )
+
+
+def _leaves_of(overrides: Sequence[str]) -> list[tuple[str, ...]]:
+    return [leaf for item in overrides for leaf in _leaves(*parse_override(item))]
 
 
 def _overlap(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
