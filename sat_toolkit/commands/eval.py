@@ -418,7 +418,6 @@ def _load_foreign_model(
     )  # fmt: skip
     check_forward(model, architecture, info.input_shape)
     load_weights(model.body, read_state_dict(weights), str(weights))
-
     description = {
         "architecture": {"name": "timm", "architecture": architecture, **arch_kwargs},
         "weights": str(weights),

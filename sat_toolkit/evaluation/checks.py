@@ -219,7 +219,7 @@ def run_checks(
             again = evaluate_robustness(
                 model, x[index], y[index], {first_label: stronger}, batch_size=batch_size, norm=norm
             )
-            broken_here = still_robust[~again.worst_case.cpu()].tolist()
+            broken_here = still_robust.cpu()[(~again.worst_case).cpu()].tolist()  # either on a GPU
         newly_broken = len(broken_here)
         more = main - newly_broken / max(n, 1)
         results.append(
