@@ -313,6 +313,10 @@ def test_attack_option_parsing() -> None:
         parse_attack_option("pgd:steps=2,,seed=1")
     assert parse_attack_option("pgd:steps=2,")[1] == {"name": "pgd", "steps": 2}  # a trailing comma
     assert parse_attack_option("pgd:")[1] == {"name": "pgd"}
+    # a qualified plugin name: the package, then the name, then the parameters
+    qualified = "smooth-adversarial-training:pgd"
+    assert parse_attack_option(f"{qualified}:steps=3")[1] == {"name": qualified, "steps": 3}
+    assert parse_attack_option(qualified)[1] == {"name": qualified}
 
 
 @pytest.fixture(scope="module")

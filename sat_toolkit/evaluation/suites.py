@@ -79,10 +79,14 @@ def parse_attack_option(text: str) -> tuple[str, dict[str, Any]]:
 
 def parse_plugin_option(text: str, option: str, example: str) -> tuple[str, dict[str, Any]]:
     """``NAME[:key=value,...]`` as ``--attack``, ``--arch`` and ``--data`` take it: a label
-    naming the values, and the plugin table (``{"name": NAME, key: value, ...}``)."""
+    naming the values, and the plugin table (``{"name": NAME, key: value, ...}``). NAME may
+    be qualified, ``package:name`` (a plugin whose name another package shares)."""
     from sat_toolkit.recipe import parse_value
 
     name, _, rest = text.partition(":")
+    qualifier, _, after = rest.partition(":")
+    if qualifier.strip() and "=" not in qualifier and _is_plugin_package(name):  # "package:name[:k=v,...]"
+        name, rest = f"{name.strip()}:{qualifier.strip()}", after
     name = name.strip()
     if not name:
         raise SatError(f"{option} {text!r}: give a name, e.g. {option} {example}")
@@ -98,6 +102,16 @@ def parse_plugin_option(text: str, option: str, example: str) -> tuple[str, dict
         spec[key.strip()] = parse_value(value.strip())
         label += f"_{key.strip()}{value.strip()}".replace("/", "-")
     return label, spec
+
+
+def _is_plugin_package(text: str) -> bool:
+    """Whether ``text`` names an installed package that registers plugins (the qualifier
+    of ``package:name``), not an attack, architecture or dataset followed by a typo."""
+    from sat_toolkit.plugins import get_plugin_host
+    from sat_toolkit.plugins.manager import normalise_distribution
+
+    wanted = normalise_distribution(text.strip())
+    return any(normalise_distribution(r.distribution) == wanted for r in get_plugin_host().records())
 
 
 def describe_suite(name: str | None) -> dict[str, Any] | None:
