@@ -25,10 +25,9 @@ from sat_toolkit.study.grid import FinishedCells, cells, read_finished
 from sat_toolkit.study.ledger import LEDGER_FILE, Ledger, hardware, wall_clock_seconds
 from sat_toolkit.study.plot import changes, curves, scatter
 from sat_toolkit.study.reuse import read_origin
-from sat_toolkit.study.spec import StudySpec
+from sat_toolkit.study.spec import REPORT_JSON, StudySpec
 
 REPORT_MD = "report.md"
-REPORT_JSON = "report.json"
 SCATTER_PNG = "scatter.png"
 CURVES_PNG = "curves.png"
 CHANGES_PNG = "changes.png"

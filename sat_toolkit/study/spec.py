@@ -41,6 +41,9 @@ from sat_toolkit.recipe.errors import Problems, ProblemsError, join, suggest
 from sat_toolkit.recipe.overrides import malformed_compound, plugin_table_kind
 from sat_toolkit.recipe.toml_io import read_file
 
+#: The report's JSON in the output directory (written by :mod:`~sat_toolkit.study.report`):
+#: its ``study`` names the study that owns the directory.
+REPORT_JSON = "report.json"
 STUDY_KEYS = ("name", "description", "base", "output_dir", "seeds", "baseline", "set", "axis")
 AXIS_KEYS = ("name", "values")
 # Keys the runner sets itself for every cell; a study that set them would be ignored or fight it.
@@ -127,9 +130,8 @@ def _refuse_unusable_output_dir(spec: StudySpec, option: str) -> None:
         raise SatError(
             f"{option} {out} is a file; the study keeps its cells and report in a directory: give another"
         )
-    report = out / "report.json"  # written by every study's report (study.report.REPORT_JSON)
     try:
-        other = loads_json(report.read_text(encoding="utf-8")).get("study")
+        other = loads_json((out / REPORT_JSON).read_text(encoding="utf-8")).get("study")
     except (OSError, ValueError, AttributeError):
         return  # none yet, or unreadable: the report says so when it gets there
     if isinstance(other, str) and other != spec.name:
@@ -241,16 +243,17 @@ class _Validator:
     def set_once(self, items: Sequence[str], path: str) -> None:
         """One list setting a key twice keeps the last silently: a "gelu" value that also
         said activation=silu trained SiLU under the label gelu."""
-        seen: list[tuple[tuple[str, ...], str]] = []
+        earlier: list[tuple[str, list[tuple[str, ...]]]] = []  # (override, the keys it sets)
         for item in items:
-            for key in _leaves(*parse_override(item)):
-                clash = next((earlier for other, earlier in seen if _overlap(key, other)), None)
-                if clash is not None:
+            keys = _leaves_of([item])
+            for key in keys:
+                before = next((other for other, theirs in earlier if _shared_key([key], theirs)), None)
+                if before is not None:
                     self.problems.add(
-                        path, f"sets {'.'.join(key)} twice ({clash!r}, then {item!r}); keep one"
+                        path, f"sets {'.'.join(key)} twice ({before!r}, then {item!r}); keep one"
                     )
                     return
-            seen += [(key, item) for key in _leaves(*parse_override(item))]
+            earlier.append((item, keys))
 
     def override(self, item: Any, path: str, *, index: int | None) -> None:
         where = path if index is None else f"{path}[{index}]"
@@ -304,13 +307,11 @@ class _Validator:
         two labels name the same run (a "gelu_wide" capacity value trained GELU under every
         activation label)."""
         for other in earlier:
+            theirs = {label: _leaves_of(overrides) for label, overrides in other.values.items()}
             for label, overrides in axis.values.items():
                 mine = _leaves_of(overrides)
-                for other_label, other_overrides in other.values.items():
-                    shared = next(
-                        (a for a in mine for b in _leaves_of(other_overrides) if _overlap(a, b)), None
-                    )
-                    if shared is not None:
+                for other_label, their_keys in theirs.items():
+                    if (shared := _shared_key(mine, their_keys)) is not None:
                         self.problems.add(
                             f"study.axis.{axis.name}.values.{label}",
                             f"sets {'.'.join(shared)}, which axis '{other.name}' value '{other_label}' "
@@ -369,19 +370,10 @@ class _Validator:
         """A command-line --set comes before the axes: one on a key an axis value sets changed
         nothing in that value's cells, without a word."""
         for item in extra:
-            keys = _leaves(*parse_override(item))
+            keys = _leaves_of([item])
             for axis in axes:
                 for label, overrides in axis.values.items():
-                    hit = next(
-                        (
-                            o
-                            for o in overrides
-                            for a in _leaves(*parse_override(o))
-                            for k in keys
-                            if _overlap(k, a)
-                        ),
-                        None,
-                    )
+                    hit = next((o for o in overrides if _shared_key(keys, _leaves_of([o])) is not None), None)
                     if hit is not None:
                         self.problems.add(
                             "--set",
@@ -407,13 +399,10 @@ class _Validator:
         return value
 
 
-def _leaves(keys: tuple[str, ...], value: Any) -> list[tuple[str, ...]]:
-    """The key paths an override sets: a table's each key, and a plugin table's name for
-    the shorthand ``activation=silu`` (its other parameters survive a switch of plugin)."""
-    return [leaf for leaf, _ in _leaf_values(keys, value)]
-
-
 def _leaf_values(keys: tuple[str, ...], value: Any) -> list[tuple[tuple[str, ...], Any]]:
+    """The key paths an override sets, with their values: a table's each key, and a plugin
+    table's name for the shorthand ``activation=silu`` (its other parameters survive a
+    switch of plugin)."""
     if isinstance(value, Mapping):
         return [pair for key, inner in value.items() for pair in _leaf_values((*keys, key), inner)]
     if isinstance(value, str) and plugin_table_kind(keys) is not None:
@@ -432,7 +421,12 @@ def _effect(overrides: Sequence[str]) -> frozenset[tuple[tuple[str, ...], str]]:
 
 
 def _leaves_of(overrides: Sequence[str]) -> list[tuple[str, ...]]:
-    return [leaf for item in overrides for leaf in _leaves(*parse_override(item))]
+    return [leaf for item in overrides for leaf, _ in _leaf_values(*parse_override(item))]
+
+
+def _shared_key(mine: list[tuple[str, ...]], theirs: list[tuple[str, ...]]) -> tuple[str, ...] | None:
+    """The first of ``mine`` that touches one of ``theirs``, if any."""
+    return next((key for key in mine if any(_overlap(key, other) for other in theirs)), None)
 
 
 def _overlap(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
